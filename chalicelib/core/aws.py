@@ -1,0 +1,69 @@
+"""boto3 clients: created once per process, lazily, with explicit retries and timeouts.
+
+boto3 is imported on first use, not at import time, so a cold start that never talks to AWS
+(a 4xx from validation, a CORS preflight) never pays for it. Endpoints follow boto3's own
+rules, so `AWS_ENDPOINT_URL` points every client at the local emulator.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cache
+from typing import Any
+
+_clients: dict[str, Any] = {}
+_lock = threading.Lock()
+
+#: Explicit client behaviour: standard retry mode (exponential backoff with jitter, throttling
+#: aware), short connect timeout, a read timeout well under the function timeout.
+CLIENT_CONFIG_ARGS: dict[str, Any] = {
+    "retries": {"mode": "standard", "max_attempts": 3},
+    "connect_timeout": 2,
+    "read_timeout": 5,
+    "max_pool_connections": 50,
+    "tcp_keepalive": True,
+}
+
+
+def client(service: str) -> Any:
+    """The shared client for `service`, created on first use (thread-safe)."""
+    found = _clients.get(service)
+    if found is not None:
+        return found
+    with _lock:
+        if service not in _clients:
+            import boto3
+            from botocore.config import Config
+
+            session = boto3.session.Session()
+            _clients[service] = session.client(service, config=Config(**CLIENT_CONFIG_ARGS))
+        return _clients[service]
+
+
+def reset_clients() -> None:
+    """Forget every client and resolved name (tests switch emulators between runs)."""
+    with _lock:
+        _clients.clear()
+    account_id.cache_clear()
+    queue_url.cache_clear()
+
+
+@cache
+def account_id() -> str:
+    """The account the functions run in; GetCallerIdentity needs no IAM permission."""
+    return str(client("sts").get_caller_identity()["Account"])
+
+
+def topic_arn(topic_name: str) -> str:
+    """The ARN of a topic in this account and region, built without an AWS call once the
+    account is known (the stage's config holds names, never account ids)."""
+    sns = client("sns")
+    region = sns.meta.region_name
+    partition = sns.meta.partition
+    return f"arn:{partition}:sns:{region}:{account_id()}:{topic_name}"
+
+
+@cache
+def queue_url(queue_name: str) -> str:
+    """The URL of a queue, looked up once per process."""
+    return str(client("sqs").get_queue_url(QueueName=queue_name)["QueueUrl"])

@@ -1,0 +1,156 @@
+"""The HTTP boundary, wired once as Chalice middleware.
+
+Every request gets a correlation id (the caller's `X-Correlation-Id` if well formed, else the
+API Gateway request id), one structured log line and EMF metrics. Bodies over 64 KiB are
+refused before any handler runs. Every error leaves in one JSON shape (`core.errors`),
+Chalice's own errors included. CORS headers are added for the stage's allowed origins.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from chalice import Chalice, Request, Response
+
+from chalicelib.core.errors import (
+    CHALICE_CODES,
+    ApiError,
+    BadRequest,
+    PayloadTooLarge,
+    error_body,
+)
+from chalicelib.core.observability import emit_metrics, logger, start_tracing_if_enabled
+from chalicelib.core.settings import get_settings
+
+MAX_BODY_BYTES = 64 * 1024
+CORRELATION_HEADER = "X-Correlation-Id"
+_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+PREFLIGHT_MAX_AGE_SECONDS = 600
+ALLOWED_REQUEST_HEADERS = "Authorization,Content-Type,X-Correlation-Id"
+
+
+def install(app: Chalice) -> None:
+    """Register the HTTP middleware on `app`."""
+
+    def http_boundary(request: Request, get_response: Any) -> Response:
+        started = time.perf_counter()
+        correlation_id = _correlation_id(request)
+        logger.thread_safe_append_keys(correlation_id=correlation_id)
+        try:
+            start_tracing_if_enabled()
+            response = _handle(request, get_response)
+            if response.status_code >= 400:
+                _reshape_error(response, correlation_id)
+            response.headers[CORRELATION_HEADER] = correlation_id
+            _add_cors_headers(request, response)
+            _record(app, request, response, time.perf_counter() - started)
+            return response
+        finally:
+            logger.thread_safe_clear_keys()
+
+    app.register_middleware(http_boundary, "http")
+
+
+def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says what is wrong with it."""
+    raw = request.raw_body or b""
+    if not raw.strip():
+        raise BadRequest("Request body is empty; send a JSON object.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object.")
+    return body
+
+
+def preflight(request: Request, methods: str) -> Response:
+    """Answer a CORS preflight: 204 with the allowed methods for an allowed origin, else 403."""
+    origin = request.headers.get("origin")
+    if origin is None or origin not in get_settings().cors_allow_origins:
+        return Response(
+            body={"Code": "ForbiddenError", "Message": f"Origin {origin!r} is not allowed."},
+            status_code=403,
+        )
+    return Response(
+        body="",
+        status_code=204,
+        headers={
+            "Access-Control-Allow-Methods": methods,
+            "Access-Control-Allow-Headers": ALLOWED_REQUEST_HEADERS,
+            "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_SECONDS),
+        },
+    )
+
+
+def _handle(request: Request, get_response: Any) -> Response:
+    if len(request.raw_body or b"") > MAX_BODY_BYTES:
+        return _api_error_response(
+            PayloadTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes.")
+        )
+    try:
+        return get_response(request)
+    except ApiError as exc:
+        return _api_error_response(exc)
+
+
+def _api_error_response(exc: ApiError) -> Response:
+    body: dict[str, Any] = {"Code": exc.code, "Message": exc.message}
+    if exc.details:
+        body["Details"] = exc.details
+    return Response(body=body, status_code=exc.status_code)
+
+
+def _reshape_error(response: Response, correlation_id: str) -> None:
+    body = response.body
+    if isinstance(body, dict) and "Code" in body and "Message" in body:
+        code = CHALICE_CODES.get(body["Code"], body["Code"])
+        response.body = error_body(code, body["Message"], correlation_id, body.get("Details"))
+    elif not (isinstance(body, dict) and "error" in body):
+        # An error response built elsewhere (e.g. Chalice's debug text): keep it JSON.
+        response.body = error_body("error", str(body)[:500], correlation_id)
+    response.headers["Content-Type"] = "application/json"
+
+
+def _correlation_id(request: Request) -> str:
+    supplied = request.headers.get(CORRELATION_HEADER.lower())
+    if supplied and _CORRELATION_ID.match(supplied):
+        return supplied
+    request_id = (request.context or {}).get("requestId")
+    return str(request_id) if request_id else str(uuid.uuid4())
+
+
+def _add_cors_headers(request: Request, response: Response) -> None:
+    origin = request.headers.get("origin")
+    if origin and origin in get_settings().cors_allow_origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = CORRELATION_HEADER
+    response.headers["Vary"] = "Origin"
+
+
+def _record(app: Chalice, request: Request, response: Response, seconds: float) -> None:
+    route = (request.context or {}).get("resourcePath", "unknown")
+    status = response.status_code
+    logger.info(
+        "request",
+        method=request.method,
+        route=route,
+        path=request.to_original_event().get("path"),
+        status=status,
+        duration_ms=round(seconds * 1000, 2),
+    )
+    emit_metrics(
+        [
+            ("Requests", MetricUnit.Count, 1),
+            ("ClientErrors", MetricUnit.Count, 1 if 400 <= status < 500 else 0),
+            ("ServerErrors", MetricUnit.Count, 1 if status >= 500 else 0),
+            ("Latency", MetricUnit.Milliseconds, seconds * 1000),
+        ],
+        route=f"{request.method} {route}",
+    )

@@ -1,0 +1,56 @@
+"""Settings read once from the environment that `.chalice/config.json` gives each stage.
+
+Nothing here names an account, a region or a secret: resource names come from the stage's
+environment variables, and boto3 finds the region and credentials the usual way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+
+class SettingsError(RuntimeError):
+    """A required environment variable is missing: the stage's config is incomplete."""
+
+
+def _required(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"environment variable {name} is not set (see .chalice/config.json)")
+    return value
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    users_table_name: str
+    user_created_topic_name: str
+    user_updated_topic_name: str
+    onboarding_queue_name: str
+    cors_allow_origins: frozenset[str]
+    tracing_subsegments: bool
+
+    @classmethod
+    def from_environ(cls) -> Settings:
+        origins = os.environ.get("CORS_ALLOW_ORIGINS", "")
+        return cls(
+            stage=_required("APP_STAGE"),
+            users_table_name=_required("USERS_TABLE_NAME"),
+            user_created_topic_name=_required("USER_CREATED_TOPIC_NAME"),
+            user_updated_topic_name=_required("USER_UPDATED_TOPIC_NAME"),
+            onboarding_queue_name=_required("ONBOARDING_QUEUE_NAME"),
+            cors_allow_origins=frozenset(o.strip() for o in origins.split(",") if o.strip()),
+            tracing_subsegments=_flag("TRACING_SUBSEGMENTS"),
+        )
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings, read on first use (tests call `get_settings.cache_clear()`)."""
+    return Settings.from_environ()

@@ -1,0 +1,46 @@
+"""Opaque list cursors: the sort key of the last user on a page, base64url-encoded.
+
+A cursor decodes to one exact shape; anything else (edited, truncated, made up) is a 400,
+never a DynamoDB error. Forging a well-formed cursor only moves the page start, which any
+client may do anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from chalicelib.core.errors import BadRequest
+
+_SORT_KEY = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z"
+    r"#[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+)
+MAX_CURSOR_LENGTH = 200
+
+
+def encode_cursor(sort_key: str) -> str:
+    return base64.urlsafe_b64encode(sort_key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The sort key a cursor stands for, or BadRequest."""
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise BadRequest("The cursor is not valid; use next_cursor from a previous page.")
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        sort_key = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        sort_key = ""
+    if not _SORT_KEY.match(sort_key):
+        raise BadRequest("The cursor is not valid; use next_cursor from a previous page.")
+    return sort_key
+
+
+def parse_limit(raw: str | None, default: int = 20, maximum: int = 100) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise BadRequest(f"limit must be a whole number from 1 to {maximum}.")
+    return int(raw)

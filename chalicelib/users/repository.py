@@ -1,0 +1,202 @@
+"""The users table in DynamoDB, behind the narrow interface the service needs.
+
+One table holds two kinds of item:
+- the user, key `USER#<user_id>`, with `entity = "USER"` and `created_key` so that the sparse
+  `by-created` index lists users newest first, one Query per page;
+- the email claim, key `EMAIL#<casefolded email>`, which makes addresses unique: it is written
+  in the same transaction as the user, on the condition that it does not exist yet.
+
+Every write of a user is conditional on the `version` the caller read, so concurrent updates
+cannot silently overwrite each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from chalicelib.core import aws
+from chalicelib.users.model import email_key
+
+USER_ENTITY = "USER"
+LIST_INDEX = "by-created"
+
+
+class EmailTaken(Exception):
+    """Another user already holds this address (compared without case)."""
+
+
+class StaleUser(Exception):
+    """The user changed or vanished since it was read."""
+
+
+@cache
+def _codec() -> tuple[Any, Any]:
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+    return TypeSerializer(), TypeDeserializer()
+
+
+def _to_item(values: dict[str, Any]) -> dict[str, Any]:
+    serializer, _ = _codec()
+    return {k: serializer.serialize(v) for k, v in values.items() if v is not None}
+
+
+def _from_item(item: dict[str, Any]) -> dict[str, Any]:
+    _, deserializer = _codec()
+    plain = {k: deserializer.deserialize(v) for k, v in item.items()}
+    return {k: int(v) if isinstance(v, Decimal) else v for k, v in plain.items()}
+
+
+def user_key(user_id: str) -> str:
+    return f"USER#{user_id}"
+
+
+def email_claim_key(email: str) -> str:
+    return f"EMAIL#{email_key(email)}"
+
+
+def sort_key(user: dict[str, Any]) -> str:
+    return f"{user['created_at']}#{user['user_id']}"
+
+
+class DynamoUserRepository:
+    def __init__(self, table_name: str, client: Callable[[], Any] | None = None) -> None:
+        self._table = table_name
+        self._client = client or (lambda: aws.client("dynamodb"))
+
+    def add(self, user: dict[str, Any]) -> None:
+        """Store a new user and claim its email, atomically."""
+        self._transact(
+            [
+                {"Put": self._claim(user)},
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": self._user_item(user),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ]
+        )
+
+    def get(self, user_id: str) -> dict[str, Any] | None:
+        response = self._client().get_item(
+            TableName=self._table, Key={"pk": {"S": user_key(user_id)}}
+        )
+        item = response.get("Item")
+        return _from_item(item) if item else None
+
+    def list_page(self, limit: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to `limit` users, newest first, after sort key `after`; and the sort key to
+        continue from, or None on the last page. One Query: it asks for one item more than
+        the page, so the last page is known without a second call."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": LIST_INDEX,
+            "KeyConditionExpression": "entity = :entity",
+            "ExpressionAttributeValues": {":entity": {"S": USER_ENTITY}},
+            "ScanIndexForward": False,
+            "Limit": limit + 1,
+        }
+        if after is not None:
+            user_id = after.split("#", 1)[1]
+            request["ExclusiveStartKey"] = {
+                "pk": {"S": user_key(user_id)},
+                "entity": {"S": USER_ENTITY},
+                "created_key": {"S": after},
+            }
+        response = self._client().query(**request)
+        users = [_from_item(item) for item in response.get("Items", [])]
+        if len(users) > limit:
+            return users[:limit], sort_key(users[limit - 1])
+        last_key = response.get("LastEvaluatedKey")
+        # DynamoDB stopped early (1 MB read): continue from where it stopped.
+        return users, last_key["created_key"]["S"] if last_key else None
+
+    def replace(self, current: dict[str, Any], new: dict[str, Any]) -> None:
+        """Write `new` over `current` if nobody changed it meanwhile; move the email claim
+        when the address changes."""
+        put_user = {
+            "Put": {
+                "TableName": self._table,
+                "Item": self._user_item(new),
+                "ConditionExpression": "#version = :version",
+                "ExpressionAttributeNames": {"#version": "version"},
+                "ExpressionAttributeValues": {":version": {"N": str(current["version"])}},
+            }
+        }
+        if email_key(current["email"]) == email_key(new["email"]):
+            self._transact([put_user])
+            return
+        self._transact(
+            [
+                {"Put": self._claim(new)},
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": {"pk": {"S": email_claim_key(current["email"])}},
+                    }
+                },
+                put_user,
+            ]
+        )
+
+    def remove(self, user: dict[str, Any]) -> None:
+        """Delete the user and release its email, if nobody changed it meanwhile."""
+        self._transact(
+            [
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": {"pk": {"S": user_key(user["user_id"])}},
+                        "ConditionExpression": "#version = :version",
+                        "ExpressionAttributeNames": {"#version": "version"},
+                        "ExpressionAttributeValues": {":version": {"N": str(user["version"])}},
+                    }
+                },
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": {"pk": {"S": email_claim_key(user["email"])}},
+                    }
+                },
+            ]
+        )
+
+    def _claim(self, user: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "TableName": self._table,
+            "Item": _to_item({"pk": email_claim_key(user["email"]), "user_id": user["user_id"]}),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+
+    def _user_item(self, user: dict[str, Any]) -> dict[str, Any]:
+        return _to_item(
+            {
+                **user,
+                "pk": user_key(user["user_id"]),
+                "entity": USER_ENTITY,
+                "created_key": sort_key(user),
+            }
+        )
+
+    def _transact(self, items: list[dict[str, Any]]) -> None:
+        client = self._client()
+        try:
+            client.transact_write_items(TransactItems=items)
+        except client.exceptions.TransactionCanceledException as exc:
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            claims = [i for i, item in enumerate(items) if _is_email_claim(item)]
+            if any(reasons[i] == "ConditionalCheckFailed" for i in claims if i < len(reasons)):
+                raise EmailTaken() from None
+            if "ConditionalCheckFailed" in reasons:
+                raise StaleUser() from None
+            raise
+
+
+def _is_email_claim(item: dict[str, Any]) -> bool:
+    put = item.get("Put")
+    return bool(put) and put["Item"]["pk"]["S"].startswith("EMAIL#")
