@@ -15,7 +15,8 @@ import uuid
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from chalice import Chalice, Request, Response
+from chalice import Chalice, Response
+from chalice.app import Request
 
 from chalicelib.core.errors import (
     CHALICE_CODES,

@@ -1,0 +1,201 @@
+"""`make run`: the whole system on this machine, no AWS account and no Docker.
+
+1. starts the AWS emulator (moto server, `local.emulator`) on 127.0.0.1 in its own process;
+2. creates the app's resources in it from infra/resources.json, as CloudFormation;
+3. serves the Chalice app on 127.0.0.1 with the stage's environment, its AWS clients pointed
+   at the emulator through AWS_ENDPOINT_URL;
+4. writes what a client needs to `.local/stack.json`, prints it, and on Ctrl-C (or SIGTERM)
+   stops everything and removes that file.
+
+`chalice local`'s own server stalls keep-alive clients on Nagle's algorithm and queues only 5
+connections; the server class here sets TCP_NODELAY and a 128-connection backlog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from chalice.local import LocalDevServer, ThreadedHTTPServer
+
+from local.provision import PROJECT_DIR, provision, stage_environment
+
+HOST = "127.0.0.1"
+EMULATOR_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+class FastLocalServer(ThreadedHTTPServer):
+    """chalice local's threaded server with TCP_NODELAY and a realistic listen backlog."""
+
+    request_queue_size = 128
+    allow_reuse_address = True
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection, address
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run serverless-app locally.")
+    parser.add_argument("--stage", default=os.environ.get("STAGE", "dev"))
+    parser.add_argument("--api-port", type=int, default=int(os.environ.get("API_PORT", 8000)))
+    parser.add_argument(
+        "--emulator-port", type=int, default=int(os.environ.get("EMULATOR_PORT", 5000))
+    )
+    parser.add_argument("--state-dir", type=Path, default=PROJECT_DIR / ".local")
+    args = parser.parse_args(argv)
+    try:
+        return run(args.stage, args.api_port, args.emulator_port, args.state_dir)
+    except AlreadyRunning as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+
+def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
+    started = time.perf_counter()
+    # Hand the GIL over sooner (default 5 ms): shorter waits behind busy threads at high
+    # concurrency (p99 at 50 clients 270 -> 200 ms measured here).
+    sys.setswitchinterval(0.001)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_file = state_dir / "stack.json"
+    lock = _single_instance_lock(state_dir / "stack.lock", state_file)
+    for port, what in ((api_port, "API"), (emulator_port, "emulator")):
+        if not _port_free(port):
+            raise AlreadyRunning(
+                f"Port {port} ({what}) on {HOST} is in use by another program. "
+                f"Stop it, or choose another port: make run API_PORT=8001 EMULATOR_PORT=5001"
+            )
+
+    emulator_url = f"http://{HOST}:{emulator_port}"
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "local.emulator", "--host", HOST, "--port", str(emulator_port)],
+        cwd=PROJECT_DIR,
+    )
+    server: LocalDevServer | None = None
+    stopping = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        _wait_until_up(f"{emulator_url}/moto-api/data.json", emulator, timeout=30)
+        os.environ.update({**EMULATOR_CREDENTIALS, "AWS_ENDPOINT_URL": emulator_url})
+        os.environ.pop("AWS_PROFILE", None)
+
+        import boto3
+
+        outputs = provision(stage, boto3.client("cloudformation", endpoint_url=emulator_url))
+        server = _api_server(stage, api_port)
+        state = {
+            "stage": stage,
+            "api_url": f"http://{HOST}:{api_port}",
+            "emulator_url": emulator_url,
+            "region": EMULATOR_CREDENTIALS["AWS_REGION"],
+            "resources": outputs,
+            "environment": stage_environment(stage),
+            "pid": os.getpid(),
+            "emulator_pid": emulator.pid,
+        }
+        state_file.write_text(json.dumps(state, indent=2) + "\n")
+        print(json.dumps(state, indent=2))
+        print(
+            f"\nReady in {time.perf_counter() - started:.1f} s: API {state['api_url']}, "
+            f"emulator {emulator_url} (state in {state_file}). Ctrl-C stops everything.\n"
+            f"Try: curl -s -X POST {state['api_url']}/register -H 'Content-Type: application/json'"
+            f' -d \'{{"email": "ada@example.com", "name": "Ada"}}\'',
+            flush=True,
+        )
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("\nStopping the local stack.", flush=True)
+    finally:
+        if server is not None:
+            server.server.server_close()
+        emulator.terminate()
+        try:
+            emulator.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            emulator.kill()
+        state_file.unlink(missing_ok=True)
+        lock.close()
+    return 0
+
+
+def _api_server(stage: str, port: int) -> LocalDevServer:
+    """The app as `chalice local --stage <stage> --no-autoreload` builds it, on our server."""
+    from chalice.cli import validate_routes
+    from chalice.cli.factory import CLIFactory
+
+    factory = CLIFactory(project_dir=str(PROJECT_DIR), environ=os.environ)
+    config = factory.create_config_obj(chalice_stage_name=stage)
+    validate_routes(config.chalice_app.routes)
+    return LocalDevServer(config.chalice_app, config, HOST, port, server_cls=FastLocalServer)
+
+
+def _single_instance_lock(lock_path: Path, state_file: Path) -> Any:
+    handle = lock_path.open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        where = ""
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads(state_file.read_text())
+            where = f" (pid {state['pid']}, API {state['api_url']})"
+        raise AlreadyRunning(
+            f"A local stack is already running{where}. Use it, or stop it with Ctrl-C first."
+        ) from None
+    return handle
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the emulator exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"the emulator did not answer at {url} within {timeout} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
