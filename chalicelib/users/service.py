@@ -84,7 +84,7 @@ class UsersService:
         return model.public_view(self._existing(user_id))
 
     def list(self, limit: int, cursor: str | None) -> dict[str, Any]:
-        after = decode_cursor(cursor) if cursor else None
+        after = decode_cursor(cursor) if cursor is not None else None
         users, next_key = self._users.list_page(limit, after)
         return {
             "items": [model.public_view(u) for u in users],

@@ -1,0 +1,49 @@
+# Every entry point of the project. `make run` and `make test` each create the virtualenv
+# (.venv) and install what they need on first use; later runs reuse it until a requirements
+# file changes.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+READY  := $(VENV)/.installed
+STAGE  ?= dev
+
+.PHONY: run test unit integration lint package bench clean
+
+$(READY): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed (found %s); set PYTHON=python3.x" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(READY)
+
+## run: the whole system locally (emulator + API on 127.0.0.1); Ctrl-C stops it
+run: $(READY)
+	$(BIN)/python -m local.stack --stage $(STAGE)
+
+## test: unit and integration tests
+test: $(READY)
+	$(BIN)/python -m pytest
+
+unit: $(READY)
+	$(BIN)/python -m pytest tests/unit
+
+integration: $(READY)
+	$(BIN)/python -m pytest tests/integration
+
+## lint: ruff and cfn-lint
+lint: $(READY)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/cfn-lint infra/resources.json
+
+## package: the deployable CloudFormation template (functions + resources) in out/$(STAGE)
+package: $(READY)
+	$(BIN)/python -m infra.package --stage $(STAGE)
+
+## bench: benchmarks; prints a table and writes bench/results/latest.json
+bench: $(READY)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) out .local .pytest_cache .ruff_cache

@@ -1,0 +1,122 @@
+"""Cold import: `import app` against a bare Chalice app plus boto3 and one client.
+
+Every sample is a fresh interpreter. The child times its own import with perf_counter and
+reports its peak RSS; the parent also takes the child's wall time and peak RSS from wait4.
+Variants are interleaved (A, B, C, D, A, B, ...) so that they share the machine's noise, and
+one untimed round first fills the bytecode caches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from bench import AWS_OVERRIDES, PROJECT_DIR, Result, median, ms, stage_env
+
+_TIMED = """\
+import json, resource, time
+_t0 = time.perf_counter()
+{body}
+_dt = time.perf_counter() - _t0
+_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"import_s": _dt, "rss_kb": _rss}}))
+"""
+
+_BASELINE = """\
+from chalice import Chalice
+app = Chalice(app_name="hello")
+
+@app.route("/")
+def index():
+    return {"hello": "world"}
+
+import boto3
+boto3.client("dynamodb", region_name="us-east-1")
+"""
+
+#: name -> (description, code run in the child; None: `python -c pass`, timed by the parent)
+VARIANTS: dict[str, tuple[str, str | None]] = {
+    "app": ("import app (dev stage env)", _TIMED.format(body="import app")),
+    "baseline": ("Chalice hello-world + boto3 + 1 client", _TIMED.format(body=_BASELINE)),
+    "app_first_client": (
+        "import app + its DynamoDB client",
+        _TIMED.format(
+            body='import app\nfrom chalicelib.core import aws\naws.client("dynamodb")'
+        ),
+    ),
+    "python": ("python -c pass", None),
+}
+TARGET_RATIO = 1.2
+
+
+def _sample(code: str | None, env: dict[str, str]) -> dict[str, float]:
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-c", code or "pass"],
+        cwd=PROJECT_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    out = child.stdout.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"cold-start child failed ({child.returncode}): {out.decode()[-2000:]}")
+    sample = {"wall_s": wall, "child_rss_kb": float(usage.ru_maxrss)}
+    if code is not None:
+        reported = json.loads(out.decode().strip().splitlines()[-1])
+        sample.update(import_s=reported["import_s"], rss_kb=float(reported["rss_kb"]))
+    return sample
+
+
+def run(quick: bool) -> Result:
+    runs = 5 if quick else 12
+    env = {k: v for k, v in os.environ.items() if not k.startswith(AWS_OVERRIDES)}
+    env.update(stage_env())
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+    for _, code in VARIANTS.values():  # untimed: compile .pyc files, warm the page cache
+        _sample(code, env)
+    for _ in range(runs):
+        for name, (_, code) in VARIANTS.items():
+            samples[name].append(_sample(code, env))
+
+    result = Result("cold_start", f"Cold import, fresh interpreter, median of {runs} interleaved")
+    medians: dict[str, dict[str, float]] = {}
+    for name, (description, code) in VARIANTS.items():
+        keys = ("import_s", "rss_kb", "wall_s") if code is not None else ("wall_s", "child_rss_kb")
+        medians[name] = {key: median([s[key] for s in samples[name]]) for key in keys}
+        m = medians[name]
+        if code is None:
+            result.row(description, f"wall {ms(m['wall_s'])}, RSS {m['child_rss_kb'] / 1024:.1f} MB")
+        else:
+            result.row(
+                description,
+                f"import {ms(m['import_s'])}, RSS {m['rss_kb'] / 1024:.1f} MB, "
+                f"process wall {ms(m['wall_s'])}",
+            )
+    ratio = medians["app"]["import_s"] / medians["baseline"]["import_s"]
+    rss_ratio = medians["app"]["rss_kb"] / medians["baseline"]["rss_kb"]
+    first_client_ratio = medians["app_first_client"]["import_s"] / medians["baseline"]["import_s"]
+    result.row("RSS ratio app/baseline", f"{rss_ratio:.2f}")
+    result.row("app + first client / baseline (import time)", f"{first_client_ratio:.2f}")
+    result.metrics = {
+        "runs": runs,
+        "medians": medians,
+        "samples": samples,
+        "import_ratio_app_over_baseline": ratio,
+        "rss_ratio_app_over_baseline": rss_ratio,
+        "import_ratio_app_first_client_over_baseline": first_client_ratio,
+    }
+    result.check(
+        "import time ratio app/baseline (medians)",
+        round(ratio, 3),
+        f"<= {TARGET_RATIO}",
+        ratio <= TARGET_RATIO,
+    )
+    return result

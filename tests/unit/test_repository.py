@@ -1,0 +1,109 @@
+"""The DynamoDB adapter against moto, provisioned from infra/resources.json."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from chalicelib.core import aws as aws_clients
+from chalicelib.users.repository import DynamoUserRepository, EmailTaken, StaleUser
+
+TABLE = "serverless-app-dev-users"
+
+
+def user(n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "user_id": f"00000000-0000-4000-8000-{n:012d}",
+        "email": f"user{n}@example.com",
+        "name": f"User {n}",
+        "preferences": {"newsletter": n % 2 == 0},
+        "created_at": f"2026-11-26T00:{n // 60:02d}:{n % 60:02d}.000000Z",
+        "updated_at": f"2026-11-26T00:{n // 60:02d}:{n % 60:02d}.000000Z",
+        "version": 1,
+        **extra,
+    }
+
+
+@pytest.fixture
+def repo(aws: dict[str, str]) -> DynamoUserRepository:
+    return DynamoUserRepository(TABLE)
+
+
+@pytest.fixture
+def calls(repo: DynamoUserRepository) -> Counter[str]:
+    counter: Counter[str] = Counter()
+    aws_clients.client("dynamodb").meta.events.register(
+        "before-call.dynamodb", lambda model, **_: counter.update([model.name])
+    )
+    return counter
+
+
+def test_add_and_get_round_trip(repo: DynamoUserRepository, calls: Counter[str]) -> None:
+    repo.add(user(1, phone="+14155550123"))
+    calls.clear()
+    stored = repo.get(user(1)["user_id"])
+    assert calls == Counter({"GetItem": 1})
+    assert stored is not None
+    assert stored["version"] == 1 and isinstance(stored["version"], int)
+    assert stored["preferences"] == {"newsletter": False}
+    assert stored["phone"] == "+14155550123"
+    assert repo.get("00000000-0000-4000-8000-000000000404") is None
+
+
+def test_email_is_unique_without_case(repo: DynamoUserRepository) -> None:
+    repo.add(user(1))
+    with pytest.raises(EmailTaken):
+        repo.add(user(2, email="USER1@Example.com"))
+    assert repo.get(user(2)["user_id"]) is None
+
+
+@pytest.mark.parametrize(("count", "limit"), [(25, 10), (20, 10), (3, 100), (0, 5)])
+def test_list_pages_cost_one_query_each(
+    repo: DynamoUserRepository, calls: Counter[str], count: int, limit: int
+) -> None:
+    for n in range(count):
+        repo.add(user(n))
+    calls.clear()
+    pages, after = [], None
+    while True:
+        items, after = repo.list_page(limit, after)
+        pages.append([u["user_id"] for u in items])
+        if after is None:
+            break
+    expected_pages = max(1, -(-count // limit))
+    assert calls == Counter({"Query": expected_pages})
+    flat = [uid for page in pages for uid in page]
+    assert flat == [user(n)["user_id"] for n in reversed(range(count))]
+    assert all(len(page) == limit for page in pages[:-1])
+
+
+def test_replace_checks_version_and_moves_the_email_claim(repo: DynamoUserRepository) -> None:
+    original = user(1)
+    repo.add(original)
+    moved = {**original, "email": "new@example.com", "version": 2}
+    repo.replace(original, moved)
+    with pytest.raises(StaleUser):
+        repo.replace(original, {**original, "name": "late writer", "version": 2})
+    repo.add(user(2, email="user1@example.com"))  # the old address is free again
+    with pytest.raises(EmailTaken):
+        repo.add(user(3, email="NEW@example.com"))
+    assert repo.get(original["user_id"])["email"] == "new@example.com"
+
+
+def test_replace_to_a_taken_email_changes_nothing(repo: DynamoUserRepository) -> None:
+    repo.add(user(1))
+    repo.add(user(2))
+    with pytest.raises(EmailTaken):
+        repo.replace(user(2), {**user(2), "email": "user1@example.com", "version": 2})
+    assert repo.get(user(2)["user_id"])["version"] == 1
+
+
+def test_remove_releases_the_email_and_checks_version(repo: DynamoUserRepository) -> None:
+    repo.add(user(1))
+    with pytest.raises(StaleUser):
+        repo.remove({**user(1), "version": 7})
+    repo.remove(user(1))
+    assert repo.get(user(1)["user_id"]) is None
+    repo.add(user(2, email="user1@example.com"))
