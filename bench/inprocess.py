@@ -47,12 +47,17 @@ def in_process_app() -> Iterator[InProcess]:
 
         from local.provision import provision
 
-        # moto logs a warning for the CloudWatch alarm it cannot create; that is expected.
-        logging.getLogger("moto.cloudformation.parsing").setLevel(logging.ERROR)
         reset_app_caches()
         try:
             with mock_aws():
-                outputs = provision(STAGE, boto3.client("cloudformation"))
+                # moto warns that it skips the CloudWatch alarm: expected, not news.
+                moto_logger = logging.getLogger("moto")
+                level = moto_logger.level
+                moto_logger.setLevel(logging.ERROR)
+                try:
+                    outputs = provision(STAGE, boto3.client("cloudformation"))
+                finally:
+                    moto_logger.setLevel(level)
                 from app import app
 
                 with Client(app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as client:

@@ -1,0 +1,101 @@
+"""Starts the real local stack (`python -m local.stack`) once per session, on free ports and
+its own state directory, so it never collides with a `make run` the developer has open."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from local.provision import PROJECT_DIR
+
+STARTUP_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+
+
+def start_stack(state_dir: Path, api_port: int, emulator_port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "local.stack",
+            "--api-port",
+            str(api_port),
+            "--emulator-port",
+            str(emulator_port),
+            "--state-dir",
+            str(state_dir),
+        ],
+        cwd=PROJECT_DIR,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    state_dir = tmp_path_factory.mktemp("stack")
+    process = start_stack(state_dir, free_port(), free_port())
+    state_file = state_dir / "stack.json"
+    started = time.monotonic()
+    state: dict[str, Any] | None = None
+    while time.monotonic() - started < STARTUP_TIMEOUT_S and process.poll() is None:
+        if state_file.exists():
+            try:
+                state = json.loads(state_file.read_text())
+                requests.get(state["api_url"] + "/users?limit=1", timeout=2)
+                break
+            except (ValueError, requests.ConnectionError):
+                pass
+        time.sleep(0.1)
+    if state is None or process.poll() is not None:
+        process.kill()
+        output = process.stdout.read() if process.stdout else ""
+        pytest.fail(f"the local stack did not start:\n{output[-4000:]}")
+    state["ready_seconds"] = round(time.monotonic() - started, 2)
+    state["state_dir"] = state_dir
+    state["process"] = process
+    yield state
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("the local stack did not stop on SIGINT within 20 s")
+
+
+@pytest.fixture(scope="session")
+def api(stack: dict[str, Any]) -> str:
+    return str(stack["api_url"])
+
+
+@pytest.fixture(scope="session")
+def emulator(stack: dict[str, Any]) -> Any:
+    """boto3 clients against the stack's emulator."""
+    import boto3
+
+    session = boto3.session.Session(
+        aws_access_key_id="local", aws_secret_access_key="local", region_name=stack["region"]
+    )
+    return lambda service: session.client(service, endpoint_url=stack["emulator_url"])

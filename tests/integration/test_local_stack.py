@@ -1,0 +1,172 @@
+"""The Users API over real HTTP on the running local stack, and the stack's own behaviour."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import uuid
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.conftest import free_port, start_stack
+
+pytestmark = pytest.mark.integration
+
+
+def new_email() -> str:
+    return f"it-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def register(api: str, session: requests.Session | None = None, **fields: Any) -> dict[str, Any]:
+    body = {"email": new_email(), "name": "Integration", **fields}
+    response = (session or requests).post(f"{api}/register", json=body, timeout=10)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_stack_file_says_what_a_client_needs(stack: dict[str, Any]) -> None:
+    assert stack["api_url"].startswith("http://127.0.0.1:")
+    assert stack["emulator_url"].startswith("http://127.0.0.1:")
+    assert stack["resources"]["UsersTableName"] == "serverless-app-dev-users"
+    assert stack["resources"]["OnboardingQueueUrl"].endswith("serverless-app-dev-onboarding")
+
+
+def test_user_lifecycle_over_http(api: str) -> None:
+    with requests.Session() as http:
+        user = register(api, http, phone="+14155550123")
+        url = f"{api}/users/{user['user_id']}"
+        assert http.get(url, timeout=10).json() == user
+        updated = http.put(url, json={"bio": "Hello", "phone": None}, timeout=10)
+        assert updated.status_code == 200
+        assert updated.json()["bio"] == "Hello" and "phone" not in updated.json()
+        assert http.delete(url, timeout=10).status_code == 204
+        gone = http.get(url, timeout=10)
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
+
+
+def test_register_reaches_the_emulator_topic_and_queue(api: str, emulator: Any) -> None:
+    sqs, sns = emulator("sqs"), emulator("sns")
+    inbox = sqs.create_queue(QueueName=f"it-inbox-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])
+    topic = next(
+        t["TopicArn"]
+        for t in sns.list_topics()["Topics"]
+        if t["TopicArn"].endswith("-dev-user-created")
+    )
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=inbox_arn["Attributes"]["QueueArn"],
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    user = register(api)
+    events = [
+        json.loads(m["Body"])
+        for m in sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", [])
+    ]
+    assert [e["user"]["user_id"] for e in events] == [user["user_id"]]
+
+    onboarding = sqs.get_queue_url(QueueName="serverless-app-dev-onboarding")["QueueUrl"]
+    tasks = []
+    for _ in range(5):
+        batch = sqs.receive_message(QueueUrl=onboarding, MaxNumberOfMessages=10).get("Messages", [])
+        tasks += [json.loads(m["Body"]) for m in batch]
+        if not batch:
+            break
+    assert user["user_id"] in {t["user_id"] for t in tasks}
+
+
+def test_list_pages_over_http(api: str) -> None:
+    for _ in range(5):
+        register(api)
+    seen, cursor = [], None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        body = requests.get(f"{api}/users", params=params, timeout=10).json()
+        seen += [u["user_id"] for u in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) >= 5
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "code"),
+    [
+        ({"Content-Type": "application/json"}, b"{broken", 400, "bad_request"),
+        ({"Content-Type": "text/plain"}, b"{}", 415, "unsupported_media_type"),
+        (
+            {"Content-Type": "application/json"},
+            b'{"bio": "' + b"x" * 70000 + b'"}',
+            413,
+            "payload_too_large",
+        ),
+        ({"Content-Type": "application/json"}, b'{"email": "x"}', 400, "validation_failed"),
+    ],
+)
+def test_client_mistakes_are_json_4xx(
+    api: str, headers: dict[str, str], body: bytes, status: int, code: str
+) -> None:
+    response = requests.post(f"{api}/register", headers=headers, data=body, timeout=10)
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == code
+
+
+def test_cors_preflight_over_http(api: str) -> None:
+    response = requests.options(
+        f"{api}/users",
+        headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"},
+        timeout=10,
+    )
+    assert response.status_code == 204
+    assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+
+
+def test_keep_alive_clients_are_not_stalled(api: str) -> None:
+    """A functional check of TCP_NODELAY: 50 keep-alive requests must not each wait for a
+    delayed ACK (about 40 ms each with Nagle). Throughput itself is measured by `make bench`."""
+    user = register(api)
+    with requests.Session() as http:
+        http.get(f"{api}/users/{user['user_id']}", timeout=10)
+        started = time.perf_counter()
+        for _ in range(50):
+            assert http.get(f"{api}/users/{user['user_id']}", timeout=10).status_code == 200
+        assert time.perf_counter() - started < 50 * 0.040
+
+
+def test_second_stack_on_the_same_state_dir_says_so(stack: dict[str, Any]) -> None:
+    second = start_stack(stack["state_dir"], free_port(), free_port())
+    output, _ = second.communicate(timeout=60)
+    assert second.returncode == 1
+    assert "already running" in output
+
+
+def test_busy_port_is_reported_plainly(stack: dict[str, Any], tmp_path: Any) -> None:
+    api_port = int(stack["api_url"].rsplit(":", 1)[1])
+    second = start_stack(tmp_path, api_port, free_port())
+    output, _ = second.communicate(timeout=60)
+    assert second.returncode == 1
+    assert f"Port {api_port}" in output and "in use" in output
+
+
+def test_ctrl_c_stops_everything(tmp_path: Any) -> None:
+    api_port, emulator_port = free_port(), free_port()
+    process = start_stack(tmp_path, api_port, emulator_port)
+    state_file = tmp_path / "stack.json"
+    deadline = time.monotonic() + 60
+    while not state_file.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert state_file.exists()
+    emulator_pid = json.loads(state_file.read_text())["emulator_pid"]
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=20) == 0
+    assert not state_file.exists()
+    for port in (api_port, emulator_port):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+    assert subprocess.run(["kill", "-0", str(emulator_pid)], capture_output=True).returncode != 0
