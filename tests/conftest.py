@@ -20,6 +20,11 @@ FAKE_AWS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
+# Lambda sets a function's environment before its code is imported; so do the tests, whatever
+# module a test file imports first. Fixtures below set it again for each test.
+for _name, _value in stage_environment(STAGE).items():
+    os.environ.setdefault(_name, _value)
+
 
 def reset_app_caches() -> None:
     from chalicelib.core import aws

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Iterable
+from functools import cache
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -18,7 +19,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from chalicelib.core.settings import get_settings
 
 logger = Logger()
-metrics = Metrics()
+
+
+@cache
+def _metrics() -> Metrics:
+    """Created on first use, so the namespace is read from the environment as it is then."""
+    return Metrics()
+
 
 # Lambda runs one invocation at a time; `chalice local` serves requests on threads, and the
 # metric set is shared, so adding and flushing happen under one lock.
@@ -29,6 +36,7 @@ _tracing_started = False
 
 def emit_metrics(values: Iterable[tuple[str, MetricUnit, float]], **dimensions: str) -> None:
     """Emit a set of metrics as one EMF document with the given dimensions."""
+    metrics = _metrics()
     with _metrics_lock:
         for name, value in dimensions.items():
             metrics.add_dimension(name=name, value=value)
