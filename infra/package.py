@@ -1,0 +1,332 @@
+"""Build and check the one deployable template of a stage: `python -m infra.package --stage dev`.
+
+Writes out/<stage>/sam.json and out/<stage>/deployment.zip, without talking to AWS:
+
+1. Merge document: infra/resources.json with its `Stage` parameter pinned to the stage
+   (`Default` = stage, `AllowedValues` = [stage]), so the packaged template cannot be deployed
+   with another stage's resource names under this stage's function config.
+2. `chalice package --stage <stage> --merge-template <merge document> out/<stage>`
+   (out/<stage> is emptied first).
+3. Post-processing of sam.json (`finalize_template`, deterministic and idempotent): every
+   AWS::Serverless::Function gets
+   - `Runtime: python3.12`: Chalice takes the runtime from the Python it runs under (3.11
+     here); the project targets python3.12. The zip is checked for compiled extension
+     modules built for another CPython (`check_deployment_zip`), which would not load.
+   - `FunctionName`: the name `chalice deploy` gives the function (`serverless-app-<stage>`
+     for the API handler). Both deploy paths then create the same function, hence the same
+     log group `/aws/lambda/<name>`, which is what `.chalice/policy-<stage>.json` allows.
+4. Checks: cfn-lint (any error fails; warnings are printed) and the SAM translator
+   (aws-sam-translator), run on a copy whose local CodeUri is replaced by an S3 URI, as
+   `aws cloudformation package` does before a deploy.
+5. A short summary.
+
+Chalice needs a region to render service principals; when none is set in the environment,
+us-east-1 is used (the template itself names no region or account).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+RESOURCES_TEMPLATE = PROJECT_DIR / "infra" / "resources.json"
+CHALICE_CONFIG = PROJECT_DIR / ".chalice" / "config.json"
+OUT_DIR = PROJECT_DIR / "out"
+
+TARGET_RUNTIME = "python3.12"
+SERVERLESS_FUNCTION = "AWS::Serverless::Function"
+DEFAULT_REGION = "us-east-1"
+#: What `aws cloudformation package` puts in place of a local CodeUri; used for the check only.
+PLACEHOLDER_CODE_URI = "s3://placeholder-bucket/deployment.zip"
+#: Logical id Chalice gives the REST API's handler, whatever its resource name.
+API_HANDLER_LOGICAL_ID = "APIHandler"
+_EXTENSION_MODULE = re.compile(r"\.cpython-(\d+)[^/]*\.(so|pyd)$")
+
+
+class PackagingError(RuntimeError):
+    """Packaging or one of its checks failed; the message says which and why."""
+
+
+@dataclass
+class PackageResult:
+    stage: str
+    template_path: Path
+    zip_path: Path
+    template: dict[str, Any]
+    lint_warnings: list[str] = field(default_factory=list)
+    transformed: dict[str, Any] = field(default_factory=dict)
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def chalice_config() -> dict[str, Any]:
+    return load_json(CHALICE_CONFIG)
+
+
+def stages() -> list[str]:
+    return list(chalice_config()["stages"])
+
+
+def merge_document(stage: str, resources: dict[str, Any] | None = None) -> dict[str, Any]:
+    """infra/resources.json with the Stage parameter pinned to `stage`."""
+    document = copy.deepcopy(resources if resources is not None else load_json(RESOURCES_TEMPLATE))
+    parameter = document["Parameters"]["Stage"]
+    allowed = parameter.get("AllowedValues")
+    if allowed is not None and stage not in allowed:
+        raise PackagingError(f"stage {stage!r} is not an AllowedValue of Stage in resources.json")
+    parameter["Default"] = stage
+    parameter["AllowedValues"] = [stage]
+    return document
+
+
+def function_names(stage: str) -> dict[str, str]:
+    """Logical id -> the function name `chalice deploy` uses, from Chalice's own app graph.
+
+    Computed in a child process: building the graph imports app.py, whose modules configure
+    themselves from the environment at import time; the caller's process stays clean."""
+    done = subprocess.run(
+        [sys.executable, "-m", "infra.package", "--stage", stage, "--function-names"],
+        cwd=PROJECT_DIR,
+        env=_chalice_env(),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise PackagingError(f"could not list the app's functions:\n{done.stdout}{done.stderr}")
+    return json.loads(done.stdout)
+
+
+def _function_names_in_process(stage: str) -> dict[str, str]:
+    from chalice.cli.factory import CLIFactory
+    from chalice.deploy import models
+    from chalice.deploy.appgraph import ApplicationGraphBuilder, DependencyBuilder
+    from chalice.utils import to_cfn_resource_name
+
+    config = CLIFactory(project_dir=str(PROJECT_DIR)).create_config_obj(chalice_stage_name=stage)
+    application = ApplicationGraphBuilder().build(config, stage)
+    names: dict[str, str] = {}
+    for resource in DependencyBuilder().build_dependencies(application):
+        if isinstance(resource, models.RestAPI):
+            names[API_HANDLER_LOGICAL_ID] = resource.lambda_function.function_name
+        elif isinstance(resource, models.LambdaFunction):
+            names.setdefault(to_cfn_resource_name(resource.resource_name), resource.function_name)
+    return names
+
+
+def finalize_template(
+    template: dict[str, Any], stage: str, names: dict[str, str]
+) -> dict[str, Any]:
+    """The packaged template made safe for `stage` (a new dict; the input is not changed).
+
+    Every Serverless function gets Runtime python3.12 and the FunctionName `chalice deploy`
+    would give it; the Stage parameter is pinned. Applying it twice changes nothing.
+    """
+    result = copy.deepcopy(template)
+    parameter = result.get("Parameters", {}).get("Stage")
+    if parameter is None:
+        raise PackagingError("the packaged template has no Stage parameter (merge failed?)")
+    parameter["Default"] = stage
+    parameter["AllowedValues"] = [stage]
+    for logical_id, resource in result["Resources"].items():
+        if resource.get("Type") != SERVERLESS_FUNCTION:
+            continue
+        if logical_id not in names:
+            raise PackagingError(
+                f"no function name known for {logical_id}; Chalice's functions: {sorted(names)}"
+            )
+        properties = resource["Properties"]
+        properties["Runtime"] = TARGET_RUNTIME
+        properties["FunctionName"] = names[logical_id]
+    return result
+
+
+def check_deployment_zip(zip_path: Path, runtime: str = TARGET_RUNTIME) -> None:
+    """Fail if the zip holds compiled extension modules built for another CPython."""
+    wanted = runtime.removeprefix("python").replace(".", "")
+    with zipfile.ZipFile(zip_path) as archive:
+        wrong = [
+            name
+            for name in archive.namelist()
+            if (m := _EXTENSION_MODULE.search(name)) and m.group(1) != wanted
+        ]
+    if wrong:
+        raise PackagingError(
+            f"{zip_path} holds extension modules built for another Python than {runtime} "
+            f"(Chalice builds for the Python it runs under): {wrong[:5]}. "
+            f"Run the packaging under Python {runtime.removeprefix('python')}."
+        )
+
+
+def _script(name: str) -> str:
+    path = Path(sys.executable).with_name(name)
+    if not path.exists():
+        raise PackagingError(f"{path} not found; install requirements-dev.txt in this venv")
+    return str(path)
+
+
+def _chalice_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if not (env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION")):
+        env["AWS_DEFAULT_REGION"] = DEFAULT_REGION
+    return env
+
+
+def run_chalice_package(stage: str, merge_file: Path, out_dir: Path) -> None:
+    # `python -m chalice` does not work (chalice has no __main__), so use its script.
+    command = [
+        _script("chalice"),
+        "--project-dir",
+        str(PROJECT_DIR),
+        "package",
+        "--stage",
+        stage,
+        "--merge-template",
+        str(merge_file),
+        str(out_dir),
+    ]
+    done = subprocess.run(
+        command, cwd=PROJECT_DIR, env=_chalice_env(), capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise PackagingError(
+            f"chalice package failed (exit {done.returncode}):\n{done.stdout}{done.stderr}"
+        )
+
+
+def cfn_lint(template_path: Path) -> tuple[list[str], list[str]]:
+    """(errors, warnings and informational findings) of cfn-lint, one line each."""
+    done = subprocess.run(
+        [_script("cfn-lint"), "--format", "json", str(template_path)],
+        capture_output=True,
+        text=True,
+    )
+    try:
+        matches = json.loads(done.stdout or "[]")
+    except json.JSONDecodeError:
+        raise PackagingError(
+            f"cfn-lint failed (exit {done.returncode}):\n{done.stdout}{done.stderr}"
+        ) from None
+    errors: list[str] = []
+    others: list[str] = []
+    for match in matches:
+        level, rule = match["Level"], match["Rule"]["Id"]
+        line_number = match["Location"]["Start"]["LineNumber"]
+        line = f"{level} {rule} line {line_number}: {match['Message']}"
+        (errors if level == "Error" else others).append(line)
+    if done.returncode & 2 and not errors:  # bit 2 = errors; keep the two views consistent
+        errors.append(f"cfn-lint exited {done.returncode}: {done.stderr.strip()}")
+    return errors, others
+
+
+def sam_transform(template: dict[str, Any]) -> dict[str, Any]:
+    """The template as CloudFormation sees it after the Serverless transform, or an error.
+
+    Local CodeUri/ContentUri values are replaced by an S3 URI first (the translator only
+    accepts S3 locations; `aws cloudformation package` does the same replacement)."""
+    import boto3
+    from samtranslator.metrics.metrics import DummyMetricsPublisher, Metrics
+    from samtranslator.model.exceptions import InvalidDocumentException
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+
+    document = copy.deepcopy(template)
+    for resource in document["Resources"].values():
+        properties = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(properties.get(key), str) and not properties[key].startswith("s3://"):
+                properties[key] = PLACEHOLDER_CODE_URI
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+    metrics = Metrics("ServerlessTransform", DummyMetricsPublisher())
+    session = boto3.session.Session(region_name=region)
+    translator = Translator(None, Parser(), boto_session=session, metrics=metrics)
+    try:
+        return translator.translate(document, {}, get_managed_policy_map=lambda: {})
+    except InvalidDocumentException as exc:
+        causes = "\n".join(f"  - {cause.message}" for cause in exc.causes)
+        raise PackagingError(f"the SAM translator rejected the template:\n{causes}") from None
+    finally:
+        metrics.publish()  # to the dummy publisher; avoids an "unpublished metrics" warning
+
+
+def package(stage: str, out_root: Path = OUT_DIR) -> PackageResult:
+    """Package `stage` into out_root/<stage> and check it; PackagingError on any failure."""
+    if stage not in stages():
+        raise PackagingError(f"unknown stage {stage!r}; config.json has {stages()}")
+    out_dir = out_root / stage
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    with tempfile.TemporaryDirectory(prefix="merge-") as tmp:
+        merge_file = Path(tmp) / "resources.json"
+        merge_file.write_text(json.dumps(merge_document(stage), indent=2))
+        run_chalice_package(stage, merge_file, out_dir)
+
+    template_path = out_dir / "sam.json"
+    zip_path = out_dir / "deployment.zip"
+    template = finalize_template(load_json(template_path), stage, function_names(stage))
+    template_path.write_text(json.dumps(template, indent=2) + "\n")
+    check_deployment_zip(zip_path)
+
+    errors, warnings = cfn_lint(template_path)
+    if errors:
+        raise PackagingError("cfn-lint found errors in the template:\n" + "\n".join(errors))
+    transformed = sam_transform(template)
+    return PackageResult(stage, template_path, zip_path, template, warnings, transformed)
+
+
+def summary(result: PackageResult) -> str:
+    resources = result.template["Resources"]
+    functions = {k: v for k, v in resources.items() if v.get("Type") == SERVERLESS_FUNCTION}
+    lines = [f"stage {result.stage}: {len(resources)} resources, {len(functions)} function(s)"]
+    for logical_id, function in functions.items():
+        p = function["Properties"]
+        lines.append(
+            f"  {logical_id}: {p['FunctionName']} {p['Runtime']} {p['MemorySize']} MB "
+            f"{p['Timeout']} s tracing={p['Tracing']}"
+        )
+    others = sorted(f"{k} ({v['Type']})" for k, v in resources.items() if k not in functions)
+    lines.append("  resources: " + ", ".join(others))
+    lines.append(
+        f"  cfn-lint: 0 errors, {len(result.lint_warnings)} warning(s); SAM transform: OK "
+        f"({len(result.transformed['Resources'])} CloudFormation resources)"
+    )
+    for label, path in (("template", result.template_path), ("zip", result.zip_path)):
+        shown = path.relative_to(PROJECT_DIR) if path.is_relative_to(PROJECT_DIR) else path
+        lines.append(f"  {label}: {shown} ({path.stat().st_size:,} bytes)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", required=True, help="a stage of .chalice/config.json")
+    parser.add_argument("--function-names", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.function_names:  # used by function_names(): print {logical id: name} as JSON
+        print(json.dumps(_function_names_in_process(args.stage)))
+        return 0
+    try:
+        result = package(args.stage)
+    except PackagingError as exc:
+        print(f"packaging {args.stage} FAILED: {exc}", file=sys.stderr)
+        return 1
+    for warning in result.lint_warnings:
+        print(f"cfn-lint {warning}")
+    print(summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

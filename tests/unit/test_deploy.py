@@ -1,0 +1,482 @@
+"""The deploy path, checked without AWS.
+
+- the packaged template (dev and prod, one `chalice package` run each per session) passes
+  cfn-lint and the SAM translator, pins its Stage and runs python3.12;
+- config.json and infra/resources.json name the same resources for every stage;
+- each stage's IAM policy covers every boto3 call in chalicelib, on that stage's resources
+  only, and nothing more.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import zipfile
+from collections.abc import Callable
+from fnmatch import fnmatchcase
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra.package import (
+    API_HANDLER_LOGICAL_ID,
+    SERVERLESS_FUNCTION,
+    TARGET_RUNTIME,
+    PackageResult,
+    PackagingError,
+    cfn_lint,
+    check_deployment_zip,
+    finalize_template,
+    merge_document,
+    package,
+    sam_transform,
+)
+from infra.package import function_names as package_function_names
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+CHALICELIB = PROJECT_DIR / "chalicelib"
+CONFIG = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
+RESOURCES = json.loads((PROJECT_DIR / "infra" / "resources.json").read_text())
+STAGES = list(CONFIG["stages"])
+PACKAGED_STAGES = ["dev", "prod"]
+
+#: Stage environment variable -> logical id of the resource it names in resources.json.
+RESOURCE_ENV = {
+    "USERS_TABLE_NAME": "UsersTable",
+    "USER_CREATED_TOPIC_NAME": "UserCreatedTopic",
+    "USER_UPDATED_TOPIC_NAME": "UserUpdatedTopic",
+    "ONBOARDING_QUEUE_NAME": "OnboardingQueue",
+}
+NAME_PROPERTY = {
+    "AWS::DynamoDB::Table": "TableName",
+    "AWS::SNS::Topic": "TopicName",
+    "AWS::SQS::Queue": "QueueName",
+}
+
+# A concrete region and account, only to test the policies' wildcards against real ARNs.
+REGION, ACCOUNT = "eu-west-1", "123456789012"
+TABLE = "arn:aws:dynamodb:{region}:{account}:table/{UsersTable}"
+LIST_INDEX_ARN = TABLE + "/index/{index}"
+CREATED_TOPIC = "arn:aws:sns:{region}:{account}:{UserCreatedTopic}"
+UPDATED_TOPIC = "arn:aws:sns:{region}:{account}:{UserUpdatedTopic}"
+QUEUE = "arn:aws:sqs:{region}:{account}:{OnboardingQueue}"
+
+#: Every boto3 client operation chalicelib may call -> the (IAM action, resource) pairs it
+#: needs. A call found in the code but missing here fails `test_every_aws_call_is_known`.
+OPERATION_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
+    "get_item": [("dynamodb:GetItem", TABLE)],
+    "query": [("dynamodb:Query", LIST_INDEX_ARN)],
+    # Authorised per item kind: see TRANSACT_ITEM_ACTIONS.
+    "transact_write_items": [],
+    "publish": [("sns:Publish", CREATED_TOPIC), ("sns:Publish", UPDATED_TOPIC)],
+    "send_message": [("sqs:SendMessage", QUEUE)],
+    "get_queue_url": [("sqs:GetQueueUrl", QUEUE)],
+    # STS GetCallerIdentity needs no permission.
+    "get_caller_identity": [],
+}
+#: TransactWriteItems is authorised as the item-level action of each item kind it holds.
+TRANSACT_ITEM_ACTIONS = {
+    "Put": "dynamodb:PutItem",
+    "Delete": "dynamodb:DeleteItem",
+    "Update": "dynamodb:UpdateItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+}
+#: Services chalicelib may create clients for (those OPERATION_PERMISSIONS covers).
+KNOWN_SERVICES = {"dynamodb", "sns", "sqs", "sts"}
+#: Services whose operation names are looked for in the code: the known ones and others an
+#: app like this commonly adds, so that a call into a new service is noticed too.
+SCANNED_SERVICES = sorted(
+    KNOWN_SERVICES
+    | {"s3", "events", "cloudwatch", "kinesis", "stepfunctions", "secretsmanager", "ssm"}
+    | {"lambda", "ses", "sesv2", "logs", "kms", "scheduler", "cognito-idp"}
+)
+LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents")
+XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def resolve_name(value: Any, stage: str) -> str:
+    """A resource name from resources.json (a literal or an `Fn::Sub` on Stage)."""
+    if isinstance(value, dict):
+        (function, template), *rest = value.items()
+        assert function == "Fn::Sub" and isinstance(template, str) and not rest, value
+        value = template.replace("${Stage}", stage)
+    assert isinstance(value, str) and "${" not in value, f"unresolved name: {value!r}"
+    return value
+
+
+def resource_names(stage: str) -> dict[str, str]:
+    """Logical id -> physical name, for every named table, topic and queue."""
+    names = {}
+    for logical_id, resource in RESOURCES["Resources"].items():
+        prop = NAME_PROPERTY.get(resource["Type"])
+        if prop:
+            names[logical_id] = resolve_name(resource["Properties"][prop], stage)
+    return names
+
+
+def load_policy(stage: str) -> dict[str, Any]:
+    return json.loads((PROJECT_DIR / ".chalice" / f"policy-{stage}.json").read_text())
+
+
+def as_list(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def allows(policy: dict[str, Any], action: str, resource: str) -> bool:
+    """Whether the identity policy allows `action` on `resource` (Allow-only policies)."""
+    return any(
+        statement["Effect"] == "Allow"
+        and any(fnmatchcase(action.lower(), a.lower()) for a in as_list(statement["Action"]))
+        and any(fnmatchcase(resource, r) for r in as_list(statement["Resource"]))
+        for statement in policy["Statement"]
+    )
+
+
+def source_text() -> str:
+    return "\n".join(p.read_text() for p in sorted(CHALICELIB.rglob("*.py")))
+
+
+def aws_operations_called() -> set[str]:
+    """boto3 client operations named in chalicelib: `.op(` calls and paginator names."""
+    import botocore.session
+    from botocore import xform_name
+
+    session = botocore.session.get_session()
+    operations = {
+        xform_name(name)
+        for service in SCANNED_SERVICES
+        for name in session.get_service_model(service).operation_names
+    }
+    text = source_text()
+    called = set(re.findall(r"\.(\w+)\(", text)) & operations
+    called |= set(re.findall(r"get_paginator\(\s*[\"'](\w+)[\"']", text))
+    return called
+
+
+def list_index() -> str:
+    """The index the repository queries (read from source: importing chalicelib here would
+    configure its module-level Logger/Metrics without the stage environment)."""
+    source = (CHALICELIB / "users" / "repository.py").read_text()
+    [index] = re.findall(r"^LIST_INDEX = \"([\w.-]+)\"$", source, flags=re.M)
+    return index
+
+
+@cache
+def function_names(stage: str) -> dict[str, str]:
+    return package_function_names(stage)
+
+
+def required_permissions(stage: str) -> set[tuple[str, str]]:
+    """(action, concrete ARN) pairs the code needs in `stage`, logs and X-Ray included."""
+    fields = {"region": REGION, "account": ACCOUNT, "index": list_index(), **resource_names(stage)}
+    needed = {
+        (action, arn.format(**fields))
+        for operation in aws_operations_called()
+        for action, arn in OPERATION_PERMISSIONS.get(operation, [])
+    }
+    if "transact_write_items" in aws_operations_called():
+        kinds = set(re.findall(r"[\"'](\w+)[\"']\s*:", source_text())) & set(TRANSACT_ITEM_ACTIONS)
+        needed |= {(TRANSACT_ITEM_ACTIONS[k], TABLE.format(**fields)) for k in kinds}
+    for name in function_names(stage).values():
+        group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{name}"
+        needed.add(("logs:CreateLogGroup", group))
+        needed |= {(a, f"{group}:log-stream:2026/01/01/[$LATEST]abc") for a in LOG_ACTIONS[1:]}
+    needed |= {(action, "*") for action in XRAY_ACTIONS}
+    return needed
+
+
+# --- packaging (one `chalice package` per packaged stage per session) -----------------
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], PackageResult]:
+    out_root = tmp_path_factory.mktemp("out")
+    done: dict[str, PackageResult] = {}
+
+    def get(stage: str) -> PackageResult:
+        if stage not in done:
+            done[stage] = package(stage, out_root=out_root)
+        return done[stage]
+
+    return get
+
+
+def functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == SERVERLESS_FUNCTION}
+
+
+@pytest.mark.parametrize("stage", PACKAGED_STAGES)
+def test_packaged_template_passes_cfn_lint_and_sam_transform(
+    stage: str, packaged: Callable[[str], PackageResult]
+) -> None:
+    result = packaged(stage)
+    errors, _ = cfn_lint(result.template_path)
+    assert errors == []
+    transformed = sam_transform(result.template)
+    types = {r["Type"] for r in transformed["Resources"].values()}
+    assert not [t for t in types if t.startswith("AWS::Serverless::")]
+    lambdas = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
+    assert lambdas and all(f["Properties"]["Runtime"] == TARGET_RUNTIME for f in lambdas)
+
+
+@pytest.mark.parametrize("stage", PACKAGED_STAGES)
+def test_packaged_functions_run_python312_under_chalice_deploy_names(
+    stage: str, packaged: Callable[[str], PackageResult]
+) -> None:
+    template = packaged(stage).template
+    found = functions(template)
+    assert API_HANDLER_LOGICAL_ID in found
+    names = function_names(stage)
+    for logical_id, function in found.items():
+        assert function["Properties"]["Runtime"] == TARGET_RUNTIME, logical_id
+        assert function["Properties"]["FunctionName"] == names[logical_id]
+    assert found[API_HANDLER_LOGICAL_ID]["Properties"]["FunctionName"] == f"serverless-app-{stage}"
+
+
+@pytest.mark.parametrize("stage", PACKAGED_STAGES)
+def test_packaged_stage_parameter_is_pinned(
+    stage: str, packaged: Callable[[str], PackageResult]
+) -> None:
+    parameter = packaged(stage).template["Parameters"]["Stage"]
+    assert parameter["Default"] == stage
+    assert parameter["AllowedValues"] == [stage]
+
+
+@pytest.mark.parametrize("stage", PACKAGED_STAGES)
+def test_packaged_template_holds_every_resource_unchanged(
+    stage: str, packaged: Callable[[str], PackageResult]
+) -> None:
+    template = packaged(stage).template
+    for logical_id, resource in RESOURCES["Resources"].items():
+        assert template["Resources"][logical_id] == resource, logical_id
+    for name, output in RESOURCES["Outputs"].items():
+        assert template["Outputs"][name] == output, name
+    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+
+
+@pytest.mark.parametrize("stage", PACKAGED_STAGES)
+def test_packaged_function_has_the_stage_config_and_policy(
+    stage: str, packaged: Callable[[str], PackageResult]
+) -> None:
+    result = packaged(stage)
+    stage_config = CONFIG["stages"][stage]
+    properties = functions(result.template)[API_HANDLER_LOGICAL_ID]["Properties"]
+    assert properties["Environment"]["Variables"] == stage_config["environment_variables"]
+    assert properties["Tracing"] == "Active"
+    assert properties["MemorySize"] == stage_config["lambda_memory_size"]
+    assert properties["Timeout"] == stage_config["lambda_timeout"]
+    assert properties.get("ReservedConcurrentExecutions") == stage_config.get(
+        "reserved_concurrency"
+    )
+    assert stage_config["tags"].items() <= properties["Tags"].items()
+    role_id = properties["Role"]["Fn::GetAtt"][0]
+    [role_policy] = result.template["Resources"][role_id]["Properties"]["Policies"]
+    assert role_policy["PolicyDocument"] == load_policy(stage)
+
+
+@pytest.mark.parametrize("stage", PACKAGED_STAGES)
+def test_deployment_zip_holds_the_app_and_no_boto(
+    stage: str, packaged: Callable[[str], PackageResult]
+) -> None:
+    result = packaged(stage)
+    code_uri = functions(result.template)[API_HANDLER_LOGICAL_ID]["Properties"]["CodeUri"]
+    # `aws cloudformation package` resolves CodeUri relative to the template's directory.
+    assert (result.template_path.parent / code_uri).resolve() == result.zip_path.resolve()
+    with zipfile.ZipFile(result.zip_path) as archive:
+        top = {name.split("/", 1)[0] for name in archive.namelist()}
+    assert {"app.py", "chalicelib", "aws_lambda_powertools"} <= top
+    assert not top & {"boto3", "botocore"}, "Lambda's runtime has boto3; keep it out of the zip"
+
+
+def test_sam_translator_catches_what_cfn_lint_misses(
+    packaged: Callable[[str], PackageResult],
+) -> None:
+    template = copy.deepcopy(packaged("dev").template)
+    template["Resources"][API_HANDLER_LOGICAL_ID]["Properties"]["Events"] = {
+        "Onboard": {
+            "Type": "SQS",
+            "Properties": {
+                "Queue": {"Fn::GetAtt": ["OnboardingQueue", "Arn"]},
+                "FunctionResponseTypez": ["ReportBatchItemFailures"],
+            },
+        }
+    }
+    with pytest.raises(PackagingError, match="FunctionResponseTypez"):
+        sam_transform(template)
+
+
+# --- package.py's pure steps (fast) -----------------------------------------------------
+
+
+def test_cfn_lint_reports_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"Resources": {"Typo": {"Properties": {}}}}))
+    errors, _ = cfn_lint(bad)
+    assert any("E3001" in e for e in errors)
+
+
+def test_merge_document_pins_stage_without_touching_resources_json() -> None:
+    original = copy.deepcopy(RESOURCES)
+    document = merge_document("prod", RESOURCES)
+    assert document["Parameters"]["Stage"]["Default"] == "prod"
+    assert document["Parameters"]["Stage"]["AllowedValues"] == ["prod"]
+    assert document["Resources"] == RESOURCES["Resources"]
+    assert original == RESOURCES
+    with pytest.raises(PackagingError):
+        merge_document("qa", RESOURCES)
+
+
+def _sample_template() -> dict[str, Any]:
+    function = {"Type": SERVERLESS_FUNCTION, "Properties": {"Runtime": "python3.11"}}
+    return {
+        "Parameters": {"Stage": {"Type": "String", "AllowedValues": ["dev", "prod"]}},
+        "Resources": {
+            "APIHandler": copy.deepcopy(function),
+            "Onboard": copy.deepcopy(function),
+            "UsersTable": {"Type": "AWS::DynamoDB::Table", "Properties": {}},
+        },
+    }
+
+
+def test_finalize_template_is_deterministic_and_idempotent() -> None:
+    names = {"APIHandler": "serverless-app-dev", "Onboard": "serverless-app-dev-onboard"}
+    template = _sample_template()
+    once = finalize_template(template, "dev", names)
+    assert template == _sample_template(), "the input must not change"
+    assert finalize_template(once, "dev", names) == once
+    assert json.dumps(once) == json.dumps(finalize_template(_sample_template(), "dev", names))
+    for logical_id, name in names.items():
+        properties = once["Resources"][logical_id]["Properties"]
+        assert properties == {"Runtime": TARGET_RUNTIME, "FunctionName": name}
+    assert once["Resources"]["UsersTable"] == template["Resources"]["UsersTable"]
+    assert once["Parameters"]["Stage"]["AllowedValues"] == ["dev"]
+
+
+def test_finalize_template_refuses_unknown_functions_and_missing_stage() -> None:
+    with pytest.raises(PackagingError, match="Onboard"):
+        finalize_template(_sample_template(), "dev", {"APIHandler": "serverless-app-dev"})
+    template = _sample_template()
+    del template["Parameters"]
+    with pytest.raises(PackagingError, match="Stage"):
+        finalize_template(template, "dev", {})
+
+
+def test_deployment_zip_check_refuses_other_cpython_extensions(tmp_path: Path) -> None:
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as archive:
+        archive.writestr("pkg/_speedups.cpython-312-x86_64-linux-gnu.so", b"")
+        archive.writestr("pkg/_abi3.abi3.so", b"")
+        archive.writestr("pkg/__pycache__/mod.cpython-311.pyc", b"")
+    check_deployment_zip(good)
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("pkg/_speedups.cpython-311-x86_64-linux-gnu.so", b"")
+    with pytest.raises(PackagingError, match="cpython-311"):
+        check_deployment_zip(bad)
+
+
+# --- config.json and resources.json agree, for every stage -----------------------------
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_resource_env_vars_match_resources_json(stage: str) -> None:
+    env = CONFIG["stages"][stage]["environment_variables"]
+    names = resource_names(stage)
+    for variable, logical_id in RESOURCE_ENV.items():
+        assert env[variable] == names[logical_id], variable
+
+
+def test_every_resource_name_setting_is_checked_for_drift() -> None:
+    settings = (CHALICELIB / "core" / "settings.py").read_text()
+    read = set(re.findall(r"_required\(\"(\w+_NAME)\"\)", settings))
+    assert read == set(RESOURCE_ENV)
+
+
+def test_list_index_exists_in_resources_json() -> None:
+    table = RESOURCES["Resources"]["UsersTable"]["Properties"]
+    assert list_index() in {i["IndexName"] for i in table["GlobalSecondaryIndexes"]}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_config_is_complete(stage: str) -> None:
+    stage_config = CONFIG["stages"][stage]
+    assert CONFIG["autogen_policy"] is False and "autogen_policy" not in stage_config
+    assert stage_config["xray"] is True
+    assert stage_config["tags"] == {"app": CONFIG["app_name"], "stage": stage}
+    assert stage_config["environment_variables"]["APP_STAGE"] == stage
+    assert stage_config["iam_policy_file"] == f"policy-{stage}.json"
+    assert isinstance(stage_config["lambda_memory_size"], int)
+    assert 128 <= stage_config["lambda_memory_size"] <= 10240
+    # API Gateway stops waiting for a REST integration after 29 s.
+    assert 1 <= stage_config["lambda_timeout"] <= 29
+    assert "manage_iam_role" not in stage_config and "iam_role_arn" not in stage_config
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_packages_python312_functions(stage: str) -> None:
+    """Without running chalice: the post-processing every packaged stage goes through."""
+    names = function_names(stage)
+    template = {
+        "Parameters": {"Stage": {"Type": "String"}},
+        "Resources": {lid: {"Type": SERVERLESS_FUNCTION, "Properties": {}} for lid in names},
+    }
+    final = finalize_template(template, stage, names)
+    assert {f["Properties"]["Runtime"] for f in functions(final).values()} == {TARGET_RUNTIME}
+
+
+# --- IAM policies: exactly what the code calls, on the stage's resources ---------------
+
+
+def test_every_aws_call_is_known() -> None:
+    text = source_text()
+    services = set(re.findall(r"client\(\s*[\"']([\w-]+)[\"']", text))
+    assert services <= KNOWN_SERVICES, "a new service: add its calls to OPERATION_PERMISSIONS"
+    assert "boto3.resource" not in text and ".resource(" not in text
+    called = aws_operations_called()
+    unknown = called - set(OPERATION_PERMISSIONS)
+    assert not unknown, f"calls with no IAM mapping: {unknown}; map them and extend the policies"
+    assert {"get_item", "query", "transact_write_items", "publish", "send_message"} <= called
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_policy_allows_every_call_the_code_makes(stage: str) -> None:
+    policy = load_policy(stage)
+    missing = sorted(p for p in required_permissions(stage) if not allows(policy, *p))
+    assert not missing, f"policy-{stage}.json does not allow: {missing}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_policy_grants_nothing_more(stage: str) -> None:
+    policy = load_policy(stage)
+    granted = {a for s in policy["Statement"] for a in as_list(s["Action"])}
+    assert granted == {action for action, _ in required_permissions(stage)}
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert set(statement) <= {"Sid", "Effect", "Action", "Resource"}
+        assert not any("*" in a for a in as_list(statement["Action"]))
+        if "*" in as_list(statement["Resource"]):
+            assert all(a in XRAY_ACTIONS for a in as_list(statement["Action"])), statement
+    other_stages = [s for s in STAGES if s != stage]
+    for stage_b in other_stages:
+        required_b = required_permissions(stage_b)
+        leaked = [p for p in required_b if p[1] != "*" and allows(policy, *p)]
+        assert not leaked, f"policy-{stage}.json allows {stage_b} resources: {leaked}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_policy_names_only_its_stage_and_no_account_or_region(stage: str) -> None:
+    text = (PROJECT_DIR / ".chalice" / f"policy-{stage}.json").read_text()
+    assert set(re.findall(r"serverless-app-([a-z0-9]+)", text)) == {stage}
+    assert not re.search(r"\d{12}", text)
+    for statement in load_policy(stage)["Statement"]:
+        for arn in as_list(statement["Resource"]):
+            if arn == "*":
+                continue
+            parts = arn.split(":")
+            assert parts[:2] == ["arn", "aws"] and parts[3:5] == ["*", "*"], arn
