@@ -116,12 +116,6 @@ def ms(seconds: float) -> str:
 
 
 STAGE = "dev"
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 #: Variables that would point the app somewhere else than where a benchmark wants it.
 AWS_OVERRIDES = ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CRED")
 
@@ -129,6 +123,6 @@ AWS_OVERRIDES = ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHAR
 def stage_env() -> dict[str, str]:
     """The dev stage's environment (.chalice/config.json) and fake credentials, as in
     tests/conftest.py."""
-    from local.provision import stage_environment
+    from local.provision import FAKE_CREDENTIALS, stage_environment
 
-    return {**stage_environment(STAGE), **FAKE_AWS}
+    return {**stage_environment(STAGE), **FAKE_CREDENTIALS}

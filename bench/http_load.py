@@ -18,9 +18,7 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import AWS_OVERRIDES, PROJECT_DIR, STAGE, Result, median, ms, percentile
+from bench import STAGE, Result, median, ms, percentile
+from local.stack import free_port, spawn
 
 HOST = "127.0.0.1"
 TARGET_SEQUENTIAL_RPS = 300
@@ -82,12 +81,6 @@ class Sample:
         }
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
 def _cpu_seconds(pid: int | None) -> float:
     """User + system CPU of a process, from /proc (0.0 if it cannot be read)."""
     if pid is None:
@@ -110,31 +103,19 @@ def _alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def running_stack() -> Iterator[Stack]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(AWS_OVERRIDES)}
     with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
         state_dir = Path(tmp)
         log_path = state_dir / "stack.log"
-        api_port = _free_port()
-        emulator_port = _free_port()
+        api_port = free_port()
+        emulator_port = free_port()
         while emulator_port == api_port:
-            emulator_port = _free_port()
+            emulator_port = free_port()
         with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "local.stack",
-                    "--stage",
-                    STAGE,
-                    "--api-port",
-                    str(api_port),
-                    "--emulator-port",
-                    str(emulator_port),
-                    "--state-dir",
-                    str(state_dir),
-                ],
-                cwd=PROJECT_DIR,
-                env=env,
+            process = spawn(
+                state_dir,
+                api_port,
+                emulator_port,
+                STAGE,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -10,6 +10,14 @@ from typing import Any
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RESOURCES_TEMPLATE = PROJECT_DIR / "infra" / "resources.json"
 
+#: Credentials and region for the emulator and for moto in tests: never real ones.
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
 
 def stack_name(stage: str) -> str:
     return f"serverless-app-{stage}-resources"

@@ -52,6 +52,26 @@ class FastLocalServer(ThreadedHTTPServer):
         return connection, address
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def spawn(
+    state_dir: Path, api_port: int, emulator_port: int, stage: str = "dev", **popen: Any
+) -> subprocess.Popen[Any]:
+    """Start a stack in a child process (tests, benchmarks); it is ready once
+    `<state_dir>/stack.json` exists, and stops on SIGINT. AWS_* variables of the caller are
+    not passed on, so the child can only reach its own emulator."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+    command = [sys.executable, "-m", "local.stack", "--stage", stage]
+    command += ["--api-port", str(api_port), "--emulator-port", str(emulator_port)]
+    command += ["--state-dir", str(state_dir)]
+    return subprocess.Popen(command, cwd=PROJECT_DIR, env=env, **popen)
+
+
 class AlreadyRunning(Exception):
     pass
 

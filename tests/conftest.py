@@ -10,15 +10,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local.provision import PROJECT_DIR, provision, stage_environment
+from local.provision import FAKE_CREDENTIALS, PROJECT_DIR, provision, stage_environment
 
 STAGE = "dev"
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 # Lambda sets a function's environment before its code is imported; so do the tests, whatever
 # module a test file imports first. Fixtures below set it again for each test.
@@ -42,7 +36,7 @@ def stage_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name in list(os.environ):
         if name.startswith("AWS_ENDPOINT_URL") or name == "AWS_PROFILE":
             monkeypatch.delenv(name)
-    env = {**stage_environment(STAGE), **FAKE_AWS}
+    env = {**stage_environment(STAGE), **FAKE_CREDENTIALS}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     reset_app_caches()

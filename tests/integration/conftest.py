@@ -4,11 +4,8 @@ its own state directory, so it never collides with a `make run` the developer ha
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,36 +14,16 @@ from typing import Any
 import pytest
 import requests
 
-from local.provision import PROJECT_DIR
+from local.stack import free_port, spawn
 
 STARTUP_TIMEOUT_S = 60
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
-
-
 def start_stack(state_dir: Path, api_port: int, emulator_port: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "local.stack",
-            "--api-port",
-            str(api_port),
-            "--emulator-port",
-            str(emulator_port),
-            "--state-dir",
-            str(state_dir),
-        ],
-        cwd=PROJECT_DIR,
-        env=clean_env(),
+    return spawn(
+        state_dir,
+        api_port,
+        emulator_port,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.conftest import free_port, start_stack
+from local.stack import free_port
+from tests.integration.conftest import start_stack
 
 pytestmark = pytest.mark.integration
 
