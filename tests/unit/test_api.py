@@ -278,3 +278,34 @@ def test_correlation_id_is_echoed_and_logged(
 def test_malformed_correlation_id_is_replaced(client: Any) -> None:
     response = client.http.get("/users", headers={"X-Correlation-Id": "bad id\twith spaces"})
     assert response.headers["X-Correlation-Id"] != "bad id\twith spaces"
+
+
+def test_json_with_charset_is_accepted(client: Any) -> None:
+    response = client.http.post(
+        "/register",
+        headers={"Content-Type": "application/json; charset=utf-8"},
+        body=json.dumps(ADA),
+    )
+    assert response.status_code == 201
+
+
+def test_server_fault_is_a_json_500_logged_with_the_correlation_id(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.core.observability import logger
+    from chalicelib.users import users_service
+
+    def broken(user_id: str) -> None:
+        raise RuntimeError("disk on fire")
+
+    log = io.StringIO()
+    monkeypatch.setattr(logger.registered_handler, "stream", log)
+    monkeypatch.setattr(users_service(), "get", broken)
+    response = client.http.get(
+        "/users/00000000-0000-4000-8000-000000000000", headers={"X-Correlation-Id": "fault-1"}
+    )
+    error = assert_error(response, 500, "internal_error")
+    assert "disk on fire" not in error["message"]
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert all(line["correlation_id"] == "fault-1" for line in lines)
+    assert any("disk on fire" in line.get("exception", "") for line in lines)

@@ -266,14 +266,15 @@ def test_packaged_function_has_the_stage_config_and_policy(
 ) -> None:
     result = packaged(stage)
     stage_config = CONFIG["stages"][stage]
+    # A per-function override (lambda_functions.api_handler) wins over the stage's value.
+    overrides = stage_config.get("lambda_functions", {}).get("api_handler", {})
+    effective = {**stage_config, **overrides}
     properties = functions(result.template)[API_HANDLER_LOGICAL_ID]["Properties"]
     assert properties["Environment"]["Variables"] == stage_config["environment_variables"]
     assert properties["Tracing"] == "Active"
-    assert properties["MemorySize"] == stage_config["lambda_memory_size"]
-    assert properties["Timeout"] == stage_config["lambda_timeout"]
-    assert properties.get("ReservedConcurrentExecutions") == stage_config.get(
-        "reserved_concurrency"
-    )
+    assert properties["MemorySize"] == effective["lambda_memory_size"]
+    assert properties["Timeout"] == effective["lambda_timeout"]
+    assert properties.get("ReservedConcurrentExecutions") == effective.get("reserved_concurrency")
     assert stage_config["tags"].items() <= properties["Tags"].items()
     role_id = properties["Role"]["Fn::GetAtt"][0]
     [role_policy] = result.template["Resources"][role_id]["Properties"]["Policies"]
