@@ -10,6 +10,12 @@ app = Chalice(app_name="serverless-app")
 http.install(app)
 
 
+@app.route("/health", methods=["GET"])
+def health() -> dict:
+    """Liveness for load balancers and monitors: answers without calling AWS."""
+    return http.health()
+
+
 # --- Users API --------------------------------------------------------------------------
 
 

@@ -2,7 +2,9 @@
 
 (a) one keep-alive client, sequential `GET /users/{id}`: with requests.Session and with a bare
     http.client.HTTPConnection;
-(b) 50 keep-alive clients at once (asyncio streams, one connection each, closed loop).
+(b) 50 keep-alive clients at once (asyncio streams, one connection each, closed loop);
+(c) the same 50 clients on `GET /health`, which calls no AWS service: what the server alone
+    does, so that (b) shows what the emulator round trip adds.
 
 Every loop is bounded in time and in count; every response must be a 200 (anything else, or a
 broken connection, is counted as an error). CPU seconds of the API and emulator processes (from
@@ -353,6 +355,8 @@ def run(quick: bool) -> Result:
                                                                sequential_s)),
             (f"concurrent_{CONCURRENCY}", lambda: _concurrent(stack.api_port, path, warmup_s,
                                                               concurrent_s)),
+            (f"concurrent_{CONCURRENCY}_no_aws", lambda: _concurrent(stack.api_port, "/health",
+                                                                     warmup_s, concurrent_s)),
         ):  # fmt: skip
             cpu_before = {k: _cpu_seconds(pid) for k, pid in pids.items()}
             client_before = time.process_time()
@@ -370,6 +374,7 @@ def run(quick: bool) -> Result:
         "sequential_requests_session": "(a) keep-alive, requests.Session",
         "sequential_http_client": "(a) keep-alive, http.client",
         f"concurrent_{CONCURRENCY}": f"(b) {CONCURRENCY} keep-alive clients (asyncio)",
+        f"concurrent_{CONCURRENCY}_no_aws": f"(c) {CONCURRENCY} clients, GET /health (no AWS call)",
     }
     for name, label in labels.items():
         s = phases[name]

@@ -71,6 +71,10 @@ def json_object(request: Request) -> dict[str, Any]:
     return body
 
 
+def health() -> dict[str, str]:
+    return {"status": "ok", "stage": get_settings().stage}
+
+
 def preflight(request: Request, methods: str) -> Response:
     """Answer a CORS preflight: 204 with the allowed methods for an allowed origin, else 403."""
     origin = request.headers.get("origin")

@@ -309,3 +309,9 @@ def test_server_fault_is_a_json_500_logged_with_the_correlation_id(
     lines = [json.loads(line) for line in log.getvalue().splitlines()]
     assert all(line["correlation_id"] == "fault-1" for line in lines)
     assert any("disk on fire" in line.get("exception", "") for line in lines)
+
+
+def test_health_answers_without_aws(client: Any) -> None:
+    response = client.http.get("/health")
+    assert response.status_code == 200
+    assert response.json_body == {"status": "ok", "stage": "dev"}
