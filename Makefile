@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 STAGE  ?= dev
 
-.PHONY: run test unit integration lint package bench clean
+.PHONY: run test unit integration lint package bench token clean
 
 $(READY): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed (found %s); set PYTHON=python3.x" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -20,6 +20,11 @@ $(READY): requirements.txt requirements-dev.txt
 ## run: the whole system locally (emulator + API on 127.0.0.1); Ctrl-C stops it
 run: $(READY)
 	$(BIN)/python -m local.stack --stage $(STAGE)
+
+## token: a bearer token for a local user (created if needed): make token EMAIL=a@b.c [ADMIN=1]
+token: $(READY)
+	@test -n "$(EMAIL)" || { echo "usage: make token EMAIL=you@example.com [ADMIN=1]" >&2; exit 2; }
+	@$(BIN)/python -m local.token "$(EMAIL)" $(if $(ADMIN),--admin)
 
 ## test: unit and integration tests
 test: $(READY)

@@ -34,14 +34,15 @@ class CallCounter:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[CallCounter]:
-        from botocore.handlers import BUILTIN_HANDLERS
+        """On the app's boto3 session, so every client the app creates from now counts."""
+        from chalicelib.core import aws
 
-        entry = ("before-call", self)
-        BUILTIN_HANDLERS.append(entry)
+        events = aws.session().events
+        events.register("before-call", self, unique_id="bench-call-counter")
         try:
             yield self
         finally:
-            BUILTIN_HANDLERS.remove(entry)
+            events.unregister("before-call", unique_id="bench-call-counter")
 
     def during(self, request: Callable[[], Any]) -> tuple[Any, Counter[str]]:
         self.calls = Counter()
@@ -71,7 +72,7 @@ def run(quick: bool) -> Result:
     counter = CallCounter()
     routes: dict[str, dict[str, Any]] = {}
     with counter.installed(), in_process_app() as env:
-        http = env.client.http
+        http = env.http
 
         def twice(label: str, first: Callable[[], Any], second: Callable[[], Any]) -> Any:
             _, first_calls = counter.during(first)
@@ -173,7 +174,7 @@ def _walk_pages(env: InProcess, counter: CallCounter) -> dict[str, Any]:
     cursor: str | None = None
     while pages < 1000:
         path = f"/users?limit={PAGE_LIMIT}" + (f"&cursor={cursor}" if cursor else "")
-        response, made = counter.during(lambda path=path: env.client.http.get(path))
+        response, made = counter.during(lambda path=path: env.http.get(path))
         expect(response, 200, f"GET {path}")
         calls += made
         body = json.loads(response.body)

@@ -151,7 +151,7 @@ def _wait_ready(stack: Stack) -> None:
         with contextlib.suppress(OSError, http.client.HTTPException):
             connection = http.client.HTTPConnection(HOST, stack.api_port, timeout=2)
             try:
-                connection.request("GET", "/users?limit=1")
+                connection.request("GET", "/health")
                 response = connection.getresponse()
                 response.read()
                 if response.status == 200:
@@ -193,11 +193,12 @@ def _stop(stack: Stack) -> bool:
 # --- clients --------------------------------------------------------------------------------
 
 
-def _sequential_requests(url: str, path: str, seconds: float) -> Sample:
+def _sequential_requests(url: str, path: str, seconds: float, headers: dict[str, str]) -> Sample:
     import requests
 
     sample = Sample()
     with requests.Session() as session:
+        session.headers.update(headers)
         for _ in range(20):  # warm-up: connection, first-request paths
             session.get(url + path, timeout=10).content  # noqa: B018
         perf = time.perf_counter
@@ -221,12 +222,12 @@ def _sequential_requests(url: str, path: str, seconds: float) -> Sample:
     return sample
 
 
-def _sequential_raw(port: int, path: str, seconds: float) -> Sample:
+def _sequential_raw(port: int, path: str, seconds: float, headers: dict[str, str]) -> Sample:
     sample = Sample()
     connection = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
         for _ in range(20):
-            connection.request("GET", path)
+            connection.request("GET", path, headers=headers)
             connection.getresponse().read()
         perf = time.perf_counter
         started = perf()
@@ -236,7 +237,7 @@ def _sequential_raw(port: int, path: str, seconds: float) -> Sample:
             if t0 >= deadline:
                 break
             try:
-                connection.request("GET", path)
+                connection.request("GET", path, headers=headers)
                 response = connection.getresponse()
                 response.read()
             except (OSError, http.client.HTTPException) as exc:
@@ -312,8 +313,11 @@ def _parse_head(head: bytes) -> tuple[int, int, bool]:
     return status, length, closing
 
 
-def _concurrent(port: int, path: str, warmup: float, seconds: float) -> Sample:
-    request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
+def _concurrent(
+    port: int, path: str, warmup: float, seconds: float, headers: dict[str, str]
+) -> Sample:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{extra}\r\n".encode()
     sample = Sample()
 
     async def main() -> None:
@@ -329,6 +333,20 @@ def _concurrent(port: int, path: str, warmup: float, seconds: float) -> Sample:
     return sample
 
 
+def _user_id_of(state: dict[str, Any], email: str) -> str:
+    import boto3
+
+    idp = boto3.client(
+        "cognito-idp",
+        endpoint_url=state["emulator_url"],
+        region_name=state["region"],
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    user = idp.admin_get_user(UserPoolId=state["resources"]["UserPoolId"], Username=email)
+    return str(next(a["Value"] for a in user["UserAttributes"] if a["Name"] == "sub"))
+
+
 # --- the benchmark --------------------------------------------------------------------------
 
 
@@ -339,24 +357,26 @@ def run(quick: bool) -> Result:
     with running_stack() as stack:
         import requests
 
-        created = requests.post(
-            f"{stack.url}/register",
-            json={"email": "load@example.com", "name": "Load Test"},
-            timeout=10,
-        )
-        if created.status_code != 201:
-            raise RuntimeError(f"POST /register: {created.status_code} {created.text[:300]}")
-        path = f"/users/{created.json()['user_id']}"
+        from local.token import issue_token
+
+        state = json.loads((stack.state_dir / "stack.json").read_text())
+        token = issue_token(state, "load@example.com", admin=False, id_token=False)
+        auth = {"Authorization": f"Bearer {token}"}
+        me = requests.get(f"{stack.url}/users?limit=1", headers=auth, timeout=10)
+        if me.status_code != 403:  # a plain user may not list: the token works, the rules too
+            raise RuntimeError(f"GET /users as a user: {me.status_code} {me.text[:300]}")
+        idp_user = _user_id_of(state, "load@example.com")
+        path = f"/users/{idp_user}"
         pids = {"api": stack.process.pid, "emulator": stack.emulator_pid}
         for name, measure in (
             ("sequential_requests_session", lambda: _sequential_requests(stack.url, path,
-                                                                          sequential_s)),
+                                                                          sequential_s, auth)),
             ("sequential_http_client", lambda: _sequential_raw(stack.api_port, path,
-                                                               sequential_s)),
+                                                               sequential_s, auth)),
             (f"concurrent_{CONCURRENCY}", lambda: _concurrent(stack.api_port, path, warmup_s,
-                                                              concurrent_s)),
+                                                              concurrent_s, auth)),
             (f"concurrent_{CONCURRENCY}_no_aws", lambda: _concurrent(stack.api_port, "/health",
-                                                                     warmup_s, concurrent_s)),
+                                                                     warmup_s, concurrent_s, {})),
         ):  # fmt: skip
             cpu_before = {k: _cpu_seconds(pid) for k, pid in pids.items()}
             client_before = time.process_time()

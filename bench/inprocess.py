@@ -10,30 +10,53 @@ from typing import Any
 
 from bench import AWS_OVERRIDES, PROJECT_DIR, STAGE, patched_environ, quiet_stdout, stage_env
 
+PASSWORD = "Bench-Passw0rd!"
 
-def reset_app_caches() -> None:
-    from chalicelib.core import aws
-    from chalicelib.core.settings import get_settings
-    from chalicelib.users import users_service
 
-    get_settings.cache_clear()
-    aws.reset_clients()
-    users_service.cache_clear()
+class AuthorizedHTTP:
+    """chalice.test.Client's `http`, sending a bearer token with every request."""
+
+    def __init__(self, http: Any, token: str) -> None:
+        self._http = http
+        self._auth = {"Authorization": f"Bearer {token}"}
+
+    def __getattr__(self, method: str) -> Any:
+        send = getattr(self._http, method)
+
+        def request(path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+            return send(path, headers={**self._auth, **(headers or {})}, **kwargs)
+
+        return request
 
 
 @dataclass
 class InProcess:
     client: Any  # chalice.test.Client
     outputs: dict[str, str]
+    http: Any = None  # AuthorizedHTTP as an admin, once `sign_in_admin` ran
 
     def register(self, email: str, name: str = "Bench User") -> dict[str, Any]:
         response = self.client.http.post(
             "/register",
             headers={"Content-Type": "application/json"},
-            body=_json({"email": email, "name": name}),
+            body=_json({"email": email, "name": name, "password": PASSWORD}),
         )
         expect(response, 201, "POST /register")
         return _load(response)
+
+    def sign_in_admin(self, email: str = "bench-admin@example.com") -> None:
+        import boto3
+
+        user = self.register(email, "Bench Admin")
+        idp = boto3.client("cognito-idp")
+        pool = self.outputs["UserPoolId"]
+        idp.admin_add_user_to_group(UserPoolId=pool, Username=user["user_id"], GroupName="admins")
+        result = idp.initiate_auth(
+            ClientId=self.outputs["UserPoolClientId"],
+            AuthFlow="USER_PASSWORD_AUTH",
+            AuthParameters={"USERNAME": email, "PASSWORD": PASSWORD},
+        )
+        self.http = AuthorizedHTTP(self.client.http, result["AuthenticationResult"]["AccessToken"])
 
 
 @contextlib.contextmanager
@@ -45,9 +68,13 @@ def in_process_app() -> Iterator[InProcess]:
         from chalice.test import Client
         from moto import mock_aws
 
+        from local.gateway import emulate_authorizer_rejection
+        from local.inprocess import reset_app_caches, serve_moto_jwks
         from local.provision import provision
 
+        emulate_authorizer_rejection()
         reset_app_caches()
+        restore_jwks = serve_moto_jwks()
         try:
             with mock_aws():
                 # moto warns that it skips the CloudWatch alarm: expected, not news.
@@ -61,8 +88,11 @@ def in_process_app() -> Iterator[InProcess]:
                 from app import app
 
                 with Client(app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as client:
-                    yield InProcess(client, outputs)
+                    env = InProcess(client, outputs)
+                    env.sign_in_admin()
+                    yield env
         finally:
+            restore_jwks()
             reset_app_caches()
 
 

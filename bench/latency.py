@@ -23,7 +23,7 @@ def run(quick: bool) -> Result:
 
         user_id = env.register("latency@example.com")["user_id"]
         path = f"/users/{user_id}"
-        http = env.client.http
+        http = env.http
         table = get_settings().users_table_name
         key = {"pk": {"S": user_key(user_id)}}
         dynamodb = aws.client("dynamodb")

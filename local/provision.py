@@ -27,7 +27,9 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
     """Create (or find) the resources stack for `stage`; return its outputs by name.
 
     moto creates stacks synchronously; resource types it cannot emulate (CloudWatch alarms)
-    are skipped with a warning, which is silenced here.
+    are skipped with a warning, which is silenced here. moto's CloudFormation has no Cognito,
+    so the template's Cognito resources are created through the Cognito API first, from the
+    same properties, and the stack gets their ids where it refers to them.
     """
     name = stack_name(stage)
     existing = {
@@ -36,11 +38,13 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
         if s["StackStatus"] != "DELETE_COMPLETE"
     }
     if name not in existing:
+        template = json.loads(RESOURCES_TEMPLATE.read_text())
+        _create_cognito_resources(template, stage, cloudformation)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cloudformation.create_stack(
                 StackName=name,
-                TemplateBody=RESOURCES_TEMPLATE.read_text(),
+                TemplateBody=json.dumps(template),
                 Parameters=[{"ParameterKey": "Stage", "ParameterValue": stage}],
             )
     stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
@@ -55,3 +59,79 @@ def stage_environment(stage: str) -> dict[str, str]:
     """The environment variables `.chalice/config.json` gives the stage's functions."""
     config = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
     return dict(config["stages"][stage]["environment_variables"])
+
+
+# --- Cognito, which moto's CloudFormation does not create -------------------------------------
+
+#: CloudFormation property names that differ from the Cognito API's parameter names.
+_COGNITO_RENAMES = {"UserPoolName": "PoolName"}
+
+
+def _create_cognito_resources(template: dict[str, Any], stage: str, cloudformation: Any) -> None:
+    """Create the template's Cognito resources with the Cognito API, remove them from the
+    template, and put their ids wherever the rest of the template refers to them."""
+    import boto3
+
+    region = cloudformation.meta.region_name
+    endpoint = cloudformation.meta.endpoint_url
+    # An emulator serves every service at one URL; AWS (and moto in process) at per-service URLs.
+    custom = endpoint if "cloudformation." not in endpoint else None
+    cognito = boto3.client("cognito-idp", endpoint_url=custom, region_name=region)
+    resources = template["Resources"]
+    physical: dict[str, str] = {}
+    attributes: dict[tuple[str, str], str] = {}
+    for kind in ("AWS::Cognito::UserPool", "AWS::Cognito::UserPoolClient",
+                 "AWS::Cognito::UserPoolGroup"):  # fmt: skip
+        for logical_id in [k for k, r in resources.items() if r["Type"] == kind]:
+            properties = _substitute(
+                resources.pop(logical_id).get("Properties", {}), stage, physical
+            )
+            params = {_COGNITO_RENAMES.get(k, k): v for k, v in properties.items()}
+            if kind == "AWS::Cognito::UserPool":
+                pool = cognito.create_user_pool(**params)["UserPool"]
+                physical[logical_id] = pool["Id"]
+                attributes[(logical_id, "Arn")] = pool["Arn"]
+                attributes[(logical_id, "ProviderURL")] = (
+                    f"cognito-idp.{region}.amazonaws.com/{pool['Id']}"
+                )
+            elif kind == "AWS::Cognito::UserPoolClient":
+                client = cognito.create_user_pool_client(**params)["UserPoolClient"]
+                physical[logical_id] = client["ClientId"]
+            else:
+                cognito.create_group(**params)
+                physical[logical_id] = params["GroupName"]
+    for section in ("Resources", "Outputs"):
+        template[section] = _replace_references(template.get(section, {}), physical, attributes)
+
+
+def _substitute(value: Any, stage: str, physical: dict[str, str]) -> Any:
+    """Resolve Ref, Fn::Sub and Fn::GetAtt... enough of them for the Cognito properties."""
+    resolved = _replace_references(value, {**physical, "Stage": stage}, {})
+    if isinstance(resolved, dict) and set(resolved) == {"Fn::Sub"}:
+        text = resolved["Fn::Sub"]
+        return text.replace("${Stage}", stage) if isinstance(text, str) else resolved
+    if isinstance(resolved, dict):
+        return {k: _substitute(v, stage, physical) for k, v in resolved.items()}
+    if isinstance(resolved, list):
+        return [_substitute(v, stage, physical) for v in resolved]
+    return resolved
+
+
+def _replace_references(
+    value: Any, physical: dict[str, str], attributes: dict[tuple[str, str], str]
+) -> Any:
+    """Replace Ref, Fn::GetAtt and ${Name} in Fn::Sub strings that name created resources."""
+    if isinstance(value, list):
+        return [_replace_references(v, physical, attributes) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if set(value) == {"Ref"} and value["Ref"] in physical:
+        return physical[value["Ref"]]
+    if set(value) == {"Fn::GetAtt"} and tuple(value["Fn::GetAtt"]) in attributes:
+        return attributes[tuple(value["Fn::GetAtt"])]
+    if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+        text = value["Fn::Sub"]
+        for name, ident in physical.items():
+            text = text.replace("${" + name + "}", ident)
+        return {"Fn::Sub": text}
+    return {k: _replace_references(v, physical, attributes) for k, v in value.items()}

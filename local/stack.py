@@ -172,6 +172,9 @@ def _api_server(stage: str, port: int) -> LocalDevServer:
     from chalice.cli import validate_routes
     from chalice.cli.factory import CLIFactory
 
+    from local.gateway import emulate_authorizer_rejection
+
+    emulate_authorizer_rejection()
     factory = CLIFactory(project_dir=str(PROJECT_DIR), environ=os.environ)
     config = factory.create_config_obj(chalice_stage_name=stage)
     validate_routes(config.chalice_app.routes)

@@ -10,6 +10,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from local.gateway import emulate_authorizer_rejection
+from local.inprocess import moto_jwks, reset_app_caches
 from local.provision import FAKE_CREDENTIALS, PROJECT_DIR, provision, stage_environment
 
 STAGE = "dev"
@@ -18,16 +20,7 @@ STAGE = "dev"
 # module a test file imports first. Fixtures below set it again for each test.
 for _name, _value in stage_environment(STAGE).items():
     os.environ.setdefault(_name, _value)
-
-
-def reset_app_caches() -> None:
-    from chalicelib.core import aws
-    from chalicelib.core.settings import get_settings
-    from chalicelib.users import users_service
-
-    get_settings.cache_clear()
-    aws.reset_clients()
-    users_service.cache_clear()
+emulate_authorizer_rejection()
 
 
 @pytest.fixture
@@ -60,3 +53,26 @@ def client(aws: dict[str, str]) -> Iterator[Any]:
 
     with Client(app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def accounts(client: Any, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Users with real tokens from moto's pool; the authorizer reads moto's JWKS."""
+    from tests.unit.api_helpers import Accounts
+
+    jwks = moto_jwks()
+    monkeypatch.setattr("chalicelib.auth.tokens.fetch_json", lambda url, timeout=3.0: jwks)
+    return Accounts(client, aws)
+
+
+@pytest.fixture
+def admin(accounts: Any) -> tuple[dict[str, Any], str]:
+    return accounts.register(admin=True, email="admin@example.com", name="Admin")
+
+
+@pytest.fixture
+def api(client: Any, admin: tuple[dict[str, Any], str]) -> Any:
+    """The API as an admin sees it (may do everything); `api.as_(token)` for anyone else."""
+    from tests.unit.api_helpers import ApiClient
+
+    return ApiClient(client, admin[1])

@@ -35,10 +35,19 @@ def client(service: str) -> Any:
             import boto3
             from botocore.config import Config
 
-            session = boto3.session.Session()
             config = Config(**CLIENT_CONFIG_ARGS, user_agent=_user_agent(boto3.__version__))
-            _clients[service] = session.client(service, config=config)
+            _clients[service] = session().client(service, config=config)
         return _clients[service]
+
+
+@cache
+def session() -> Any:
+    """One boto3 session for every client: its loader reads each JSON service model and
+    the endpoint rules once, not once per client. Event handlers registered on it reach the
+    clients created after."""
+    import boto3
+
+    return boto3.session.Session()
 
 
 def _user_agent(boto3_version: str) -> str:

@@ -35,6 +35,11 @@ class ValidationFailed(ApiError):
     code = "validation_failed"
 
 
+class Forbidden(ApiError):
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(ApiError):
     status_code = 404
     code = "not_found"

@@ -33,6 +33,7 @@ class Settings:
     user_created_topic_name: str
     user_updated_topic_name: str
     onboarding_queue_name: str
+    cognito_config_parameter: str
     cors_allow_origins: frozenset[str]
     tracing_subsegments: bool
 
@@ -45,6 +46,7 @@ class Settings:
             user_created_topic_name=_required("USER_CREATED_TOPIC_NAME"),
             user_updated_topic_name=_required("USER_UPDATED_TOPIC_NAME"),
             onboarding_queue_name=_required("ONBOARDING_QUEUE_NAME"),
+            cognito_config_parameter=_required("COGNITO_CONFIG_PARAMETER"),
             cors_allow_origins=frozenset(o.strip() for o in origins.split(",") if o.strip()),
             tracing_subsegments=_flag("TRACING_SUBSEGMENTS"),
         )

@@ -27,7 +27,9 @@ MAX_NAME_LENGTH = 100
 MAX_BIO_LENGTH = 1000
 MAX_PREFERENCES = 50
 
-REQUIRED_ON_CREATE = ("email", "name")
+REQUIRED_ON_CREATE = ("email", "name", "password")
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 256
 EDITABLE_FIELDS = ("email", "name", "phone", "bio", "preferences")
 #: Optional fields a PUT may clear with null.
 CLEARABLE_FIELDS = ("phone", "bio")
@@ -52,18 +54,39 @@ def is_user_id(value: str) -> bool:
     return bool(_UUID.match(value))
 
 
-def validate_new_user(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A registration body checked and normalised, or ValidationFailed listing every problem."""
-    problems = _unknown_fields(body)
+def validate_registration(body: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """A registration body checked and normalised, as (profile fields, password), or
+    ValidationFailed listing every problem. The password goes to Cognito only."""
+    problems = _unknown_fields(body, allowed=(*EDITABLE_FIELDS, "password"))
     problems += [
         {"field": name, "issue": "is required"} for name in REQUIRED_ON_CREATE if name not in body
     ]
     clean, field_problems = _check_fields({k: v for k, v in body.items() if k in EDITABLE_FIELDS})
     problems += field_problems
+    password_issue = password_problem(body["password"]) if "password" in body else None
+    if password_issue:
+        problems.append({"field": "password", "issue": password_issue})
     if problems:
         raise ValidationFailed("The user is not valid.", problems)
     clean.setdefault("preferences", {})
-    return clean
+    return clean, body["password"]
+
+
+def password_problem(password: Any) -> str | None:
+    """The pool's password policy, checked before Cognito so that the client hears every
+    problem at once: 8+ characters with upper and lower case, a digit and a symbol."""
+    if not isinstance(password, str):
+        return "must be a string"
+    checks = [
+        (MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH,
+         f"{MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"),
+        (any(c.isupper() for c in password), "an upper-case letter"),
+        (any(c.islower() for c in password), "a lower-case letter"),
+        (any(c.isdigit() for c in password), "a digit"),
+        (any(not c.isalnum() and not c.isspace() for c in password), "a symbol"),
+    ]  # fmt: skip
+    missing = [what for ok, what in checks if not ok]
+    return "must have " + ", ".join(missing) if missing else None
 
 
 def validate_changes(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,11 +113,13 @@ def public_view(item: Mapping[str, Any]) -> dict[str, Any]:
     return {name: item[name] for name in PUBLIC_FIELDS if item.get(name) is not None}
 
 
-def _unknown_fields(body: Mapping[str, Any]) -> list[dict[str, str]]:
+def _unknown_fields(
+    body: Mapping[str, Any], allowed: tuple[str, ...] = EDITABLE_FIELDS
+) -> list[dict[str, str]]:
     return [
         {"field": str(name), "issue": "is not a known field"}
         for name in body
-        if name not in EDITABLE_FIELDS
+        if name not in allowed
     ]
 
 

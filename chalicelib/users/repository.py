@@ -3,8 +3,10 @@
 One table holds two kinds of item:
 - the user, key `USER#<user_id>`, with `entity = "USER"` and `created_key` so that the sparse
   `by-created` index lists users newest first, one Query per page;
-- the email claim, key `EMAIL#<casefolded email>`, which makes addresses unique: it is written
-  in the same transaction as the user, on the condition that it does not exist yet.
+- the email claim, key `EMAIL#<casefolded email>`, which makes addresses unique. Registration
+  first reserves it (`status = pending`, with a reservation id), then turns it `active` in the
+  same transaction that stores the user. A pending claim older than RESERVATION_TTL (left by a
+  registration that crashed half-way) may be taken over, so a retry always gets through.
 
 Every write of a user is conditional on the `version` the caller read, so concurrent updates
 cannot silently overwrite each other.
@@ -12,7 +14,9 @@ cannot silently overwrite each other.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -22,6 +26,8 @@ from chalicelib.users.model import email_key
 
 USER_ENTITY = "USER"
 LIST_INDEX = "by-created"
+RESERVATION_TTL = timedelta(minutes=5)
+PENDING, ACTIVE = "pending", "active"
 
 
 class EmailTaken(Exception):
@@ -67,11 +73,66 @@ class DynamoUserRepository:
         self._table = table_name
         self._client = client or (lambda: aws.client("dynamodb"))
 
-    def add(self, user: dict[str, Any]) -> None:
-        """Store a new user and claim its email, atomically."""
+    def reserve_email(self, email: str) -> str:
+        """Hold `email` for a registration in progress; returns the reservation id."""
+        reservation = str(uuid.uuid4())
+        now = datetime.now(UTC)
+        try:
+            self._client().put_item(
+                TableName=self._table,
+                Item=_to_item(
+                    {
+                        "pk": email_claim_key(email),
+                        "status": PENDING,
+                        "reservation": reservation,
+                        "reserved_at": now.isoformat(),
+                    }
+                ),
+                ConditionExpression=(
+                    "attribute_not_exists(pk) OR (#status = :pending AND reserved_at < :stale)"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_to_item(
+                    {":pending": PENDING, ":stale": (now - RESERVATION_TTL).isoformat()}
+                ),
+            )
+        except self._client().exceptions.ConditionalCheckFailedException:
+            raise EmailTaken() from None
+        return reservation
+
+    def release_email(self, email: str, reservation: str) -> None:
+        """Give up a reservation (the registration failed); someone else's claim is untouched."""
+        try:
+            self._client().delete_item(
+                TableName=self._table,
+                Key={"pk": {"S": email_claim_key(email)}},
+                ConditionExpression="reservation = :reservation",
+                ExpressionAttributeValues={":reservation": {"S": reservation}},
+            )
+        except self._client().exceptions.ConditionalCheckFailedException:
+            pass
+
+    def add(self, user: dict[str, Any], reservation: str) -> None:
+        """Store a new user and turn its email reservation into the user's claim, atomically."""
         self._transact(
             [
-                {"Put": self._claim(user)},
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": {"pk": {"S": email_claim_key(user["email"])}},
+                        "UpdateExpression": "SET #status = :active, user_id = :user_id "
+                        "REMOVE reservation, reserved_at",
+                        "ConditionExpression": "reservation = :reservation",
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": _to_item(
+                            {
+                                ":active": ACTIVE,
+                                ":user_id": user["user_id"],
+                                ":reservation": reservation,
+                            }
+                        ),
+                    }
+                },
                 {
                     "Put": {
                         "TableName": self._table,
@@ -169,7 +230,9 @@ class DynamoUserRepository:
     def _claim(self, user: dict[str, Any]) -> dict[str, Any]:
         return {
             "TableName": self._table,
-            "Item": _to_item({"pk": email_claim_key(user["email"]), "user_id": user["user_id"]}),
+            "Item": _to_item(
+                {"pk": email_claim_key(user["email"]), "user_id": user["user_id"], "status": ACTIVE}
+            ),
             "ConditionExpression": "attribute_not_exists(pk)",
         }
 

@@ -1,34 +1,48 @@
-"""The Users use cases: what happens on register, read, list, update and delete.
+"""The Users use cases: register, read, list, update and delete, and who may do each.
 
-Depends on two small ports, a repository and an event publisher, so it runs in unit tests
-with in-memory fakes and in Lambda with the DynamoDB/SNS/SQS adapters.
+Depends on three small ports (a repository, an identity directory and an event publisher), so
+it runs in unit tests with in-memory fakes and in Lambda with DynamoDB, Cognito, SNS and SQS.
 
-A write and its events go together: if an event cannot be sent after the write, the write is
-undone and the client gets a 503 to retry, so no user exists whose events were never sent.
+Registration is a saga over Cognito and DynamoDB: reserve the email, create the sign-in
+identity, store the profile, send the events. A failing step undoes the ones before it, so no
+half-made account is left behind; a crash half-way leaves only a reservation that expires
+and an identity without a profile, which the next attempt for that email removes. The same
+holds for updates: if an event cannot be sent, the change is undone and the client retries.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from chalicelib.core.errors import Conflict, NotFound, ServiceUnavailable
+from chalicelib.auth.policy import require_admin, require_self_or_admin
+from chalicelib.auth.tokens import Principal
+from chalicelib.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from chalicelib.core.observability import logger
 from chalicelib.users import model
+from chalicelib.users.identity import IdentityExists, WeakPassword
 from chalicelib.users.pagination import decode_cursor, encode_cursor
 from chalicelib.users.repository import EmailTaken, StaleUser
 
 
 class UserRepository(Protocol):
-    def add(self, user: dict[str, Any]) -> None: ...
+    def reserve_email(self, email: str) -> str: ...
+    def release_email(self, email: str, reservation: str) -> None: ...
+    def add(self, user: dict[str, Any], reservation: str) -> None: ...
     def get(self, user_id: str) -> dict[str, Any] | None: ...
     def list_page(
         self, limit: int, after: str | None
     ) -> tuple[list[dict[str, Any]], str | None]: ...
     def replace(self, current: dict[str, Any], new: dict[str, Any]) -> None: ...
     def remove(self, user: dict[str, Any]) -> None: ...
+
+
+class IdentityDirectory(Protocol):
+    def create(self, email: str, name: str, password: str) -> str: ...
+    def delete(self, user_id: str) -> None: ...
+    def delete_by_email(self, email: str) -> None: ...
+    def change_email(self, user_id: str, email: str) -> None: ...
 
 
 class UserEventPublisher(Protocol):
@@ -42,48 +56,70 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+EMAIL_TAKEN = "A user with this email is already registered."
+
+
 class UsersService:
     def __init__(
         self,
         repository: UserRepository,
+        identities: IdentityDirectory,
         publisher: UserEventPublisher,
         clock: Callable[[], str] = utc_now,
-        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._users = repository
+        self._identities = identities
         self._events = publisher
         self._clock = clock
-        self._new_id = new_id
+
+    # --- register (public) --------------------------------------------------------------
 
     def register(self, body: dict[str, Any]) -> dict[str, Any]:
-        fields = model.validate_new_user(body)
-        now = self._clock()
-        user = {
-            **fields,
-            "user_id": self._new_id(),
-            "created_at": now,
-            "updated_at": now,
-            "version": 1,
-        }
+        fields, password = model.validate_registration(body)
+        email = fields["email"]
         try:
-            self._users.add(user)
+            reservation = self._users.reserve_email(email)
         except EmailTaken:
-            raise Conflict("A user with this email is already registered.") from None
+            raise Conflict(EMAIL_TAKEN) from None
+        undo: list[Callable[[], None]] = [lambda: self._users.release_email(email, reservation)]
         try:
+            user_id = self._create_identity(email, fields["name"], password)
+            undo.append(lambda: self._identities.delete(user_id))
+            now = self._clock()
+            user = {**fields, "user_id": user_id, "created_at": now, "updated_at": now}
+            user["version"] = 1
+            self._users.add(user, reservation)
+            undo[:] = [lambda: self._users.remove(user), lambda: self._identities.delete(user_id)]
             self._events.user_created(user)
             self._events.onboarding_requested(user)
+        except WeakPassword as exc:
+            self._undo(undo, "registration")
+            raise ValidationFailed(
+                "The password was refused.", [{"field": "password", "issue": str(exc)}]
+            ) from None
         except Exception:
-            logger.exception(
-                "user events not sent; undoing the registration", user_id=user["user_id"]
-            )
-            self._users.remove(user)
+            logger.exception("registration failed; undoing it", email_domain=email.split("@")[-1])
+            self._undo(undo, "registration")
             raise ServiceUnavailable("Registration could not be completed; retry it.") from None
         return model.public_view(user)
 
-    def get(self, user_id: str) -> dict[str, Any]:
+    def _create_identity(self, email: str, name: str, password: str) -> str:
+        try:
+            return self._identities.create(email, name, password)
+        except IdentityExists:
+            # We hold the email's reservation, so no profile has this address: the identity
+            # was left by an earlier attempt that failed half-way. Replace it.
+            self._identities.delete_by_email(email)
+            return self._identities.create(email, name, password)
+
+    # --- read, list ---------------------------------------------------------------------
+
+    def get(self, principal: Principal, user_id: str) -> dict[str, Any]:
+        require_self_or_admin(principal, user_id)
         return model.public_view(self._existing(user_id))
 
-    def list(self, limit: int, cursor: str | None) -> dict[str, Any]:
+    def list(self, principal: Principal, limit: int, cursor: str | None) -> dict[str, Any]:
+        require_admin(principal)
         after = decode_cursor(cursor) if cursor is not None else None
         users, next_key = self._users.list_page(limit, after)
         return {
@@ -91,7 +127,10 @@ class UsersService:
             "next_cursor": encode_cursor(next_key) if next_key else None,
         }
 
-    def update(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    # --- update, delete -----------------------------------------------------------------
+
+    def update(self, principal: Principal, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        require_self_or_admin(principal, user_id)
         changes = model.validate_changes(body)
         current = self._existing(user_id)
         changed = sorted(k for k, v in changes.items() if current.get(k) != v)
@@ -99,20 +138,31 @@ class UsersService:
             return model.public_view(current)
         new = {**current, **changes, "updated_at": self._clock(), "version": current["version"] + 1}
         self._replace(current, new)
+        undo = [lambda: self._replace(new, {**current, "version": new["version"] + 1})]
         try:
+            if "email" in changed:
+                self._identities.change_email(user_id, new["email"])
+                undo.insert(0, lambda: self._identities.change_email(user_id, current["email"]))
             self._events.user_updated(new, changed)
         except Exception:
-            logger.exception("user-updated not sent; undoing the update", user_id=user_id)
-            self._replace(new, {**current, "version": new["version"] + 1})
+            logger.exception("update not completed; undoing it", user_id=user_id)
+            self._undo(undo, "update")
             raise ServiceUnavailable("The update could not be completed; retry it.") from None
         return model.public_view(new)
 
-    def delete(self, user_id: str) -> None:
+    def delete(self, principal: Principal, user_id: str) -> None:
+        """The sign-in identity goes first: a profile left behind by a failure can still be
+        deleted by its owner's unexpired token or by an admin; a sign-in left without a
+        profile could not."""
+        require_self_or_admin(principal, user_id)
         user = self._existing(user_id)
+        self._identities.delete(user_id)
         try:
             self._users.remove(user)
         except StaleUser:
             raise Conflict("The user changed while being deleted; retry.") from None
+
+    # --- helpers ------------------------------------------------------------------------
 
     def _existing(self, user_id: str) -> dict[str, Any]:
         user = self._users.get(user_id) if model.is_user_id(user_id) else None
@@ -124,6 +174,16 @@ class UsersService:
         try:
             self._users.replace(current, new)
         except EmailTaken:
-            raise Conflict("A user with this email is already registered.") from None
+            raise Conflict(EMAIL_TAKEN) from None
         except StaleUser:
             raise Conflict("The user changed while being updated; retry.") from None
+
+    @staticmethod
+    def _undo(steps: list[Callable[[], None]], what: str) -> None:
+        """Run compensations newest first; one that fails is logged and the rest still run
+        (what is left is cleaned up by the next attempt, see the module docstring)."""
+        for step in reversed(steps):
+            try:
+                step()
+            except Exception:
+                logger.exception(f"could not undo a step of a failed {what}")

@@ -33,7 +33,10 @@ def start_stack(state_dir: Path, api_port: int, emulator_port: int) -> subproces
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     state_dir = tmp_path_factory.mktemp("stack")
-    process = start_stack(state_dir, free_port(), free_port())
+    # Its output goes to a file: a pipe nobody reads fills up and then blocks the server.
+    log_path = state_dir / "stack.log"
+    log = log_path.open("w")
+    process = spawn(state_dir, free_port(), free_port(), stdout=log, stderr=subprocess.STDOUT)
     state_file = state_dir / "stack.json"
     started = time.monotonic()
     state: dict[str, Any] | None = None
@@ -48,8 +51,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         time.sleep(0.1)
     if state is None or process.poll() is not None:
         process.kill()
-        output = process.stdout.read() if process.stdout else ""
-        pytest.fail(f"the local stack did not start:\n{output[-4000:]}")
+        pytest.fail(f"the local stack did not start:\n{log_path.read_text()[-4000:]}")
     state["ready_seconds"] = round(time.monotonic() - started, 2)
     state["state_dir"] = state_dir
     state["process"] = process
@@ -60,6 +62,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     except subprocess.TimeoutExpired:
         process.kill()
         pytest.fail("the local stack did not stop on SIGINT within 20 s")
+    finally:
+        log.close()
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +80,16 @@ def emulator(stack: dict[str, Any]) -> Any:
         aws_access_key_id="local", aws_secret_access_key="local", region_name=stack["region"]
     )
     return lambda service: session.client(service, endpoint_url=stack["emulator_url"])
+
+
+@pytest.fixture(scope="session")
+def token_for(stack: dict[str, Any]) -> Any:
+    """A real token from the emulator's user pool, as `make token` makes it."""
+    from local.token import issue_token
+
+    return lambda email, admin=False: issue_token(stack, email, admin, id_token=False)
+
+
+@pytest.fixture(scope="session")
+def admin_headers(token_for: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for('it-admin@example.com', admin=True)}"}

@@ -22,8 +22,11 @@ def new_email() -> str:
     return f"it-{uuid.uuid4().hex[:12]}@example.com"
 
 
+PASSWORD = "Corr3ct-Horse!"
+
+
 def register(api: str, session: requests.Session | None = None, **fields: Any) -> dict[str, Any]:
-    body = {"email": new_email(), "name": "Integration", **fields}
+    body = {"email": new_email(), "name": "Integration", "password": PASSWORD, **fields}
     response = (session or requests).post(f"{api}/register", json=body, timeout=10)
     assert response.status_code == 201, response.text
     return response.json()
@@ -36,9 +39,28 @@ def test_stack_file_says_what_a_client_needs(stack: dict[str, Any]) -> None:
     assert stack["resources"]["OnboardingQueueUrl"].endswith("serverless-app-dev-onboarding")
 
 
-def test_user_lifecycle_over_http(api: str) -> None:
+def sign_in(stack: dict[str, Any], email: str) -> dict[str, str]:
+    import boto3
+
+    idp = boto3.client(
+        "cognito-idp",
+        endpoint_url=stack["emulator_url"],
+        region_name=stack["region"],
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    result = idp.initiate_auth(
+        ClientId=stack["resources"]["UserPoolClientId"],
+        AuthFlow="USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": email, "PASSWORD": PASSWORD},
+    )["AuthenticationResult"]
+    return {"Authorization": f"Bearer {result['AccessToken']}"}
+
+
+def test_user_lifecycle_over_http(api: str, stack: dict[str, Any]) -> None:
     with requests.Session() as http:
         user = register(api, http, phone="+14155550123")
+        http.headers.update(sign_in(stack, user["email"]))
         url = f"{api}/users/{user['user_id']}"
         assert http.get(url, timeout=10).json() == user
         updated = http.put(url, json={"bio": "Hello", "phone": None}, timeout=10)
@@ -81,13 +103,13 @@ def test_register_reaches_the_emulator_topic_and_queue(api: str, emulator: Any) 
     assert user["user_id"] in {t["user_id"] for t in tasks}
 
 
-def test_list_pages_over_http(api: str) -> None:
+def test_list_pages_over_http(api: str, admin_headers: dict[str, str]) -> None:
     for _ in range(5):
         register(api)
     seen, cursor = [], None
     while True:
         params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
-        body = requests.get(f"{api}/users", params=params, timeout=10).json()
+        body = requests.get(f"{api}/users", params=params, headers=admin_headers, timeout=10).json()
         seen += [u["user_id"] for u in body["items"]]
         cursor = body["next_cursor"]
         if cursor is None:
@@ -128,11 +150,12 @@ def test_cors_preflight_over_http(api: str) -> None:
     assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
 
 
-def test_keep_alive_clients_are_not_stalled(api: str) -> None:
+def test_keep_alive_clients_are_not_stalled(api: str, admin_headers: dict[str, str]) -> None:
     """A functional check of TCP_NODELAY: 50 keep-alive requests must not each wait for a
     delayed ACK (about 40 ms each with Nagle). Throughput itself is measured by `make bench`."""
     user = register(api)
     with requests.Session() as http:
+        http.headers.update(admin_headers)
         http.get(f"{api}/users/{user['user_id']}", timeout=10)
         started = time.perf_counter()
         for _ in range(50):
@@ -171,3 +194,45 @@ def test_ctrl_c_stops_everything(tmp_path: Any) -> None:
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{port}/", timeout=2)
     assert subprocess.run(["kill", "-0", str(emulator_pid)], capture_output=True).returncode != 0
+
+
+# --- authentication with real tokens from the emulator's user pool -----------------------
+
+
+def test_real_tokens_and_the_rules(api: str, stack: dict[str, Any], token_for: Any) -> None:
+    owner = register(api)
+    other = register(api)
+    url = f"{api}/users/{owner['user_id']}"
+    owner_headers = sign_in(stack, owner["email"])
+    other_headers = sign_in(stack, other["email"])
+    assert requests.get(url, headers=owner_headers, timeout=10).status_code == 200
+    assert requests.get(url, headers=other_headers, timeout=10).status_code == 403
+    assert requests.get(f"{api}/users", headers=owner_headers, timeout=10).status_code == 403
+    assert requests.get(url, timeout=10).status_code == 401
+    assert (
+        requests.get(url, headers={"Authorization": "Bearer x.y.z"}, timeout=10).status_code == 401
+    )
+    forged = owner_headers["Authorization"][:-6] + "AAAAAA"
+    assert requests.get(url, headers={"Authorization": forged}, timeout=10).status_code == 401
+
+
+def test_make_token_creates_the_user_and_signs_in(api: str, stack: dict[str, Any]) -> None:
+    import subprocess
+    import sys
+
+    from local.provision import PROJECT_DIR
+
+    email = new_email()
+    command = [sys.executable, "-m", "local.token", email, "--admin"]
+    command += ["--state-dir", str(stack["state_dir"])]
+    token = subprocess.run(
+        command, cwd=PROJECT_DIR, capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    listed = requests.get(f"{api}/users?limit=100", headers=headers, timeout=10)
+    assert listed.status_code == 200
+    assert email in {u["email"] for u in listed.json()["items"]}
+    again = subprocess.run(
+        command, cwd=PROJECT_DIR, capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    assert requests.get(f"{api}/users", headers={"Authorization": f"Bearer {again}"}, timeout=10)

@@ -3,18 +3,55 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any
 
+from chalicelib.users.identity import IdentityExists, WeakPassword
 from chalicelib.users.model import email_key
 from chalicelib.users.repository import EmailTaken, StaleUser, sort_key
 
 
-class InMemoryUserRepository:
-    def __init__(self) -> None:
-        self.users: dict[str, dict[str, Any]] = {}
+class Faults:
+    """Names of calls that raise instead of working (one-shot unless `sticky`)."""
 
-    def add(self, user: dict[str, Any]) -> None:
-        self._claim(user["email"], user["user_id"])
+    def __init__(self) -> None:
+        self.failing: set[str] = set()
+        self.sticky = False
+
+    def check(self, name: str) -> None:
+        if name in self.failing:
+            if not self.sticky:
+                self.failing.discard(name)
+            raise ConnectionError(f"{name} is down")
+
+
+class InMemoryUserRepository:
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.users: dict[str, dict[str, Any]] = {}
+        self.claims: dict[str, dict[str, Any]] = {}  # email key -> {status, user_id|reservation}
+        self.faults = faults or Faults()
+        self._reservations = itertools.count(1)
+
+    def reserve_email(self, email: str) -> str:
+        key = email_key(email)
+        claim = self.claims.get(key)
+        if claim is not None and not claim.get("stale"):
+            raise EmailTaken()
+        reservation = f"r{next(self._reservations)}"
+        self.claims[key] = {"status": "pending", "reservation": reservation}
+        return reservation
+
+    def release_email(self, email: str, reservation: str) -> None:
+        claim = self.claims.get(email_key(email))
+        if claim and claim.get("reservation") == reservation:
+            del self.claims[email_key(email)]
+
+    def add(self, user: dict[str, Any], reservation: str) -> None:
+        self.faults.check("add")
+        claim = self.claims.get(email_key(user["email"]))
+        if not claim or claim.get("reservation") != reservation:
+            raise StaleUser()
+        self.claims[email_key(user["email"])] = {"status": "active", "user_id": user["user_id"]}
         self.users[user["user_id"]] = copy.deepcopy(user)
 
     def get(self, user_id: str) -> dict[str, Any] | None:
@@ -31,8 +68,12 @@ class InMemoryUserRepository:
         stored = self.users.get(current["user_id"])
         if stored is None or stored["version"] != current["version"]:
             raise StaleUser()
-        if email_key(current["email"]) != email_key(new["email"]):
-            self._claim(new["email"], new["user_id"])
+        old_key, new_key = email_key(current["email"]), email_key(new["email"])
+        if old_key != new_key:
+            if new_key in self.claims:
+                raise EmailTaken()
+            del self.claims[old_key]
+            self.claims[new_key] = {"status": "active", "user_id": new["user_id"]}
         self.users[new["user_id"]] = {k: v for k, v in new.items() if v is not None}
 
     def remove(self, user: dict[str, Any]) -> None:
@@ -40,19 +81,50 @@ class InMemoryUserRepository:
         if stored is None or stored["version"] != user["version"]:
             raise StaleUser()
         del self.users[user["user_id"]]
+        self.claims.pop(email_key(user["email"]), None)
 
-    def _claim(self, email: str, user_id: str) -> None:
-        for other in self.users.values():
-            if other["user_id"] != user_id and email_key(other["email"]) == email_key(email):
-                raise EmailTaken()
+
+class InMemoryIdentities:
+    """Cognito as the service sees it: one identity per email, a password policy."""
+
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.by_id: dict[str, dict[str, str]] = {}
+        self.faults = faults or Faults()
+        self._ids = itertools.count(1)
+
+    def create(self, email: str, name: str, password: str) -> str:
+        self.faults.check("create_identity")
+        if any(email_key(i["email"]) == email_key(email) for i in self.by_id.values()):
+            raise IdentityExists()
+        if password == "refused-by-cognito":
+            raise WeakPassword("Password does not conform to policy")
+        user_id = f"00000000-0000-4000-8000-{next(self._ids):012d}"
+        self.by_id[user_id] = {"email": email, "name": name}
+        return user_id
+
+    def delete(self, user_id: str) -> None:
+        self.faults.check("delete_identity")
+        self.by_id.pop(user_id, None)
+
+    def delete_by_email(self, email: str) -> None:
+        for user_id, identity in list(self.by_id.items()):
+            if email_key(identity["email"]) == email_key(email):
+                del self.by_id[user_id]
+
+    def change_email(self, user_id: str, email: str) -> None:
+        self.faults.check("change_email")
+        self.by_id[user_id]["email"] = email
+
+    def emails(self) -> set[str]:
+        return {i["email"] for i in self.by_id.values()}
 
 
 class RecordingPublisher:
-    """Records what would be sent; `fail_on` names a call that raises instead."""
+    """Records what would be sent; a name in `faults` makes that call raise instead."""
 
-    def __init__(self, fail_on: str | None = None) -> None:
+    def __init__(self, faults: Faults | None = None) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.fail_on = fail_on
+        self.faults = faults or Faults()
 
     def user_created(self, user: dict[str, Any]) -> None:
         self._record("user_created", {"user": user})
@@ -64,6 +136,5 @@ class RecordingPublisher:
         self._record("onboarding_requested", {"user": user})
 
     def _record(self, name: str, payload: dict[str, Any]) -> None:
-        if name == self.fail_on:
-            raise ConnectionError(f"{name} is down")
+        self.faults.check(name)
         self.sent.append((name, copy.deepcopy(payload)))

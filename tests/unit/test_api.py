@@ -1,4 +1,8 @@
-"""The Users API through Chalice's test client, against moto provisioned like the real stack."""
+"""The Users API through Chalice's test client, against moto provisioned like the real stack.
+
+`api` is an admin's client (admins may do everything), so these tests are about behaviour;
+who may do what is in test_api_auth.py.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,9 @@ from typing import Any
 import boto3
 import pytest
 
-JSON = {"Content-Type": "application/json"}
-ADA = {"email": "ada@example.com", "name": "Ada Lovelace"}
+from tests.unit.api_helpers import PASSWORD
 
-
-def post(client: Any, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
-    raw = body if isinstance(body, str | bytes) else json.dumps(body)
-    return client.http.post(path, headers={**JSON, **(headers or {})}, body=raw)
-
-
-def put(client: Any, path: str, body: Any) -> Any:
-    raw = body if isinstance(body, str | bytes) else json.dumps(body)
-    return client.http.put(path, headers=JSON, body=raw)
+ADA = {"email": "ada@example.com", "name": "Ada Lovelace", "password": PASSWORD}
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
@@ -58,50 +53,86 @@ def drain(queue_url: str) -> list[dict[str, Any]]:
     return [json.loads(m["Body"]) for m in messages]
 
 
-def register(client: Any, **fields: Any) -> dict[str, Any]:
-    response = post(client, "/register", {**ADA, **fields})
+def register(api: Any, **fields: Any) -> dict[str, Any]:
+    response = api.post("/register", {**ADA, **fields})
     assert response.status_code == 201, response.body
     return response.json_body
+
+
+def cognito_user(aws: dict[str, str], username: str) -> dict[str, Any]:
+    idp = boto3.client("cognito-idp")
+    user = idp.admin_get_user(UserPoolId=aws["UserPoolId"], Username=username)
+    return {a["Name"]: a["Value"] for a in user["UserAttributes"]}
 
 
 # --- register -----------------------------------------------------------------------------
 
 
-def test_register_stores_publishes_and_queues(client: Any, inbox: dict[str, str]) -> None:
-    response = post(client, "/register", {**ADA, "preferences": {"newsletter": True}})
+def test_register_stores_publishes_and_queues(
+    api: Any, inbox: dict[str, str], aws: dict[str, str]
+) -> None:
+    drain(inbox["UserCreatedTopicArn"]), drain(inbox["onboarding"])  # the admin's own
+    response = api.as_(None).post("/register", {**ADA, "preferences": {"newsletter": True}})
     assert response.status_code == 201
     user = response.json_body
     assert response.headers["Location"] == f"/users/{user['user_id']}"
     assert set(user) == {"user_id", "email", "name", "preferences", "created_at", "updated_at"}
-    assert client.http.get(f"/users/{user['user_id']}").json_body == user
+    assert api.get(f"/users/{user['user_id']}").json_body == user
+
+    identity = cognito_user(aws, user["user_id"])
+    assert identity["sub"] == user["user_id"]
+    assert (identity["email"], identity["email_verified"]) == (ADA["email"], "true")
 
     [created] = drain(inbox["UserCreatedTopicArn"])
     assert created["event_type"] == "user-created" and created["user"] == user
+    assert "password" not in json.dumps(created)
     [task] = drain(inbox["onboarding"])
     assert task["task"] == "setup_user_profile" and task["user_id"] == user["user_id"]
     assert created["event_id"] != task["event_id"]
 
 
-def test_register_same_email_any_case_is_conflict(client: Any) -> None:
-    register(client)
-    assert_error(post(client, "/register", {**ADA, "email": "ADA@EXAMPLE.com"}), 409, "conflict")
+def test_registered_user_can_sign_in_at_once(accounts: Any) -> None:
+    user, token = accounts.register()
+    assert accounts.sign_in(user["email"], kind="IdToken")
+    assert token
 
 
-def test_register_is_undone_when_the_topic_is_gone(client: Any, aws: dict[str, str]) -> None:
+def test_register_same_email_any_case_is_conflict(api: Any) -> None:
+    register(api)
+    assert_error(api.post("/register", {**ADA, "email": "ADA@EXAMPLE.com"}), 409, "conflict")
+
+
+def test_register_is_undone_when_the_topic_is_gone(api: Any, aws: dict[str, str]) -> None:
     boto3.client("sns").delete_topic(TopicArn=aws["UserCreatedTopicArn"])
-    assert_error(post(client, "/register", ADA), 503, "service_unavailable")
-    assert client.http.get("/users").json_body["items"] == []
+    assert_error(api.post("/register", ADA), 503, "service_unavailable")
+    emails = [u["email"] for u in api.get("/users").json_body["items"]]
+    assert ADA["email"] not in emails
+    idp = boto3.client("cognito-idp")
+    users = idp.list_users(UserPoolId=aws["UserPoolId"])["Users"]
+    identities = [{a["Name"]: a["Value"] for a in u["Attributes"]}.get("email") for u in users]
+    assert ADA["email"] not in identities  # no half-made account
     boto3.client("sns").create_topic(Name=aws["UserCreatedTopicArn"].rsplit(":", 1)[1])
-    assert post(client, "/register", ADA).status_code == 201  # the retry succeeds
+    assert api.post("/register", ADA).status_code == 201  # the retry succeeds
 
 
-def test_validation_errors_list_each_field(client: Any) -> None:
+def test_register_refuses_a_weak_password_with_every_reason(api: Any) -> None:
     error = assert_error(
-        post(client, "/register", {"email": "bad", "name": "", "role": "admin"}),
+        api.post("/register", {**ADA, "password": "short"}), 400, "validation_failed"
+    )
+    [problem] = error["details"]
+    assert problem["field"] == "password"
+    for missing in ("8 to 256 characters", "upper-case", "digit", "symbol"):
+        assert missing in problem["issue"]
+    assert "short" not in json.dumps(error)
+
+
+def test_validation_errors_list_each_field(api: Any) -> None:
+    error = assert_error(
+        api.post("/register", {"email": "bad", "name": "", "role": "admin"}),
         400,
         "validation_failed",
     )
-    assert {d["field"] for d in error["details"]} == {"email", "name", "role"}
+    assert {d["field"] for d in error["details"]} == {"email", "name", "role", "password"}
 
 
 @pytest.mark.parametrize(
@@ -121,67 +152,77 @@ def test_validation_errors_list_each_field(client: Any) -> None:
         ),
     ],
 )
-def test_malformed_bodies_are_400(client: Any, body: str | bytes, code: str) -> None:
-    assert_error(post(client, "/register", body), 400, code)
+def test_malformed_bodies_are_400(api: Any, body: str | bytes, code: str) -> None:
+    assert_error(api.post("/register", body), 400, code)
 
 
-def test_body_over_64_kib_is_413(client: Any) -> None:
+def test_body_over_64_kib_is_413(api: Any) -> None:
     body = json.dumps({**ADA, "bio": "x" * (64 * 1024)})
-    assert_error(post(client, "/register", body), 413, "payload_too_large")
+    assert_error(api.post("/register", body), 413, "payload_too_large")
 
 
-def test_non_json_content_type_is_415(client: Any) -> None:
-    response = client.http.post(
-        "/register", headers={"Content-Type": "text/plain"}, body=json.dumps(ADA)
-    )
+def test_non_json_content_type_is_415(api: Any) -> None:
+    response = api.post("/register", json.dumps(ADA), headers={"Content-Type": "text/plain"})
     assert_error(response, 415, "unsupported_media_type")
+
+
+def test_json_with_charset_is_accepted(api: Any) -> None:
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    assert api.post("/register", json.dumps(ADA), headers=headers).status_code == 201
 
 
 # --- read, list ---------------------------------------------------------------------------
 
 
-def test_get_unknown_user_is_404(client: Any) -> None:
-    assert_error(client.http.get("/users/00000000-0000-4000-8000-000000000000"), 404, "not_found")
-    assert_error(client.http.get("/users/not-a-uuid"), 404, "not_found")
+def test_get_unknown_user_is_404(api: Any) -> None:
+    assert_error(api.get("/users/00000000-0000-4000-8000-000000000000"), 404, "not_found")
+    assert_error(api.get("/users/not-a-uuid"), 404, "not_found")
 
 
-def test_list_pages_through_every_user(client: Any) -> None:
-    ids = {register(client, email=f"u{i}@example.com")["user_id"] for i in range(7)}
+def test_list_pages_through_every_user(api: Any, admin: tuple[dict[str, Any], str]) -> None:
+    ids = {register(api, email=f"u{i}@example.com")["user_id"] for i in range(7)}
+    ids.add(admin[0]["user_id"])
     seen, cursor, pages = [], None, 0
     while True:
         path = "/users?limit=3" + (f"&cursor={cursor}" if cursor else "")
-        body = client.http.get(path).json_body
+        body = api.get(path).json_body
         seen += [u["user_id"] for u in body["items"]]
         cursor, pages = body["next_cursor"], pages + 1
         if cursor is None:
             break
-    assert pages == 3 and len(seen) == 7 and set(seen) == ids
+    assert pages == 3 and len(seen) == 8 and set(seen) == ids
 
 
-def test_list_defaults_to_20(client: Any) -> None:
-    for i in range(21):
-        register(client, email=f"u{i}@example.com")
-    body = client.http.get("/users").json_body
+def test_list_defaults_to_20(api: Any) -> None:
+    for i in range(20):
+        register(api, email=f"u{i}@example.com")
+    body = api.get("/users").json_body
     assert len(body["items"]) == 20 and body["next_cursor"]
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=x", "cursor=garbage", "cursor="])
-def test_bad_list_parameters_are_400(client: Any, query: str) -> None:
-    assert_error(client.http.get(f"/users?{query}"), 400, "bad_request")
+def test_bad_list_parameters_are_400(api: Any, query: str) -> None:
+    assert_error(api.get(f"/users?{query}"), 400, "bad_request")
 
 
 # --- update, delete -----------------------------------------------------------------------
 
 
-def test_update_changes_fields_and_publishes(client: Any, inbox: dict[str, str]) -> None:
-    user = register(client)
-    response = put(client, f"/users/{user['user_id']}", {"bio": "Analyst", "email": "a@l.org"})
+def test_update_changes_fields_publishes_and_moves_the_sign_in(
+    api: Any, accounts: Any, inbox: dict[str, str], aws: dict[str, str]
+) -> None:
+    user, token = accounts.register(email="ada@example.com")
+    own = api.as_(token)
+    response = own.put(f"/users/{user['user_id']}", {"bio": "Analyst", "email": "a@l.org"})
     assert response.status_code == 200
     assert response.json_body["bio"] == "Analyst" and response.json_body["email"] == "a@l.org"
-    [event] = drain(inbox["UserUpdatedTopicArn"])
-    assert event["event_type"] == "user-updated"
-    assert event["changed_fields"] == ["bio", "email"]
-    register(client)  # the old address is free again
+    events = [
+        e for e in drain(inbox["UserUpdatedTopicArn"]) if e["user"]["user_id"] == user["user_id"]
+    ]
+    assert [e["changed_fields"] for e in events] == [["bio", "email"]]
+    assert cognito_user(aws, user["user_id"])["email"] == "a@l.org"
+    assert accounts.sign_in("a@l.org")
+    register(api)  # the old address is free again
 
 
 @pytest.mark.parametrize(
@@ -190,55 +231,58 @@ def test_update_changes_fields_and_publishes(client: Any, inbox: dict[str, str])
         ({}, 400, "validation_failed"),
         ({"user_id": "x"}, 400, "validation_failed"),
         ({"created_at": "2020-01-01"}, 400, "validation_failed"),
+        ({"password": "N3w-password!"}, 400, "validation_failed"),
         ({"phone": "555"}, 400, "validation_failed"),
         ("nope", 400, "bad_request"),
     ],
 )
-def test_bad_updates_are_rejected(client: Any, body: Any, status: int, code: str) -> None:
-    user = register(client)
-    assert_error(put(client, f"/users/{user['user_id']}", body), status, code)
+def test_bad_updates_are_rejected(api: Any, body: Any, status: int, code: str) -> None:
+    user = register(api)
+    assert_error(api.put(f"/users/{user['user_id']}", body), status, code)
 
 
-def test_update_unknown_user_is_404(client: Any) -> None:
-    response = put(client, "/users/00000000-0000-4000-8000-000000000000", {"name": "X"})
+def test_update_unknown_user_is_404(api: Any) -> None:
+    response = api.put("/users/00000000-0000-4000-8000-000000000000", {"name": "X"})
     assert_error(response, 404, "not_found")
 
 
-def test_update_to_taken_email_is_409(client: Any) -> None:
-    register(client)
-    bob = register(client, email="bob@example.com")
-    assert_error(
-        put(client, f"/users/{bob['user_id']}", {"email": "Ada@example.com"}), 409, "conflict"
-    )
+def test_update_to_taken_email_is_409(api: Any) -> None:
+    register(api)
+    bob = register(api, email="bob@example.com")
+    assert_error(api.put(f"/users/{bob['user_id']}", {"email": "Ada@example.com"}), 409, "conflict")
 
 
-def test_delete_then_get_is_404(client: Any) -> None:
-    user = register(client)
-    response = client.http.delete(f"/users/{user['user_id']}")
+def test_delete_removes_profile_and_sign_in(api: Any, accounts: Any, aws: dict[str, str]) -> None:
+    user, _ = accounts.register(email="gone@example.com")
+    response = api.delete(f"/users/{user['user_id']}")
     assert response.status_code == 204 and response.body == b""
-    assert_error(client.http.get(f"/users/{user['user_id']}"), 404, "not_found")
-    assert_error(client.http.delete(f"/users/{user['user_id']}"), 404, "not_found")
+    assert_error(api.get(f"/users/{user['user_id']}"), 404, "not_found")
+    assert_error(api.delete(f"/users/{user['user_id']}"), 404, "not_found")
+    with pytest.raises(boto3.client("cognito-idp").exceptions.UserNotFoundException):
+        cognito_user(aws, user["user_id"])
+    accounts.register(email="gone@example.com")  # the address can be used again
 
 
 # --- cross-cutting: errors, CORS, correlation, logs, metrics ------------------------------
 
 
-def test_unsupported_method_is_json_405(client: Any) -> None:
-    response = client.http.request("PATCH", "/users/x", headers=JSON, body=b"{}")
+def test_unsupported_method_is_json_405(api: Any) -> None:
+    response = api.request("PATCH", "/users/x", b"{}")
     assert_error(response, 405, "method_not_allowed")
     assert "GET" in response.headers["Allow"]
 
 
-def test_cors_for_allowed_origin_only(client: Any) -> None:
-    allowed = client.http.get("/users", headers={"Origin": "http://localhost:3000"})
+def test_cors_for_allowed_origin_only(api: Any) -> None:
+    allowed = api.get("/users", headers={"Origin": "http://localhost:3000"})
     assert allowed.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert allowed.headers["Vary"] == "Origin"
-    other = client.http.get("/users", headers={"Origin": "https://evil.example"})
+    other = api.get("/users", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
-def test_preflight(client: Any) -> None:
-    ok = client.http.request(
+def test_preflight(api: Any) -> None:
+    anonymous = api.as_(None)
+    ok = anonymous.request(
         "OPTIONS",
         "/users/00000000-0000-4000-8000-000000000000",
         headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "PUT"},
@@ -247,25 +291,23 @@ def test_preflight(client: Any) -> None:
     assert "PUT" in ok.headers["Access-Control-Allow-Methods"]
     assert "Authorization" in ok.headers["Access-Control-Allow-Headers"]
     assert ok.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
-    refused = client.http.request(
-        "OPTIONS", "/register", headers={"Origin": "https://evil.example"}
-    )
+    refused = anonymous.request("OPTIONS", "/register", headers={"Origin": "https://evil.example"})
     assert_error(refused, 403, "forbidden")
 
 
 def test_correlation_id_is_echoed_and_logged(
-    client: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    api: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from chalicelib.core.observability import logger
 
     log = io.StringIO()
     monkeypatch.setattr(logger.registered_handler, "stream", log)
     capsys.readouterr()
-    response = client.http.get("/users", headers={"X-Correlation-Id": "abc-123"})
+    response = api.get("/users", headers={"X-Correlation-Id": "abc-123"})
     assert response.headers["X-Correlation-Id"] == "abc-123"
 
-    [request_log] = [json.loads(line) for line in log.getvalue().splitlines()]
-    assert request_log["message"] == "request"
+    request_logs = [json.loads(line) for line in log.getvalue().splitlines()]
+    [request_log] = [line for line in request_logs if line["message"] == "request"]
     assert request_log["correlation_id"] == "abc-123"
     assert (request_log["status"], request_log["route"]) == (200, "/users")
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
@@ -275,33 +317,24 @@ def test_correlation_id_is_echoed_and_logged(
     assert namespaces == {"ServerlessApp"}
 
 
-def test_malformed_correlation_id_is_replaced(client: Any) -> None:
-    response = client.http.get("/users", headers={"X-Correlation-Id": "bad id\twith spaces"})
+def test_malformed_correlation_id_is_replaced(api: Any) -> None:
+    response = api.get("/users", headers={"X-Correlation-Id": "bad id\twith spaces"})
     assert response.headers["X-Correlation-Id"] != "bad id\twith spaces"
 
 
-def test_json_with_charset_is_accepted(client: Any) -> None:
-    response = client.http.post(
-        "/register",
-        headers={"Content-Type": "application/json; charset=utf-8"},
-        body=json.dumps(ADA),
-    )
-    assert response.status_code == 201
-
-
 def test_server_fault_is_a_json_500_logged_with_the_correlation_id(
-    client: Any, monkeypatch: pytest.MonkeyPatch
+    api: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from chalicelib.core.observability import logger
     from chalicelib.users import users_service
 
-    def broken(user_id: str) -> None:
+    def broken(*args: Any) -> None:
         raise RuntimeError("disk on fire")
 
     log = io.StringIO()
     monkeypatch.setattr(logger.registered_handler, "stream", log)
     monkeypatch.setattr(users_service(), "get", broken)
-    response = client.http.get(
+    response = api.get(
         "/users/00000000-0000-4000-8000-000000000000", headers={"X-Correlation-Id": "fault-1"}
     )
     error = assert_error(response, 500, "internal_error")

@@ -49,11 +49,13 @@ RESOURCE_ENV = {
     "USER_CREATED_TOPIC_NAME": "UserCreatedTopic",
     "USER_UPDATED_TOPIC_NAME": "UserUpdatedTopic",
     "ONBOARDING_QUEUE_NAME": "OnboardingQueue",
+    "COGNITO_CONFIG_PARAMETER": "CognitoConfigParameter",
 }
 NAME_PROPERTY = {
     "AWS::DynamoDB::Table": "TableName",
     "AWS::SNS::Topic": "TopicName",
     "AWS::SQS::Queue": "QueueName",
+    "AWS::SSM::Parameter": "Name",
 }
 
 # A concrete region and account, only to test the policies' wildcards against real ARNs.
@@ -63,11 +65,16 @@ LIST_INDEX_ARN = TABLE + "/index/{index}"
 CREATED_TOPIC = "arn:aws:sns:{region}:{account}:{UserCreatedTopic}"
 UPDATED_TOPIC = "arn:aws:sns:{region}:{account}:{UserUpdatedTopic}"
 QUEUE = "arn:aws:sqs:{region}:{account}:{OnboardingQueue}"
+# The pool's id is made at deploy time: the policy scopes by the pool's tags instead.
+USER_POOL = "arn:aws:cognito-idp:{region}:{account}:userpool/{region}_AbCdEf123"
+COGNITO_PARAMETER = "arn:aws:ssm:{region}:{account}:parameter{CognitoConfigParameter}"
 
 #: Every boto3 client operation chalicelib may call -> the (IAM action, resource) pairs it
 #: needs. A call found in the code but missing here fails `test_every_aws_call_is_known`.
 OPERATION_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     "get_item": [("dynamodb:GetItem", TABLE)],
+    "put_item": [("dynamodb:PutItem", TABLE)],
+    "delete_item": [("dynamodb:DeleteItem", TABLE)],
     "query": [("dynamodb:Query", LIST_INDEX_ARN)],
     # Authorised per item kind: see TRANSACT_ITEM_ACTIONS.
     "transact_write_items": [],
@@ -76,6 +83,13 @@ OPERATION_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     "get_queue_url": [("sqs:GetQueueUrl", QUEUE)],
     # STS GetCallerIdentity needs no permission.
     "get_caller_identity": [],
+    "get_parameter": [("ssm:GetParameter", COGNITO_PARAMETER)],
+    # `rsa.verify` and `TokenVerifier.verify` (token signatures), not KMS Verify.
+    "verify": [],
+    "admin_create_user": [("cognito-idp:AdminCreateUser", USER_POOL)],
+    "admin_set_user_password": [("cognito-idp:AdminSetUserPassword", USER_POOL)],
+    "admin_delete_user": [("cognito-idp:AdminDeleteUser", USER_POOL)],
+    "admin_update_user_attributes": [("cognito-idp:AdminUpdateUserAttributes", USER_POOL)],
 }
 #: TransactWriteItems is authorised as the item-level action of each item kind it holds.
 TRANSACT_ITEM_ACTIONS = {
@@ -85,7 +99,7 @@ TRANSACT_ITEM_ACTIONS = {
     "ConditionCheck": "dynamodb:ConditionCheckItem",
 }
 #: Services chalicelib may create clients for (those OPERATION_PERMISSIONS covers).
-KNOWN_SERVICES = {"dynamodb", "sns", "sqs", "sts"}
+KNOWN_SERVICES = {"dynamodb", "sns", "sqs", "sts", "ssm", "cognito-idp"}
 #: Services whose operation names are looked for in the code: the known ones and others an
 #: app like this commonly adds, so that a call into a new service is noticed too.
 SCANNED_SERVICES = sorted(
@@ -128,12 +142,19 @@ def as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def allows(policy: dict[str, Any], action: str, resource: str) -> bool:
-    """Whether the identity policy allows `action` on `resource` (Allow-only policies)."""
+def allows(policy: dict[str, Any], action: str, resource: str, stage: str) -> bool:
+    """Whether the identity policy allows `action` on `resource` of `stage` (Allow-only
+    policies; `aws:ResourceTag` conditions are checked against the tags resources.json gives
+    that stage's resources)."""
+    tags = {"app": "serverless-app", "stage": stage}
     return any(
         statement["Effect"] == "Allow"
         and any(fnmatchcase(action.lower(), a.lower()) for a in as_list(statement["Action"]))
         and any(fnmatchcase(resource, r) for r in as_list(statement["Resource"]))
+        and all(
+            tags.get(key.removeprefix("aws:ResourceTag/")) == value
+            for key, value in statement.get("Condition", {}).get("StringEquals", {}).items()
+        )
         for statement in policy["Statement"]
     )
 
@@ -395,7 +416,7 @@ def test_resource_env_vars_match_resources_json(stage: str) -> None:
 
 def test_every_resource_name_setting_is_checked_for_drift() -> None:
     settings = (CHALICELIB / "core" / "settings.py").read_text()
-    read = set(re.findall(r"_required\(\"(\w+_NAME)\"\)", settings))
+    read = set(re.findall(r"_required\(\"(\w+_(?:NAME|PARAMETER))\"\)", settings))
     assert read == set(RESOURCE_ENV)
 
 
@@ -448,7 +469,7 @@ def test_every_aws_call_is_known() -> None:
 @pytest.mark.parametrize("stage", STAGES)
 def test_policy_allows_every_call_the_code_makes(stage: str) -> None:
     policy = load_policy(stage)
-    missing = sorted(p for p in required_permissions(stage) if not allows(policy, *p))
+    missing = sorted(p for p in required_permissions(stage) if not allows(policy, *p, stage))
     assert not missing, f"policy-{stage}.json does not allow: {missing}"
 
 
@@ -459,14 +480,17 @@ def test_policy_grants_nothing_more(stage: str) -> None:
     assert granted == {action for action, _ in required_permissions(stage)}
     for statement in policy["Statement"]:
         assert statement["Effect"] == "Allow"
-        assert set(statement) <= {"Sid", "Effect", "Action", "Resource"}
+        assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"}
+        if "Condition" in statement:  # resources named at deploy time: pinned by tag instead
+            tags = statement["Condition"]["StringEquals"]
+            assert tags == {"aws:ResourceTag/app": "serverless-app", "aws:ResourceTag/stage": stage}
         assert not any("*" in a for a in as_list(statement["Action"]))
         if "*" in as_list(statement["Resource"]):
             assert all(a in XRAY_ACTIONS for a in as_list(statement["Action"])), statement
     other_stages = [s for s in STAGES if s != stage]
     for stage_b in other_stages:
         required_b = required_permissions(stage_b)
-        leaked = [p for p in required_b if p[1] != "*" and allows(policy, *p)]
+        leaked = [p for p in required_b if p[1] != "*" and allows(policy, *p, stage_b)]
         assert not leaked, f"policy-{stage}.json allows {stage_b} resources: {leaked}"
 
 
@@ -481,3 +505,8 @@ def test_policy_names_only_its_stage_and_no_account_or_region(stage: str) -> Non
                 continue
             parts = arn.split(":")
             assert parts[:2] == ["arn", "aws"] and parts[3:5] == ["*", "*"], arn
+
+
+def test_user_pool_carries_the_tags_the_policy_condition_expects() -> None:
+    tags = RESOURCES["Resources"]["UserPool"]["Properties"]["UserPoolTags"]
+    assert tags == {"app": "serverless-app", "stage": {"Ref": "Stage"}}

@@ -7,7 +7,13 @@ import pytest
 from chalicelib.core.errors import ValidationFailed
 from chalicelib.users import model
 
-VALID = {"email": "ada@example.com", "name": "Ada Lovelace"}
+VALID = {"email": "ada@example.com", "name": "Ada Lovelace", "password": "Corr3ct-Horse!"}
+
+
+def validate_new_user(body: dict) -> dict:
+    fields, password = model.validate_registration(body)
+    assert password == body["password"]
+    return fields
 
 
 def problems(exc: pytest.ExceptionInfo[ValidationFailed]) -> dict[str, str]:
@@ -15,7 +21,7 @@ def problems(exc: pytest.ExceptionInfo[ValidationFailed]) -> dict[str, str]:
 
 
 def test_minimal_user_is_normalised() -> None:
-    user = model.validate_new_user({"email": " Ada@Example.com ", "name": "  Ada "})
+    user = validate_new_user({**VALID, "email": " Ada@Example.com ", "name": "  Ada "})
     assert user == {"email": "Ada@Example.com", "name": "Ada", "preferences": {}}
 
 
@@ -26,7 +32,7 @@ def test_full_user_is_accepted() -> None:
         "bio": "Line one\nLine two\tand a tab",
         "preferences": {"newsletter": True, "dark_mode": False},
     }
-    assert model.validate_new_user(body) == body
+    assert validate_new_user(body) == {k: v for k, v in body.items() if k != "password"}
 
 
 @pytest.mark.parametrize(
@@ -62,24 +68,46 @@ def test_full_user_is_accepted() -> None:
 )
 def test_invalid_field_is_named(field: str, value: object) -> None:
     with pytest.raises(ValidationFailed) as exc:
-        model.validate_new_user({**VALID, field: value})
+        model.validate_registration({**VALID, field: value})
     assert field in problems(exc)
 
 
 def test_limits_are_inclusive() -> None:
     body = {**VALID, "name": "x" * 100, "bio": "y" * 1000, "phone": "+123456789012345"}
-    assert model.validate_new_user(body)["name"] == "x" * 100
+    assert validate_new_user(body)["name"] == "x" * 100
 
 
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ValidationFailed) as exc:
-        model.validate_new_user({"email": "nope", "nickname": "x", "phone": "1"})
+        model.validate_registration({"email": "nope", "nickname": "x", "phone": "1"})
     assert problems(exc) == {
         "email": "must be a valid email address",
         "nickname": "is not a known field",
         "phone": "must be an E.164 number such as +14155550123",
         "name": "is required",
+        "password": "is required",
     }
+
+
+@pytest.mark.parametrize(
+    ("password", "missing"),
+    [
+        ("Sh0rt!", "8 to 256 characters"),
+        ("alllower1!", "an upper-case letter"),
+        ("ALLUPPER1!", "a lower-case letter"),
+        ("NoDigits!!", "a digit"),
+        ("NoSymbol12", "a symbol"),
+        ("x" * 257, "8 to 256 characters"),
+    ],
+)
+def test_password_policy(password: str, missing: str) -> None:
+    issue = model.password_problem(password)
+    assert issue is not None and missing in issue
+
+
+def test_good_password_and_non_string() -> None:
+    assert model.password_problem("Corr3ct-Horse!") is None
+    assert model.password_problem(12345678) == "must be a string"
 
 
 def test_changes_reject_empty_and_unknown_fields() -> None:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
 
 from chalicelib.core import aws as aws_clients
-from chalicelib.users.repository import DynamoUserRepository, EmailTaken, StaleUser
+from chalicelib.users.repository import (
+    RESERVATION_TTL,
+    DynamoUserRepository,
+    EmailTaken,
+    StaleUser,
+)
 
 TABLE = "serverless-app-dev-users"
 
@@ -26,13 +33,20 @@ def user(n: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def repo(aws: dict[str, str]) -> DynamoUserRepository:
-    return DynamoUserRepository(TABLE)
+class Repo(DynamoUserRepository):
+    """The adapter, with `add` doing its reservation first as registration does."""
+
+    def add(self, user: dict[str, Any], reservation: str | None = None) -> None:  # type: ignore[override]
+        super().add(user, reservation or self.reserve_email(user["email"]))
 
 
 @pytest.fixture
-def calls(repo: DynamoUserRepository) -> Counter[str]:
+def repo(aws: dict[str, str]) -> Repo:
+    return Repo(TABLE)
+
+
+@pytest.fixture
+def calls(repo: Repo) -> Counter[str]:
     counter: Counter[str] = Counter()
     aws_clients.client("dynamodb").meta.events.register(
         "before-call.dynamodb", lambda model, **_: counter.update([model.name])
@@ -40,7 +54,7 @@ def calls(repo: DynamoUserRepository) -> Counter[str]:
     return counter
 
 
-def test_add_and_get_round_trip(repo: DynamoUserRepository, calls: Counter[str]) -> None:
+def test_add_and_get_round_trip(repo: Repo, calls: Counter[str]) -> None:
     repo.add(user(1, phone="+14155550123"))
     calls.clear()
     stored = repo.get(user(1)["user_id"])
@@ -52,16 +66,56 @@ def test_add_and_get_round_trip(repo: DynamoUserRepository, calls: Counter[str])
     assert repo.get("00000000-0000-4000-8000-000000000404") is None
 
 
-def test_email_is_unique_without_case(repo: DynamoUserRepository) -> None:
+def test_email_is_unique_without_case(repo: Repo) -> None:
     repo.add(user(1))
     with pytest.raises(EmailTaken):
         repo.add(user(2, email="USER1@Example.com"))
     assert repo.get(user(2)["user_id"]) is None
 
 
+def test_a_reservation_holds_the_email_until_released(repo: Repo) -> None:
+    reservation = repo.reserve_email("held@example.com")
+    with pytest.raises(EmailTaken):
+        repo.reserve_email("HELD@example.com")
+    repo.release_email("held@example.com", "someone-else")  # not theirs: no effect
+    with pytest.raises(EmailTaken):
+        repo.reserve_email("held@example.com")
+    repo.release_email("held@example.com", reservation)
+    assert repo.reserve_email("held@example.com")
+
+
+def test_a_stale_reservation_is_taken_over_but_not_a_fresh_one(repo: Repo) -> None:
+    first = repo.reserve_email("crashed@example.com")
+    old = (datetime.now(UTC) - RESERVATION_TTL - timedelta(seconds=1)).isoformat()
+    boto3.client("dynamodb").update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": "EMAIL#crashed@example.com"}},
+        UpdateExpression="SET reserved_at = :old",
+        ExpressionAttributeValues={":old": {"S": old}},
+    )
+    second = repo.reserve_email("crashed@example.com")
+    with pytest.raises(StaleUser):  # the crashed attempt can no longer complete
+        repo.add(user(1, email="crashed@example.com"), first)
+    repo.add(user(2, email="crashed@example.com"), second)
+    assert repo.get(user(2)["user_id"])["email"] == "crashed@example.com"
+
+
+def test_an_active_claim_is_never_taken_over(repo: Repo) -> None:
+    repo.add(user(1))
+    old = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    boto3.client("dynamodb").update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": "EMAIL#user1@example.com"}},
+        UpdateExpression="SET reserved_at = :old",
+        ExpressionAttributeValues={":old": {"S": old}},
+    )
+    with pytest.raises(EmailTaken):
+        repo.reserve_email("user1@example.com")
+
+
 @pytest.mark.parametrize(("count", "limit"), [(25, 10), (20, 10), (3, 100), (0, 5)])
 def test_list_pages_cost_one_query_each(
-    repo: DynamoUserRepository, calls: Counter[str], count: int, limit: int
+    repo: Repo, calls: Counter[str], count: int, limit: int
 ) -> None:
     for n in range(count):
         repo.add(user(n))
@@ -79,7 +133,7 @@ def test_list_pages_cost_one_query_each(
     assert all(len(page) == limit for page in pages[:-1])
 
 
-def test_replace_checks_version_and_moves_the_email_claim(repo: DynamoUserRepository) -> None:
+def test_replace_checks_version_and_moves_the_email_claim(repo: Repo) -> None:
     original = user(1)
     repo.add(original)
     moved = {**original, "email": "new@example.com", "version": 2}
@@ -92,7 +146,7 @@ def test_replace_checks_version_and_moves_the_email_claim(repo: DynamoUserReposi
     assert repo.get(original["user_id"])["email"] == "new@example.com"
 
 
-def test_replace_to_a_taken_email_changes_nothing(repo: DynamoUserRepository) -> None:
+def test_replace_to_a_taken_email_changes_nothing(repo: Repo) -> None:
     repo.add(user(1))
     repo.add(user(2))
     with pytest.raises(EmailTaken):
@@ -100,7 +154,7 @@ def test_replace_to_a_taken_email_changes_nothing(repo: DynamoUserRepository) ->
     assert repo.get(user(2)["user_id"])["version"] == 1
 
 
-def test_remove_releases_the_email_and_checks_version(repo: DynamoUserRepository) -> None:
+def test_remove_releases_the_email_and_checks_version(repo: Repo) -> None:
     repo.add(user(1))
     with pytest.raises(StaleUser):
         repo.remove({**user(1), "version": 7})

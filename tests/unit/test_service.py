@@ -3,71 +3,145 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import pytest
 
-from chalicelib.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
+from chalicelib.auth.tokens import Principal
+from chalicelib.core.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 from chalicelib.users.service import UsersService
-from tests.unit.fakes import InMemoryUserRepository, RecordingPublisher
+from tests.unit.fakes import Faults, InMemoryIdentities, InMemoryUserRepository, RecordingPublisher
 
-ADA = {"email": "ada@example.com", "name": "Ada"}
+PASSWORD = "Corr3ct-Horse!"
+ADA = {"email": "ada@example.com", "name": "Ada", "password": PASSWORD}
+ADMIN = Principal("admin-id", frozenset({"admins"}))
 
 
-def make_service(
-    fail_on: str | None = None,
-) -> tuple[UsersService, InMemoryUserRepository, RecordingPublisher]:
+@dataclass
+class World:
+    service: UsersService
+    repo: InMemoryUserRepository
+    identities: InMemoryIdentities
+    publisher: RecordingPublisher
+    faults: Faults
+
+    def register(self, **fields: str) -> dict:
+        return self.service.register({**ADA, **fields})
+
+    def consistent(self) -> bool:
+        """Every profile has its identity and every identity its profile; no stray claims."""
+        profiles = {u["user_id"] for u in self.repo.users.values()}
+        claims_ok = all(c["status"] == "active" for c in self.repo.claims.values())
+        return profiles == set(self.identities.by_id) and claims_ok
+
+
+@pytest.fixture
+def world() -> World:
     ticks = itertools.count(1)
-    ids = itertools.count(1)
-    repo, publisher = InMemoryUserRepository(), RecordingPublisher(fail_on)
+    faults = Faults()
+    repo, identities = InMemoryUserRepository(faults), InMemoryIdentities(faults)
+    publisher = RecordingPublisher(faults)
     service = UsersService(
-        repo,
-        publisher,
-        clock=lambda: f"2026-11-26T00:00:{next(ticks):02d}.000000Z",
-        new_id=lambda: f"00000000-0000-4000-8000-{next(ids):012d}",
+        repo, identities, publisher, clock=lambda: f"2026-11-26T00:00:{next(ticks):02d}.000000Z"
     )
-    return service, repo, publisher
+    return World(service, repo, identities, publisher, faults)
 
 
-def test_register_stores_and_announces_the_user() -> None:
-    service, repo, publisher = make_service()
-    user = service.register(dict(ADA))
-    assert user["user_id"] in repo.users
-    assert user["created_at"] == user["updated_at"]
-    assert "version" not in user
-    assert [name for name, _ in publisher.sent] == ["user_created", "onboarding_requested"]
+def me(user: dict) -> Principal:
+    return Principal(user["user_id"], frozenset())
 
 
-def test_register_refuses_an_email_in_any_case() -> None:
-    service, repo, _ = make_service()
-    service.register(dict(ADA))
+# --- register: a saga over Cognito and DynamoDB ---------------------------------------------
+
+
+def test_register_creates_identity_profile_and_events(world: World) -> None:
+    user = world.register()
+    assert user["user_id"] in world.identities.by_id
+    assert user["user_id"] in world.repo.users
+    assert "password" not in world.repo.users[user["user_id"]]
+    assert [name for name, _ in world.publisher.sent] == ["user_created", "onboarding_requested"]
+    assert world.consistent()
+
+
+def test_register_refuses_an_email_in_any_case(world: World) -> None:
+    world.register()
     with pytest.raises(Conflict):
-        service.register({"email": "ADA@example.COM", "name": "Other"})
-    assert len(repo.users) == 1
+        world.register(email="ADA@example.COM", name="Other")
+    assert len(world.identities.by_id) == 1
 
 
-@pytest.mark.parametrize("failing", ["user_created", "onboarding_requested"])
-def test_register_is_undone_when_events_cannot_be_sent(failing: str) -> None:
-    service, repo, publisher = make_service(fail_on=failing)
+def test_password_refused_by_cognito_is_400_and_leaves_nothing(world: World) -> None:
+    with pytest.raises(ValidationFailed):
+        world.register(password="refused-by-cognito")
+    assert world.repo.claims == {} and world.identities.by_id == {}
+    assert world.register()
+
+
+@pytest.mark.parametrize(
+    "failing", ["create_identity", "add", "user_created", "onboarding_requested"]
+)
+def test_a_failing_step_undoes_the_others_and_a_retry_succeeds(world: World, failing: str) -> None:
+    world.faults.failing.add(failing)
     with pytest.raises(ServiceUnavailable):
-        service.register(dict(ADA))
-    assert repo.users == {}
-    publisher.fail_on = None
-    assert service.register(dict(ADA))["email"] == ADA["email"]  # the retry succeeds
+        world.register()
+    assert world.repo.users == {} and world.identities.by_id == {} and world.repo.claims == {}
+    assert world.register()["email"] == ADA["email"]
+    assert world.consistent()
 
 
-def test_get_unknown_or_malformed_id_is_not_found() -> None:
-    service, _, _ = make_service()
-    for user_id in ("00000000-0000-4000-8000-000000000099", "not-a-uuid", "x" * 3000):
-        with pytest.raises(NotFound):
-            service.get(user_id)
+def test_a_failed_undo_leaves_an_identity_the_retry_replaces(world: World) -> None:
+    world.faults.failing |= {"user_created", "delete_identity"}
+    with pytest.raises(ServiceUnavailable):
+        world.register()
+    assert world.identities.emails() == {ADA["email"]}  # the orphan
+    assert world.repo.users == {}
+    user = world.register()
+    assert set(world.identities.by_id) == {user["user_id"]}
+    assert world.consistent()
 
 
-def test_list_pages_newest_first_until_the_end() -> None:
-    service, _, _ = make_service()
-    created = [service.register({"email": f"u{i}@example.com", "name": f"U{i}"}) for i in range(5)]
+def test_a_stale_reservation_can_be_taken_over(world: World) -> None:
+    world.repo.reserve_email(ADA["email"])  # a registration that crashed half-way
+    with pytest.raises(Conflict):
+        world.register()
+    world.repo.claims["ada@example.com"]["stale"] = True  # RESERVATION_TTL has passed
+    assert world.register()
+
+
+# --- who may do what ----------------------------------------------------------------------
+
+
+def test_owner_and_admin_may_read_others_may_not(world: World) -> None:
+    ada = world.register()
+    bob = world.register(email="bob@example.com", name="Bob")
+    assert world.service.get(me(ada), ada["user_id"]) == ada
+    assert world.service.get(ADMIN, ada["user_id"]) == ada
+    with pytest.raises(Forbidden):
+        world.service.get(me(bob), ada["user_id"])
+    with pytest.raises(Forbidden):
+        world.service.get(me(bob), "00000000-0000-4000-8000-000000000999")
+    with pytest.raises(NotFound):
+        world.service.get(ADMIN, "00000000-0000-4000-8000-000000000999")
+
+
+def test_only_admins_list(world: World) -> None:
+    ada = world.register()
+    with pytest.raises(Forbidden):
+        world.service.list(me(ada), 10, None)
+    assert [u["user_id"] for u in world.service.list(ADMIN, 10, None)["items"]] == [ada["user_id"]]
+
+
+def test_list_pages_newest_first_until_the_end(world: World) -> None:
+    created = [world.register(email=f"u{i}@example.com") for i in range(5)]
     seen, cursor = [], None
     while True:
-        page = service.list(2, cursor)
+        page = world.service.list(ADMIN, 2, cursor)
         seen += [u["user_id"] for u in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -75,59 +149,88 @@ def test_list_pages_newest_first_until_the_end() -> None:
     assert seen == [u["user_id"] for u in reversed(created)]
 
 
-def test_update_changes_fields_and_announces_them() -> None:
-    service, repo, publisher = make_service()
-    user = service.register(dict(ADA))
-    updated = service.update(user["user_id"], {"name": "Ada L.", "phone": "+447700900123"})
+def test_get_unknown_or_malformed_id_is_not_found_for_admins(world: World) -> None:
+    for user_id in ("00000000-0000-4000-8000-000000000099", "not-a-uuid", "x" * 3000):
+        with pytest.raises(NotFound):
+            world.service.get(ADMIN, user_id)
+
+
+# --- update, delete -----------------------------------------------------------------------
+
+
+def test_update_changes_fields_and_announces_them(world: World) -> None:
+    ada = world.register()
+    updated = world.service.update(
+        me(ada), ada["user_id"], {"name": "Ada L.", "phone": "+447700900123"}
+    )
     assert updated["name"] == "Ada L." and updated["phone"] == "+447700900123"
-    assert updated["updated_at"] > user["updated_at"]
-    assert publisher.sent[-1][0] == "user_updated"
-    assert publisher.sent[-1][1]["changed_fields"] == ["name", "phone"]
-    cleared = service.update(user["user_id"], {"phone": None})
+    assert updated["updated_at"] > ada["updated_at"]
+    assert world.publisher.sent[-1] == (
+        "user_updated",
+        {"user": {**world.repo.users[ada["user_id"]]}, "changed_fields": ["name", "phone"]},
+    )
+    cleared = world.service.update(me(ada), ada["user_id"], {"phone": None})
     assert "phone" not in cleared
-    assert repo.users[user["user_id"]]["version"] == 3
+    assert world.repo.users[ada["user_id"]]["version"] == 3
 
 
-def test_update_without_real_change_writes_nothing() -> None:
-    service, repo, publisher = make_service()
-    user = service.register(dict(ADA))
-    assert service.update(user["user_id"], {"name": "Ada"}) == user
-    assert repo.users[user["user_id"]]["version"] == 1
-    assert len(publisher.sent) == 2
+def test_update_of_someone_else_is_forbidden(world: World) -> None:
+    ada = world.register()
+    bob = world.register(email="bob@example.com")
+    with pytest.raises(Forbidden):
+        world.service.update(me(bob), ada["user_id"], {"name": "Mallory"})
+    assert world.service.update(ADMIN, ada["user_id"], {"name": "Fixed"})["name"] == "Fixed"
 
 
-def test_update_to_a_taken_email_is_conflict() -> None:
-    service, _, _ = make_service()
-    service.register(dict(ADA))
-    bob = service.register({"email": "bob@example.com", "name": "Bob"})
+def test_update_without_real_change_writes_nothing(world: World) -> None:
+    ada = world.register()
+    assert world.service.update(me(ada), ada["user_id"], {"name": "Ada"}) == ada
+    assert world.repo.users[ada["user_id"]]["version"] == 1
+    assert len(world.publisher.sent) == 2
+
+
+def test_email_change_moves_the_sign_in_too(world: World) -> None:
+    ada = world.register()
+    world.service.update(me(ada), ada["user_id"], {"email": "new@example.com"})
+    assert world.identities.by_id[ada["user_id"]]["email"] == "new@example.com"
+    assert world.register(email="ada@example.com")  # the old address is free
+
+
+def test_update_to_a_taken_email_is_conflict(world: World) -> None:
+    world.register()
+    bob = world.register(email="bob@example.com")
     with pytest.raises(Conflict):
-        service.update(bob["user_id"], {"email": "Ada@Example.com"})
+        world.service.update(me(bob), bob["user_id"], {"email": "Ada@Example.com"})
 
 
-def test_update_is_undone_when_the_event_cannot_be_sent() -> None:
-    service, repo, publisher = make_service()
-    user = service.register(dict(ADA))
-    publisher.fail_on = "user_updated"
+@pytest.mark.parametrize("failing", ["change_email", "user_updated"])
+def test_update_is_undone_when_a_step_fails(world: World, failing: str) -> None:
+    ada = world.register()
+    world.faults.failing.add(failing)
     with pytest.raises(ServiceUnavailable):
-        service.update(user["user_id"], {"email": "new@example.com", "name": "New"})
-    stored = repo.users[user["user_id"]]
+        world.service.update(me(ada), ada["user_id"], {"email": "new@example.com", "name": "N"})
+    stored = world.repo.users[ada["user_id"]]
     assert (stored["email"], stored["name"]) == (ADA["email"], ADA["name"])
-    # the new address was released again
-    assert service.register({"email": "new@example.com", "name": "N"})
+    assert world.identities.by_id[ada["user_id"]]["email"] == ADA["email"]
+    assert world.register(email="new@example.com")  # the new address was released again
 
 
-def test_update_rejects_bad_input_before_reading() -> None:
-    service, _, _ = make_service()
+def test_update_rejects_bad_input(world: World) -> None:
+    ada = world.register()
     with pytest.raises(ValidationFailed):
-        service.update("00000000-0000-4000-8000-000000000001", {})
+        world.service.update(me(ada), ada["user_id"], {})
 
 
-def test_delete_then_get_is_not_found_and_email_is_free() -> None:
-    service, _, _ = make_service()
-    user = service.register(dict(ADA))
-    service.delete(user["user_id"])
+def test_delete_removes_identity_and_profile(world: World) -> None:
+    ada = world.register()
+    bob = world.register(email="bob@example.com")
+    with pytest.raises(Forbidden):
+        world.service.delete(me(bob), ada["user_id"])
+    world.service.delete(me(ada), ada["user_id"])
+    assert ada["user_id"] not in world.identities.by_id
     with pytest.raises(NotFound):
-        service.get(user["user_id"])
+        world.service.get(ADMIN, ada["user_id"])
     with pytest.raises(NotFound):
-        service.delete(user["user_id"])
-    assert service.register(dict(ADA))
+        world.service.delete(ADMIN, ada["user_id"])
+    assert world.register()
+    assert world.consistent()

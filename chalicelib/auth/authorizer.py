@@ -1,0 +1,71 @@
+"""The API's Lambda authorizer and what handlers learn from it.
+
+The authorizer allows every route to a valid token (API Gateway caches its answer per token
+for all routes); the rules of who may do what live in the service (`policy`). The user id
+and groups reach handlers through the authorizer's context, never from the request body.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from chalice.app import AuthRequest, AuthResponse, Request
+
+from chalicelib.auth.tokens import (
+    InvalidToken,
+    JwksKeys,
+    Principal,
+    TokenVerifier,
+    VerifiedTokens,
+)
+from chalicelib.core.errors import ApiError
+from chalicelib.core.observability import logger
+
+
+class Unauthorized(Exception):
+    """API Gateway answers 401 when a Lambda authorizer fails with exactly this message."""
+
+    def __init__(self) -> None:
+        super().__init__("Unauthorized")
+
+
+#: As the authorizer's `ttl_seconds` in app.py: a verified token is trusted this long at most.
+AUTHORIZER_CACHE_SECONDS = 300
+
+
+@cache
+def verifier() -> VerifiedTokens:
+    from chalicelib.auth.config import cognito_config
+
+    config = cognito_config()
+    tokens = TokenVerifier(config.issuer, config.client_id, JwksKeys(config.jwks_url))
+    return VerifiedTokens(tokens, ttl=AUTHORIZER_CACHE_SECONDS)
+
+
+def authorize(auth_request: AuthRequest) -> AuthResponse:
+    token = auth_request.token or ""
+    if token[:7].lower() == "bearer ":
+        token = token[7:]
+    try:
+        principal = verifier().verify(token.strip())
+    except InvalidToken as exc:
+        logger.info("token rejected", reason=str(exc))
+        raise Unauthorized() from None
+    return AuthResponse(
+        routes=["*"],
+        principal_id=principal.user_id,
+        context={"user_id": principal.user_id, "groups": ",".join(sorted(principal.groups))},
+    )
+
+
+def principal_of(request: Request) -> Principal:
+    """The caller, as the authorizer established it."""
+    context: dict[str, Any] = (request.context or {}).get("authorizer") or {}
+    user_id = context.get("user_id")
+    if not user_id:
+        # A protected route reached without the authorizer: a deployment mistake, not the
+        # client's; never trust anything else in the request instead.
+        raise ApiError("The request was not authorized by the API's authorizer.")
+    groups = frozenset(g for g in str(context.get("groups", "")).split(",") if g)
+    return Principal(user_id=str(user_id), groups=groups)

@@ -1,0 +1,42 @@
+"""Which user pool and app client tokens must come from.
+
+The ids are made when the resources are deployed, so they are not in the stage's config: the
+resources stack writes them to an SSM parameter (COGNITO_CONFIG_PARAMETER), read once per
+process. The JWKS URL follows the Cognito endpoint boto3 resolves: the real one in AWS, the
+emulator's (`/{pool_id}/.well-known/jwks.json`) locally. The issuer is always the AWS form.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+
+from chalicelib.core import aws
+from chalicelib.core.settings import get_settings
+
+
+@dataclass(frozen=True)
+class CognitoConfig:
+    user_pool_id: str
+    client_id: str
+    region: str
+    jwks_url: str
+
+    @property
+    def issuer(self) -> str:
+        return f"https://cognito-idp.{self.region}.amazonaws.com/{self.user_pool_id}"
+
+
+@cache
+def cognito_config() -> CognitoConfig:
+    name = get_settings().cognito_config_parameter
+    value = json.loads(aws.client("ssm").get_parameter(Name=name)["Parameter"]["Value"])
+    idp = aws.client("cognito-idp")
+    pool_id = str(value["user_pool_id"])
+    return CognitoConfig(
+        user_pool_id=pool_id,
+        client_id=str(value["client_id"]),
+        region=idp.meta.region_name,
+        jwks_url=f"{idp.meta.endpoint_url.rstrip('/')}/{pool_id}/.well-known/jwks.json",
+    )

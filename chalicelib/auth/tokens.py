@@ -1,0 +1,196 @@
+"""Verification of Cognito ID and access tokens (RS256 JWTs) against the pool's JWKS.
+
+The RS256 signature is checked with python-rsa and the claims with PyJWT, both pure Python:
+`cryptography` (PyJWT's usual RSA backend) brings compiled modules built for the Python that
+packages the app, which Lambda's python3.12 cannot load when packaging ran on another
+version. Both are imported on first use: only the authorizer pays for them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+ALGORITHM = "RS256"
+DEFAULT_LEEWAY_SECONDS = 30
+ADMIN_GROUP = "admins"
+
+
+class InvalidToken(Exception):
+    """The token must not be trusted; the message says why (for logs, never for clients)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    groups: frozenset[str]
+    #: When the token it came from expires (epoch seconds); not part of who it is.
+    expires_at: float = field(default=0.0, compare=False)
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_GROUP in self.groups
+
+
+def fetch_json(url: str, timeout: float = 3.0) -> dict[str, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return dict(json.load(response))
+
+
+class JwksKeys:
+    """The pool's signing keys by `kid`, kept for the life of the process. An unknown `kid`
+    (keys rotated) fetches the set again, at most once per `min_refresh_seconds`, so a flood
+    of forged kids cannot turn into a flood of JWKS requests."""
+
+    def __init__(
+        self,
+        url: str,
+        fetch: Callable[[str], dict[str, Any]] | None = None,
+        min_refresh_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = url
+        self._fetch = fetch if fetch is not None else fetch_json
+        self._min_refresh = min_refresh_seconds
+        self._clock = clock
+        self._keys: dict[str, Any] = {}
+        self._fetched_at: float | None = None
+        self._lock = threading.Lock()
+
+    def key(self, kid: str) -> Any | None:
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        with self._lock:
+            now = self._clock()
+            if self._fetched_at is None or now - self._fetched_at >= self._min_refresh:
+                self._keys = self._load()
+                self._fetched_at = now
+            return self._keys.get(kid)
+
+    def _load(self) -> dict[str, Any]:
+        import rsa
+        from jwt.utils import base64url_decode
+
+        keys = {}
+        for jwk in self._fetch(self._url).get("keys", []):
+            if jwk.get("kty") != "RSA" or not jwk.get("kid") or jwk.get("use", "sig") != "sig":
+                continue
+            modulus = int.from_bytes(base64url_decode(jwk["n"]), "big")
+            exponent = int.from_bytes(base64url_decode(jwk["e"]), "big")
+            keys[jwk["kid"]] = rsa.PublicKey(modulus, exponent)
+        return keys
+
+
+class TokenVerifier:
+    """Checks signature, `exp`/`nbf`/`iat` (with leeway), issuer, audience (ID tokens) or
+    `client_id` (access tokens) and `token_use`. Only RS256; no shared secret anywhere."""
+
+    def __init__(
+        self, issuer: str, client_id: str, keys: JwksKeys, leeway: int = DEFAULT_LEEWAY_SECONDS
+    ) -> None:
+        self._issuer = issuer
+        self._client_id = client_id
+        self._keys = keys
+        self._leeway = leeway
+
+    def verify(self, token: str) -> Principal:
+        import jwt
+
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"malformed: {exc}") from None
+        if header.get("alg") != ALGORITHM:
+            raise InvalidToken(f"algorithm {header.get('alg')!r} is not {ALGORITHM}")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("no key id")
+        key = self._keys.key(kid)
+        if key is None:
+            raise InvalidToken(f"unknown key id {kid[:64]!r}")
+        _check_signature(token, key)
+        try:
+            claims = jwt.decode(
+                token,
+                algorithms=[ALGORITHM],
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={
+                    "verify_signature": False,  # checked above, with the pool's key
+                    "verify_exp": True,
+                    "verify_nbf": True,
+                    "verify_iat": True,
+                    "verify_iss": True,
+                    "verify_aud": False,  # ID tokens only; checked below
+                    "require": ["exp", "iat", "iss", "sub", "token_use"],
+                },
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc)) from None
+        token_use = claims["token_use"]
+        if token_use == "id":
+            if claims.get("aud") != self._client_id:
+                raise InvalidToken("ID token for another app client")
+        elif token_use == "access":
+            if claims.get("client_id") != self._client_id:
+                raise InvalidToken("access token for another app client")
+        else:
+            raise InvalidToken(f"token_use {token_use!r}")
+        groups = claims.get("cognito:groups") or []
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise InvalidToken("cognito:groups is not a list of names")
+        return Principal(
+            user_id=str(claims["sub"]), groups=frozenset(groups), expires_at=float(claims["exp"])
+        )
+
+
+class VerifiedTokens:
+    """Tokens already verified, kept until they expire or for `ttl` seconds, whichever is
+    first: what API Gateway's authorizer cache does (`ttl_seconds`), for the invocations that
+    reach the authorizer anyway (other API stages, `chalice local`). Bounded in size."""
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        ttl: float = 300.0,
+        max_entries: int = 4096,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._verifier = verifier
+        self._ttl = ttl
+        self._max = max_entries
+        self._clock = clock
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def verify(self, token: str) -> Principal:
+        now = self._clock()
+        entry = self._entries.get(token)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        principal = self._verifier.verify(token)
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[token] = (min(principal.expires_at, now + self._ttl), principal)
+        return principal
+
+
+def _check_signature(token: str, key: Any) -> None:
+    """RS256: RSASSA-PKCS1-v1_5 with SHA-256 over `header.payload`."""
+    import rsa
+    from jwt.utils import base64url_decode
+
+    header_and_payload, _, signature = token.rpartition(".")
+    try:
+        signed = header_and_payload.encode("ascii")
+        used_hash = rsa.verify(signed, base64url_decode(signature), key)
+    except (rsa.VerificationError, ValueError, UnicodeError) as exc:
+        raise InvalidToken(f"bad signature: {exc.__class__.__name__}") from None
+    if used_hash != "SHA-256":
+        raise InvalidToken(f"signed with {used_hash}, not SHA-256")

@@ -1,0 +1,174 @@
+"""Who may do what, on every protected route, with real and forged tokens.
+
+Tokens come from the (moto) Cognito pool; forged ones are signed with the pool's own key but
+carry a wrong claim, or use the classic forgeries (`alg: none`, HS256 keyed with the public
+key). A bad token is a 401 from the authorizer; a good token for someone else's profile is a
+403 from the rules; admins may do everything.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.unit.api_helpers import ApiClient, moto_jwks
+from tests.unit.auth_helpers import hs256_with_public_key, unsigned
+
+ROUTES = [
+    ("GET", "/users"),
+    ("GET", "/users/{owner}"),
+    ("PUT", "/users/{owner}"),
+    ("DELETE", "/users/{owner}"),
+]
+BAD_TOKENS = [
+    "none",
+    "garbage",
+    "expired",
+    "wrong_issuer",
+    "wrong_audience",
+    "wrong_client",
+    "alg_none",
+    "hs256_public_key",
+    "not_bearer_but_basic",
+]
+
+
+@pytest.fixture
+def world(client: Any, accounts: Any) -> dict[str, Any]:
+    owner, owner_token = accounts.register(email="owner@example.com")
+    _, other_token = accounts.register(email="other@example.com")
+    _, admin_token = accounts.register(email="boss@example.com", admin=True)
+    return {
+        "client": client,
+        "accounts": accounts,
+        "owner": owner,
+        "tokens": {"owner": owner_token, "other": other_token, "admin": admin_token},
+    }
+
+
+def bad_token(world: dict[str, Any], kind: str) -> str | None:
+    accounts, sub = world["accounts"], world["owner"]["user_id"]
+    past = int(time.time()) - 7200
+    public_key = _moto_public_key_pem()
+    return {
+        "none": None,
+        "garbage": "Bearer not-a-token",
+        "expired": accounts.forge(sub, iat=past, exp=past + 3600),
+        "wrong_issuer": accounts.forge(
+            sub, iss="https://cognito-idp.us-east-1.amazonaws.com/us-east-1_someoneelse"
+        ),
+        "wrong_audience": accounts.forge(sub, token_use="id", aud="another-client"),
+        "wrong_client": accounts.forge(sub, client_id="another-client"),
+        "alg_none": unsigned(_claims_of(accounts.forge(sub)), kid="dummy"),
+        "hs256_public_key": hs256_with_public_key(_claims_of(accounts.forge(sub)), public_key),
+        "not_bearer_but_basic": "Basic b3duZXI6cGFzc3dvcmQ=",
+    }[kind]
+
+
+def call(world: dict[str, Any], method: str, route: str, token: str | None) -> Any:
+    path = route.format(owner=world["owner"]["user_id"])
+    body = {"bio": "changed"} if method == "PUT" else None
+    api = ApiClient(world["client"])
+    headers = {}
+    if token is not None:
+        headers["Authorization"] = token if " " in token else f"Bearer {token}"
+    return api.request(method, path, body, headers=headers)
+
+
+@pytest.mark.parametrize(("method", "route"), ROUTES)
+@pytest.mark.parametrize("kind", BAD_TOKENS)
+def test_bad_tokens_are_401(world: dict[str, Any], method: str, route: str, kind: str) -> None:
+    response = call(world, method, route, bad_token(world, kind))
+    assert response.status_code == 401, (kind, response.body)
+
+
+@pytest.mark.parametrize(
+    ("method", "route", "who", "status"),
+    [
+        ("GET", "/users", "owner", 403),
+        ("GET", "/users", "other", 403),
+        ("GET", "/users", "admin", 200),
+        ("GET", "/users/{owner}", "owner", 200),
+        ("GET", "/users/{owner}", "other", 403),
+        ("GET", "/users/{owner}", "admin", 200),
+        ("PUT", "/users/{owner}", "owner", 200),
+        ("PUT", "/users/{owner}", "other", 403),
+        ("PUT", "/users/{owner}", "admin", 200),
+        ("DELETE", "/users/{owner}", "other", 403),
+        ("DELETE", "/users/{owner}", "owner", 204),
+        ("DELETE", "/users/{owner}", "admin", 204),
+    ],
+)
+def test_rules(world: dict[str, Any], method: str, route: str, who: str, status: int) -> None:
+    response = call(world, method, route, world["tokens"][who])
+    assert response.status_code == status, response.body
+    if status == 403:
+        assert json.loads(response.body)["error"]["code"] == "forbidden"
+
+
+def test_id_tokens_work_too(world: dict[str, Any]) -> None:
+    id_token = world["accounts"].sign_in("owner@example.com", kind="IdToken")
+    assert call(world, "GET", "/users/{owner}", id_token).status_code == 200
+
+
+def test_other_users_profile_is_403_even_when_it_does_not_exist(world: dict[str, Any]) -> None:
+    response = ApiClient(world["client"], world["tokens"]["other"]).get(
+        "/users/00000000-0000-4000-8000-000000000404"
+    )
+    assert response.status_code == 403  # no way to probe which ids exist
+
+
+def test_identity_comes_from_the_token_not_the_body(world: dict[str, Any]) -> None:
+    other = ApiClient(world["client"], world["tokens"]["other"])
+    path = f"/users/{world['owner']['user_id']}"
+    response = other.put(path, {"bio": "pwned", "user_id": world["owner"]["user_id"]})
+    assert response.status_code in (400, 403)
+    owner = ApiClient(world["client"], world["tokens"]["owner"])
+    assert "bio" not in owner.get(path).json_body
+
+
+def test_jwks_is_fetched_once_for_many_requests(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.auth.authorizer import verifier
+
+    verifier.cache_clear()
+    fetches = []
+    jwks = moto_jwks()
+
+    def counting_fetch(url: str, timeout: float = 3.0) -> dict[str, Any]:
+        fetches.append(url)
+        return jwks
+
+    monkeypatch.setattr("chalicelib.auth.tokens.fetch_json", counting_fetch)
+    for _ in range(5):
+        assert call(world, "GET", "/users/{owner}", world["tokens"]["owner"]).status_code == 200
+    assert len(fetches) == 1
+    pool_id = world["accounts"].pool_id
+    assert fetches[0].endswith(f"/{pool_id}/.well-known/jwks.json")
+
+
+def _claims_of(token: str) -> dict[str, Any]:
+    import jwt
+
+    return dict(jwt.decode(token, options={"verify_signature": False}))
+
+
+def _moto_public_key_pem() -> Any:
+    """The pool's public key, as a forger would download it, for the HS256 confusion attack."""
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+
+    public = jwt.PyJWK(moto_jwks()["keys"][0]).key
+    pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+    class PublicKeyAsSecret:
+        kid = "dummy"
+        public_pem = pem
+
+    return PublicKeyAsSecret()

@@ -1,0 +1,158 @@
+"""TokenVerifier and JwksKeys, with keys made here: every way a token can be wrong."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from chalicelib.auth.tokens import InvalidToken, JwksKeys, Principal, TokenVerifier
+from tests.unit.auth_helpers import (
+    CLIENT_ID,
+    ISSUER,
+    SigningKey,
+    claims,
+    hs256_with_public_key,
+    unsigned,
+)
+
+KEY = SigningKey("key-1")
+
+
+class CountingJwks:
+    def __init__(self, *keys: SigningKey) -> None:
+        self.keys = list(keys)
+        self.fetches = 0
+
+    def __call__(self, url: str) -> dict:
+        self.fetches += 1
+        return {"keys": [k.jwk for k in self.keys]}
+
+
+@pytest.fixture
+def jwks() -> CountingJwks:
+    return CountingJwks(KEY)
+
+
+@pytest.fixture
+def verifier(jwks: CountingJwks) -> TokenVerifier:
+    return TokenVerifier(ISSUER, CLIENT_ID, JwksKeys("https://example/jwks.json", fetch=jwks))
+
+
+@pytest.mark.parametrize("token_use", ["id", "access"])
+def test_valid_tokens(verifier: TokenVerifier, token_use: str) -> None:
+    token = KEY.sign(claims(token_use=token_use, groups=["admins", "staff"]))
+    principal = verifier.verify(token)
+    assert principal == Principal(
+        "00000000-0000-4000-8000-000000000001", frozenset({"admins", "staff"})
+    )
+    assert principal.is_admin
+
+
+def test_no_groups_is_not_admin(verifier: TokenVerifier) -> None:
+    assert not verifier.verify(KEY.sign(claims())).is_admin
+
+
+def test_leeway_admits_small_clock_skew(verifier: TokenVerifier) -> None:
+    now = int(time.time())
+    assert verifier.verify(KEY.sign(claims(exp=now - 10, iat=now - 100)))
+    assert verifier.verify(KEY.sign(claims(nbf=now + 10)))
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (KEY.sign(claims(exp=int(time.time()) - 120)), "expired"),
+        (KEY.sign(claims(nbf=int(time.time()) + 600)), "not yet valid"),
+        (KEY.sign(claims(iat=int(time.time()) + 600)), "issued in the future"),
+        (KEY.sign(claims(issuer="https://cognito-idp.us-east-1.amazonaws.com/other")), "issuer"),
+        (KEY.sign(claims(token_use="id", client_id="another-client")), "audience"),
+        (KEY.sign(claims(token_use="access", client_id="another-client")), "client_id"),
+        (KEY.sign(claims(token_use="refresh")), "token_use"),
+        (KEY.sign({k: v for k, v in claims().items() if k != "token_use"}), "no token_use"),
+        (KEY.sign({k: v for k, v in claims().items() if k != "exp"}), "no exp"),
+        (KEY.sign(claims(**{"cognito:groups": "admins"})), "groups not a list"),
+        (SigningKey("key-1").sign(claims()), "signed by another key with the same kid"),
+        (SigningKey("key-9").sign(claims()), "unknown kid"),
+        (KEY.sign(claims(), with_kid=False), "no kid"),
+        (unsigned(claims(), kid="key-1"), "alg none"),
+        (hs256_with_public_key(claims(), KEY), "HS256 keyed with the public key"),
+        ("", "empty"),
+        ("garbage", "garbage"),
+        ("a.b.c", "three garbage segments"),
+        (KEY.sign(claims())[:-4] + "AAAA", "tampered signature"),
+        (KEY.sign(claims()).rsplit(".", 1)[0] + ".", "signature stripped"),
+        ("é." + KEY.sign(claims()), "non-ascii"),
+    ],
+)
+def test_rejected(verifier: TokenVerifier, token: str, reason: str) -> None:
+    with pytest.raises(InvalidToken):
+        verifier.verify(token)
+
+
+def test_tampered_payload_is_rejected(verifier: TokenVerifier) -> None:
+    header, _, signature = KEY.sign(claims()).split(".")
+    forged_payload = KEY.sign(claims(groups=["admins"])).split(".")[1]
+    with pytest.raises(InvalidToken):
+        verifier.verify(f"{header}.{forged_payload}.{signature}")
+
+
+def test_keys_are_cached_and_refreshed_on_rotation(jwks: CountingJwks) -> None:
+    now = [1000.0]
+    keys = JwksKeys("u", fetch=jwks, min_refresh_seconds=30, clock=lambda: now[0])
+    verifier = TokenVerifier(ISSUER, CLIENT_ID, keys)
+    for _ in range(5):
+        verifier.verify(KEY.sign(claims()))
+    assert jwks.fetches == 1
+
+    rotated = SigningKey("key-2")
+    jwks.keys.append(rotated)
+    now[0] += 31
+    assert verifier.verify(rotated.sign(claims()))  # unknown kid: fetched again
+    assert jwks.fetches == 2
+
+
+def test_unknown_kids_cannot_flood_the_jwks_endpoint(jwks: CountingJwks) -> None:
+    now = [1000.0]
+    keys = JwksKeys("u", fetch=jwks, min_refresh_seconds=30, clock=lambda: now[0])
+    verifier = TokenVerifier(ISSUER, CLIENT_ID, keys)
+    for i in range(20):
+        with pytest.raises(InvalidToken):
+            verifier.verify(SigningKey(f"forged-{i % 2}").sign(claims()))
+    assert jwks.fetches == 1
+
+
+def test_verified_tokens_are_remembered_until_expiry_or_ttl(jwks: CountingJwks) -> None:
+    from chalicelib.auth.tokens import VerifiedTokens
+
+    calls = []
+
+    class Counting(TokenVerifier):
+        def verify(self, token: str) -> Principal:
+            calls.append(token)
+            return super().verify(token)
+
+    now = [time.time()]
+    inner = Counting(ISSUER, CLIENT_ID, JwksKeys("u", fetch=jwks))
+    cache = VerifiedTokens(inner, ttl=300, clock=lambda: now[0])
+    token = KEY.sign(claims(exp=int(now[0]) + 120))
+    for _ in range(3):
+        cache.verify(token)
+    assert len(calls) == 1
+    now[0] += 121  # past the token's exp: not trusted from memory, verified again
+    cache.verify(token)
+    assert len(calls) == 2
+    long_lived = KEY.sign(claims(exp=int(now[0]) + 3600))
+    cache.verify(long_lived)
+    now[0] += 301  # past the ttl: verified again
+    cache.verify(long_lived)
+    assert calls.count(long_lived) == 2
+
+
+def test_bad_tokens_are_never_remembered(verifier: TokenVerifier) -> None:
+    from chalicelib.auth.tokens import VerifiedTokens
+
+    cache = VerifiedTokens(verifier)
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            cache.verify("garbage")
