@@ -68,11 +68,11 @@ def in_process_app() -> Iterator[InProcess]:
         from chalice.test import Client
         from moto import mock_aws
 
-        from local.gateway import emulate_authorizer_rejection
+        from local.gateway import emulate_api_gateway
         from local.inprocess import reset_app_caches, serve_moto_jwks
         from local.provision import provision
 
-        emulate_authorizer_rejection()
+        emulate_api_gateway()
         reset_app_caches()
         restore_jwks = serve_moto_jwks()
         try:

@@ -42,6 +42,7 @@ from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RESOURCES_TEMPLATE = PROJECT_DIR / "infra" / "resources.json"
+API_RESPONSES = PROJECT_DIR / "infra" / "api-responses.json"
 CHALICE_CONFIG = PROJECT_DIR / ".chalice" / "config.json"
 OUT_DIR = PROJECT_DIR / "out"
 
@@ -82,8 +83,15 @@ def stages() -> list[str]:
 
 
 def merge_document(stage: str, resources: dict[str, Any] | None = None) -> dict[str, Any]:
-    """infra/resources.json with the Stage parameter pinned to `stage`."""
+    """infra/resources.json with the Stage parameter pinned to `stage`, plus API Gateway's
+    error responses in the app's shape (infra/api-responses.json)."""
     document = copy.deepcopy(resources if resources is not None else load_json(RESOURCES_TEMPLATE))
+    for logical_id, resource in load_json(API_RESPONSES).get("Resources", {}).items():
+        if logical_id in document["Resources"]:
+            raise PackagingError(
+                f"{logical_id} is declared in both resources.json and api-responses.json"
+            )
+        document["Resources"][logical_id] = resource
     parameter = document["Parameters"]["Stage"]
     allowed = parameter.get("AllowedValues")
     if allowed is not None and stage not in allowed:

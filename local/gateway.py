@@ -1,24 +1,39 @@
 """Where `chalice local` differs from API Gateway in a way the app depends on, make it match.
 
-API Gateway answers 401 when a Lambda authorizer fails with the message "Unauthorized" (the
-documented way for an authorizer to reject a token); `chalice local` lets the exception
-escape instead. Used by the local stack and by the tests' `chalice.test.Client`.
+- API Gateway answers 401 when a Lambda authorizer fails with the message "Unauthorized" (the
+  documented way for an authorizer to reject a token); `chalice local` lets the exception
+  escape instead.
+- API Gateway's own errors (no token, access denied, no such route) are shaped by the
+  gateway responses in infra/api-responses.json once packaged; `chalice local` answers with
+  API Gateway's defaults. Here they get the same shape and status as deployed.
+
+Used by the local stack and by the tests' `chalice.test.Client`.
 """
 
 from __future__ import annotations
 
+import json
+from functools import cache
 from typing import Any
 
+from local.provision import PROJECT_DIR
+
+API_RESPONSES = PROJECT_DIR / "infra" / "api-responses.json"
 UNAUTHORIZED_BODY = b'{"message":"Unauthorized"}'
 
 
-def emulate_authorizer_rejection() -> None:
-    """Patch chalice's local authorizer runner (idempotent)."""
+def emulate_api_gateway() -> None:
+    """Patch chalice's local gateway (idempotent)."""
     from chalice import local
 
-    original = local.LocalGatewayAuthorizer.authorize
-    if getattr(original, "emulates_api_gateway", False):
+    if getattr(local.LocalGateway.handle_request, "emulates_api_gateway", False):
         return
+    _reject_like_api_gateway(local)
+    _shape_like_api_gateway(local)
+
+
+def _reject_like_api_gateway(local: Any) -> None:
+    original = local.LocalGatewayAuthorizer.authorize
 
     def authorize(self: Any, raw_path: str, lambda_event: Any, lambda_context: Any) -> Any:
         try:
@@ -34,5 +49,50 @@ def emulate_authorizer_rejection() -> None:
             }
             raise local.NotAuthorizedError(headers, UNAUTHORIZED_BODY) from None
 
-    authorize.emulates_api_gateway = True  # type: ignore[attr-defined]
-    local.LocalGatewayAuthorizer.authorize = authorize  # type: ignore[method-assign]
+    local.LocalGatewayAuthorizer.authorize = authorize
+
+
+def _shape_like_api_gateway(local: Any) -> None:
+    original = local.LocalGateway.handle_request
+
+    def handle_request(self: Any, method: str, path: str, headers: Any, body: Any) -> Any:
+        try:
+            return original(self, method, path, headers, body)
+        except local.LocalGatewayException as exc:
+            raise _as_gateway_response(local, exc) from None
+
+    handle_request.emulates_api_gateway = True  # type: ignore[attr-defined]
+    local.LocalGateway.handle_request = handle_request
+
+
+def _as_gateway_response(local: Any, exc: Any) -> Any:
+    response_type = _response_type(local, exc)
+    template = gateway_responses().get(response_type) or gateway_responses()["DEFAULT_4XX"]
+    try:
+        original = json.loads(exc.body or b"{}")
+    except ValueError:
+        original = {}
+    message = original.get("message") or original.get("Message") or "Error"
+    request_id = exc.headers.get("x-amzn-RequestId", "")
+    body = template["ResponseTemplates"]["application/json"]
+    body = body.replace("$context.error.messageString", json.dumps(message))
+    body = body.replace("$context.requestId", request_id)
+    status = int(template.get("StatusCode", exc.CODE))
+    reshaped = type(type(exc).__name__, (local.LocalGatewayException,), {"CODE": status})
+    return reshaped({**exc.headers, "Content-Type": "application/json"}, body.encode())
+
+
+def _response_type(local: Any, exc: Any) -> str:
+    if isinstance(exc, local.NotAuthorizedError):
+        return "UNAUTHORIZED"
+    if exc.headers.get("x-amzn-ErrorType") == "AccessDeniedException":
+        return "ACCESS_DENIED"
+    if isinstance(exc, local.ForbiddenError):
+        return "MISSING_AUTHENTICATION_TOKEN"
+    return "DEFAULT_5XX" if exc.CODE >= 500 else "DEFAULT_4XX"
+
+
+@cache
+def gateway_responses() -> dict[str, Any]:
+    document = json.loads(API_RESPONSES.read_text())
+    return dict(document["Resources"]["RestAPI"]["Properties"]["GatewayResponses"])

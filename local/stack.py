@@ -147,8 +147,8 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
         print(
             f"\nReady in {time.perf_counter() - started:.1f} s: API {state['api_url']}, "
             f"emulator {emulator_url} (state in {state_file}). Ctrl-C stops everything.\n"
-            f"Try: curl -s -X POST {state['api_url']}/register -H 'Content-Type: application/json'"
-            f' -d \'{{"email": "ada@example.com", "name": "Ada"}}\'',
+            "Try: TOKEN=$(make -s token EMAIL=ada@example.com ADMIN=1) && curl -s "
+            f"'{state['api_url']}/users?limit=5' -H \"Authorization: Bearer $TOKEN\"",
             flush=True,
         )
         server.serve_forever()
@@ -172,9 +172,9 @@ def _api_server(stage: str, port: int) -> LocalDevServer:
     from chalice.cli import validate_routes
     from chalice.cli.factory import CLIFactory
 
-    from local.gateway import emulate_authorizer_rejection
+    from local.gateway import emulate_api_gateway
 
-    emulate_authorizer_rejection()
+    emulate_api_gateway()
     factory = CLIFactory(project_dir=str(PROJECT_DIR), environ=os.environ)
     config = factory.create_config_obj(chalice_stage_name=stage)
     validate_routes(config.chalice_app.routes)

@@ -10,7 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local.gateway import emulate_authorizer_rejection
+from local.gateway import emulate_api_gateway
 from local.inprocess import moto_jwks, reset_app_caches
 from local.provision import FAKE_CREDENTIALS, PROJECT_DIR, provision, stage_environment
 
@@ -20,7 +20,7 @@ STAGE = "dev"
 # module a test file imports first. Fixtures below set it again for each test.
 for _name, _value in stage_environment(STAGE).items():
     os.environ.setdefault(_name, _value)
-emulate_authorizer_rejection()
+emulate_api_gateway()
 
 
 @pytest.fixture

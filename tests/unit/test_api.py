@@ -348,3 +348,13 @@ def test_health_answers_without_aws(client: Any) -> None:
     response = client.http.get("/health")
     assert response.status_code == 200
     assert response.json_body == {"status": "ok", "stage": "dev"}
+
+
+def test_gateway_errors_have_the_api_error_shape(api: Any) -> None:
+    """As the packaged API answers them (infra/api-responses.json)."""
+    missing = api.get("/no/such/route")
+    assert missing.status_code == 404
+    assert json.loads(missing.body)["error"]["code"] == "not_found"
+    anonymous = api.as_(None).get("/users")
+    assert anonymous.status_code == 401
+    assert json.loads(anonymous.body)["error"]["code"] == "unauthorized"

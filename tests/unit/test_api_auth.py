@@ -83,6 +83,8 @@ def call(world: dict[str, Any], method: str, route: str, token: str | None) -> A
 def test_bad_tokens_are_401(world: dict[str, Any], method: str, route: str, kind: str) -> None:
     response = call(world, method, route, bad_token(world, kind))
     assert response.status_code == 401, (kind, response.body)
+    error = json.loads(response.body)["error"]
+    assert (error["code"], error["message"]) == ("unauthorized", "Unauthorized")
 
 
 @pytest.mark.parametrize(

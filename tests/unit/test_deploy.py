@@ -348,7 +348,8 @@ def test_merge_document_pins_stage_without_touching_resources_json() -> None:
     document = merge_document("prod", RESOURCES)
     assert document["Parameters"]["Stage"]["Default"] == "prod"
     assert document["Parameters"]["Stage"]["AllowedValues"] == ["prod"]
-    assert document["Resources"] == RESOURCES["Resources"]
+    api_responses = json.loads((PROJECT_DIR / "infra" / "api-responses.json").read_text())
+    assert document["Resources"] == {**RESOURCES["Resources"], **api_responses["Resources"]}
     assert original == RESOURCES
     with pytest.raises(PackagingError):
         merge_document("qa", RESOURCES)
@@ -510,3 +511,15 @@ def test_policy_names_only_its_stage_and_no_account_or_region(stage: str) -> Non
 def test_user_pool_carries_the_tags_the_policy_condition_expects() -> None:
     tags = RESOURCES["Resources"]["UserPool"]["Properties"]["UserPoolTags"]
     assert tags == {"app": "serverless-app", "stage": {"Ref": "Stage"}}
+
+
+@pytest.mark.parametrize("stage", PACKAGED_STAGES)
+def test_api_gateway_errors_are_shaped_like_the_apps(
+    stage: str, packaged: Callable[[str], PackageResult]
+) -> None:
+    responses = packaged(stage).template["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
+    assert responses["UNAUTHORIZED"]["StatusCode"] == "401"
+    assert responses["MISSING_AUTHENTICATION_TOKEN"]["StatusCode"] == "404"
+    for response in responses.values():
+        body = response["ResponseTemplates"]["application/json"]
+        assert '"error": {"code": ' in body and "$context.requestId" in body
