@@ -134,8 +134,19 @@ def resource_names(stage: str) -> dict[str, str]:
     return names
 
 
-def load_policy(stage: str) -> dict[str, Any]:
-    return json.loads((PROJECT_DIR / ".chalice" / f"policy-{stage}.json").read_text())
+#: Each function's policy file and the code it runs (the authorizer runs chalicelib/auth only).
+FUNCTION_POLICIES = {
+    "APIHandler": ("policy-{stage}.json", CHALICELIB),
+    "CognitoJwt": ("policy-{stage}-authorizer.json", CHALICELIB / "auth"),
+}
+
+
+def policy_path(stage: str, logical_id: str = "APIHandler") -> Path:
+    return PROJECT_DIR / ".chalice" / FUNCTION_POLICIES[logical_id][0].format(stage=stage)
+
+
+def load_policy(stage: str, logical_id: str = "APIHandler") -> dict[str, Any]:
+    return json.loads(policy_path(stage, logical_id).read_text())
 
 
 def as_list(value: Any) -> list[str]:
@@ -159,12 +170,12 @@ def allows(policy: dict[str, Any], action: str, resource: str, stage: str) -> bo
     )
 
 
-def source_text() -> str:
-    return "\n".join(p.read_text() for p in sorted(CHALICELIB.rglob("*.py")))
+def source_text(root: Path = CHALICELIB) -> str:
+    return "\n".join(p.read_text() for p in sorted(root.rglob("*.py")))
 
 
-def aws_operations_called() -> set[str]:
-    """boto3 client operations named in chalicelib: `.op(` calls and paginator names."""
+def aws_operations_called(root: Path = CHALICELIB) -> set[str]:
+    """boto3 client operations named in the code: `.op(` calls and paginator names."""
     import botocore.session
     from botocore import xform_name
 
@@ -174,7 +185,7 @@ def aws_operations_called() -> set[str]:
         for service in SCANNED_SERVICES
         for name in session.get_service_model(service).operation_names
     }
-    text = source_text()
+    text = source_text(root)
     called = set(re.findall(r"\.(\w+)\(", text)) & operations
     called |= set(re.findall(r"get_paginator\(\s*[\"'](\w+)[\"']", text))
     return called
@@ -193,21 +204,25 @@ def function_names(stage: str) -> dict[str, str]:
     return package_function_names(stage)
 
 
-def required_permissions(stage: str) -> set[tuple[str, str]]:
-    """(action, concrete ARN) pairs the code needs in `stage`, logs and X-Ray included."""
+def required_permissions(stage: str, logical_id: str = "APIHandler") -> set[tuple[str, str]]:
+    """(action, concrete ARN) pairs a function needs in `stage`, logs and X-Ray included."""
     fields = {"region": REGION, "account": ACCOUNT, "index": list_index(), **resource_names(stage)}
+    code = FUNCTION_POLICIES[logical_id][1]
+    called = aws_operations_called(code)
     needed = {
         (action, arn.format(**fields))
-        for operation in aws_operations_called()
+        for operation in called
         for action, arn in OPERATION_PERMISSIONS.get(operation, [])
     }
-    if "transact_write_items" in aws_operations_called():
-        kinds = set(re.findall(r"[\"'](\w+)[\"']\s*:", source_text())) & set(TRANSACT_ITEM_ACTIONS)
+    if "transact_write_items" in called:
+        kinds = set(re.findall(r"[\"'](\w+)[\"']\s*:", source_text(code)))
+        kinds &= set(TRANSACT_ITEM_ACTIONS)
         needed |= {(TRANSACT_ITEM_ACTIONS[k], TABLE.format(**fields)) for k in kinds}
-    for name in function_names(stage).values():
-        group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{name}"
-        needed.add(("logs:CreateLogGroup", group))
-        needed |= {(a, f"{group}:log-stream:2026/01/01/[$LATEST]abc") for a in LOG_ACTIONS[1:]}
+    group = (
+        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{function_names(stage)[logical_id]}"
+    )
+    needed.add(("logs:CreateLogGroup", group))
+    needed |= {(a, f"{group}:log-stream:2026/01/01/[$LATEST]abc") for a in LOG_ACTIONS[1:]}
     needed |= {(action, "*") for action in XRAY_ACTIONS}
     return needed
 
@@ -297,9 +312,10 @@ def test_packaged_function_has_the_stage_config_and_policy(
     assert properties["Timeout"] == effective["lambda_timeout"]
     assert properties.get("ReservedConcurrentExecutions") == effective.get("reserved_concurrency")
     assert stage_config["tags"].items() <= properties["Tags"].items()
-    role_id = properties["Role"]["Fn::GetAtt"][0]
-    [role_policy] = result.template["Resources"][role_id]["Properties"]["Policies"]
-    assert role_policy["PolicyDocument"] == load_policy(stage)
+    for logical_id in FUNCTION_POLICIES:
+        role_id = functions(result.template)[logical_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+        [role_policy] = result.template["Resources"][role_id]["Properties"]["Policies"]
+        assert role_policy["PolicyDocument"] == load_policy(stage, logical_id)
 
 
 @pytest.mark.parametrize("stage", PACKAGED_STAGES)
@@ -467,18 +483,21 @@ def test_every_aws_call_is_known() -> None:
     assert {"get_item", "query", "transact_write_items", "publish", "send_message"} <= called
 
 
+@pytest.mark.parametrize("logical_id", FUNCTION_POLICIES)
 @pytest.mark.parametrize("stage", STAGES)
-def test_policy_allows_every_call_the_code_makes(stage: str) -> None:
-    policy = load_policy(stage)
-    missing = sorted(p for p in required_permissions(stage) if not allows(policy, *p, stage))
-    assert not missing, f"policy-{stage}.json does not allow: {missing}"
+def test_policy_allows_every_call_the_code_makes(stage: str, logical_id: str) -> None:
+    policy = load_policy(stage, logical_id)
+    needed = required_permissions(stage, logical_id)
+    missing = sorted(p for p in needed if not allows(policy, *p, stage))
+    assert not missing, f"{policy_path(stage, logical_id).name} does not allow: {missing}"
 
 
+@pytest.mark.parametrize("logical_id", FUNCTION_POLICIES)
 @pytest.mark.parametrize("stage", STAGES)
-def test_policy_grants_nothing_more(stage: str) -> None:
-    policy = load_policy(stage)
+def test_policy_grants_nothing_more(stage: str, logical_id: str) -> None:
+    policy = load_policy(stage, logical_id)
     granted = {a for s in policy["Statement"] for a in as_list(s["Action"])}
-    assert granted == {action for action, _ in required_permissions(stage)}
+    assert granted == {action for action, _ in required_permissions(stage, logical_id)}
     for statement in policy["Statement"]:
         assert statement["Effect"] == "Allow"
         assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"}
@@ -490,17 +509,18 @@ def test_policy_grants_nothing_more(stage: str) -> None:
             assert all(a in XRAY_ACTIONS for a in as_list(statement["Action"])), statement
     other_stages = [s for s in STAGES if s != stage]
     for stage_b in other_stages:
-        required_b = required_permissions(stage_b)
+        required_b = required_permissions(stage_b, logical_id)
         leaked = [p for p in required_b if p[1] != "*" and allows(policy, *p, stage_b)]
-        assert not leaked, f"policy-{stage}.json allows {stage_b} resources: {leaked}"
+        assert not leaked, f"{policy_path(stage, logical_id).name} allows {stage_b}: {leaked}"
 
 
+@pytest.mark.parametrize("logical_id", FUNCTION_POLICIES)
 @pytest.mark.parametrize("stage", STAGES)
-def test_policy_names_only_its_stage_and_no_account_or_region(stage: str) -> None:
-    text = (PROJECT_DIR / ".chalice" / f"policy-{stage}.json").read_text()
-    assert set(re.findall(r"serverless-app-([a-z0-9]+)", text)) == {stage}
+def test_policy_names_only_its_stage_and_no_account_or_region(stage: str, logical_id: str) -> None:
+    text = policy_path(stage, logical_id).read_text()
+    assert set(re.findall(r"serverless-app[-/]([a-z0-9]+)", text)) == {stage}
     assert not re.search(r"\d{12}", text)
-    for statement in load_policy(stage)["Statement"]:
+    for statement in load_policy(stage, logical_id)["Statement"]:
         for arn in as_list(statement["Resource"]):
             if arn == "*":
                 continue
