@@ -334,15 +334,9 @@ def _concurrent(
 
 
 def _user_id_of(state: dict[str, Any], email: str) -> str:
-    import boto3
+    from local.provision import emulator_client
 
-    idp = boto3.client(
-        "cognito-idp",
-        endpoint_url=state["emulator_url"],
-        region_name=state["region"],
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    idp = emulator_client(state, "cognito-idp")
     user = idp.admin_get_user(UserPoolId=state["resources"]["UserPoolId"], Username=email)
     return str(next(a["Value"] for a in user["UserAttributes"] if a["Name"] == "sub"))
 

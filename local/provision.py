@@ -19,6 +19,19 @@ FAKE_CREDENTIALS = {
 }
 
 
+def emulator_client(state: dict[str, Any], service: str) -> Any:
+    """A boto3 client for the emulator of a running stack (`state` is its stack.json)."""
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=state["emulator_url"],
+        region_name=state["region"],
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
 def stack_name(stage: str) -> str:
     return f"serverless-app-{stage}-resources"
 

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from local.provision import FAKE_CREDENTIALS, PROJECT_DIR
+from local.provision import PROJECT_DIR, emulator_client
 
 
 def random_password() -> str:
@@ -45,15 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def issue_token(state: dict[str, Any], email: str, admin: bool, id_token: bool) -> str:
-    import boto3
-
-    idp = boto3.client(
-        "cognito-idp",
-        endpoint_url=state["emulator_url"],
-        region_name=state["region"],
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
+    idp = emulator_client(state, "cognito-idp")
     pool = state["resources"]["UserPoolId"]
     client_id = state["resources"]["UserPoolClientId"]
     password = random_password()

@@ -74,12 +74,9 @@ def api(stack: dict[str, Any]) -> str:
 @pytest.fixture(scope="session")
 def emulator(stack: dict[str, Any]) -> Any:
     """boto3 clients against the stack's emulator."""
-    import boto3
+    from local.provision import emulator_client
 
-    session = boto3.session.Session(
-        aws_access_key_id="local", aws_secret_access_key="local", region_name=stack["region"]
-    )
-    return lambda service: session.client(service, endpoint_url=stack["emulator_url"])
+    return lambda service: emulator_client(stack, service)
 
 
 @pytest.fixture(scope="session")

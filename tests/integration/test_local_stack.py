@@ -40,16 +40,9 @@ def test_stack_file_says_what_a_client_needs(stack: dict[str, Any]) -> None:
 
 
 def sign_in(stack: dict[str, Any], email: str) -> dict[str, str]:
-    import boto3
+    from local.provision import emulator_client
 
-    idp = boto3.client(
-        "cognito-idp",
-        endpoint_url=stack["emulator_url"],
-        region_name=stack["region"],
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
-    result = idp.initiate_auth(
+    result = emulator_client(stack, "cognito-idp").initiate_auth(
         ClientId=stack["resources"]["UserPoolClientId"],
         AuthFlow="USER_PASSWORD_AUTH",
         AuthParameters={"USERNAME": email, "PASSWORD": PASSWORD},
