@@ -7,19 +7,22 @@ and groups reach handlers through the authorizer's context, never from the reque
 
 from __future__ import annotations
 
+import json
+import time
 from functools import cache
 from typing import Any
 
 from chalice.app import AuthRequest, AuthResponse, Request
 
 from chalicelib.auth.tokens import (
+    DEFAULT_LEEWAY_SECONDS,
     InvalidToken,
     JwksKeys,
     Principal,
     TokenVerifier,
     VerifiedTokens,
 )
-from chalicelib.core.errors import ApiError
+from chalicelib.core.errors import ApiError, Unauthenticated
 from chalicelib.core.observability import logger
 
 
@@ -52,10 +55,17 @@ def authorize(auth_request: AuthRequest) -> AuthResponse:
     except InvalidToken as exc:
         logger.info("token rejected", reason=str(exc))
         raise Unauthorized() from None
+    # Context values must be strings or numbers. Groups go as JSON (a group name may hold a
+    # comma); `expires_at` lets handlers refuse a token API Gateway's authorizer cache keeps
+    # serving after it expired.
     return AuthResponse(
         routes=["*"],
         principal_id=principal.user_id,
-        context={"user_id": principal.user_id, "groups": ",".join(sorted(principal.groups))},
+        context={
+            "user_id": principal.user_id,
+            "groups": json.dumps(sorted(principal.groups)),
+            "expires_at": int(principal.expires_at),
+        },
     )
 
 
@@ -67,5 +77,8 @@ def principal_of(request: Request) -> Principal:
         # A protected route reached without the authorizer: a deployment mistake, not the
         # client's; never trust anything else in the request instead.
         raise ApiError("The request was not authorized by the API's authorizer.")
-    groups = frozenset(g for g in str(context.get("groups", "")).split(",") if g)
-    return Principal(user_id=str(user_id), groups=groups)
+    expires_at = float(context.get("expires_at") or 0)
+    if expires_at and expires_at + DEFAULT_LEEWAY_SECONDS < time.time():
+        raise Unauthenticated("The token has expired.")
+    groups = frozenset(json.loads(context.get("groups") or "[]"))
+    return Principal(user_id=str(user_id), groups=groups, expires_at=expires_at)

@@ -44,34 +44,44 @@ def fetch_json(url: str, timeout: float = 3.0) -> dict[str, Any]:
 
 
 class JwksKeys:
-    """The pool's signing keys by `kid`, kept for the life of the process. An unknown `kid`
-    (keys rotated) fetches the set again, at most once per `min_refresh_seconds`, so a flood
-    of forged kids cannot turn into a flood of JWKS requests."""
+    """The pool's signing keys by `kid`, kept for the process. An unknown `kid` (keys
+    rotated) fetches the set again, at most once per `min_refresh_seconds` (a failed fetch
+    counts too), so forged kids cannot become a flood of JWKS requests; and the set is
+    fetched again after `max_age_seconds`, so a key Cognito withdrew stops being trusted.
+    If a fetch fails, the keys already known stay in use."""
 
     def __init__(
         self,
         url: str,
         fetch: Callable[[str], dict[str, Any]] | None = None,
         min_refresh_seconds: float = 30.0,
+        max_age_seconds: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = url
         self._fetch = fetch if fetch is not None else fetch_json
         self._min_refresh = min_refresh_seconds
+        self._max_age = max_age_seconds
         self._clock = clock
         self._keys: dict[str, Any] = {}
         self._fetched_at: float | None = None
         self._lock = threading.Lock()
 
     def key(self, kid: str) -> Any | None:
+        now = self._clock()
+        fresh = self._fetched_at is not None and now - self._fetched_at < self._max_age
         key = self._keys.get(kid)
-        if key is not None:
+        if key is not None and fresh:
             return key
         with self._lock:
-            now = self._clock()
             if self._fetched_at is None or now - self._fetched_at >= self._min_refresh:
-                self._keys = self._load()
                 self._fetched_at = now
+                try:
+                    self._keys = self._load()
+                except Exception as exc:  # network, HTTP, JSON: keep the keys we have
+                    from chalicelib.core.observability import logger
+
+                    logger.warning("JWKS fetch failed", url=self._url, error=repr(exc))
             return self._keys.get(kid)
 
     def _load(self) -> dict[str, Any]:

@@ -35,6 +35,11 @@ class ValidationFailed(ApiError):
     code = "validation_failed"
 
 
+class Unauthenticated(ApiError):
+    status_code = 401
+    code = "unauthorized"
+
+
 class Forbidden(ApiError):
     status_code = 403
     code = "forbidden"

@@ -66,6 +66,8 @@ def json_object(request: Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("Request body nests too deeply.") from None
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object.")
     return body
@@ -125,7 +127,7 @@ def _reshape_error(response: Response, correlation_id: str) -> None:
 
 def _correlation_id(request: Request) -> str:
     supplied = request.headers.get(CORRELATION_HEADER.lower())
-    if supplied and _CORRELATION_ID.match(supplied):
+    if supplied and _CORRELATION_ID.fullmatch(supplied):
         return supplied
     request_id = (request.context or {}).get("requestId")
     return str(request_id) if request_id else str(uuid.uuid4())

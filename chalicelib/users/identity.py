@@ -64,8 +64,14 @@ class CognitoIdentityDirectory:
         with contextlib.suppress(idp.exceptions.UserNotFoundException):
             idp.admin_delete_user(UserPoolId=self._pool(), Username=user_id)
 
-    def delete_by_email(self, email: str) -> None:
-        self.delete(email)
+    def find(self, email: str) -> str | None:
+        """The `sub` of the identity signing in with `email`, if there is one."""
+        idp = self._client()
+        try:
+            user = idp.admin_get_user(UserPoolId=self._pool(), Username=email)
+        except idp.exceptions.UserNotFoundException:
+            return None
+        return str(next(a["Value"] for a in user["UserAttributes"] if a["Name"] == "sub"))
 
     def change_email(self, user_id: str, email: str) -> None:
         self._client().admin_update_user_attributes(

@@ -51,7 +51,7 @@ def email_key(email: str) -> str:
 
 
 def is_user_id(value: str) -> bool:
-    return bool(_UUID.match(value))
+    return bool(_UUID.fullmatch(value))
 
 
 def validate_registration(body: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
@@ -139,7 +139,7 @@ def _check_email(value: Any) -> tuple[Any, str | None]:
     if not isinstance(value, str):
         return None, "must be a string"
     email = value.strip()
-    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
+    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(email):
         return None, "must be a valid email address"
     return email, None
 
@@ -156,7 +156,7 @@ def _check_name(value: Any) -> tuple[Any, str | None]:
 
 
 def _check_phone(value: Any) -> tuple[Any, str | None]:
-    if not isinstance(value, str) or not _E164.match(value):
+    if not isinstance(value, str) or not _E164.fullmatch(value):
         return None, "must be an E.164 number such as +14155550123"
     return value, None
 
@@ -178,7 +178,7 @@ def _check_preferences(value: Any) -> tuple[Any, str | None]:
     if len(value) > MAX_PREFERENCES:
         return None, f"must have at most {MAX_PREFERENCES} entries"
     for key, flag in value.items():
-        if not _PREFERENCE_KEY.match(key):
+        if not _PREFERENCE_KEY.fullmatch(key):
             return None, f"key {key[:70]!r} must be a letter then letters, digits or _ (max 64)"
         if not isinstance(flag, bool):
             return None, f"value of {key!r} must be true or false"
@@ -186,7 +186,9 @@ def _check_preferences(value: Any) -> tuple[Any, str | None]:
 
 
 def _has_control_characters(text: str) -> bool:
-    return any(unicodedata.category(ch) == "Cc" for ch in text)
+    """Control characters, and lone surrogates (JSON's "\\ud800"), which no AWS service
+    can store: refused here as the client's mistake, not met later as a server error."""
+    return any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
 
 
 _CHECKS = {

@@ -33,7 +33,7 @@ def decode_cursor(cursor: str) -> str:
         sort_key = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, ValueError, UnicodeDecodeError):
         sort_key = ""
-    if not _SORT_KEY.match(sort_key):
+    if not _SORT_KEY.fullmatch(sort_key):
         raise BadRequest("The cursor is not valid; use next_cursor from a previous page.")
     return sort_key
 
@@ -41,6 +41,6 @@ def decode_cursor(cursor: str) -> str:
 def parse_limit(raw: str | None, default: int = 20, maximum: int = 100) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
         raise BadRequest(f"limit must be a whole number from 1 to {maximum}.")
     return int(raw)

@@ -4,14 +4,17 @@ Depends on three small ports (a repository, an identity directory and an event p
 it runs in unit tests with in-memory fakes and in Lambda with DynamoDB, Cognito, SNS and SQS.
 
 Registration is a saga over Cognito and DynamoDB: reserve the email, create the sign-in
-identity, store the profile, send the events. A failing step undoes the ones before it, so no
-half-made account is left behind; a crash half-way leaves only a reservation that expires
-and an identity without a profile, which the next attempt for that email removes. The same
-holds for updates: if an event cannot be sent, the change is undone and the client retries.
+identity, store the profile, send the events. A failing step undoes the ones before it,
+newest first, and stops at an undo that fails, so what is left is always a state the next
+attempt repairs: a reservation that expires, or an identity without a profile, which the
+next registration of that email removes (an identity whose profile exists is never touched).
+The same holds for updates: if a step cannot be completed, the change is undone and the
+client retries.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -40,8 +43,8 @@ class UserRepository(Protocol):
 
 class IdentityDirectory(Protocol):
     def create(self, email: str, name: str, password: str) -> str: ...
+    def find(self, email: str) -> str | None: ...
     def delete(self, user_id: str) -> None: ...
-    def delete_by_email(self, email: str) -> None: ...
     def change_email(self, user_id: str, email: str) -> None: ...
 
 
@@ -88,12 +91,15 @@ class UsersService:
             now = self._clock()
             user = {**fields, "user_id": user_id, "created_at": now, "updated_at": now}
             user["version"] = 1
+            # Undone even if `add` reports a failure: it may have committed all the same.
+            undo.append(lambda: self._remove_if_stored(user))
             self._users.add(user, reservation)
-            undo[:] = [lambda: self._users.remove(user), lambda: self._identities.delete(user_id)]
             self._events.user_created(user)
             self._events.onboarding_requested(user)
-        except WeakPassword as exc:
+        except (WeakPassword, Conflict) as exc:
             self._undo(undo, "registration")
+            if isinstance(exc, Conflict):
+                raise
             raise ValidationFailed(
                 "The password was refused.", [{"field": "password", "issue": str(exc)}]
             ) from None
@@ -107,10 +113,20 @@ class UsersService:
         try:
             return self._identities.create(email, name, password)
         except IdentityExists:
-            # We hold the email's reservation, so no profile has this address: the identity
-            # was left by an earlier attempt that failed half-way. Replace it.
-            self._identities.delete_by_email(email)
-            return self._identities.create(email, name, password)
+            pass
+        # We hold the email's reservation, so no *claim* has this address; but an identity
+        # may, either left by an earlier attempt that failed half-way (no profile: replace
+        # it) or belonging to a user whose email change is under way (a profile: refuse).
+        existing = self._identities.find(email)
+        if existing is not None and self._users.get(existing) is not None:
+            raise Conflict(EMAIL_TAKEN)
+        if existing is not None:
+            self._identities.delete(existing)
+        return self._identities.create(email, name, password)
+
+    def _remove_if_stored(self, user: dict[str, Any]) -> None:
+        with contextlib.suppress(StaleUser):  # never stored (or already gone): nothing to undo
+            self._users.remove(user)
 
     # --- read, list ---------------------------------------------------------------------
 
@@ -141,8 +157,9 @@ class UsersService:
         undo = [lambda: self._replace(new, {**current, "version": new["version"] + 1})]
         try:
             if "email" in changed:
+                # Undone even if the call reports a failure: it may have been applied.
+                undo.append(lambda: self._identities.change_email(user_id, current["email"]))
                 self._identities.change_email(user_id, new["email"])
-                undo.insert(0, lambda: self._identities.change_email(user_id, current["email"]))
             self._events.user_updated(new, changed)
         except Exception:
             logger.exception("update not completed; undoing it", user_id=user_id)
@@ -180,10 +197,12 @@ class UsersService:
 
     @staticmethod
     def _undo(steps: list[Callable[[], None]], what: str) -> None:
-        """Run compensations newest first; one that fails is logged and the rest still run
-        (what is left is cleaned up by the next attempt, see the module docstring)."""
+        """Run compensations newest first and stop at one that fails: the older steps are
+        kept, so what is left is consistent and repaired by the next attempt (module
+        docstring); undoing past a failure would break a user that still exists."""
         for step in reversed(steps):
             try:
                 step()
             except Exception:
-                logger.exception(f"could not undo a step of a failed {what}")
+                logger.exception(f"could not undo a step of a failed {what}; stopping there")
+                return

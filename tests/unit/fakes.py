@@ -53,6 +53,7 @@ class InMemoryUserRepository:
             raise StaleUser()
         self.claims[email_key(user["email"])] = {"status": "active", "user_id": user["user_id"]}
         self.users[user["user_id"]] = copy.deepcopy(user)
+        self.faults.check("add_reply")  # committed, but the caller hears a failure
 
     def get(self, user_id: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.users.get(user_id))
@@ -77,6 +78,7 @@ class InMemoryUserRepository:
         self.users[new["user_id"]] = {k: v for k, v in new.items() if v is not None}
 
     def remove(self, user: dict[str, Any]) -> None:
+        self.faults.check("remove")
         stored = self.users.get(user["user_id"])
         if stored is None or stored["version"] != user["version"]:
             raise StaleUser()
@@ -106,10 +108,11 @@ class InMemoryIdentities:
         self.faults.check("delete_identity")
         self.by_id.pop(user_id, None)
 
-    def delete_by_email(self, email: str) -> None:
-        for user_id, identity in list(self.by_id.items()):
+    def find(self, email: str) -> str | None:
+        for user_id, identity in self.by_id.items():
             if email_key(identity["email"]) == email_key(email):
-                del self.by_id[user_id]
+                return user_id
+        return None
 
     def change_email(self, user_id: str, email: str) -> None:
         self.faults.check("change_email")

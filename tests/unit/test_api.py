@@ -358,3 +358,31 @@ def test_gateway_errors_have_the_api_error_shape(api: Any) -> None:
     anonymous = api.as_(None).get("/users")
     assert anonymous.status_code == 401
     assert json.loads(anonymous.body)["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**ADA, "phone": "+14155550123\n"}, "phone"),
+        ({**ADA, "name": "Ada \ud800"}, "name"),
+        ({**ADA, "bio": "lone \udfff surrogate"}, "bio"),
+    ],
+)
+def test_sneaky_values_are_400(api: Any, body: dict[str, Any], field: str) -> None:
+    error = assert_error(api.post("/register", body), 400, "validation_failed")
+    assert [d["field"] for d in error["details"]] == [field]
+
+
+def test_deeply_nested_json_is_400(api: Any) -> None:
+    assert_error(api.post("/register", "[" * 50000), 400, "bad_request")
+
+
+@pytest.mark.parametrize("limit", ["%C2%B2", "%D9%A3", "5%0A"])
+def test_non_ascii_or_odd_limits_are_400(api: Any, limit: str) -> None:
+    assert_error(api.get(f"/users?limit={limit}"), 400, "bad_request")
+
+
+def test_correlation_id_with_a_newline_is_replaced_not_a_500(api: Any) -> None:
+    response = api.get("/users", headers={"X-Correlation-Id": "abc\n"})
+    assert response.status_code == 200
+    assert response.headers["X-Correlation-Id"] != "abc\n"

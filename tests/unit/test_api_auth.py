@@ -174,3 +174,32 @@ def _moto_public_key_pem() -> Any:
         public_pem = pem
 
     return PublicKeyAsSecret()
+
+
+def test_a_group_name_with_a_comma_does_not_make_an_admin(world: dict[str, Any]) -> None:
+    import boto3
+
+    accounts = world["accounts"]
+    idp = boto3.client("cognito-idp")
+    idp.create_group(GroupName="support,admins", UserPoolId=accounts.pool_id)
+    user, _ = accounts.register(email="sneaky@example.com")
+    idp.admin_add_user_to_group(
+        UserPoolId=accounts.pool_id, Username=user["user_id"], GroupName="support,admins"
+    )
+    token = accounts.sign_in("sneaky@example.com")
+    assert call(world, "GET", "/users", token).status_code == 403
+
+
+def test_a_token_expired_while_cached_by_api_gateway_is_refused() -> None:
+    """API Gateway's authorizer cache (ttl 300 s) does not look at `exp`: handlers do."""
+    from chalicelib.auth.authorizer import principal_of
+    from chalicelib.core.errors import Unauthenticated
+
+    class Request:
+        def __init__(self, expires_at: float) -> None:
+            authorizer = {"user_id": "u1", "groups": '["admins"]', "expires_at": expires_at}
+            self.context = {"authorizer": authorizer}
+
+    assert principal_of(Request(time.time() + 60)).is_admin  # type: ignore[arg-type]
+    with pytest.raises(Unauthenticated):
+        principal_of(Request(time.time() - 120))  # type: ignore[arg-type]

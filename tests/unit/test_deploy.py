@@ -89,6 +89,7 @@ OPERATION_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     "admin_create_user": [("cognito-idp:AdminCreateUser", USER_POOL)],
     "admin_set_user_password": [("cognito-idp:AdminSetUserPassword", USER_POOL)],
     "admin_delete_user": [("cognito-idp:AdminDeleteUser", USER_POOL)],
+    "admin_get_user": [("cognito-idp:AdminGetUser", USER_POOL)],
     "admin_update_user_attributes": [("cognito-idp:AdminUpdateUserAttributes", USER_POOL)],
 }
 #: TransactWriteItems is authorised as the item-level action of each item kind it holds.

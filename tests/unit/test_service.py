@@ -84,7 +84,7 @@ def test_password_refused_by_cognito_is_400_and_leaves_nothing(world: World) -> 
 
 
 @pytest.mark.parametrize(
-    "failing", ["create_identity", "add", "user_created", "onboarding_requested"]
+    "failing", ["create_identity", "add", "add_reply", "user_created", "onboarding_requested"]
 )
 def test_a_failing_step_undoes_the_others_and_a_retry_succeeds(world: World, failing: str) -> None:
     world.faults.failing.add(failing)
@@ -104,6 +104,25 @@ def test_a_failed_undo_leaves_an_identity_the_retry_replaces(world: World) -> No
     user = world.register()
     assert set(world.identities.by_id) == {user["user_id"]}
     assert world.consistent()
+
+
+def test_an_undo_that_fails_stops_there_and_leaves_a_whole_account(world: World) -> None:
+    world.faults.failing |= {"user_created", "remove"}
+    with pytest.raises(ServiceUnavailable):
+        world.register()
+    # The profile could not be removed, so its sign-in was kept: a whole account, not half.
+    assert world.consistent() and world.identities.emails() == {ADA["email"]}
+
+
+def test_an_identity_whose_profile_exists_is_never_replaced(world: World) -> None:
+    """An email change frees the old address's claim before Cognito follows: registering
+    that address meanwhile must not take the live user's sign-in."""
+    ada = world.register()
+    del world.repo.claims["ada@example.com"]  # the claim has moved, Cognito not yet
+    with pytest.raises(Conflict):
+        world.register(name="Mallory")
+    assert world.identities.by_id[ada["user_id"]]["email"] == ADA["email"]
+    assert world.repo.claims == {}  # the attempt's reservation was released
 
 
 def test_a_stale_reservation_can_be_taken_over(world: World) -> None:

@@ -156,3 +156,44 @@ def test_bad_tokens_are_never_remembered(verifier: TokenVerifier) -> None:
     for _ in range(2):
         with pytest.raises(InvalidToken):
             cache.verify("garbage")
+
+
+def test_a_jwks_outage_is_a_rejected_token_not_a_crash() -> None:
+    attempts = []
+
+    def down(url: str) -> dict:
+        attempts.append(url)
+        raise OSError("connection refused")
+
+    now = [1000.0]
+    keys = JwksKeys("u", fetch=down, min_refresh_seconds=30, clock=lambda: now[0])
+    verifier = TokenVerifier(ISSUER, CLIENT_ID, keys)
+    for i in range(3):
+        with pytest.raises(InvalidToken):
+            verifier.verify(SigningKey(f"forged-{i}").sign(claims()))
+    assert len(attempts) == 1  # a failed fetch counts against the refresh interval
+
+
+def test_known_keys_survive_a_failed_refresh_and_withdrawn_keys_expire() -> None:
+    served = {"keys": [KEY.jwk]}
+    fail = [False]
+
+    def fetch(url: str) -> dict:
+        if fail[0]:
+            raise OSError("down")
+        return served
+
+    now = [1000.0]
+    keys = JwksKeys("u", fetch=fetch, min_refresh_seconds=30, max_age_seconds=3600,
+                    clock=lambda: now[0])  # fmt: skip
+    verifier = TokenVerifier(ISSUER, CLIENT_ID, keys)
+    token = KEY.sign(claims())
+    assert verifier.verify(token)
+    fail[0] = True
+    now[0] += 3601  # stale: a refresh is tried, fails, the known key stays in use
+    assert verifier.verify(token)
+    fail[0] = False
+    served["keys"] = []  # Cognito withdrew the key
+    now[0] += 3601
+    with pytest.raises(InvalidToken):
+        verifier.verify(token)
