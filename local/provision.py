@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
     if name not in existing:
         template = json.loads(RESOURCES_TEMPLATE.read_text())
         _create_cognito_resources(template, stage, cloudformation)
+        moto_log = logging.getLogger("moto")
+        level = moto_log.level
+        moto_log.setLevel(logging.ERROR)  # "No Moto CloudFormation support for ...Alarm"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cloudformation.create_stack(
@@ -60,6 +64,7 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
                 TemplateBody=json.dumps(template),
                 Parameters=[{"ParameterKey": "Stage", "ParameterValue": stage}],
             )
+        moto_log.setLevel(level)
     stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
     if stack["StackStatus"] != "CREATE_COMPLETE":
         raise RuntimeError(

@@ -147,7 +147,7 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
         print(
             f"\nReady in {time.perf_counter() - started:.1f} s: API {state['api_url']}, "
             f"emulator {emulator_url} (state in {state_file}). Ctrl-C stops everything.\n"
-            "Try: TOKEN=$(make -s token EMAIL=ada@example.com ADMIN=1) && curl -s "
+            "Try: TOKEN=$(make -s token EMAIL=root@example.com ADMIN=1) && curl -s "
             f"'{state['api_url']}/users?limit=5' -H \"Authorization: Bearer $TOKEN\"",
             flush=True,
         )
