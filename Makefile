@@ -25,9 +25,9 @@ token: $(READY)
 	@test -n "$(EMAIL)" || { echo "usage: make token EMAIL=you@example.com [ADMIN=1]" >&2; exit 2; }
 	@$(BIN)/python -m local.token "$(EMAIL)" $(if $(ADMIN),--admin)
 
-## test: unit and integration tests
+## test: unit and integration tests, on every core (pytest-xdist)
 test: $(READY)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 unit: $(READY)
 	$(BIN)/python -m pytest tests/unit
