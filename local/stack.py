@@ -113,6 +113,7 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
         cwd=PROJECT_DIR,
     )
     server: LocalDevServer | None = None
+    events: Any = None
     stopping = False
 
     def stop(signum: int, frame: Any) -> None:
@@ -132,6 +133,7 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
 
         outputs = provision(stage, boto3.client("cloudformation", endpoint_url=emulator_url))
         server = _api_server(stage, api_port)
+        events = _event_runtime(server)
         state = {
             "stage": stage,
             "api_url": f"http://{HOST}:{api_port}",
@@ -155,6 +157,8 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
     except KeyboardInterrupt:
         print("\nStopping the local stack.", flush=True)
     finally:
+        if events is not None:
+            events.stop()
         if server is not None:
             server.server.server_close()
         emulator.terminate()
@@ -179,6 +183,18 @@ def _api_server(stage: str, port: int) -> LocalDevServer:
     config = factory.create_config_obj(chalice_stage_name=stage)
     validate_routes(config.chalice_app.routes)
     return LocalDevServer(config.chalice_app, config, HOST, port, server_cls=FastLocalServer)
+
+
+def _event_runtime(server: LocalDevServer) -> Any:
+    """Deliver the app's SQS (and, as they come, other) events from the emulator to its
+    handlers, in this process, as Lambda's event source mappings would."""
+    import boto3
+
+    from local.events import EventRuntime
+
+    events = EventRuntime(server.app_object, boto3.client, EMULATOR_CREDENTIALS["AWS_REGION"])
+    events.start()
+    return events
 
 
 def _single_instance_lock(lock_path: Path, state_file: Path) -> Any:
