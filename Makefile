@@ -23,7 +23,7 @@ run: $(READY)
 ## token: a bearer token for a local user (created if needed): make token EMAIL=a@b.c [ADMIN=1]
 token: $(READY)
 	@test -n "$(EMAIL)" || { echo "usage: make token EMAIL=you@example.com [ADMIN=1]" >&2; exit 2; }
-	@$(BIN)/python -m local.token "$(EMAIL)" $(if $(ADMIN),--admin)
+	@$(BIN)/python -m local.token "$(EMAIL)" $(if $(filter 1 true yes,$(ADMIN)),--admin)
 
 ## test: unit and integration tests, on every core (pytest-xdist)
 test: $(READY)

@@ -162,6 +162,28 @@ def finalize_template(
     return result
 
 
+def strip_bytecode(zip_path: Path) -> int:
+    """Drop `__pycache__/` and `*.pyc` from the zip (Chalice copies chalicelib/ as it lies on
+    disk): bytecode of the packaging Python is dead weight on python3.12 and carries source
+    mtimes, so the zip would differ per checkout. Returns how many entries were dropped."""
+    with zipfile.ZipFile(zip_path) as archive:
+        entries = archive.infolist()
+        kept = [
+            e
+            for e in entries
+            if "__pycache__/" not in e.filename and not e.filename.endswith(".pyc")
+        ]
+        if len(kept) == len(entries):
+            return 0
+        data = {e.filename: archive.read(e) for e in kept}
+    rewritten = zip_path.with_suffix(".tmp")
+    with zipfile.ZipFile(rewritten, "w") as archive:
+        for entry in kept:
+            archive.writestr(entry, data[entry.filename], compress_type=entry.compress_type)
+    rewritten.replace(zip_path)
+    return len(entries) - len(kept)
+
+
 def check_deployment_zip(zip_path: Path, runtime: str = TARGET_RUNTIME) -> None:
     """Fail if the zip holds compiled extension modules built for another CPython."""
     wanted = runtime.removeprefix("python").replace(".", "")
@@ -218,10 +240,16 @@ def run_chalice_package(stage: str, merge_file: Path, out_dir: Path) -> None:
 def cfn_lint(template_path: Path) -> tuple[list[str], list[str]]:
     """(errors, warnings and informational findings) of cfn-lint, one line each."""
     done = subprocess.run(
-        [_script("cfn-lint"), "--format", "json", str(template_path)],
+        [_script("cfn-lint"), str(template_path), "--format", "json", "--regions", DEFAULT_REGION],
         capture_output=True,
         text=True,
     )
+    # Exit bits 2/4/8 report errors/warnings/informational findings; anything else is
+    # cfn-lint itself failing, which must not read as "no findings".
+    if done.returncode & ~(2 | 4 | 8):
+        raise PackagingError(
+            f"cfn-lint failed (exit {done.returncode}):\n{done.stdout}{done.stderr}"
+        )
     try:
         matches = json.loads(done.stdout or "[]")
     except json.JSONDecodeError:
@@ -286,6 +314,7 @@ def package(stage: str, out_root: Path = OUT_DIR) -> PackageResult:
     zip_path = out_dir / "deployment.zip"
     template = finalize_template(load_json(template_path), stage, function_names(stage))
     template_path.write_text(json.dumps(template, indent=2) + "\n")
+    strip_bytecode(zip_path)
     check_deployment_zip(zip_path)
 
     errors, warnings = cfn_lint(template_path)

@@ -60,6 +60,11 @@ def _shape_like_api_gateway(local: Any) -> None:
             return original(self, method, path, headers, body)
         except local.LocalGatewayException as exc:
             raise _as_gateway_response(local, exc) from None
+        except Exception:
+            # What API Gateway does when the authorizer (or the gateway) fails: a 500.
+            error = local.LocalGatewayException({"x-amzn-RequestId": ""}, b'{"message": null}')
+            error.CODE = 500
+            raise _as_gateway_response(local, error) from None
 
     handle_request.emulates_api_gateway = True  # type: ignore[attr-defined]
     local.LocalGateway.handle_request = handle_request
@@ -72,7 +77,7 @@ def _as_gateway_response(local: Any, exc: Any) -> Any:
         original = json.loads(exc.body or b"{}")
     except ValueError:
         original = {}
-    message = original.get("message") or original.get("Message") or "Error"
+    message = original.get("message") or original.get("Message") or "Internal server error"
     request_id = exc.headers.get("x-amzn-RequestId", "")
     body = template["ResponseTemplates"]["application/json"]
     body = body.replace("$context.error.messageString", json.dumps(message))

@@ -99,6 +99,8 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
     sys.setswitchinterval(0.001)
     state_dir.mkdir(parents=True, exist_ok=True)
     state_file = state_dir / "stack.json"
+    if api_port == emulator_port:
+        raise AlreadyRunning(f"The API and the emulator need two ports; both are {api_port}.")
     lock = _single_instance_lock(state_dir / "stack.lock", state_file)
     for port, what in ((api_port, "API"), (emulator_port, "emulator")):
         if not _port_free(port):
@@ -111,6 +113,7 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
     emulator = subprocess.Popen(
         [sys.executable, "-m", "local.emulator", "--host", HOST, "--port", str(emulator_port)],
         cwd=PROJECT_DIR,
+        preexec_fn=_die_with_parent,
     )
     server: LocalDevServer | None = None
     events: Any = None
@@ -122,12 +125,16 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
             stopping = True
             raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
     try:
         _wait_until_up(f"{emulator_url}/moto-api/data.json", emulator, timeout=30)
+        # Only the emulator: no profile, per-service endpoint or "ignore endpoint" setting of
+        # the developer's may send the app elsewhere, and no proxy may sit in between.
+        for name in [n for n in os.environ if n.startswith("AWS_")]:
+            del os.environ[name]
         os.environ.update({**EMULATOR_CREDENTIALS, "AWS_ENDPOINT_URL": emulator_url})
-        os.environ.pop("AWS_PROFILE", None)
+        os.environ["NO_PROXY"] = os.environ["no_proxy"] = HOST
 
         import boto3
 
@@ -183,6 +190,27 @@ def _api_server(stage: str, port: int) -> LocalDevServer:
     config = factory.create_config_obj(chalice_stage_name=stage)
     validate_routes(config.chalice_app.routes)
     return LocalDevServer(config.chalice_app, config, HOST, port, server_cls=FastLocalServer)
+
+
+def _die_with_parent() -> None:
+    """In the emulator's process, before it starts: Linux ends it with SIGTERM when the
+    stack's process dies, even by SIGKILL, so no emulator is left holding its port."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def is_running(state_dir: Path) -> bool:
+    """Whether a stack holds `state_dir`'s lock (its stack.json is current, not stale)."""
+    with (state_dir / "stack.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def _event_runtime(server: LocalDevServer) -> Any:

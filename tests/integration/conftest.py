@@ -3,7 +3,9 @@ its own state directory, so it never collides with a `make run` the developer ha
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -30,40 +32,60 @@ def start_stack(state_dir: Path, api_port: int, emulator_port: int) -> subproces
     )
 
 
+def stop(process: subprocess.Popen[Any], timeout: float = 20) -> bool:
+    """SIGINT, as Ctrl-C; if that does not stop it in time, kill its whole process group
+    (its own session, so the emulator goes too). True if it stopped on SIGINT."""
+    if process.poll() is not None:
+        return True
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+        return False
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     state_dir = tmp_path_factory.mktemp("stack")
     # Its output goes to a file: a pipe nobody reads fills up and then blocks the server.
     log_path = state_dir / "stack.log"
-    log = log_path.open("w")
-    process = spawn(state_dir, free_port(), free_port(), stdout=log, stderr=subprocess.STDOUT)
+    with log_path.open("w") as log:
+        process = spawn(
+            state_dir,
+            free_port(),
+            free_port(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            state = wait_until_ready(process, state_dir)
+            if state is None:
+                pytest.fail(f"the local stack did not start:\n{log_path.read_text()[-4000:]}")
+            yield {**state, "state_dir": state_dir, "process": process}
+        finally:
+            if not stop(process):
+                pytest.fail("the local stack did not stop on SIGINT within 20 s")
+
+
+def wait_until_ready(process: subprocess.Popen[Any], state_dir: Path) -> dict[str, Any] | None:
+    """The stack's state once its API answers; None if it exits or times out first."""
     state_file = state_dir / "stack.json"
-    started = time.monotonic()
-    state: dict[str, Any] | None = None
-    while time.monotonic() - started < STARTUP_TIMEOUT_S and process.poll() is None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline and process.poll() is None:
         if state_file.exists():
             try:
                 state = json.loads(state_file.read_text())
-                requests.get(state["api_url"] + "/users?limit=1", timeout=2)
-                break
-            except (ValueError, requests.ConnectionError):
+                if requests.get(state["api_url"] + "/health", timeout=2).status_code == 200:
+                    return dict(state)
+            except (ValueError, KeyError, requests.RequestException):
                 pass
         time.sleep(0.1)
-    if state is None or process.poll() is not None:
-        process.kill()
-        pytest.fail(f"the local stack did not start:\n{log_path.read_text()[-4000:]}")
-    state["ready_seconds"] = round(time.monotonic() - started, 2)
-    state["state_dir"] = state_dir
-    state["process"] = process
-    yield state
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        pytest.fail("the local stack did not stop on SIGINT within 20 s")
-    finally:
-        log.close()
+    return None
 
 
 @pytest.fixture(scope="session")

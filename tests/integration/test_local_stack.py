@@ -7,13 +7,14 @@ import signal
 import subprocess
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from local.stack import free_port
-from tests.integration.conftest import start_stack
+from local.stack import free_port, spawn
+from tests.integration.conftest import start_stack, stop, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -173,20 +174,38 @@ def test_busy_port_is_reported_plainly(stack: dict[str, Any], tmp_path: Any) -> 
 
 def test_ctrl_c_stops_everything(tmp_path: Any) -> None:
     api_port, emulator_port = free_port(), free_port()
-    process = start_stack(tmp_path, api_port, emulator_port)
-    state_file = tmp_path / "stack.json"
-    deadline = time.monotonic() + 60
-    while not state_file.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.1)
-    assert state_file.exists()
-    emulator_pid = json.loads(state_file.read_text())["emulator_pid"]
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=20) == 0
-    assert not state_file.exists()
-    for port in (api_port, emulator_port):
-        with pytest.raises(requests.ConnectionError):
-            requests.get(f"http://127.0.0.1:{port}/", timeout=2)
-    assert subprocess.run(["kill", "-0", str(emulator_pid)], capture_output=True).returncode != 0
+    process = spawn(
+        tmp_path, api_port, emulator_port, stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        state = wait_until_ready(process, tmp_path)
+        assert state is not None
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+        assert not (tmp_path / "stack.json").exists()
+        for port in (api_port, emulator_port):
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+        emulator_pid = state["emulator_pid"]
+        assert subprocess.run(["kill", "-0", str(emulator_pid)], capture_output=True).returncode
+    finally:
+        stop(process)
+
+
+def test_the_emulator_dies_with_a_killed_stack(tmp_path: Any) -> None:
+    """SIGKILL runs no clean-up: the emulator must still not outlive the stack."""
+    process = spawn(tmp_path, free_port(), free_port(), stdout=subprocess.DEVNULL)
+    try:
+        state = wait_until_ready(process, tmp_path)
+        assert state is not None
+        process.kill()
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{state['emulator_pid']}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{state['emulator_pid']}").exists()
+    finally:
+        stop(process)
 
 
 # --- authentication with real tokens from the emulator's user pool -----------------------

@@ -544,3 +544,37 @@ def test_api_gateway_errors_are_shaped_like_the_apps(
     for response in responses.values():
         body = response["ResponseTemplates"]["application/json"]
         assert '"error": {"code": ' in body and "$context.requestId" in body
+
+
+def test_bytecode_is_stripped_from_the_zip(tmp_path: Path) -> None:
+    from infra.package import strip_bytecode
+
+    zip_path = tmp_path / "deployment.zip"
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        archive.writestr("app.py", "print(1)")
+        archive.writestr("chalicelib/__pycache__/x.cpython-311.pyc", b"\0")
+        archive.writestr("lib/mod.pyc", b"\0")
+    assert strip_bytecode(zip_path) == 2
+    with zipfile.ZipFile(zip_path) as archive:
+        assert archive.namelist() == ["app.py"]
+        assert archive.read("app.py") == b"print(1)"
+    assert strip_bytecode(zip_path) == 0
+
+
+@pytest.mark.parametrize("stage", PACKAGED_STAGES)
+def test_packaged_zip_holds_no_bytecode(
+    stage: str, packaged: Callable[[str], PackageResult]
+) -> None:
+    with zipfile.ZipFile(packaged(stage).zip_path) as archive:
+        names = archive.namelist()
+    assert not [n for n in names if n.endswith(".pyc") or "__pycache__/" in n]
+
+
+def test_cfn_lint_failing_to_run_is_not_a_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    monkeypatch.setattr("infra.package.DEFAULT_REGION", "nowhere-1")
+    with pytest.raises(PackagingError, match="cfn-lint failed"):
+        cfn_lint(bad)
