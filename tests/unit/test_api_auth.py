@@ -203,3 +203,18 @@ def test_a_token_expired_while_cached_by_api_gateway_is_refused() -> None:
     assert principal_of(Request(time.time() + 60)).is_admin  # type: ignore[arg-type]
     with pytest.raises(Unauthenticated):
         principal_of(Request(time.time() - 120))  # type: ignore[arg-type]
+
+
+def test_an_authorizer_fault_is_a_shaped_500_not_a_dropped_connection(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As API Gateway answers when the authorizer fails (e.g. the SSM parameter is gone)."""
+
+    def broken() -> Any:
+        raise RuntimeError("ssm unavailable")
+
+    broken.cache_clear = lambda: None  # type: ignore[attr-defined]  (stands in for @cache)
+    monkeypatch.setattr("chalicelib.auth.authorizer.verifier", broken)
+    response = call(world, "GET", "/users/{owner}", world["tokens"]["owner"])
+    assert response.status_code == 500
+    assert json.loads(response.body)["error"]["code"] == "internal_error"
