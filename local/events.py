@@ -12,6 +12,12 @@ per source. SQS, as Lambda polls it:
   and, after the redrive policy's maxReceiveCount, land in the dead-letter queue (the
   emulator's SQS does the redrive, as SQS does).
 
+SNS, as Lambda's subscription does: every message published to the topic reaches the
+handler, one record per invocation, in Lambda's SNS event shape. The runtime subscribes a
+queue of its own (`local-events-<handler>`) to the topic and reads from it. Like Lambda's
+asynchronous invocation, a failing delivery is tried 3 times in all; then the message moves
+to `local-events-<handler>-failed` (an on-failure destination), never dropped.
+
 Every invocation is logged as one JSON line: handler, source, batch size, duration, outcome.
 Other event sources are reported as not delivered locally yet.
 """
@@ -68,16 +74,20 @@ class EventRuntime:
         self.unsupported: list[str] = []
 
     def start(self) -> None:
-        from chalice.app import SQSEventConfig
+        from chalice.app import SNSEventConfig, SQSEventConfig
 
         for source in self._app.event_sources:
+            poller: Any
             if isinstance(source, SQSEventConfig):
                 poller = SqsPoller(self, source)
-                thread = threading.Thread(target=poller.run, name=f"sqs:{source.name}", daemon=True)
-                self._threads.append(thread)
-                thread.start()
+            elif isinstance(source, SNSEventConfig):
+                poller = SnsSubscription(self, source)
             else:
                 self.unsupported.append(f"{source.name} ({type(source).__name__})")
+                continue
+            thread = threading.Thread(target=poller.run, name=f"events:{source.name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
         if self.unsupported:
             log.warning("not delivered locally yet: %s", ", ".join(self.unsupported))
 
@@ -188,6 +198,89 @@ class SqsPoller:
                 ],
             )
         self._runtime.report(invocation)
+
+
+class SnsSubscription:
+    """A topic's messages to its handler, through a queue subscribed to the topic."""
+
+    ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and two retries
+    RETRY_AFTER_SECONDS = 2  # Lambda waits 1-2 min; locally, seconds keep the loop short
+
+    def __init__(self, runtime: EventRuntime, source: Any) -> None:
+        self._runtime = runtime
+        self._source = source
+        self._sqs = runtime._client("sqs")
+        self._sns = runtime._client("sns")
+        self._ready = threading.Event()
+
+    def run(self) -> None:
+        queue, failed, subscription = self._subscribe()
+        self._ready.set()
+        while not self._runtime.stopping.is_set():
+            try:
+                messages = self._sqs.receive_message(
+                    QueueUrl=queue,
+                    MaxNumberOfMessages=SQS_MAX_RECEIVE,
+                    WaitTimeSeconds=self._runtime._idle_wait,
+                    AttributeNames=["ApproximateReceiveCount"],
+                ).get("Messages", [])
+                for message in messages:
+                    self._deliver(queue, failed, subscription, message)
+            except Exception:
+                log.exception("SNS delivery for %s failed; retrying", self._source.name)
+                self._runtime.stopping.wait(1)
+
+    def _subscribe(self) -> tuple[str, str, str]:
+        topic = self._source.topic
+        if not topic.startswith("arn:"):
+            topic = self._sns.create_topic(Name=topic)["TopicArn"]  # finds the existing one
+        name = f"local-events-{self._source.name}"
+        failed = self._sqs.create_queue(QueueName=f"{name}-failed")["QueueUrl"]
+        queue = self._sqs.create_queue(
+            QueueName=name, Attributes={"VisibilityTimeout": str(self.RETRY_AFTER_SECONDS)}
+        )["QueueUrl"]
+        queue_arn = self._sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+        subscription = self._sns.subscribe(
+            TopicArn=topic,
+            Protocol="sqs",
+            Endpoint=queue_arn["Attributes"]["QueueArn"],
+            ReturnSubscriptionArn=True,
+        )["SubscriptionArn"]
+        return queue, failed, subscription
+
+    def _deliver(self, queue: str, failed: str, subscription: str, message: dict[str, Any]) -> None:
+        envelope = json.loads(message["Body"])
+        event = {"Records": [sns_record(envelope, subscription)]}
+        result, invocation = self._runtime.invoke(self._source.name, "aws:sns", event)
+        attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        if isinstance(result, Exception):
+            if attempt < self.ATTEMPTS:
+                invocation.outcome += f" (attempt {attempt} of {self.ATTEMPTS}; retried)"
+                self._runtime.report(invocation)
+                return  # it comes back when its visibility timeout ends
+            self._sqs.send_message(QueueUrl=failed, MessageBody=message["Body"])
+            invocation.outcome += f" (attempt {attempt}; moved to {failed.rsplit('/', 1)[1]})"
+        self._sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+        self._runtime.report(invocation)
+
+
+def sns_record(envelope: dict[str, Any], subscription_arn: str) -> dict[str, Any]:
+    """An SNS notification (as SNS delivers it to SQS) as Lambda puts it in an event."""
+    keys = ("Type", "MessageId", "TopicArn", "Subject", "Message", "Timestamp",
+            "SignatureVersion", "Signature", "SigningCertUrl", "UnsubscribeUrl")  # fmt: skip
+    sns = {key: envelope.get(key) for key in keys}
+    sns["SigningCertUrl"] = sns["SigningCertUrl"] or envelope.get("SigningCertURL")
+    sns["UnsubscribeUrl"] = sns["UnsubscribeUrl"] or envelope.get("UnsubscribeURL")
+    sns["MessageAttributes"] = {
+        name: {"Type": value.get("Type"), "Value": value.get("Value")}
+        for name, value in (envelope.get("MessageAttributes") or {}).items()
+    }
+    return {
+        "EventSource": "aws:sns",
+        "EventVersion": "1.0",
+        "EventSubscriptionArn": subscription_arn,
+        "Sns": sns,
+    }
 
 
 def failed_message_ids(result: Any) -> set[str]:

@@ -33,8 +33,9 @@ def queues(stage_env: dict[str, str]) -> Iterator[dict[str, str]]:
                 ),
             },
         )["QueueUrl"]
+        topic = boto3.client("sns", region_name=REGION).create_topic(Name="fixture-topic")
         event_app.reset()
-        yield {"main": main, "dlq": dlq}
+        yield {"main": main, "dlq": dlq, "topic": topic["TopicArn"]}
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def runtime(queues: dict[str, str]) -> Iterator[tuple[EventRuntime, list[Invocat
         lambda service: boto3.client(service, region_name=REGION),
         REGION,
         on_invocation=seen.append,
-        idle_wait_seconds=0,
+        idle_wait_seconds=1,
     )
     events.start()
     yield events, seen
@@ -149,7 +150,7 @@ def test_every_invocation_is_logged_and_unsupported_sources_are_named(
     line = json.loads(seen[0].as_log_line())
     assert {"handler", "source", "batch_size", "duration_ms", "outcome"} <= set(line)
     assert (line["handler"], line["source"], line["batch_size"]) == ("handle_tasks", "aws:sqs", 1)
-    assert events.unsupported == ["handle_topic (SNSEventConfig)"]
+    assert events.unsupported == ["hourly (ScheduledEventConfig)"]
 
 
 @pytest.mark.parametrize(
@@ -170,3 +171,75 @@ def test_lambda_record_of_a_bare_message() -> None:
     message = {"MessageId": "m", "ReceiptHandle": "r", "Body": "{}"}
     record = lambda_record(message, "arn:aws:sqs:us-east-1:1:q", REGION)
     assert record["attributes"] == {} and record["messageAttributes"] == {}
+
+
+# --- SNS ----------------------------------------------------------------------------------
+
+
+def publish(topic_arn: str, message: str) -> None:
+    boto3.client("sns", region_name=REGION).publish(
+        TopicArn=topic_arn,
+        Message=message,
+        Subject="fixture",
+        MessageAttributes={"kind": {"DataType": "String", "StringValue": "fixture"}},
+    )
+
+
+def subscribed(runtime: tuple[EventRuntime, list[Invocation]], topic_arn: str) -> bool:
+    subscriptions = boto3.client("sns", region_name=REGION).list_subscriptions_by_topic(
+        TopicArn=topic_arn
+    )["Subscriptions"]
+    return any(s["Endpoint"].endswith(":local-events-handle_topic") for s in subscriptions)
+
+
+def test_every_notification_reaches_the_handler_in_lambdas_shape(
+    runtime: tuple[EventRuntime, list[Invocation]], queues: dict[str, str]
+) -> None:
+    sqs = boto3.client("sqs", region_name=REGION)
+    other = sqs.create_queue(QueueName="another-subscriber")["QueueUrl"]
+    other_arn = sqs.get_queue_attributes(QueueUrl=other, AttributeNames=["QueueArn"])
+    boto3.client("sns", region_name=REGION).subscribe(
+        TopicArn=queues["topic"], Protocol="sqs", Endpoint=other_arn["Attributes"]["QueueArn"]
+    )
+    wait_for(lambda: subscribed(runtime, queues["topic"]))
+    publish(queues["topic"], "first")
+    publish(queues["topic"], "second")
+    wait_for(lambda: len(event_app.notifications) == 2)
+    assert all(len(n["Records"]) == 1 for n in event_app.notifications)
+    record = event_app.notifications[0]["Records"][0]
+    assert record["EventSource"] == "aws:sns" and record["EventSubscriptionArn"]
+    sns = record["Sns"]
+    assert sns["TopicArn"] == queues["topic"] and sns["Subject"] == "fixture"
+    assert sns["MessageAttributes"]["kind"] == {"Type": "String", "Value": "fixture"}
+    assert {n["Records"][0]["Sns"]["Message"] for n in event_app.notifications} == {
+        "first",
+        "second",
+    }
+    fanned_out = sqs.receive_message(QueueUrl=other, MaxNumberOfMessages=10)["Messages"]
+    assert len(fanned_out) == 2  # every subscriber gets every message
+
+
+def test_a_failing_notification_is_retried_then_kept_not_dropped(
+    runtime: tuple[EventRuntime, list[Invocation]], queues: dict[str, str]
+) -> None:
+    event_app.behaviour["sns_raise_times"] = 1
+    wait_for(lambda: subscribed(runtime, queues["topic"]))
+    publish(queues["topic"], "flaky")
+    wait_for(lambda: len(event_app.notifications) == 2)  # failed once, then delivered
+    _, seen = runtime
+    wait_for(lambda: len([i for i in seen if i.source == "aws:sns"]) == 2)
+    outcomes = [i.outcome for i in seen if i.source == "aws:sns"]
+    assert outcomes[0].startswith("error: RuntimeError") and "retried" in outcomes[0]
+    assert outcomes[1] == "ok"
+
+    event_app.behaviour["sns_raise_times"] = 99
+    publish(queues["topic"], "poison")
+    sqs = boto3.client("sqs", region_name=REGION)
+    failed = sqs.get_queue_url(QueueName="local-events-handle_topic-failed")["QueueUrl"]
+    wait_for(lambda: queue_depth(failed) == 1, timeout=30)
+    kept = json.loads(sqs.receive_message(QueueUrl=failed)["Messages"][0]["Body"])
+    assert kept["Message"] == "poison"
+    poison_attempts = [
+        n for n in event_app.notifications if n["Records"][0]["Sns"]["Message"] == "poison"
+    ]
+    assert len(poison_attempts) == 3
