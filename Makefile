@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 STAGE  ?= dev
 
-.PHONY: run test unit integration lint package bench token clean
+.PHONY: run test unit integration lint package bench token fire clean
 
 $(READY): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed (found %s); set PYTHON=python3.x" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -24,6 +24,10 @@ run: $(READY)
 token: $(READY)
 	@test -n "$(EMAIL)" || { echo "usage: make token EMAIL=you@example.com [ADMIN=1]" >&2; exit 2; }
 	@$(BIN)/python -m local.token "$(EMAIL)" $(if $(filter 1 true yes,$(ADMIN)),--admin)
+
+## fire: run a scheduled job of the app now, on the local stack: make fire JOB=name (no JOB lists them)
+fire: $(READY)
+	@$(BIN)/python -m local.fire $(JOB)
 
 ## test: unit and integration tests, on every core (pytest-xdist)
 test: $(READY)

@@ -18,6 +18,10 @@ queue of its own (`local-events-<handler>`) to the topic and reads from it. Like
 asynchronous invocation, a failing delivery is tried 3 times in all; then the message moves
 to `local-events-<handler>-failed` (an on-failure destination), never dropped.
 
+Schedules fire by their `rate(...)` or `cron(...)` expression (UTC), with the event
+EventBridge sends; a failing run is tried 3 times in all, as EventBridge's asynchronous
+invocation does. `make fire JOB=<name>` fires any scheduled job now (`local/fire.py`).
+
 Every invocation is logged as one JSON line: handler, source, batch size, duration, outcome.
 Other event sources are reported as not delivered locally yet.
 """
@@ -29,8 +33,10 @@ import logging
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 log = logging.getLogger("local.events")
@@ -74,7 +80,7 @@ class EventRuntime:
         self.unsupported: list[str] = []
 
     def start(self) -> None:
-        from chalice.app import SNSEventConfig, SQSEventConfig
+        from chalice.app import ScheduledEventConfig, SNSEventConfig, SQSEventConfig
 
         for source in self._app.event_sources:
             poller: Any
@@ -82,6 +88,8 @@ class EventRuntime:
                 poller = SqsPoller(self, source)
             elif isinstance(source, SNSEventConfig):
                 poller = SnsSubscription(self, source)
+            elif isinstance(source, ScheduledEventConfig):
+                poller = ScheduledJob(self, source)
             else:
                 self.unsupported.append(f"{source.name} ({type(source).__name__})")
                 continue
@@ -121,6 +129,52 @@ class EventRuntime:
 
     def report(self, invocation: Invocation) -> None:
         self._on_invocation(invocation)
+
+    def scheduled_jobs(self) -> dict[str, Any]:
+        from chalice.app import ScheduledEventConfig
+
+        return {s.name: s for s in self._app.event_sources if isinstance(s, ScheduledEventConfig)}
+
+    def fire(self, name: str, at: datetime | None = None, retry_delay: float = 1.0) -> Invocation:
+        """Run scheduled job `name` once, as EventBridge would at `at` (default: now): up to
+        3 attempts if it fails. Returns the last attempt's invocation."""
+        jobs = self.scheduled_jobs()
+        if name not in jobs:
+            listed = ", ".join(sorted(jobs)) or "none"
+            raise KeyError(f"no scheduled job {name!r}; the app has: {listed}")
+        event = self._scheduled_event(name, at or datetime.now(UTC))
+        for attempt in range(1, ScheduledJob.ATTEMPTS + 1):
+            result, invocation = self.invoke(name, "aws.events", event)
+            failed = isinstance(result, Exception)
+            if failed and attempt < ScheduledJob.ATTEMPTS:
+                invocation.outcome += f" (attempt {attempt} of {ScheduledJob.ATTEMPTS}; retried)"
+            elif failed:
+                invocation.outcome += f" (attempt {attempt}; given up, as EventBridge would)"
+            self.report(invocation)
+            if not failed or self._stop.wait(retry_delay if attempt < ScheduledJob.ATTEMPTS else 0):
+                break
+        return invocation
+
+    def _scheduled_event(self, name: str, at: datetime) -> dict[str, Any]:
+        account = self._account()
+        rule = f"{getattr(self._app, 'app_name', 'app')}-{name}"
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": account,
+            "time": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": self._region,
+            "resources": [f"arn:aws:events:{self._region}:{account}:rule/{rule}"],
+            "detail": {},
+        }
+
+    def _account(self) -> str:
+        try:
+            return str(self._client("sts").get_caller_identity()["Account"])
+        except Exception:
+            return "000000000000"
 
 
 class SqsPoller:
@@ -198,6 +252,44 @@ class SqsPoller:
                 ],
             )
         self._runtime.report(invocation)
+
+
+class ScheduledJob:
+    """Fires a scheduled job by its expression until the runtime stops."""
+
+    ATTEMPTS = 3  # EventBridge invokes asynchronously: the first try and two retries
+
+    def __init__(
+        self,
+        runtime: EventRuntime,
+        source: Any,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        wait: Callable[[float], bool] | None = None,
+    ) -> None:
+        from local.schedules import parse
+
+        expression = source.schedule_expression
+        text = expression if isinstance(expression, str) else expression.to_string()
+        self._runtime = runtime
+        self._source = source
+        self._schedule = parse(text)
+        self._clock = clock
+        self._wait = wait or runtime.stopping.wait
+
+    def run(self) -> None:
+        started = self._clock()
+        due = self._schedule.next_after(started, started)
+        while not self._runtime.stopping.is_set():
+            remaining = (due - self._clock()).total_seconds()
+            if remaining > 0:
+                if self._wait(min(remaining, 60.0)):
+                    return
+                continue
+            try:
+                self._runtime.fire(self._source.name, at=due)
+            except Exception:
+                log.exception("scheduled job %s could not be fired", self._source.name)
+            due = self._schedule.next_after(due, started)
 
 
 class SnsSubscription:

@@ -6,13 +6,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from local.events import EventRuntime, Invocation, failed_message_ids, lambda_record
+from local.events import (
+    EventRuntime,
+    Invocation,
+    ScheduledJob,
+    failed_message_ids,
+    lambda_record,
+)
 from tests.fixtures import event_app
 
 REGION = "us-east-1"
@@ -150,7 +157,7 @@ def test_every_invocation_is_logged_and_unsupported_sources_are_named(
     line = json.loads(seen[0].as_log_line())
     assert {"handler", "source", "batch_size", "duration_ms", "outcome"} <= set(line)
     assert (line["handler"], line["source"], line["batch_size"]) == ("handle_tasks", "aws:sqs", 1)
-    assert events.unsupported == ["hourly (ScheduledEventConfig)"]
+    assert events.unsupported == ["uploaded (S3EventConfig)"]
 
 
 @pytest.mark.parametrize(
@@ -243,3 +250,63 @@ def test_a_failing_notification_is_retried_then_kept_not_dropped(
         n for n in event_app.notifications if n["Records"][0]["Sns"]["Message"] == "poison"
     ]
     assert len(poison_attempts) == 3
+
+
+# --- schedules ----------------------------------------------------------------------------
+
+
+def test_a_job_fires_now_with_eventbridges_event(
+    runtime: tuple[EventRuntime, list[Invocation]],
+) -> None:
+    events, _ = runtime
+    invocation = events.fire("hourly")
+    assert invocation.outcome == "ok" and invocation.source == "aws.events"
+    [tick] = event_app.ticks
+    assert tick["detail-type"] == "Scheduled Event" and tick["source"] == "aws.events"
+    assert tick["resources"][0].startswith("arn:aws:events:us-east-1:")
+    assert tick["account"] == "123456789012" and tick["detail"] == {}
+    with pytest.raises(KeyError, match="hourly"):
+        events.fire("no-such-job")
+
+
+def test_a_failing_job_is_tried_three_times(
+    runtime: tuple[EventRuntime, list[Invocation]],
+) -> None:
+    events, _ = runtime
+    event_app.behaviour["tick_raise_times"] = 99
+    last = events.fire("hourly", retry_delay=0)
+    assert len(event_app.ticks) == 3 and "given up" in last.outcome
+    event_app.behaviour["tick_raise_times"] = 1
+    assert events.fire("hourly", retry_delay=0).outcome == "ok"
+
+
+def test_a_job_fires_by_its_expression(queues: dict[str, str]) -> None:
+    """rate(1 hour), on a clock that the waits move forward: three runs, an hour apart."""
+    start = datetime(2026, 11, 26, 1, 30, tzinfo=UTC)
+    now = [start]
+    fired: list[datetime] = []
+    events = EventRuntime(
+        event_app.app,
+        lambda service: boto3.client(service, region_name=REGION),
+        REGION,
+        on_invocation=lambda inv: None,
+    )
+    original_fire = events.fire
+
+    def fire(name: str, at: datetime | None = None, retry_delay: float = 1.0) -> Invocation:
+        fired.append(at)  # type: ignore[arg-type]
+        if len(fired) == 3:
+            events.stopping.set()
+        return original_fire(name, at=at, retry_delay=0)
+
+    def wait(seconds: float) -> bool:
+        now[0] += timedelta(seconds=seconds)
+        return events.stopping.is_set()
+
+    events.fire = fire  # type: ignore[method-assign]
+    source = events.scheduled_jobs()["hourly"]
+    ScheduledJob(events, source, clock=lambda: now[0], wait=wait).run()
+    assert fired == [start + timedelta(hours=h) for h in (1, 2, 3)]
+    assert [t["time"] for t in event_app.ticks] == [
+        "2026-11-26T02:30:00Z", "2026-11-26T03:30:00Z", "2026-11-26T04:30:00Z",
+    ]  # fmt: skip
