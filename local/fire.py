@@ -7,7 +7,6 @@ emulator, given the event EventBridge would send; its invocation is printed as J
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -21,13 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=PROJECT_DIR / ".local")
     args = parser.parse_args(argv)
 
-    from local.stack import EMULATOR_CREDENTIALS, is_running
+    from local.stack import EMULATOR_CREDENTIALS, running_state
 
-    state_file = args.state_dir / "stack.json"
-    if not state_file.exists() or not is_running(args.state_dir):
-        print("No local stack is running: start one with `make run` first.", file=sys.stderr)
+    state = running_state(args.state_dir)
+    if state is None:
         return 1
-    state = json.loads(state_file.read_text())
     for name in [n for n in os.environ if n.startswith("AWS_")]:
         del os.environ[name]
     os.environ.update({**EMULATOR_CREDENTIALS, "AWS_ENDPOINT_URL": state["emulator_url"]})

@@ -202,6 +202,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def running_state(state_dir: Path) -> dict[str, Any] | None:
+    """The stack.json of the stack running on `state_dir`, or None (after telling the user
+    to start one): for the commands that talk to a running stack."""
+    state_file = state_dir / "stack.json"
+    if not state_file.exists() or not is_running(state_dir):
+        print("No local stack is running: start one with `make run` first.", file=sys.stderr)
+        return None
+    return dict(json.loads(state_file.read_text()))
+
+
 def is_running(state_dir: Path) -> bool:
     """Whether a stack holds `state_dir`'s lock (its stack.json is current, not stale)."""
     with (state_dir / "stack.lock").open("a") as handle:

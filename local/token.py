@@ -35,13 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--id-token", action="store_true", help="print the ID token instead")
     parser.add_argument("--state-dir", type=Path, default=PROJECT_DIR / ".local")
     args = parser.parse_args(argv)
-    from local.stack import is_running
+    from local.stack import running_state
 
-    state_file = args.state_dir / "stack.json"
-    if not state_file.exists() or not is_running(args.state_dir):
-        print("No local stack is running: start one with `make run` first.", file=sys.stderr)
+    state = running_state(args.state_dir)
+    if state is None:
         return 1
-    state = json.loads(state_file.read_text())
     print(issue_token(state, args.email, args.admin, args.id_token))
     return 0
 
