@@ -101,8 +101,8 @@ def _create_cognito_resources(template: dict[str, Any], stage: str, cloudformati
     for kind in ("AWS::Cognito::UserPool", "AWS::Cognito::UserPoolClient",
                  "AWS::Cognito::UserPoolGroup"):  # fmt: skip
         for logical_id in [k for k, r in resources.items() if r["Type"] == kind]:
-            properties = _substitute(
-                resources.pop(logical_id).get("Properties", {}), stage, physical
+            properties = _replace_references(
+                resources.pop(logical_id).get("Properties", {}), {**physical, "Stage": stage}, {}
             )
             params = {_COGNITO_RENAMES.get(k, k): v for k, v in properties.items()}
             if kind == "AWS::Cognito::UserPool":
@@ -122,23 +122,11 @@ def _create_cognito_resources(template: dict[str, Any], stage: str, cloudformati
         template[section] = _replace_references(template.get(section, {}), physical, attributes)
 
 
-def _substitute(value: Any, stage: str, physical: dict[str, str]) -> Any:
-    """Resolve Ref, Fn::Sub and Fn::GetAtt... enough of them for the Cognito properties."""
-    resolved = _replace_references(value, {**physical, "Stage": stage}, {})
-    if isinstance(resolved, dict) and set(resolved) == {"Fn::Sub"}:
-        text = resolved["Fn::Sub"]
-        return text.replace("${Stage}", stage) if isinstance(text, str) else resolved
-    if isinstance(resolved, dict):
-        return {k: _substitute(v, stage, physical) for k, v in resolved.items()}
-    if isinstance(resolved, list):
-        return [_substitute(v, stage, physical) for v in resolved]
-    return resolved
-
-
 def _replace_references(
     value: Any, physical: dict[str, str], attributes: dict[tuple[str, str], str]
 ) -> Any:
-    """Replace Ref, Fn::GetAtt and ${Name} in Fn::Sub strings that name created resources."""
+    """Replace Ref, Fn::GetAtt and ${Name} in Fn::Sub strings that name `physical` ones; an
+    Fn::Sub left with nothing to substitute becomes its plain string."""
     if isinstance(value, list):
         return [_replace_references(v, physical, attributes) for v in value]
     if not isinstance(value, dict):
@@ -151,5 +139,5 @@ def _replace_references(
         text = value["Fn::Sub"]
         for name, ident in physical.items():
             text = text.replace("${" + name + "}", ident)
-        return {"Fn::Sub": text}
+        return text if "${" not in text else {"Fn::Sub": text}
     return {k: _replace_references(v, physical, attributes) for k, v in value.items()}

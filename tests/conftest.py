@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from local.gateway import emulate_api_gateway
-from local.inprocess import moto_jwks, reset_app_caches
+from local.inprocess import reset_app_caches, serve_moto_jwks
 from local.provision import FAKE_CREDENTIALS, PROJECT_DIR, provision, stage_environment
 
 STAGE = "dev"
@@ -56,13 +56,13 @@ def client(aws: dict[str, str]) -> Iterator[Any]:
 
 
 @pytest.fixture
-def accounts(client: Any, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+def accounts(client: Any, aws: dict[str, str]) -> Iterator[Any]:
     """Users with real tokens from moto's pool; the authorizer reads moto's JWKS."""
     from tests.unit.api_helpers import Accounts
 
-    jwks = moto_jwks()
-    monkeypatch.setattr("chalicelib.auth.tokens.fetch_json", lambda url, timeout=3.0: jwks)
-    return Accounts(client, aws)
+    restore = serve_moto_jwks()
+    yield Accounts(client, aws)
+    restore()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from chalicelib.core.errors import (
     CHALICE_CODES,
     ApiError,
     BadRequest,
+    Forbidden,
     PayloadTooLarge,
     error_body,
 )
@@ -49,7 +50,7 @@ def install(app: Chalice) -> None:
                 _reshape_error(response, correlation_id)
             response.headers[CORRELATION_HEADER] = correlation_id
             _add_cors_headers(request, response)
-            _record(app, request, response, time.perf_counter() - started)
+            _record(request, response, time.perf_counter() - started)
             return response
         finally:
             logger.thread_safe_clear_keys()
@@ -81,10 +82,7 @@ def preflight(request: Request, methods: str) -> Response:
     """Answer a CORS preflight: 204 with the allowed methods for an allowed origin, else 403."""
     origin = request.headers.get("origin")
     if origin is None or origin not in get_settings().cors_allow_origins:
-        return Response(
-            body={"Code": "ForbiddenError", "Message": f"Origin {origin!r} is not allowed."},
-            status_code=403,
-        )
+        raise Forbidden(f"Origin {origin!r} is not allowed.")
     return Response(
         body="",
         status_code=204,
@@ -141,7 +139,7 @@ def _add_cors_headers(request: Request, response: Response) -> None:
     response.headers["Vary"] = "Origin"
 
 
-def _record(app: Chalice, request: Request, response: Response, seconds: float) -> None:
+def _record(request: Request, response: Response, seconds: float) -> None:
     route = (request.context or {}).get("resourcePath", "unknown")
     status = response.status_code
     logger.info(

@@ -9,7 +9,6 @@ import time than boto3. Lambda-level X-Ray segments come from `"xray": true` eit
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Iterable
 from functools import cache
 
@@ -42,9 +41,7 @@ def emit_metrics(values: Iterable[tuple[str, MetricUnit, float]], **dimensions: 
             metrics.add_dimension(name=name, value=value)
         for name, unit, value in values:
             metrics.add_metric(name=name, unit=unit, value=value)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            metrics.flush_metrics()
+        metrics.flush_metrics()
 
 
 def start_tracing_if_enabled() -> None:

@@ -10,8 +10,6 @@ import boto3
 import jwt
 from moto.utilities.utils import load_resource
 
-from local.inprocess import moto_jwks  # noqa: F401  (re-exported for the tests)
-
 PASSWORD = "Corr3ct-Horse!"
 JSON = {"Content-Type": "application/json"}
 

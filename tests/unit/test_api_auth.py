@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit.api_helpers import ApiClient, moto_jwks
+from local.inprocess import moto_jwks
+from tests.unit.api_helpers import ApiClient
 from tests.unit.auth_helpers import hs256_with_public_key, unsigned
 
 ROUTES = [
