@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 STAGE  ?= dev
 
-.PHONY: run test unit integration lint package bench token fire clean
+.PHONY: run test unit integration lint package deploy policies bench token fire clean
 
 $(READY): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed (found %s); set PYTHON=python3.x" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -48,6 +48,14 @@ lint: $(READY)
 ## package: the deployable CloudFormation template (functions + resources) in out/$(STAGE)
 package: $(READY)
 	$(BIN)/python -m infra.package --stage $(STAGE)
+
+## deploy: path B, `chalice deploy` plus the settings it cannot express (needs AWS credentials)
+deploy: $(READY)
+	$(BIN)/python -m infra.deploy --stage $(STAGE)
+
+## policies: regenerate .chalice/policy-*.json from infra/policies.py
+policies: $(READY)
+	$(BIN)/python -m infra.policies
 
 ## bench: benchmarks; prints a table and writes bench/results/latest.json
 bench: $(READY)

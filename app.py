@@ -1,15 +1,28 @@
 """serverless-app: every entry point, each a few lines handing off to chalicelib."""
 
+import os
+
 from chalice import Chalice, Response
-from chalice.app import AuthRequest, AuthResponse
+from chalice.app import AuthRequest, AuthResponse, DynamoDBEvent, SNSEvent, SQSEvent
 
 from chalicelib.auth.authorizer import AUTHORIZER_CACHE_SECONDS, authorize, principal_of
 from chalicelib.core import http
-from chalicelib.users import users_service
+from chalicelib.core.sqs_batch import process_sqs_batch
+from chalicelib.search import search_service
+from chalicelib.users import user_events_publisher, user_onboarding, users_service
+from chalicelib.users.events import events_from_stream
 from chalicelib.users.pagination import parse_limit
 
 app = Chalice(app_name="serverless-app")
 http.install(app)
+
+# Event sources are named when Chalice loads the app (deploy, package, Lambda, `make run`), from
+# the stage's environment. The stream's ARN exists only once the table does: `chalice package`
+# replaces this value with the table's StreamArn (infra/functions.json), `chalice deploy`
+# takes it from the environment (README, path B), and `make run` sets it after provisioning.
+USERS_TABLE_STREAM_ARN = os.environ.get(
+    "USERS_TABLE_STREAM_ARN", "arn:aws:dynamodb:::table/users/stream/set-USERS_TABLE_STREAM_ARN"
+)
 
 
 @app.authorizer(ttl_seconds=AUTHORIZER_CACHE_SECONDS)
@@ -40,6 +53,15 @@ def list_users() -> dict:
     return users_service().list(caller, parse_limit(params.get("limit")), params.get("cursor"))
 
 
+@app.route("/users/search", methods=["GET"], authorizer=cognito_jwt)
+def search_users() -> dict:
+    params = app.current_request.query_params or {}
+    caller = principal_of(app.current_request)
+    return search_service().search(
+        caller, params.get("q"), params.get("limit"), params.get("cursor")
+    )
+
+
 @app.route("/users/{user_id}", methods=["GET"], authorizer=cognito_jwt)
 def get_user(user_id: str) -> dict:
     return users_service().get(principal_of(app.current_request), user_id)
@@ -57,6 +79,35 @@ def delete_user(user_id: str) -> Response:
     return Response(body="", status_code=204)
 
 
+# --- User events -----------------------------------------------------------------------
+
+
+@app.on_dynamodb_record(stream_arn=USERS_TABLE_STREAM_ARN, starting_position="TRIM_HORIZON")
+def publish_user_events(event: DynamoDBEvent) -> None:
+    """users table stream -> user-created / user-updated (SNS). Raises to retry the batch."""
+    user_events_publisher().publish(events_from_stream(event.to_dict()["Records"]))
+
+
+@app.on_dynamodb_record(stream_arn=USERS_TABLE_STREAM_ARN, starting_position="TRIM_HORIZON")
+def index_users_for_search(event: DynamoDBEvent) -> None:
+    """users table stream -> search index. Idempotent, so a retried batch is harmless."""
+    search_service().apply_stream_records(event.to_dict()["Records"])
+
+
+@app.on_sns_message(topic=os.environ["USER_CREATED_TOPIC_NAME"])
+def welcome_new_user(event: SNSEvent) -> None:
+    """Default preferences and one welcome email (SES) per new user."""
+    user_onboarding().welcome(event.message, event.context)
+
+
+@app.on_sqs_message(
+    queue=os.environ["ONBOARDING_QUEUE_NAME"], batch_size=10, maximum_batching_window_in_seconds=5
+)
+def onboard_users(event: SQSEvent) -> None:
+    """Profile set-up per new user; failed messages stay queued (DLQ after 3 receives)."""
+    process_sqs_batch(event.to_dict(), user_onboarding().set_up_profile)
+
+
 # --- CORS preflight (origins per stage: CORS_ALLOW_ORIGINS) -------------------------------
 
 
@@ -67,6 +118,11 @@ def register_preflight() -> Response:
 
 @app.route("/users", methods=["OPTIONS"])
 def users_preflight() -> Response:
+    return http.preflight(app.current_request, "GET,OPTIONS")
+
+
+@app.route("/users/search", methods=["OPTIONS"])
+def search_preflight() -> Response:
     return http.preflight(app.current_request, "GET,OPTIONS")
 
 

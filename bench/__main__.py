@@ -23,6 +23,7 @@ BENCHMARKS = {
     "latency": "bench.latency",
     "aws_calls": "bench.aws_calls",
     "http_load": "bench.http_load",
+    "search": "bench.search",
 }
 WIDTH = 100
 

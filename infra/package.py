@@ -4,7 +4,8 @@ Writes out/<stage>/sam.json and out/<stage>/deployment.zip, without talking to A
 
 1. Merge document: infra/resources.json with its `Stage` parameter pinned to the stage
    (`Default` = stage, `AllowedValues` = [stage]), so the packaged template cannot be deployed
-   with another stage's resource names under this stage's function config.
+   with another stage's resource names under this stage's function config; plus
+   infra/api-responses.json and infra/functions.json (settings Chalice cannot express).
 2. `chalice package --stage <stage> --merge-template <merge document> out/<stage>`
    (out/<stage> is emptied first).
 3. Post-processing of sam.json (`finalize_template`, deterministic and idempotent): every
@@ -43,6 +44,7 @@ from typing import Any
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RESOURCES_TEMPLATE = PROJECT_DIR / "infra" / "resources.json"
 API_RESPONSES = PROJECT_DIR / "infra" / "api-responses.json"
+FUNCTION_SETTINGS = PROJECT_DIR / "infra" / "functions.json"
 CHALICE_CONFIG = PROJECT_DIR / ".chalice" / "config.json"
 OUT_DIR = PROJECT_DIR / "out"
 
@@ -84,14 +86,16 @@ def stages() -> list[str]:
 
 def merge_document(stage: str, resources: dict[str, Any] | None = None) -> dict[str, Any]:
     """infra/resources.json with the Stage parameter pinned to `stage`, plus API Gateway's
-    error responses in the app's shape (infra/api-responses.json)."""
+    error responses in the app's shape (infra/api-responses.json) and the function settings
+    Chalice cannot express (infra/functions.json)."""
     document = copy.deepcopy(resources if resources is not None else load_json(RESOURCES_TEMPLATE))
-    for logical_id, resource in load_json(API_RESPONSES).get("Resources", {}).items():
-        if logical_id in document["Resources"]:
-            raise PackagingError(
-                f"{logical_id} is declared in both resources.json and api-responses.json"
-            )
-        document["Resources"][logical_id] = resource
+    for extra in (API_RESPONSES, FUNCTION_SETTINGS):
+        for logical_id, resource in load_json(extra).get("Resources", {}).items():
+            if logical_id in document["Resources"]:
+                raise PackagingError(
+                    f"{logical_id} is declared in both resources.json and {extra.name}"
+                )
+            document["Resources"][logical_id] = resource
     parameter = document["Parameters"]["Stage"]
     allowed = parameter.get("AllowedValues")
     if allowed is not None and stage not in allowed:
@@ -124,7 +128,9 @@ def _function_names_in_process(stage: str) -> dict[str, str]:
     from chalice.deploy.appgraph import ApplicationGraphBuilder, DependencyBuilder
     from chalice.utils import to_cfn_resource_name
 
-    config = CLIFactory(project_dir=str(PROJECT_DIR)).create_config_obj(chalice_stage_name=stage)
+    # As the chalice CLI does: the stage's environment is applied while the app is imported.
+    factory = CLIFactory(project_dir=str(PROJECT_DIR), environ=os.environ)
+    config = factory.create_config_obj(chalice_stage_name=stage)
     application = ApplicationGraphBuilder().build(config, stage)
     names: dict[str, str] = {}
     for resource in DependencyBuilder().build_dependencies(application):
@@ -209,7 +215,15 @@ def _script(name: str) -> str:
 
 
 def _chalice_env() -> dict[str, str]:
-    env = dict(os.environ)
+    """The caller's environment without the stages' own variables: Chalice applies the
+    stage's while it imports the app, and nothing else may leak in (a test's dev settings
+    into a prod package, say)."""
+    stage_variables = {
+        name
+        for stage_config in chalice_config()["stages"].values()
+        for name in stage_config.get("environment_variables", {})
+    }
+    env = {k: v for k, v in os.environ.items() if k not in stage_variables}
     if not (env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION")):
         env["AWS_DEFAULT_REGION"] = DEFAULT_REGION
     return env

@@ -22,19 +22,44 @@ Schedules fire by their `rate(...)` or `cron(...)` expression (UTC), with the ev
 EventBridge sends; a failing run is tried 3 times in all, as EventBridge's asynchronous
 invocation does. `make fire JOB=<name>` fires any scheduled job now (`local/fire.py`).
 
+Kinesis streams (`@app.on_kinesis_record`) and DynamoDB streams (`@app.on_dynamodb_record`),
+as Lambda's stream event source mappings read them:
+
+- each shard by a thread of its own, its records in order; a shard's children (after a split
+  or a merge) only once the shard itself is read to its end. `TRIM_HORIZON` starts at the
+  oldest record; `LATEST` at the records written after the runtime started the poller
+  (`EventRuntime.wait_until_ready()` returns once every starting position is taken);
+- batches of up to `batch_size`, filled for up to `maximum_batching_window_in_seconds`;
+- Lambda's event shapes: `kinesis` records (`data` base64, `approximateArrivalTimestamp` in
+  epoch seconds, `eventID` `shardId-...:<sequence number>`), and DynamoDB stream records
+  (`eventName` INSERT/MODIFY/REMOVE, `dynamodb` with `Keys`, `NewImage`, `OldImage` as
+  AttributeValue JSON, `ApproximateCreationDateTime` in epoch seconds);
+- a checkpoint per handler and shard, in memory: a batch that succeeds moves it past its last
+  record. Two handlers on one stream are two consumers, each with its own checkpoints;
+- a handler that raises gets the same records again, after a backoff (0.5 s, doubling up to
+  5 s), never skipped and never reordered; as with BisectBatchOnFunctionError, the failed
+  batch is split in halves, each retried as a batch of its own, first half first (and halved
+  again while it fails, down to the one record that fails), then reading goes on. One that
+  returns `batchItemFailures` (ReportBatchItemFailures) is checkpointed just before the
+  lowest failed sequence number, and the next batch starts there. Nothing is given up on;
+- a DynamoDB stream ARN whose label is not the table's current stream (the table was created
+  again, or the ARN was written down before it was) is replaced, with a warning, by the
+  table's `LatestStreamArn`.
+
 Every invocation is logged as one JSON line: handler, source, batch size, duration, outcome.
 Other event sources are reported as not delivered locally yet.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +69,9 @@ log = logging.getLogger("local.events")
 #: SQS returns at most 10 messages a call, and long-polls at most 20 s.
 SQS_MAX_RECEIVE = 10
 SQS_MAX_WAIT_SECONDS = 20
+#: GetRecords returns at most this many records a call.
+KINESIS_MAX_RECORDS = 10_000
+DYNAMODB_STREAMS_MAX_RECORDS = 1_000
 
 
 @dataclass
@@ -69,20 +97,43 @@ class EventRuntime:
         region: str,
         on_invocation: Callable[[Invocation], None] | None = None,
         idle_wait_seconds: int = 1,
+        *,
+        handlers: Collection[str] | None = None,
+        retry_backoff_seconds: float = 0.5,
+        max_retry_backoff_seconds: float = 5.0,
+        stream_poll_seconds: float = 0.25,
     ) -> None:
+        """`handlers`: the names of the handlers to deliver to (default: all of them).
+        A stream batch that fails is retried after `retry_backoff_seconds`, doubling up to
+        `max_retry_backoff_seconds`; an idle shard is read every `stream_poll_seconds`."""
         self._app = app
         self._client = client
         self._region = region
         self._on_invocation = on_invocation or (lambda inv: print(inv.as_log_line(), flush=True))
         self._idle_wait = idle_wait_seconds
+        self._handlers = None if handlers is None else set(handlers)
+        self.retry_backoff = (retry_backoff_seconds, max_retry_backoff_seconds)
+        self.stream_poll_seconds = stream_poll_seconds
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._pollers: list[Any] = []
         self.unsupported: list[str] = []
+        self._account_id: str | None = None
+        #: (handler, stream ARN, shard id) -> the sequence number of the last record handled.
+        self.checkpoints: dict[tuple[str, str, str], str] = {}
 
     def start(self) -> None:
-        from chalice.app import ScheduledEventConfig, SNSEventConfig, SQSEventConfig
+        from chalice.app import (
+            DynamoDBEventConfig,
+            KinesisEventConfig,
+            ScheduledEventConfig,
+            SNSEventConfig,
+            SQSEventConfig,
+        )
 
         for source in self._app.event_sources:
+            if self._handlers is not None and source.name not in self._handlers:
+                continue
             poller: Any
             if isinstance(source, SQSEventConfig):
                 poller = SqsPoller(self, source)
@@ -90,14 +141,29 @@ class EventRuntime:
                 poller = SnsSubscription(self, source)
             elif isinstance(source, ScheduledEventConfig):
                 poller = ScheduledJob(self, source)
+            elif isinstance(source, KinesisEventConfig):
+                poller = KinesisPoller(self, source)
+            elif isinstance(source, DynamoDBEventConfig):
+                poller = DynamoDBStreamPoller(self, source)
             else:
                 self.unsupported.append(f"{source.name} ({type(source).__name__})")
                 continue
             thread = threading.Thread(target=poller.run, name=f"events:{source.name}", daemon=True)
+            self._pollers.append(poller)
             self._threads.append(thread)
             thread.start()
         if self.unsupported:
             log.warning("not delivered locally yet: %s", ", ".join(self.unsupported))
+
+    def wait_until_ready(self, timeout: float = 10.0) -> bool:
+        """Wait until every stream poller has found its stream and taken its starting
+        positions (from then on, `LATEST` means "written after now"). False on timeout."""
+        deadline = time.monotonic() + timeout
+        for poller in self._pollers:
+            ready = getattr(poller, "ready", None)
+            if ready is not None and not ready.wait(max(0.0, deadline - time.monotonic())):
+                return False
+        return True
 
     def stop(self, timeout: float = 25.0) -> None:
         self._stop.set()
@@ -171,10 +237,12 @@ class EventRuntime:
         }
 
     def _account(self) -> str:
-        try:
-            return str(self._client("sts").get_caller_identity()["Account"])
-        except Exception:
-            return "000000000000"
+        if self._account_id is None:
+            try:
+                self._account_id = str(self._client("sts").get_caller_identity()["Account"])
+            except Exception:
+                return "000000000000"
+        return self._account_id
 
 
 class SqsPoller:
@@ -354,6 +422,518 @@ class SnsSubscription:
             invocation.outcome += f" (attempt {attempt}; moved to {failed.rsplit('/', 1)[1]})"
         self._sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
         self._runtime.report(invocation)
+
+
+# --- streams ------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamShard:
+    shard_id: str
+    #: ParentShardId and AdjacentParentShardId (a merge has two parents).
+    parents: tuple[str, ...] = ()
+    #: The last sequence number of a closed shard; None while it is open.
+    ending: str | None = None
+
+
+class StreamPoller:
+    """One stream event source mapping: finds the stream, runs a `ShardReader` per shard (a
+    shard's children only once the shard is read to its end), and lists the shards again
+    every RELIST_SECONDS, or as soon as a shard ends, to find new ones."""
+
+    SOURCE = ""
+    MAX_RECORDS = 1
+    RELIST_SECONDS = 10.0
+    SETUP_RETRY_SECONDS = 2.0
+
+    def __init__(self, runtime: EventRuntime, source: Any) -> None:
+        self._runtime = runtime
+        self._source = source
+        self.ready = threading.Event()
+        self.arn = ""
+        self._shards: dict[str, StreamShard] = {}
+        self._latest: dict[str, str] = {}  # shard id -> its LATEST iterator, taken at start
+        self._finished: set[str] = set()
+        self._readers: dict[str, threading.Thread] = {}
+        self._changed = threading.Event()
+        self._lock = threading.Lock()
+
+    # What each kind of stream does its own way.
+
+    def _find_stream(self) -> str:
+        raise NotImplementedError
+
+    def _list_shards(self) -> list[StreamShard]:
+        raise NotImplementedError
+
+    def _iterator(self, shard_id: str, kind: str, after: str | None = None) -> str:
+        raise NotImplementedError
+
+    def _read(self, iterator: str, limit: int) -> tuple[list[dict[str, Any]], str | None, int]:
+        """One GetRecords: the records, the next iterator (None at the end of a closed
+        shard) and how many milliseconds the reader is behind the shard's newest record."""
+        raise NotImplementedError
+
+    def sequence_number(self, record: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def lambda_record(self, record: dict[str, Any], shard_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # The shards.
+
+    @property
+    def name(self) -> str:
+        return str(self._source.name)
+
+    def run(self) -> None:
+        if not self._set_up():
+            return
+        listed = time.monotonic()
+        self._start_readers()
+        stopping = self._runtime.stopping
+        while not stopping.wait(0.1):
+            if self._changed.is_set() or time.monotonic() - listed >= self.RELIST_SECONDS:
+                self._changed.clear()
+                listed = time.monotonic()
+                try:
+                    self._update_shards(self._list_shards())
+                except Exception:
+                    log.warning("%s: could not list the shards of %s", self.name, self.arn)
+                    log.debug("listing failed:\n%s", traceback.format_exc())
+                self._start_readers()
+        for thread in list(self._readers.values()):
+            thread.join()
+
+    def _set_up(self) -> bool:
+        """Find the stream and its shards, and take the LATEST positions: until it works."""
+        warned = False
+        while not self._runtime.stopping.is_set():
+            try:
+                self.arn = self._find_stream()
+                shards = self._list_shards()
+                latest: dict[str, str] = {}
+                closed: set[str] = set()
+                if self._source.starting_position == "LATEST":
+                    for shard in shards:
+                        if shard.ending is None:
+                            latest[shard.shard_id] = self._iterator(shard.shard_id, "LATEST")
+                        else:  # closed before we started: nothing in it is "after now"
+                            closed.add(shard.shard_id)
+            except Exception as exc:
+                report = log.debug if warned else log.warning
+                report("%s: its stream cannot be read yet (%s); trying again every %g s",
+                       self.name, exc, self.SETUP_RETRY_SECONDS)  # fmt: skip
+                warned = True
+                self._runtime.stopping.wait(self.SETUP_RETRY_SECONDS)
+                continue
+            self._update_shards(shards)
+            with self._lock:
+                self._latest = latest
+                self._finished |= closed
+            self.ready.set()
+            return True
+        return False
+
+    def _update_shards(self, shards: list[StreamShard]) -> None:
+        with self._lock:
+            self._shards = {shard.shard_id: shard for shard in shards}
+
+    def _start_readers(self) -> None:
+        with self._lock:
+            for shard_id, shard in sorted(self._shards.items()):
+                if shard_id in self._readers or shard_id in self._finished:
+                    continue
+                if any(p in self._shards and p not in self._finished for p in shard.parents):
+                    continue  # its parents first
+                iterator = self._latest.pop(shard_id, None)
+                # A shard found later holds only records written after we started.
+                start = "TRIM_HORIZON" if iterator is None else "LATEST"
+                reader = ShardReader(self, shard_id, start, iterator)
+                thread = threading.Thread(
+                    target=reader.run, name=f"events:{self.name}:{shard_id}", daemon=True
+                )
+                self._readers[shard_id] = thread
+                thread.start()
+
+    def shard_finished(self, shard_id: str) -> None:
+        with self._lock:
+            self._finished.add(shard_id)
+        self._changed.set()
+
+    def read_to_its_end(self, shard_id: str, last_read: str | None) -> bool:
+        """For emulators that never end a closed shard's iterator: whether the listing says
+        the shard is closed and nothing after `last_read` is left in it."""
+        with self._lock:
+            shard = self._shards.get(shard_id)
+        if shard is None or shard.ending is None:
+            return False
+        return last_read is None or sequence_key(last_read) >= sequence_key(shard.ending)
+
+    def iterator_from(self, shard_id: str, start: str, last_read: str | None) -> str:
+        if last_read is not None:
+            return self._iterator(shard_id, "AFTER_SEQUENCE_NUMBER", last_read)
+        return self._iterator(shard_id, start)
+
+
+class ShardReader:
+    """One shard for one handler: batches in order, each retried until it succeeds."""
+
+    def __init__(
+        self, poller: StreamPoller, shard_id: str, start: str, iterator: str | None
+    ) -> None:
+        self._poller = poller
+        self._runtime = poller._runtime
+        self._source = poller._source
+        self.shard_id = shard_id
+        self._start = start  # where to begin again while nothing is read yet
+        self._iterator = iterator
+        self._last_read: str | None = None
+        self._buffer: list[dict[str, Any]] = []  # read, not handled yet, in shard order
+        # After a failure: the sizes of the parts of the buffer's head still to retry, each
+        # as a batch of its own (the halves of a failed batch, and their halves).
+        self._spans: list[int] = []
+        self._ended = False
+        self._delay = self._runtime.retry_backoff[0]
+
+    def run(self) -> None:
+        stopping = self._runtime.stopping
+        while not stopping.is_set():
+            try:
+                batch = self._buffer[: self._spans[0]] if self._spans else self._collect()
+                if stopping.is_set():
+                    break
+                if batch:
+                    self._deliver(batch)
+                elif self._ended:
+                    self._poller.shard_finished(self.shard_id)
+                    return
+            except Exception:
+                log.exception("%s: shard %s failed; trying again", self._poller.name, self.shard_id)
+                stopping.wait(1)
+
+    def _collect(self) -> list[dict[str, Any]]:
+        """One batch: wait for a first record, then fill the batch for up to the window."""
+        size = self._source.batch_size
+        window = self._source.maximum_batching_window_in_seconds
+        poll = self._runtime.stream_poll_seconds
+        stopping = self._runtime.stopping
+        deadline: float | None = None
+        while len(self._buffer) < size and not self._ended and not stopping.is_set():
+            fetched, behind = self._fetch(size - len(self._buffer))
+            if self._buffer and deadline is None:
+                deadline = time.monotonic() + window
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if not fetched and not behind:
+                wait = poll if deadline is None else min(poll, deadline - time.monotonic())
+                stopping.wait(max(0.0, wait))
+        return self._buffer[:size]
+
+    def _fetch(self, limit: int) -> tuple[int, bool]:
+        poller = self._poller
+        try:
+            if self._iterator is None:
+                self._iterator = poller.iterator_from(self.shard_id, self._start, self._last_read)
+            records, following, behind = poller._read(
+                self._iterator, min(limit, poller.MAX_RECORDS)
+            )
+        except Exception as exc:
+            code = error_code(exc)
+            if code == "TrimmedDataAccessException":
+                log.warning("%s: records of shard %s after %s were trimmed; reading from the "
+                            "oldest left", poller.name, self.shard_id, self._last_read)  # fmt: skip
+                self._last_read, self._start = None, "TRIM_HORIZON"
+            elif code != "ExpiredIteratorException":
+                log.warning("%s: reading shard %s failed (%s); trying again",
+                            poller.name, self.shard_id, exc)  # fmt: skip
+                self._runtime.stopping.wait(max(1.0, self._runtime.stream_poll_seconds))
+            self._iterator = None  # taken again, after the last record read
+            return 0, False
+        self._buffer.extend(records)
+        if records:
+            self._last_read = poller.sequence_number(records[-1])
+        self._iterator = following
+        if following is None:
+            self._ended = True
+        elif not records and not behind:
+            self._ended = poller.read_to_its_end(self.shard_id, self._last_read)
+        return len(records), behind > 0
+
+    def _deliver(self, batch: list[dict[str, Any]]) -> None:
+        poller = self._poller
+        numbers = [poller.sequence_number(record) for record in batch]
+        event = {"Records": [poller.lambda_record(record, self.shard_id) for record in batch]}
+        result, invocation = self._runtime.invoke(self._source.name, poller.SOURCE, event)
+        if isinstance(result, Exception):
+            # BisectBatchOnFunctionError: the halves, each retried as a batch, first one first.
+            halves = [len(batch) // 2, len(batch) - len(batch) // 2] if len(batch) > 1 else [1]
+            if self._spans:
+                self._spans.pop(0)
+            self._spans[:0] = halves
+            split = f", split into {halves[0]} + {halves[1]}" if len(halves) == 2 else ""
+            invocation.failed_ids = numbers
+            invocation.outcome += f" (retried in {self._delay:g} s{split})"
+            self._runtime.report(invocation)
+            self._back_off()
+            return
+        first_failed, reported = stream_batch_failures(result, numbers)
+        done = len(batch) if first_failed is None else first_failed
+        if done:
+            del self._buffer[:done]
+            key = (self._source.name, poller.arn, self.shard_id)
+            self._runtime.checkpoints[key] = numbers[done - 1]
+            self._delay = self._runtime.retry_backoff[0]
+            if self._spans:
+                self._spans[0] -= done
+                if self._spans[0] <= 0:
+                    self._spans.pop(0)
+        if first_failed is None:
+            self._runtime.report(invocation)
+            return
+        invocation.failed_ids = reported
+        invocation.outcome = (
+            f"partial: {len(reported)} of {len(batch)} failed "
+            f"(retried from sequence number {numbers[first_failed]} in {self._delay:g} s)"
+        )
+        self._runtime.report(invocation)
+        self._back_off()
+
+    def _back_off(self) -> None:
+        self._runtime.stopping.wait(self._delay)
+        self._delay = min(self._delay * 2, self._runtime.retry_backoff[1])
+
+
+class KinesisPoller(StreamPoller):
+    SOURCE = "aws:kinesis"
+    MAX_RECORDS = KINESIS_MAX_RECORDS
+
+    def __init__(self, runtime: EventRuntime, source: Any) -> None:
+        super().__init__(runtime, source)
+        self._kinesis = runtime._client("kinesis")
+        stream = str(source.stream)
+        self._stream = stream.rsplit("/", 1)[1] if stream.startswith("arn:") else stream
+        self._role_arn = ""
+
+    def _find_stream(self) -> str:
+        summary = self._kinesis.describe_stream_summary(StreamName=self._stream)
+        app_name = getattr(self._runtime._app, "app_name", "app")
+        self._role_arn = f"arn:aws:iam::{self._runtime._account()}:role/{app_name}-local"
+        return str(summary["StreamDescriptionSummary"]["StreamARN"])
+
+    def _list_shards(self) -> list[StreamShard]:
+        shards: list[StreamShard] = []
+        page = self._kinesis.list_shards(StreamName=self._stream)
+        while True:
+            shards += [stream_shard(shard) for shard in page.get("Shards", [])]
+            if not page.get("NextToken"):
+                return shards
+            page = self._kinesis.list_shards(NextToken=page["NextToken"])
+
+    def _iterator(self, shard_id: str, kind: str, after: str | None = None) -> str:
+        position = {"StartingSequenceNumber": after} if after is not None else {}
+        return str(
+            self._kinesis.get_shard_iterator(
+                StreamName=self._stream, ShardId=shard_id, ShardIteratorType=kind, **position
+            )["ShardIterator"]
+        )
+
+    def _read(self, iterator: str, limit: int) -> tuple[list[dict[str, Any]], str | None, int]:
+        page = self._kinesis.get_records(ShardIterator=iterator, Limit=limit)
+        behind = int(page.get("MillisBehindLatest") or 0)
+        return page.get("Records", []), page.get("NextShardIterator"), behind
+
+    def sequence_number(self, record: dict[str, Any]) -> str:
+        return str(record["SequenceNumber"])
+
+    def lambda_record(self, record: dict[str, Any], shard_id: str) -> dict[str, Any]:
+        return kinesis_lambda_record(
+            record, shard_id, self.arn, self._runtime._region, self._role_arn
+        )
+
+
+class DynamoDBStreamPoller(StreamPoller):
+    SOURCE = "aws:dynamodb"
+    MAX_RECORDS = DYNAMODB_STREAMS_MAX_RECORDS
+
+    def __init__(self, runtime: EventRuntime, source: Any) -> None:
+        super().__init__(runtime, source)
+        self._streams = runtime._client("dynamodbstreams")
+        self._dynamodb = runtime._client("dynamodb")
+
+    def _find_stream(self) -> str:
+        """The source's stream ARN; or, if that is not the table's stream (any more), the
+        table's current one."""
+        arn = str(self._source.stream_arn)
+        try:
+            found = self._streams.describe_stream(StreamArn=arn, Limit=1)["StreamDescription"]
+        except Exception as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            found = None
+        # AWS does not know an ARN with another label; moto answers with the current label.
+        if found is not None and found.get("StreamLabel") in (None, arn.rsplit("/", 1)[-1]):
+            return arn
+        table = dynamodb_table_of(arn)
+        current = self._dynamodb.describe_table(TableName=table)["Table"].get("LatestStreamArn")
+        if not current:
+            raise LookupError(f"table {table} has no stream")
+        log.warning("%s: no stream %s; reading table %s's current stream %s instead",
+                    self.name, arn, table, current)  # fmt: skip
+        return str(current)
+
+    def _list_shards(self) -> list[StreamShard]:
+        shards: list[StreamShard] = []
+        after: dict[str, str] = {}
+        while True:
+            found = self._streams.describe_stream(StreamArn=self.arn, **after)
+            shards += [stream_shard(shard) for shard in found["StreamDescription"]["Shards"]]
+            last = found["StreamDescription"].get("LastEvaluatedShardId")
+            if not last:
+                return shards
+            after = {"ExclusiveStartShardId": last}
+
+    def _iterator(self, shard_id: str, kind: str, after: str | None = None) -> str:
+        position = {"SequenceNumber": after} if after is not None else {}
+        return str(
+            self._streams.get_shard_iterator(
+                StreamArn=self.arn, ShardId=shard_id, ShardIteratorType=kind, **position
+            )["ShardIterator"]
+        )
+
+    def _read(self, iterator: str, limit: int) -> tuple[list[dict[str, Any]], str | None, int]:
+        page = self._streams.get_records(ShardIterator=iterator, Limit=limit)
+        return page.get("Records", []), page.get("NextShardIterator"), 0
+
+    def sequence_number(self, record: dict[str, Any]) -> str:
+        return str(record["dynamodb"]["SequenceNumber"])
+
+    def lambda_record(self, record: dict[str, Any], shard_id: str) -> dict[str, Any]:
+        return dynamodb_lambda_record(record, self.arn, self._runtime._region)
+
+
+def stream_shard(shard: dict[str, Any]) -> StreamShard:
+    """A shard as ListShards (Kinesis) or DescribeStream (both) describe it."""
+    parents = (shard.get("ParentShardId"), shard.get("AdjacentParentShardId"))
+    return StreamShard(
+        shard["ShardId"],
+        tuple(parent for parent in parents if parent),
+        (shard.get("SequenceNumberRange") or {}).get("EndingSequenceNumber"),
+    )
+
+
+def sequence_key(number: str) -> int:
+    """Kinesis and DynamoDB sequence numbers are decimal strings of different lengths."""
+    return int(number)
+
+
+def error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str((response.get("Error") or {}).get("Code", ""))
+    return ""
+
+
+def dynamodb_table_of(stream_arn: str) -> str:
+    """`arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL` -> NAME."""
+    parts = stream_arn.split(":", 5)
+    resource = parts[5].split("/") if len(parts) == 6 else []
+    if len(resource) < 2 or resource[0] != "table" or not resource[1]:
+        raise ValueError(f"not a DynamoDB stream ARN: {stream_arn}")
+    return resource[1]
+
+
+def stream_batch_failures(result: Any, sequence_numbers: list[str]) -> tuple[int | None, list[str]]:
+    """A stream handler's `batchItemFailures` (ReportBatchItemFailures): where in the batch to
+    resume (the lowest failed sequence number) and the identifiers reported; `(None, [])` if
+    the whole batch succeeded. As Lambda does, an identifier that is missing, empty or not a
+    record of the batch fails the whole batch."""
+    items = result.get("batchItemFailures") if isinstance(result, dict) else None
+    if not items:
+        return None, []
+    position = {number: index for index, number in enumerate(sequence_numbers)}
+    reported: list[str] = []
+    first = len(sequence_numbers)
+    for item in items if isinstance(items, list) else [items]:
+        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
+        reported.append("" if identifier is None else str(identifier))
+        first = min(first, position.get(reported[-1], 0))
+    return first, reported
+
+
+def kinesis_lambda_record(
+    record: dict[str, Any], shard_id: str, stream_arn: str, region: str, role_arn: str
+) -> dict[str, Any]:
+    """A Kinesis GetRecords record as Lambda puts it in an event."""
+    arrived = record["ApproximateArrivalTimestamp"]
+    data = record["Data"]
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": record["PartitionKey"],
+            "sequenceNumber": record["SequenceNumber"],
+            "data": base64.b64encode(data).decode("ascii") if isinstance(data, bytes) else data,
+            "approximateArrivalTimestamp": (
+                arrived.timestamp() if isinstance(arrived, datetime) else float(arrived)
+            ),
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard_id}:{record['SequenceNumber']}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": role_arn,
+        "awsRegion": region,
+        "eventSourceARN": stream_arn,
+    }
+
+
+def dynamodb_lambda_record(record: dict[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
+    """A DynamoDB Streams GetRecords record (as boto3 parses it) as Lambda puts it in an
+    event: epoch seconds for the datetime, AttributeValue JSON for the images."""
+    change = dict(record["dynamodb"])
+    created = change.get("ApproximateCreationDateTime")
+    if isinstance(created, datetime):
+        change["ApproximateCreationDateTime"] = created.timestamp()
+    for image in ("Keys", "NewImage", "OldImage"):
+        if image in change:
+            change[image] = {name: attribute_value_json(v) for name, v in change[image].items()}
+    lambda_record = {
+        "eventID": record["eventID"],
+        "eventName": record["eventName"],
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": record.get("awsRegion") or region,
+        "dynamodb": change,
+        "eventSourceARN": stream_arn,
+    }
+    if "userIdentity" in record:  # deletions by TTL
+        lambda_record["userIdentity"] = record["userIdentity"]
+    return lambda_record
+
+
+def attribute_value_json(value: Any) -> Any:
+    """An AttributeValue as boto3 parsed it, back in its JSON form (binary as base64)."""
+    if not isinstance(value, dict):
+        return value
+    wire: dict[str, Any] = {}
+    for kind, inner in value.items():
+        if kind == "B":
+            wire[kind] = _base64(inner)
+        elif kind == "BS":
+            wire[kind] = [_base64(item) for item in inner]
+        elif kind == "M":
+            wire[kind] = {name: attribute_value_json(item) for name, item in inner.items()}
+        elif kind == "L":
+            wire[kind] = [attribute_value_json(item) for item in inner]
+        else:
+            wire[kind] = inner
+    return wire
+
+
+def _base64(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    return value
 
 
 def sns_record(envelope: dict[str, Any], subscription_arn: str) -> dict[str, Any]:

@@ -15,9 +15,11 @@ def reset_app_caches() -> None:
     from chalicelib.auth.config import cognito_config
     from chalicelib.core import aws
     from chalicelib.core.settings import get_settings
-    from chalicelib.users import users_service
+    from chalicelib.search import search_service
+    from chalicelib.users import user_events_publisher, user_onboarding, users_service
 
-    for cached in (get_settings, users_service, cognito_config, verifier):
+    for cached in (get_settings, users_service, cognito_config, verifier, search_service,
+                   user_events_publisher, user_onboarding):  # fmt: skip
         cached.cache_clear()
     aws.reset_clients()
 

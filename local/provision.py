@@ -54,6 +54,7 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
     if name not in existing:
         template = json.loads(RESOURCES_TEMPLATE.read_text())
         _create_cognito_resources(template, stage, cloudformation)
+        subscriptions = _take(template, "AWS::SNS::Subscription")
         moto_log = logging.getLogger("moto")
         level = moto_log.level
         moto_log.setLevel(logging.ERROR)  # "No Moto CloudFormation support for ...Alarm"
@@ -64,7 +65,9 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
                 TemplateBody=json.dumps(template),
                 Parameters=[{"ParameterKey": "Stage", "ParameterValue": stage}],
             )
+            _subscribe(subscriptions, name, cloudformation)  # describing the stack warns too
         moto_log.setLevel(level)
+        _verify_email_sender(stage, cloudformation)
     stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
     if stack["StackStatus"] != "CREATE_COMPLETE":
         raise RuntimeError(
@@ -79,7 +82,66 @@ def stage_environment(stage: str) -> dict[str, str]:
     return dict(config["stages"][stage]["environment_variables"])
 
 
-# --- Cognito, which moto's CloudFormation does not create -------------------------------------
+# --- What moto's CloudFormation does not create: subscriptions, SES senders, Cognito ----------
+
+
+def _client_like(cloudformation: Any, service: str) -> Any:
+    """A client for `service` at the same emulator (or in-process moto) as `cloudformation`."""
+    import boto3
+
+    endpoint = cloudformation.meta.endpoint_url
+    # An emulator serves every service at one URL; AWS (and moto in process) at per-service URLs.
+    custom = endpoint if "cloudformation." not in endpoint else None
+    return boto3.client(service, endpoint_url=custom, region_name=cloudformation.meta.region_name)
+
+
+def _take(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    """Remove and return the template's resources of type `kind`."""
+    resources = template["Resources"]
+    return {k: resources.pop(k) for k in [k for k, r in resources.items() if r["Type"] == kind]}
+
+
+def _subscribe(subscriptions: dict[str, dict[str, Any]], stack: str, cloudformation: Any) -> None:
+    """Create the template's SNS subscriptions (to queues of the stack) with the SNS API."""
+    sns, sqs = _client_like(cloudformation, "sns"), _client_like(cloudformation, "sqs")
+    resources = cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
+    physical = {r.get("LogicalResourceId"): r.get("PhysicalResourceId") for r in resources}
+
+    def resolve(value: Any) -> str:
+        if isinstance(value, dict) and "Ref" in value:
+            return physical[value["Ref"]]
+        if isinstance(value, dict) and "Fn::GetAtt" in value:
+            logical_id, attribute = value["Fn::GetAtt"]
+            assert attribute == "Arn", f"only queue ARNs are resolved here, not {attribute}"
+            return sqs.get_queue_attributes(
+                QueueUrl=physical[logical_id], AttributeNames=["QueueArn"]
+            )["Attributes"]["QueueArn"]
+        return str(value)
+
+    for resource in subscriptions.values():
+        properties = resource["Properties"]
+        attributes = {
+            key: json.dumps(properties[key])
+            if isinstance(properties[key], dict)
+            else str(properties[key]).lower()
+            for key in ("RawMessageDelivery", "FilterPolicy", "RedrivePolicy")
+            if key in properties
+        }
+        sns.subscribe(
+            TopicArn=resolve(properties["TopicArn"]),
+            Protocol=properties["Protocol"],
+            Endpoint=resolve(properties["Endpoint"]),
+            Attributes=attributes,
+        )
+
+
+def _verify_email_sender(stage: str, cloudformation: Any) -> None:
+    """In AWS the sender's domain is verified once per account (README); the emulator's SES
+    refuses unverified senders just the same, so verify the stage's sender there."""
+    sender = stage_environment(stage).get("WELCOME_EMAIL_SENDER")
+    if sender:
+        _client_like(cloudformation, "ses").verify_email_identity(EmailAddress=sender)
+
 
 #: CloudFormation property names that differ from the Cognito API's parameter names.
 _COGNITO_RENAMES = {"UserPoolName": "PoolName"}
@@ -88,13 +150,8 @@ _COGNITO_RENAMES = {"UserPoolName": "PoolName"}
 def _create_cognito_resources(template: dict[str, Any], stage: str, cloudformation: Any) -> None:
     """Create the template's Cognito resources with the Cognito API, remove them from the
     template, and put their ids wherever the rest of the template refers to them."""
-    import boto3
-
     region = cloudformation.meta.region_name
-    endpoint = cloudformation.meta.endpoint_url
-    # An emulator serves every service at one URL; AWS (and moto in process) at per-service URLs.
-    custom = endpoint if "cloudformation." not in endpoint else None
-    cognito = boto3.client("cognito-idp", endpoint_url=custom, region_name=region)
+    cognito = _client_like(cloudformation, "cognito-idp")
     resources = template["Resources"]
     physical: dict[str, str] = {}
     attributes: dict[tuple[str, str], str] = {}

@@ -139,6 +139,8 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
         import boto3
 
         outputs = provision(stage, boto3.client("cloudformation", endpoint_url=emulator_url))
+        # The stream's ARN exists only now; the app names it when Chalice loads it (app.py).
+        os.environ["USERS_TABLE_STREAM_ARN"] = outputs["UsersTableStreamArn"]
         server = _api_server(stage, api_port)
         events = _event_runtime(server)
         state = {

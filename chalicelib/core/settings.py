@@ -30,9 +30,12 @@ def _flag(name: str) -> bool:
 class Settings:
     stage: str
     users_table_name: str
+    search_table_name: str
+    idempotency_table_name: str
     user_created_topic_name: str
     user_updated_topic_name: str
     onboarding_queue_name: str
+    welcome_email_sender: str
     cognito_config_parameter: str
     cors_allow_origins: frozenset[str]
     tracing_subsegments: bool
@@ -43,9 +46,12 @@ class Settings:
         return cls(
             stage=_required("APP_STAGE"),
             users_table_name=_required("USERS_TABLE_NAME"),
+            search_table_name=_required("SEARCH_TABLE_NAME"),
+            idempotency_table_name=_required("IDEMPOTENCY_TABLE_NAME"),
             user_created_topic_name=_required("USER_CREATED_TOPIC_NAME"),
             user_updated_topic_name=_required("USER_UPDATED_TOPIC_NAME"),
             onboarding_queue_name=_required("ONBOARDING_QUEUE_NAME"),
+            welcome_email_sender=_required("WELCOME_EMAIL_SENDER"),
             cognito_config_parameter=_required("COGNITO_CONFIG_PARAMETER"),
             cors_allow_origins=frozenset(o.strip() for o in origins.split(",") if o.strip()),
             tracing_subsegments=_flag("TRACING_SUBSEGMENTS"),

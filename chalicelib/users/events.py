@@ -1,65 +1,124 @@
-"""User domain events out to SNS and onboarding tasks out to SQS.
+"""User domain events, published from what the users table stored (its stream), never beside
+the write: a crash between the write and the publish cannot lose an event, and a registration
+that was undone never announced anything.
 
-Messages carry an `event_id` so that consumers, which see every message at least once, can
-drop duplicates; `event_type` is also a message attribute so subscriptions can filter on it.
+Each event carries a deterministic `event_id` (`user-created:<user_id>`,
+`user-updated:<user_id>:<version>`), so the copies that at-least-once delivery produces (a
+stream batch retried, SNS delivering twice) are recognisably the same event to consumers.
+`event_type` is also a message attribute, for subscription filter policies.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.core import aws
 from chalicelib.core.settings import Settings
-from chalicelib.users.model import public_view
+from chalicelib.users.model import PUBLIC_FIELDS, public_view
+from chalicelib.users.repository import USER_KEY_PREFIX, item_from_image
 
-ONBOARDING_TASK = "setup_user_profile"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _envelope(event_type: str, **payload: Any) -> tuple[str, dict[str, Any]]:
-    event_id = str(uuid.uuid4())
-    body = {"event_type": event_type, "event_id": event_id, "occurred_at": _now(), **payload}
-    attributes = {"event_type": {"DataType": "String", "StringValue": event_type}}
-    return json.dumps(body, separators=(",", ":")), attributes
+USER_CREATED = "user-created"
+USER_UPDATED = "user-updated"
+#: Fields whose change is bookkeeping, not news.
+_NOT_NEWS = {"updated_at"}
+#: SNS PublishBatch takes at most 10 messages.
+SNS_BATCH = 10
 
 
-class AwsUserEventPublisher:
+@dataclass(frozen=True)
+class UserEvent:
+    event_type: str
+    event_id: str
+    occurred_at: str
+    payload: dict[str, Any]
+
+    def body(self) -> str:
+        message = {
+            "event_type": self.event_type,
+            "event_id": self.event_id,
+            "occurred_at": self.occurred_at,
+            **self.payload,
+        }
+        return json.dumps(message, separators=(",", ":"), sort_keys=True)
+
+
+def events_from_stream(records: Iterable[Mapping[str, Any]]) -> list[UserEvent]:
+    """The domain events a batch of users-table stream records stands for, in stream order.
+
+    INSERT of a user → user-created; MODIFY of a user that changed a public field →
+    user-updated with the changed fields. Email claims and removals announce nothing.
+    """
+    events = []
+    for record in records:
+        change = record.get("dynamodb") or {}
+        key = (change.get("Keys") or {}).get("pk", {}).get("S", "")
+        if not key.startswith(USER_KEY_PREFIX):
+            continue
+        if record.get("eventName") == "INSERT" and "NewImage" in change:
+            user = item_from_image(change["NewImage"])
+            events.append(
+                UserEvent(
+                    USER_CREATED,
+                    f"{USER_CREATED}:{user['user_id']}",
+                    str(user["created_at"]),
+                    {"user": public_view(user)},
+                )
+            )
+        elif record.get("eventName") == "MODIFY" and "NewImage" in change:
+            old = item_from_image(change.get("OldImage") or {})
+            new = item_from_image(change["NewImage"])
+            changed = sorted(
+                f for f in PUBLIC_FIELDS if f not in _NOT_NEWS and old.get(f) != new.get(f)
+            )
+            if changed:
+                events.append(
+                    UserEvent(
+                        USER_UPDATED,
+                        f"{USER_UPDATED}:{new['user_id']}:{new.get('version')}",
+                        str(new.get("updated_at") or ""),
+                        {"user": public_view(new), "changed_fields": changed},
+                    )
+                )
+    return events
+
+
+class SnsUserEventPublisher:
+    """Publishes user events to their topics, 10 to a call; raises if any is refused, so the
+    stream batch is retried (consumers drop the duplicates by `event_id`)."""
+
     def __init__(self, settings: Settings, client: Callable[[str], Any] = aws.client) -> None:
-        self._settings = settings
+        self._topics = {
+            USER_CREATED: settings.user_created_topic_name,
+            USER_UPDATED: settings.user_updated_topic_name,
+        }
         self._client = client
 
-    def user_created(self, user: dict[str, Any]) -> None:
-        self._publish(
-            self._settings.user_created_topic_name, "user-created", user=public_view(user)
-        )
+    def publish(self, events: list[UserEvent]) -> None:
+        by_topic: dict[str, list[UserEvent]] = {}
+        for event in events:
+            by_topic.setdefault(self._topics[event.event_type], []).append(event)
+        for topic, topic_events in by_topic.items():
+            for start in range(0, len(topic_events), SNS_BATCH):
+                self._publish_batch(topic, topic_events[start : start + SNS_BATCH])
 
-    def user_updated(self, user: dict[str, Any], changed_fields: list[str]) -> None:
-        self._publish(
-            self._settings.user_updated_topic_name,
-            "user-updated",
-            user=public_view(user),
-            changed_fields=changed_fields,
+    def _publish_batch(self, topic: str, events: list[UserEvent]) -> None:
+        entries = [
+            {
+                "Id": str(i),
+                "Message": event.body(),
+                "MessageAttributes": {
+                    "event_type": {"DataType": "String", "StringValue": event.event_type}
+                },
+            }
+            for i, event in enumerate(events)
+        ]
+        answer = self._client("sns").publish_batch(
+            TopicArn=aws.topic_arn(topic), PublishBatchRequestEntries=entries
         )
-
-    def onboarding_requested(self, user: dict[str, Any]) -> None:
-        body, attributes = _envelope(
-            ONBOARDING_TASK, task=ONBOARDING_TASK, user_id=user["user_id"], email=user["email"]
-        )
-        self._client("sqs").send_message(
-            QueueUrl=aws.queue_url(self._settings.onboarding_queue_name),
-            MessageBody=body,
-            MessageAttributes=attributes,
-        )
-
-    def _publish(self, topic_name: str, event_type: str, **payload: Any) -> None:
-        body, attributes = _envelope(event_type, **payload)
-        self._client("sns").publish(
-            TopicArn=aws.topic_arn(topic_name), Message=body, MessageAttributes=attributes
-        )
+        failed = answer.get("Failed") or []
+        if failed:
+            reasons = sorted({f"{f.get('Code')}: {f.get('Message')}" for f in failed})
+            raise RuntimeError(f"{len(failed)} of {len(events)} events refused by SNS: {reasons}")

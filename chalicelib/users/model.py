@@ -42,6 +42,7 @@ PUBLIC_FIELDS = (
     "preferences",
     "created_at",
     "updated_at",
+    "onboarded_at",
 )
 
 

@@ -25,6 +25,7 @@ from chalicelib.core import aws
 from chalicelib.users.model import email_key
 
 USER_ENTITY = "USER"
+USER_KEY_PREFIX = "USER#"
 LIST_INDEX = "by-created"
 RESERVATION_TTL = timedelta(minutes=5)
 PENDING, ACTIVE = "pending", "active"
@@ -56,8 +57,12 @@ def _from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {k: int(v) if isinstance(v, Decimal) else v for k, v in plain.items()}
 
 
+#: A stream record's image is an item in the same AttributeValue form.
+item_from_image = _from_item
+
+
 def user_key(user_id: str) -> str:
-    return f"USER#{user_id}"
+    return f"{USER_KEY_PREFIX}{user_id}"
 
 
 def email_claim_key(email: str) -> str:
@@ -226,6 +231,56 @@ class DynamoUserRepository:
                 },
             ]
         )
+
+    def add_missing_preferences(self, user_id: str, defaults: dict[str, Any], now: str) -> bool:
+        """Give the user each default preference it has not set; False if the user is gone.
+
+        A conditional write on the version read, retried on a race, so a concurrent update
+        is neither overwritten nor lost; the version goes up like any other change."""
+        while True:
+            user = self.get(user_id)
+            if user is None:
+                return False
+            current = user.get("preferences") or {}
+            missing = {k: v for k, v in defaults.items() if k not in current}
+            if not missing:
+                return True
+            if self._update_if_unchanged(
+                user, {"preferences": {**current, **missing}, "updated_at": now}
+            ):
+                return True
+
+    def mark_onboarded(self, user_id: str, now: str) -> bool:
+        """Record that the user's profile is set up (once); False if the user is gone."""
+        while True:
+            user = self.get(user_id)
+            if user is None:
+                return False
+            if user.get("onboarded_at"):
+                return True
+            if self._update_if_unchanged(user, {"onboarded_at": now, "updated_at": now}):
+                return True
+
+    def _update_if_unchanged(self, user: dict[str, Any], changes: dict[str, Any]) -> bool:
+        """SET `changes` and bump the version, if the version is still the one read."""
+        names = {f"#f{i}": name for i, name in enumerate(changes)}
+        values = {f":v{i}": value for i, value in enumerate(changes.values())}
+        assignments = ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
+        client = self._client()
+        try:
+            client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": user_key(user["user_id"])}},
+                UpdateExpression=f"SET {assignments}, #version = #version + :one",
+                ConditionExpression="#version = :version",
+                ExpressionAttributeNames={**names, "#version": "version"},
+                ExpressionAttributeValues=_to_item(
+                    {**values, ":one": 1, ":version": user["version"]}
+                ),
+            )
+        except client.exceptions.ConditionalCheckFailedException:
+            return False  # changed (or deleted) since it was read: read it again
+        return True
 
     def _claim(self, user: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -1,15 +1,15 @@
 """The Users use cases: register, read, list, update and delete, and who may do each.
 
-Depends on three small ports (a repository, an identity directory and an event publisher), so
-it runs in unit tests with in-memory fakes and in Lambda with DynamoDB, Cognito, SNS and SQS.
+Depends on two small ports (a repository and an identity directory), so it runs in unit
+tests with in-memory fakes and in Lambda with DynamoDB and Cognito. Events are not sent
+from here: the users table's stream publishes them from what was stored (`events.py`).
 
 Registration is a saga over Cognito and DynamoDB: reserve the email, create the sign-in
-identity, store the profile, send the events. A failing step undoes the ones before it,
-newest first, and stops at an undo that fails, so what is left is always a state the next
-attempt repairs: a reservation that expires, or an identity without a profile, which the
-next registration of that email removes (an identity whose profile exists is never touched).
-The same holds for updates: if a step cannot be completed, the change is undone and the
-client retries.
+identity, store the profile. A failing step undoes the ones before it, newest first, and
+stops at an undo that fails, so what is left is always a state the next attempt repairs: a
+reservation that expires, or an identity without a profile, which the next registration of
+that email removes (an identity whose profile exists is never touched). The same holds for
+an update that moves the sign-in email: if Cognito refuses, the profile change is undone.
 """
 
 from __future__ import annotations
@@ -48,12 +48,6 @@ class IdentityDirectory(Protocol):
     def change_email(self, user_id: str, email: str) -> None: ...
 
 
-class UserEventPublisher(Protocol):
-    def user_created(self, user: dict[str, Any]) -> None: ...
-    def user_updated(self, user: dict[str, Any], changed_fields: list[str]) -> None: ...
-    def onboarding_requested(self, user: dict[str, Any]) -> None: ...
-
-
 def utc_now() -> str:
     """Microsecond ISO-8601 UTC: sorts as text, so it orders the list index."""
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -67,12 +61,10 @@ class UsersService:
         self,
         repository: UserRepository,
         identities: IdentityDirectory,
-        publisher: UserEventPublisher,
         clock: Callable[[], str] = utc_now,
     ) -> None:
         self._users = repository
         self._identities = identities
-        self._events = publisher
         self._clock = clock
 
     # --- register (public) --------------------------------------------------------------
@@ -94,8 +86,6 @@ class UsersService:
             # Undone even if `add` reports a failure: it may have committed all the same.
             undo.append(lambda: self._remove_if_stored(user))
             self._users.add(user, reservation)
-            self._events.user_created(user)
-            self._events.onboarding_requested(user)
         except (WeakPassword, Conflict) as exc:
             self._undo(undo, "registration")
             if isinstance(exc, Conflict):
@@ -154,13 +144,13 @@ class UsersService:
             return model.public_view(current)
         new = {**current, **changes, "updated_at": self._clock(), "version": current["version"] + 1}
         self._replace(current, new)
+        if "email" not in changed:
+            return model.public_view(new)
         undo = [lambda: self._replace(new, {**current, "version": new["version"] + 1})]
         try:
-            if "email" in changed:
-                # Undone even if the call reports a failure: it may have been applied.
-                undo.append(lambda: self._identities.change_email(user_id, current["email"]))
-                self._identities.change_email(user_id, new["email"])
-            self._events.user_updated(new, changed)
+            # Undone even if the call reports a failure: it may have been applied.
+            undo.append(lambda: self._identities.change_email(user_id, current["email"]))
+            self._identities.change_email(user_id, new["email"])
         except Exception:
             logger.exception("update not completed; undoing it", user_id=user_id)
             self._undo(undo, "update")

@@ -120,24 +120,3 @@ class InMemoryIdentities:
 
     def emails(self) -> set[str]:
         return {i["email"] for i in self.by_id.values()}
-
-
-class RecordingPublisher:
-    """Records what would be sent; a name in `faults` makes that call raise instead."""
-
-    def __init__(self, faults: Faults | None = None) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.faults = faults or Faults()
-
-    def user_created(self, user: dict[str, Any]) -> None:
-        self._record("user_created", {"user": user})
-
-    def user_updated(self, user: dict[str, Any], changed_fields: list[str]) -> None:
-        self._record("user_updated", {"user": user, "changed_fields": changed_fields})
-
-    def onboarding_requested(self, user: dict[str, Any]) -> None:
-        self._record("onboarding_requested", {"user": user})
-
-    def _record(self, name: str, payload: dict[str, Any]) -> None:
-        self.faults.check(name)
-        self.sent.append((name, copy.deepcopy(payload)))

@@ -46,6 +46,8 @@ PACKAGED_STAGES = ["dev", "prod"]
 #: Stage environment variable -> logical id of the resource it names in resources.json.
 RESOURCE_ENV = {
     "USERS_TABLE_NAME": "UsersTable",
+    "SEARCH_TABLE_NAME": "SearchIndexTable",
+    "IDEMPOTENCY_TABLE_NAME": "IdempotencyTable",
     "USER_CREATED_TOPIC_NAME": "UserCreatedTopic",
     "USER_UPDATED_TOPIC_NAME": "UserUpdatedTopic",
     "ONBOARDING_QUEUE_NAME": "OnboardingQueue",
@@ -62,6 +64,12 @@ NAME_PROPERTY = {
 REGION, ACCOUNT = "eu-west-1", "123456789012"
 TABLE = "arn:aws:dynamodb:{region}:{account}:table/{UsersTable}"
 LIST_INDEX_ARN = TABLE + "/index/{index}"
+USERS_STREAM = TABLE + "/stream/2026-11-26T00:00:00.000"
+SEARCH_TABLE = "arn:aws:dynamodb:{region}:{account}:table/{SearchIndexTable}"
+IDEMPOTENCY_TABLE = "arn:aws:dynamodb:{region}:{account}:table/{IdempotencyTable}"
+STREAM_FAILURES = "arn:aws:sqs:{region}:{account}:{UsersStreamFailureQueue}"
+WELCOME_DLQ = "arn:aws:sqs:{region}:{account}:{WelcomeDeadLetterQueue}"
+SENDER_IDENTITY = "arn:aws:ses:{region}:{account}:identity/example.com"
 CREATED_TOPIC = "arn:aws:sns:{region}:{account}:{UserCreatedTopic}"
 UPDATED_TOPIC = "arn:aws:sns:{region}:{account}:{UserUpdatedTopic}"
 QUEUE = "arn:aws:sqs:{region}:{account}:{OnboardingQueue}"
@@ -75,12 +83,18 @@ OPERATION_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     "get_item": [("dynamodb:GetItem", TABLE)],
     "put_item": [("dynamodb:PutItem", TABLE)],
     "delete_item": [("dynamodb:DeleteItem", TABLE)],
-    "query": [("dynamodb:Query", LIST_INDEX_ARN)],
+    "update_item": [("dynamodb:UpdateItem", TABLE)],
+    "query": [("dynamodb:Query", LIST_INDEX_ARN), ("dynamodb:Query", SEARCH_TABLE)],
+    # Profiles for a search page (API) and known words (indexer): see FUNCTION_RESOURCES.
+    "batch_get_item": [("dynamodb:BatchGetItem", TABLE)],
+    "batch_write_item": [("dynamodb:BatchWriteItem", SEARCH_TABLE)],
     # Authorised per item kind: see TRANSACT_ITEM_ACTIONS.
     "transact_write_items": [],
-    "publish": [("sns:Publish", CREATED_TOPIC), ("sns:Publish", UPDATED_TOPIC)],
-    "send_message": [("sqs:SendMessage", QUEUE)],
+    "publish_batch": [("sns:Publish", CREATED_TOPIC), ("sns:Publish", UPDATED_TOPIC)],
+    "delete_message_batch": [("sqs:DeleteMessage", QUEUE)],
     "get_queue_url": [("sqs:GetQueueUrl", QUEUE)],
+    # Authorised on the sender's identity, for that one From address (policy Condition).
+    "send_email": [("ses:SendEmail", SENDER_IDENTITY)],
     # STS GetCallerIdentity needs no permission.
     "get_caller_identity": [],
     "get_parameter": [("ssm:GetParameter", COGNITO_PARAMETER)],
@@ -100,7 +114,7 @@ TRANSACT_ITEM_ACTIONS = {
     "ConditionCheck": "dynamodb:ConditionCheckItem",
 }
 #: Services chalicelib may create clients for (those OPERATION_PERMISSIONS covers).
-KNOWN_SERVICES = {"dynamodb", "sns", "sqs", "sts", "ssm", "cognito-idp"}
+KNOWN_SERVICES = {"dynamodb", "sns", "sqs", "sts", "ssm", "cognito-idp", "ses"}
 #: Services whose operation names are looked for in the code: the known ones and others an
 #: app like this commonly adds, so that a call into a new service is noticed too.
 SCANNED_SERVICES = sorted(
@@ -135,11 +149,54 @@ def resource_names(stage: str) -> dict[str, str]:
     return names
 
 
-#: Each function's policy file and the code it runs (the authorizer runs chalicelib/auth only).
-FUNCTION_POLICIES = {
-    "APIHandler": ("policy-{stage}.json", CHALICELIB),
-    "CognitoJwt": ("policy-{stage}-authorizer.json", CHALICELIB / "auth"),
+#: Each function's policy file and the boto3 operations its code calls. Every operation in
+#: chalicelib belongs to at least one function (`test_every_aws_call_belongs_to_a_function`).
+FUNCTION_POLICIES: dict[str, tuple[str, set[str]]] = {
+    "APIHandler": (
+        "policy-{stage}.json",
+        {"get_item", "put_item", "delete_item", "query", "transact_write_items",
+         "batch_get_item", "get_caller_identity", "get_parameter", "verify",
+         "admin_create_user", "admin_set_user_password", "admin_delete_user",
+         "admin_get_user", "admin_update_user_attributes"},
+    ),
+    "CognitoJwt": ("policy-{stage}-authorizer.json", {"get_parameter", "verify"}),
+    "PublishUserEvents": (
+        "policy-{stage}-publish_user_events.json", {"publish_batch", "get_caller_identity"}
+    ),
+    "IndexUsersForSearch": (
+        "policy-{stage}-index_users_for_search.json", {"batch_get_item", "batch_write_item"}
+    ),
+    "WelcomeNewUser": (
+        "policy-{stage}-welcome_new_user.json", {"get_item", "update_item", "send_email"}
+    ),
+    "OnboardUsers": (
+        "policy-{stage}-onboard_users.json",
+        {"get_item", "update_item", "delete_message_batch", "get_queue_url"},
+    ),
+}  # fmt: skip
+#: Where a function's call reaches another resource than OPERATION_PERMISSIONS says.
+FUNCTION_RESOURCES: dict[str, dict[str, list[tuple[str, str]]]] = {
+    "IndexUsersForSearch": {"batch_get_item": [("dynamodb:BatchGetItem", SEARCH_TABLE)]},
 }
+#: What a function needs beyond its own calls: its event source mapping's reads, and the
+#: calls libraries make for it (Powertools' idempotency records).
+STREAM_READS = [
+    (a, USERS_STREAM)
+    for a in ("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
+              "dynamodb:ListStreams")
+] + [("sqs:SendMessage", STREAM_FAILURES)]  # fmt: skip
+PLATFORM_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
+    "PublishUserEvents": STREAM_READS,
+    "IndexUsersForSearch": STREAM_READS,
+    "WelcomeNewUser": [
+        *[(a, IDEMPOTENCY_TABLE) for a in ("dynamodb:GetItem", "dynamodb:PutItem",
+                                           "dynamodb:UpdateItem", "dynamodb:DeleteItem")],
+        ("sqs:SendMessage", WELCOME_DLQ),
+    ],
+    "OnboardUsers": [
+        (a, QUEUE) for a in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+    ],
+}  # fmt: skip
 
 
 def policy_path(stage: str, logical_id: str = "APIHandler") -> Path:
@@ -156,15 +213,19 @@ def as_list(value: Any) -> list[str]:
 
 def allows(policy: dict[str, Any], action: str, resource: str, stage: str) -> bool:
     """Whether the identity policy allows `action` on `resource` of `stage` (Allow-only
-    policies; `aws:ResourceTag` conditions are checked against the tags resources.json gives
-    that stage's resources)."""
-    tags = {"app": "serverless-app", "stage": stage}
+    policies; conditions are checked against the request `stage`'s code makes: the tags
+    resources.json gives that stage's resources, and the stage's welcome email sender)."""
+    context = {
+        "aws:ResourceTag/app": "serverless-app",
+        "aws:ResourceTag/stage": stage,
+        "ses:FromAddress": CONFIG["stages"][stage]["environment_variables"]["WELCOME_EMAIL_SENDER"],
+    }
     return any(
         statement["Effect"] == "Allow"
         and any(fnmatchcase(action.lower(), a.lower()) for a in as_list(statement["Action"]))
         and any(fnmatchcase(resource, r) for r in as_list(statement["Resource"]))
         and all(
-            tags.get(key.removeprefix("aws:ResourceTag/")) == value
+            context.get(key) == value
             for key, value in statement.get("Condition", {}).get("StringEquals", {}).items()
         )
         for statement in policy["Statement"]
@@ -208,15 +269,16 @@ def function_names(stage: str) -> dict[str, str]:
 def required_permissions(stage: str, logical_id: str = "APIHandler") -> set[tuple[str, str]]:
     """(action, concrete ARN) pairs a function needs in `stage`, logs and X-Ray included."""
     fields = {"region": REGION, "account": ACCOUNT, "index": list_index(), **resource_names(stage)}
-    code = FUNCTION_POLICIES[logical_id][1]
-    called = aws_operations_called(code)
+    called = FUNCTION_POLICIES[logical_id][1]
+    resources = {**OPERATION_PERMISSIONS, **FUNCTION_RESOURCES.get(logical_id, {})}
     needed = {
         (action, arn.format(**fields))
         for operation in called
-        for action, arn in OPERATION_PERMISSIONS.get(operation, [])
+        for action, arn in resources.get(operation, [])
     }
+    needed |= {(a, arn.format(**fields)) for a, arn in PLATFORM_PERMISSIONS.get(logical_id, [])}
     if "transact_write_items" in called:
-        kinds = set(re.findall(r"[\"'](\w+)[\"']\s*:", source_text(code)))
+        kinds = set(re.findall(r"[\"'](\w+)[\"']\s*:", source_text(CHALICELIB / "users")))
         kinds &= set(TRANSACT_ITEM_ACTIONS)
         needed |= {(TRANSACT_ITEM_ACTIONS[k], TABLE.format(**fields)) for k in kinds}
     group = (
@@ -333,6 +395,38 @@ def test_deployment_zip_holds_the_app_and_no_boto(
     assert not top & {"boto3", "botocore"}, "Lambda's runtime has boto3; keep it out of the zip"
 
 
+@pytest.mark.parametrize("stage", PACKAGED_STAGES)
+def test_packaged_event_sources_lose_nothing(
+    stage: str, packaged: Callable[[str], PackageResult]
+) -> None:
+    """What Chalice cannot express, merged from infra/functions.json (infra/deploy.py applies
+    the same after `chalice deploy`)."""
+    found = functions(packaged(stage).template)
+    for logical_id in ("PublishUserEvents", "IndexUsersForSearch"):
+        [source] = found[logical_id]["Properties"]["Events"].values()
+        assert source["Type"] == "DynamoDB"
+        properties = source["Properties"]
+        assert properties["Stream"] == {"Fn::GetAtt": ["UsersTable", "StreamArn"]}
+        assert properties["StartingPosition"] == "TRIM_HORIZON"
+        assert properties["BisectBatchOnFunctionError"] is True
+        assert properties["MaximumRetryAttempts"] == 10
+        assert properties["DestinationConfig"]["OnFailure"]["Destination"] == {
+            "Fn::GetAtt": ["UsersStreamFailureQueue", "Arn"]
+        }
+    invoke = found["WelcomeNewUser"]["Properties"]["EventInvokeConfig"]
+    assert invoke["MaximumRetryAttempts"] == 2
+    assert invoke["DestinationConfig"]["OnFailure"] == {
+        "Type": "SQS",
+        "Destination": {"Fn::GetAtt": ["WelcomeDeadLetterQueue", "Arn"]},
+    }
+    [onboarding] = found["OnboardUsers"]["Properties"]["Events"].values()
+    assert onboarding["Properties"]["BatchSize"] == 10
+    assert onboarding["Properties"]["MaximumBatchingWindowInSeconds"] == 5
+    assert onboarding["Properties"]["Queue"]["Fn::Sub"].endswith(
+        f"serverless-app-{stage}-onboarding"
+    )
+
+
 def test_sam_translator_catches_what_cfn_lint_misses(
     packaged: Callable[[str], PackageResult],
 ) -> None:
@@ -366,7 +460,12 @@ def test_merge_document_pins_stage_without_touching_resources_json() -> None:
     assert document["Parameters"]["Stage"]["Default"] == "prod"
     assert document["Parameters"]["Stage"]["AllowedValues"] == ["prod"]
     api_responses = json.loads((PROJECT_DIR / "infra" / "api-responses.json").read_text())
-    assert document["Resources"] == {**RESOURCES["Resources"], **api_responses["Resources"]}
+    settings = json.loads((PROJECT_DIR / "infra" / "functions.json").read_text())
+    assert document["Resources"] == {
+        **RESOURCES["Resources"],
+        **api_responses["Resources"],
+        **settings["Resources"],
+    }
     assert original == RESOURCES
     with pytest.raises(PackagingError):
         merge_document("qa", RESOURCES)
@@ -481,7 +580,38 @@ def test_every_aws_call_is_known() -> None:
     called = aws_operations_called()
     unknown = called - set(OPERATION_PERMISSIONS)
     assert not unknown, f"calls with no IAM mapping: {unknown}; map them and extend the policies"
-    assert {"get_item", "query", "transact_write_items", "publish", "send_message"} <= called
+    assert {"get_item", "query", "transact_write_items", "publish_batch", "send_email"} <= called
+
+
+def test_every_aws_call_belongs_to_a_function() -> None:
+    assigned = set().union(*(calls for _, calls in FUNCTION_POLICIES.values()))
+    assert aws_operations_called() <= assigned, "give the new call to the function that makes it"
+    assert aws_operations_called(CHALICELIB / "auth") <= FUNCTION_POLICIES["CognitoJwt"][1]
+
+
+def test_policy_files_are_generated_from_infra_policies() -> None:
+    from infra.policies import functions, policy_file, rendered
+
+    assert {p.name for p in rendered()} == {
+        FUNCTION_POLICIES[lid][0].format(stage=stage)
+        for lid in FUNCTION_POLICIES
+        for stage in STAGES
+    }
+    assert len(functions()) == len(FUNCTION_POLICIES)
+    for path, text in rendered().items():
+        assert path.read_text() == text, f"{path.name} is stale: run python -m infra.policies"
+    assert policy_file("dev", "api_handler") == "policy-dev.json"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_welcome_email_may_only_come_from_the_stage_sender(stage: str) -> None:
+    [statement] = [
+        s
+        for s in load_policy(stage, "WelcomeNewUser")["Statement"]
+        if "ses:SendEmail" in s["Action"]
+    ]
+    sender = CONFIG["stages"][stage]["environment_variables"]["WELCOME_EMAIL_SENDER"]
+    assert statement["Condition"] == {"StringEquals": {"ses:FromAddress": sender}}
 
 
 @pytest.mark.parametrize("logical_id", FUNCTION_POLICIES)
@@ -503,8 +633,15 @@ def test_policy_grants_nothing_more(stage: str, logical_id: str) -> None:
         assert statement["Effect"] == "Allow"
         assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"}
         if "Condition" in statement:  # resources named at deploy time: pinned by tag instead
-            tags = statement["Condition"]["StringEquals"]
-            assert tags == {"aws:ResourceTag/app": "serverless-app", "aws:ResourceTag/stage": stage}
+            condition = statement["Condition"]["StringEquals"]
+            assert condition in (
+                {"aws:ResourceTag/app": "serverless-app", "aws:ResourceTag/stage": stage},
+                {
+                    "ses:FromAddress": CONFIG["stages"][stage]["environment_variables"][
+                        "WELCOME_EMAIL_SENDER"
+                    ]
+                },
+            ), condition
         assert not any("*" in a for a in as_list(statement["Action"]))
         if "*" in as_list(statement["Resource"]):
             assert all(a in XRAY_ACTIONS for a in as_list(statement["Action"])), statement

@@ -11,6 +11,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
 from moto import mock_aws
 
 from local.events import (
@@ -23,6 +24,13 @@ from local.events import (
 from tests.fixtures import event_app
 
 REGION = "us-east-1"
+#: botocore sends DynamoDB Streams calls that name a stream ARN to an account endpoint
+#: (`<account>.streams-ddb...`), which moto in process does not serve ("Not yet implemented").
+IN_PROCESS = Config(account_id_endpoint_mode="disabled")
+
+
+def in_process_client(service: str) -> Any:
+    return boto3.client(service, region_name=REGION, config=IN_PROCESS)
 
 
 @pytest.fixture
@@ -41,6 +49,7 @@ def queues(stage_env: dict[str, str]) -> Iterator[dict[str, str]]:
             },
         )["QueueUrl"]
         topic = boto3.client("sns", region_name=REGION).create_topic(Name="fixture-topic")
+        event_app.create_streams(in_process_client)
         event_app.reset()
         yield {"main": main, "dlq": dlq, "topic": topic["TopicArn"]}
 
@@ -49,13 +58,10 @@ def queues(stage_env: dict[str, str]) -> Iterator[dict[str, str]]:
 def runtime(queues: dict[str, str]) -> Iterator[tuple[EventRuntime, list[Invocation]]]:
     seen: list[Invocation] = []
     events = EventRuntime(
-        event_app.app,
-        lambda service: boto3.client(service, region_name=REGION),
-        REGION,
-        on_invocation=seen.append,
-        idle_wait_seconds=1,
+        event_app.app, in_process_client, REGION, on_invocation=seen.append, idle_wait_seconds=1
     )
     events.start()
+    assert events.wait_until_ready()
     yield events, seen
     events.stop()
 

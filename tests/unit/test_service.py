@@ -16,7 +16,7 @@ from chalicelib.core.errors import (
     ValidationFailed,
 )
 from chalicelib.users.service import UsersService
-from tests.unit.fakes import Faults, InMemoryIdentities, InMemoryUserRepository, RecordingPublisher
+from tests.unit.fakes import Faults, InMemoryIdentities, InMemoryUserRepository
 
 PASSWORD = "Corr3ct-Horse!"
 ADA = {"email": "ada@example.com", "name": "Ada", "password": PASSWORD}
@@ -28,7 +28,6 @@ class World:
     service: UsersService
     repo: InMemoryUserRepository
     identities: InMemoryIdentities
-    publisher: RecordingPublisher
     faults: Faults
 
     def register(self, **fields: str) -> dict:
@@ -46,11 +45,10 @@ def world() -> World:
     ticks = itertools.count(1)
     faults = Faults()
     repo, identities = InMemoryUserRepository(faults), InMemoryIdentities(faults)
-    publisher = RecordingPublisher(faults)
     service = UsersService(
-        repo, identities, publisher, clock=lambda: f"2026-11-26T00:00:{next(ticks):02d}.000000Z"
+        repo, identities, clock=lambda: f"2026-11-26T00:00:{next(ticks):02d}.000000Z"
     )
-    return World(service, repo, identities, publisher, faults)
+    return World(service, repo, identities, faults)
 
 
 def me(user: dict) -> Principal:
@@ -60,12 +58,11 @@ def me(user: dict) -> Principal:
 # --- register: a saga over Cognito and DynamoDB ---------------------------------------------
 
 
-def test_register_creates_identity_profile_and_events(world: World) -> None:
+def test_register_creates_identity_and_profile(world: World) -> None:
     user = world.register()
     assert user["user_id"] in world.identities.by_id
     assert user["user_id"] in world.repo.users
     assert "password" not in world.repo.users[user["user_id"]]
-    assert [name for name, _ in world.publisher.sent] == ["user_created", "onboarding_requested"]
     assert world.consistent()
 
 
@@ -83,9 +80,7 @@ def test_password_refused_by_cognito_is_400_and_leaves_nothing(world: World) -> 
     assert world.register()
 
 
-@pytest.mark.parametrize(
-    "failing", ["create_identity", "add", "add_reply", "user_created", "onboarding_requested"]
-)
+@pytest.mark.parametrize("failing", ["create_identity", "add", "add_reply"])
 def test_a_failing_step_undoes_the_others_and_a_retry_succeeds(world: World, failing: str) -> None:
     world.faults.failing.add(failing)
     with pytest.raises(ServiceUnavailable):
@@ -96,7 +91,7 @@ def test_a_failing_step_undoes_the_others_and_a_retry_succeeds(world: World, fai
 
 
 def test_a_failed_undo_leaves_an_identity_the_retry_replaces(world: World) -> None:
-    world.faults.failing |= {"user_created", "delete_identity"}
+    world.faults.failing |= {"add_reply", "delete_identity"}
     with pytest.raises(ServiceUnavailable):
         world.register()
     assert world.identities.emails() == {ADA["email"]}  # the orphan
@@ -107,7 +102,7 @@ def test_a_failed_undo_leaves_an_identity_the_retry_replaces(world: World) -> No
 
 
 def test_an_undo_that_fails_stops_there_and_leaves_a_whole_account(world: World) -> None:
-    world.faults.failing |= {"user_created", "remove"}
+    world.faults.failing |= {"add_reply", "remove"}
     with pytest.raises(ServiceUnavailable):
         world.register()
     # The profile could not be removed, so its sign-in was kept: a whole account, not half.
@@ -177,17 +172,14 @@ def test_get_unknown_or_malformed_id_is_not_found_for_admins(world: World) -> No
 # --- update, delete -----------------------------------------------------------------------
 
 
-def test_update_changes_fields_and_announces_them(world: World) -> None:
+def test_update_changes_fields(world: World) -> None:
     ada = world.register()
     updated = world.service.update(
         me(ada), ada["user_id"], {"name": "Ada L.", "phone": "+447700900123"}
     )
     assert updated["name"] == "Ada L." and updated["phone"] == "+447700900123"
     assert updated["updated_at"] > ada["updated_at"]
-    assert world.publisher.sent[-1] == (
-        "user_updated",
-        {"user": {**world.repo.users[ada["user_id"]]}, "changed_fields": ["name", "phone"]},
-    )
+    assert world.repo.users[ada["user_id"]]["name"] == "Ada L."
     cleared = world.service.update(me(ada), ada["user_id"], {"phone": None})
     assert "phone" not in cleared
     assert world.repo.users[ada["user_id"]]["version"] == 3
@@ -205,7 +197,6 @@ def test_update_without_real_change_writes_nothing(world: World) -> None:
     ada = world.register()
     assert world.service.update(me(ada), ada["user_id"], {"name": "Ada"}) == ada
     assert world.repo.users[ada["user_id"]]["version"] == 1
-    assert len(world.publisher.sent) == 2
 
 
 def test_email_change_moves_the_sign_in_too(world: World) -> None:
@@ -222,10 +213,9 @@ def test_update_to_a_taken_email_is_conflict(world: World) -> None:
         world.service.update(me(bob), bob["user_id"], {"email": "Ada@Example.com"})
 
 
-@pytest.mark.parametrize("failing", ["change_email", "user_updated"])
-def test_update_is_undone_when_a_step_fails(world: World, failing: str) -> None:
+def test_update_is_undone_when_the_sign_in_cannot_follow(world: World) -> None:
     ada = world.register()
-    world.faults.failing.add(failing)
+    world.faults.failing.add("change_email")
     with pytest.raises(ServiceUnavailable):
         world.service.update(me(ada), ada["user_id"], {"email": "new@example.com", "name": "N"})
     stored = world.repo.users[ada["user_id"]]

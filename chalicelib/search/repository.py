@@ -1,0 +1,255 @@
+"""The search index table, and the batch read of profiles a result page needs, in DynamoDB.
+
+The index table has a `pk`/`sk` key and nothing else; items carry no other attribute:
+
+- posting, one per (word, user): `W#<word>` / `<created_at>#<user_id>`. A word's postings
+  are one partition, newest user last, so a Query read backwards lists its users newest first.
+- prefix entry, one per word: `P#<first two characters>` / `<word>`. `begins_with(sk, q)`
+  lists the words that start with q.
+- neighbourhood entry, one per word and variant (`text.index_variants`): `D#<variant>` /
+  `<word>`. Querying a query word's variants lists the words that may be one typo away.
+
+Prefix and neighbourhood entries form the vocabulary, shared by all users and written once
+per word: the neighbourhood entries first, then the prefix entry, which thereby marks the
+word as complete and is what `unknown_words` checks. Vocabulary is never deleted: a word no
+user has any more costs one Query that finds no posting, and counts towards the expansion
+caps of the service (a periodic clean-up could drop such words; nothing depends on it).
+
+Every read is a Query of one partition or a BatchGetItem of known keys: nothing here reads a
+partition that does not belong to a word of the query, so the cost never grows with the
+number of users, only with the matches. Batch writes and reads retry what DynamoDB leaves
+unprocessed, with backoff, and raise if some is still left, so the stream batch is retried.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from typing import Any
+
+from chalicelib.core import aws
+from chalicelib.search.indexing import Posting
+from chalicelib.search.text import index_variants
+from chalicelib.users.model import PUBLIC_FIELDS
+from chalicelib.users.repository import user_key
+
+WRITE_BATCH = 25  # BatchWriteItem's limit
+READ_BATCH = 100  # BatchGetItem's limit
+MAX_ATTEMPTS = 6
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 1.0
+WRITE_WORKERS = 8
+
+
+class Unprocessed(RuntimeError):
+    """DynamoDB still left items unprocessed after every retry (throttled): retry later."""
+
+
+@cache
+def _deserializer() -> Any:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    return TypeDeserializer()
+
+
+def posting_key(posting: Posting) -> dict[str, Any]:
+    return {
+        "pk": {"S": f"W#{posting.word}"},
+        "sk": {"S": f"{posting.created_at}#{posting.user_id}"},
+    }
+
+
+def prefix_key(word: str) -> dict[str, Any]:
+    return {"pk": {"S": f"P#{word[:2]}"}, "sk": {"S": word}}
+
+
+def neighbourhood_key(variant: str, word: str) -> dict[str, Any]:
+    return {"pk": {"S": f"D#{variant}"}, "sk": {"S": word}}
+
+
+class _Batches:
+    """BatchWriteItem / BatchGetItem with retries of what is left unprocessed."""
+
+    def __init__(
+        self,
+        client: Callable[[], Any],
+        sleep: Callable[[float], None],
+        max_attempts: int,
+        write_workers: int = WRITE_WORKERS,
+    ) -> None:
+        self._client = client
+        self._sleep = sleep
+        self._max_attempts = max_attempts
+        self._write_workers = write_workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def write(self, table: str, requests: Sequence[dict[str, Any]]) -> None:
+        """Apply PutRequest/DeleteRequest items (no key twice), 25 per call, the calls
+        running concurrently: a stream batch of long bios is thousands of items, too slow
+        one call after the other for the function's timeout. Returns when all are applied."""
+        chunks = [requests[i : i + WRITE_BATCH] for i in range(0, len(requests), WRITE_BATCH)]
+        if len(chunks) <= 1 or self._write_workers <= 1:
+            for chunk in chunks:
+                self._write_chunk(table, chunk)
+            return
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._write_workers, "search-write")
+        list(self._pool.map(lambda chunk: self._write_chunk(table, chunk), chunks))
+
+    def _write_chunk(self, table: str, chunk: Sequence[dict[str, Any]]) -> None:
+        pending = list(chunk)
+        for attempt in range(self._max_attempts):
+            if attempt:
+                self._backoff(attempt)
+            response = self._client().batch_write_item(RequestItems={table: pending})
+            pending = response.get("UnprocessedItems", {}).get(table, [])
+            if not pending:
+                return
+        raise Unprocessed(f"{len(pending)} writes to {table} left unprocessed")
+
+    def get(
+        self, table: str, keys: Sequence[dict[str, Any]], **options: Any
+    ) -> list[dict[str, Any]]:
+        """The items found for `keys` (in no particular order), 100 keys per call."""
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(keys), READ_BATCH):
+            pending = {"Keys": list(keys[start : start + READ_BATCH]), **options}
+            for attempt in range(self._max_attempts):
+                if attempt:
+                    self._backoff(attempt)
+                response = self._client().batch_get_item(RequestItems={table: pending})
+                found += response.get("Responses", {}).get(table, [])
+                pending = response.get("UnprocessedKeys", {}).get(table)
+                if not pending:
+                    break
+            else:
+                raise Unprocessed(f"{len(pending['Keys'])} reads of {table} left unprocessed")
+        return found
+
+    def _backoff(self, attempt: int) -> None:
+        """Exponential backoff with full jitter (what AWS recommends for batch leftovers)."""
+        self._sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)))
+
+
+class DynamoSearchIndex:
+    def __init__(
+        self,
+        table_name: str,
+        client: Callable[[], Any] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        max_attempts: int = MAX_ATTEMPTS,
+        write_workers: int = WRITE_WORKERS,
+    ) -> None:
+        self._table = table_name
+        self._client = client or (lambda: aws.client("dynamodb"))
+        self._batches = _Batches(self._client, sleep, max_attempts, write_workers)
+
+    # --- reads --------------------------------------------------------------------------
+
+    def postings(self, word: str, limit: int) -> list[tuple[str, str]]:
+        """Up to `limit` users having `word`, newest first, as (created_at, user_id)."""
+        keys = self._query({":pk": {"S": f"W#{word}"}}, limit, newest_first=True)
+        return [tuple(key.split("#", 1)) for key in keys]  # type: ignore[misc]
+
+    def words_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Up to `limit` vocabulary words starting with `prefix` (2+ characters), in order."""
+        values = {":pk": {"S": f"P#{prefix[:2]}"}, ":prefix": {"S": prefix}}
+        return self._query(values, limit, condition="begins_with(sk, :prefix)")
+
+    def words_near(self, variant: str, limit: int) -> list[str]:
+        """Up to `limit` vocabulary words listed under the neighbourhood key `variant`."""
+        return self._query({":pk": {"S": f"D#{variant}"}}, limit)
+
+    def unknown_words(self, words: Iterable[str]) -> set[str]:
+        """The words whose vocabulary entries are not (completely) written yet."""
+        wanted = sorted(set(words))
+        found = self._batches.get(
+            self._table, [prefix_key(w) for w in wanted], ProjectionExpression="sk"
+        )
+        return set(wanted) - {item["sk"]["S"] for item in found}
+
+    # --- writes -------------------------------------------------------------------------
+
+    def write_postings(self, put: Iterable[Posting], delete: Iterable[Posting]) -> None:
+        """Put and delete postings; the two sets must not share a key (one call may hold
+        both, and BatchWriteItem refuses a key twice)."""
+        requests = [{"DeleteRequest": {"Key": posting_key(p)}} for p in sorted(delete)]
+        requests += [{"PutRequest": {"Item": posting_key(p)}} for p in sorted(put)]
+        self._batches.write(self._table, requests)
+
+    def add_words(self, words: Iterable[str]) -> None:
+        """Write the vocabulary entries of `words`: every neighbourhood entry first, then the
+        prefix entries, which mark the words complete (module docstring)."""
+        ordered = sorted(set(words))
+        neighbourhood = [
+            {"PutRequest": {"Item": neighbourhood_key(variant, word)}}
+            for word in ordered
+            for variant in sorted(index_variants(word))
+        ]
+        self._batches.write(self._table, neighbourhood)
+        self._batches.write(
+            self._table, [{"PutRequest": {"Item": prefix_key(word)}} for word in ordered]
+        )
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _query(
+        self,
+        values: dict[str, Any],
+        limit: int,
+        condition: str | None = None,
+        newest_first: bool = False,
+    ) -> list[str]:
+        """The sort keys of up to `limit` items of one partition, following pages."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk" + (f" AND {condition}" if condition else ""),
+            "ExpressionAttributeValues": values,
+            "ProjectionExpression": "sk",
+            "ScanIndexForward": not newest_first,
+        }
+        keys: list[str] = []
+        while len(keys) < limit:
+            response = self._client().query(**request, Limit=limit - len(keys))
+            keys += [item["sk"]["S"] for item in response.get("Items", [])]
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                break
+            request["ExclusiveStartKey"] = last
+        return keys
+
+
+class DynamoProfiles:
+    """The users table, read by key only: the profiles of one result page."""
+
+    def __init__(
+        self,
+        table_name: str,
+        client: Callable[[], Any] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self._table = table_name
+        self._batches = _Batches(client or (lambda: aws.client("dynamodb")), sleep, max_attempts)
+
+    def get_many(self, user_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The public fields of the users that exist among `user_ids`, by id; one
+        BatchGetItem per 100 ids."""
+        if not user_ids:
+            return {}
+        names = {f"#f{i}": name for i, name in enumerate(PUBLIC_FIELDS)}
+        found = self._batches.get(
+            self._table,
+            [{"pk": {"S": user_key(user_id)}} for user_id in dict.fromkeys(user_ids)],
+            ProjectionExpression=", ".join(names),
+            ExpressionAttributeNames=names,
+        )
+        deserializer = _deserializer()
+        users = [{k: deserializer.deserialize(v) for k, v in item.items()} for item in found]
+        return {user["user_id"]: user for user in users if "user_id" in user}

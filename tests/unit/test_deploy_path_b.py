@@ -1,0 +1,73 @@
+"""Path B (`chalice deploy`): infra/deploy.py gives the functions Chalice deployed the settings
+`chalice package` merges from infra/functions.json. Checked against moto's Lambda."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import boto3
+
+from infra.deploy import STREAM_CONSUMERS, apply_function_settings, stream_arn
+from infra.policies import function_name
+
+
+def _code() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", "def handler(event, context):\n    return None\n")
+    return buffer.getvalue()
+
+
+def _deploy_like_chalice(aws: dict[str, str]) -> Any:
+    """The functions and mappings `chalice deploy` would create, without those settings."""
+    iam, lam = boto3.client("iam"), boto3.client("lambda")
+    role = iam.create_role(
+        RoleName="serverless-app-dev",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )["Role"]["Arn"]
+    for function in (*STREAM_CONSUMERS, "welcome_new_user"):
+        lam.create_function(
+            FunctionName=function_name("dev", function),
+            Runtime="python3.12",
+            Role=role,
+            Handler="app.handler",
+            Code={"ZipFile": _code()},
+        )
+    for function in STREAM_CONSUMERS:
+        lam.create_event_source_mapping(
+            FunctionName=function_name("dev", function),
+            EventSourceArn=aws["UsersTableStreamArn"],
+            StartingPosition="TRIM_HORIZON",
+        )
+    return lam
+
+
+def test_stream_arn_comes_from_the_resources_stack(aws: dict[str, str]) -> None:
+    assert stream_arn(boto3.client("cloudformation"), "dev") == aws["UsersTableStreamArn"]
+
+
+def test_after_chalice_deploy_streams_and_the_welcome_lose_nothing(aws: dict[str, str]) -> None:
+    lam = _deploy_like_chalice(aws)
+    sqs = boto3.client("sqs")
+    done = apply_function_settings("dev", lam, sqs)
+    assert len(done) == 3
+    failures = sqs.get_queue_attributes(
+        QueueUrl=aws["UsersStreamFailureQueueUrl"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    for function in STREAM_CONSUMERS:
+        [mapping] = lam.list_event_source_mappings(FunctionName=function_name("dev", function))[
+            "EventSourceMappings"
+        ]
+        assert mapping["BisectBatchOnFunctionError"] is True
+        assert mapping["MaximumRetryAttempts"] == 10
+        assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == failures
+    welcome = lam.get_function_event_invoke_config(
+        FunctionName=function_name("dev", "welcome_new_user")
+    )
+    assert welcome["MaximumRetryAttempts"] == 2
+    destination = welcome["DestinationConfig"]["OnFailure"]["Destination"]
+    assert destination.endswith(":serverless-app-dev-welcome-dlq")
+    assert apply_function_settings("dev", lam, sqs) == done  # applying twice changes nothing
