@@ -12,11 +12,24 @@ per source. SQS, as Lambda polls it:
   and, after the redrive policy's maxReceiveCount, land in the dead-letter queue (the
   emulator's SQS does the redrive, as SQS does).
 
-SNS, as Lambda's subscription does: every message published to the topic reaches the
-handler, one record per invocation, in Lambda's SNS event shape. The runtime subscribes a
-queue of its own (`local-events-<handler>`) to the topic and reads from it. Like Lambda's
-asynchronous invocation, a failing delivery is tried 3 times in all; then the message moves
-to `local-events-<handler>-failed` (an on-failure destination), never dropped.
+SNS, S3 and EventBridge, which invoke a function asynchronously, one event per invocation.
+The runtime has each source send to a queue of its own, `local-events-<handler>`, and reads
+from it:
+
+- SNS (`@app.on_sns_message`): the queue is subscribed to the topic; every message published
+  reaches the handler, in Lambda's SNS event shape;
+- S3 (`@app.on_s3_event`): a QueueConfiguration `local-events-<handler>` (its events, prefix
+  and suffix) is added to the bucket's notification configuration, the others kept; each
+  record is one invocation, `{"Records": [record]}` in S3's shape (the key URL-encoded as S3
+  does; what the emulator leaves out of a record, such as the `sequencer`, filled in); S3's
+  `s3:TestEvent` is not delivered. A bucket that does not exist yet is waited for;
+- EventBridge (`@app.on_cw_event`): a rule `local-events-<handler>` on the default bus, with
+  the handler's event pattern, targets the queue; the handler gets the event as EventBridge
+  sends it (its `account` filled in if the emulator leaves it out).
+
+As with Lambda's asynchronous invocation, a failing event is tried 3 times in all (seconds
+apart, not minutes); then its message moves to `local-events-<handler>-failed` (an on-failure
+destination), never dropped.
 
 Schedules fire by their `rate(...)` or `cron(...)` expression (UTC), with the event
 EventBridge sends; a failing run is tried 3 times in all, as EventBridge's asynchronous
@@ -47,12 +60,13 @@ as Lambda's stream event source mappings read them:
   table's `LatestStreamArn`.
 
 Every invocation is logged as one JSON line: handler, source, batch size, duration, outcome.
-Other event sources are reported as not delivered locally yet.
+Any other kind of event source is reported as not delivered locally.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import logging
 import threading
@@ -63,6 +77,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote_plus, unquote_plus
 
 log = logging.getLogger("local.events")
 
@@ -102,10 +117,13 @@ class EventRuntime:
         retry_backoff_seconds: float = 0.5,
         max_retry_backoff_seconds: float = 5.0,
         stream_poll_seconds: float = 0.25,
+        async_retry_seconds: int = 2,
     ) -> None:
         """`handlers`: the names of the handlers to deliver to (default: all of them).
         A stream batch that fails is retried after `retry_backoff_seconds`, doubling up to
-        `max_retry_backoff_seconds`; an idle shard is read every `stream_poll_seconds`."""
+        `max_retry_backoff_seconds`; an idle shard is read every `stream_poll_seconds`. A
+        failed SNS, S3 or EventBridge event is tried again after `async_retry_seconds` (Lambda
+        waits a minute or two; locally, seconds keep the loop short)."""
         self._app = app
         self._client = client
         self._region = region
@@ -114,6 +132,7 @@ class EventRuntime:
         self._handlers = None if handlers is None else set(handlers)
         self.retry_backoff = (retry_backoff_seconds, max_retry_backoff_seconds)
         self.stream_poll_seconds = stream_poll_seconds
+        self.async_retry_seconds = async_retry_seconds
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pollers: list[Any] = []
@@ -124,8 +143,10 @@ class EventRuntime:
 
     def start(self) -> None:
         from chalice.app import (
+            CloudWatchEventConfig,
             DynamoDBEventConfig,
             KinesisEventConfig,
+            S3EventConfig,
             ScheduledEventConfig,
             SNSEventConfig,
             SQSEventConfig,
@@ -139,6 +160,10 @@ class EventRuntime:
                 poller = SqsPoller(self, source)
             elif isinstance(source, SNSEventConfig):
                 poller = SnsSubscription(self, source)
+            elif isinstance(source, S3EventConfig):
+                poller = S3Notification(self, source)
+            elif isinstance(source, CloudWatchEventConfig):
+                poller = EventBridgeRule(self, source)
             elif isinstance(source, ScheduledEventConfig):
                 poller = ScheduledJob(self, source)
             elif isinstance(source, KinesisEventConfig):
@@ -157,7 +182,9 @@ class EventRuntime:
 
     def wait_until_ready(self, timeout: float = 10.0) -> bool:
         """Wait until every stream poller has found its stream and taken its starting
-        positions (from then on, `LATEST` means "written after now"). False on timeout."""
+        positions (from then on, `LATEST` means "written after now"), and every SNS, S3 and
+        EventBridge source sends to the runtime's queue (from then on, no event is missed).
+        False on timeout."""
         deadline = time.monotonic() + timeout
         for poller in self._pollers:
             ready = getattr(poller, "ready", None)
@@ -180,7 +207,7 @@ class EventRuntime:
 
         context = LambdaContext(function_name=name, memory_size=512, max_runtime_ms=60_000)
         started = time.perf_counter()
-        batch = len(event.get("Records", []))
+        batch = len(event["Records"]) if "Records" in event else 1  # EventBridge: one event
         try:
             result = self._app.handler_map[name](event, context)
             outcome = "ok"
@@ -360,68 +387,258 @@ class ScheduledJob:
             due = self._schedule.next_after(due, started)
 
 
-class SnsSubscription:
-    """A topic's messages to its handler, through a queue subscribed to the topic."""
+# --- asynchronous invocation ----------------------------------------------------------------
 
-    ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and two retries
-    RETRY_AFTER_SECONDS = 2  # Lambda waits 1-2 min; locally, seconds keep the loop short
+
+class AsyncDelivery:
+    """Lambda's asynchronous invocation, for the sources that push events to a function (SNS,
+    S3, EventBridge): the source sends its events to a queue of the runtime's own,
+    `local-events-<handler>`; each event is one invocation. A failing one is tried again after
+    `async_retry_seconds`, 3 times in all (the queue's receive count counts the attempts);
+    then the message moves to `local-events-<handler>-failed` (an on-failure destination),
+    never dropped. Until the source can be connected to the queue (a bucket not created yet),
+    it is tried again every SETUP_RETRY_SECONDS."""
+
+    SOURCE = ""
+    ATTEMPTS = 3  # the first try and two retries
+    #: How long a message stays hidden while its handler runs: longer than the 60 s the
+    #: runtime gives a handler, so that no message comes back while it is being handled.
+    HANDLING_SECONDS = 90
+    SETUP_RETRY_SECONDS = 2.0
 
     def __init__(self, runtime: EventRuntime, source: Any) -> None:
         self._runtime = runtime
         self._source = source
         self._sqs = runtime._client("sqs")
-        self._sns = runtime._client("sns")
-        self._ready = threading.Event()
+        self.queue_name = f"local-events-{source.name}"
+        self.ready = threading.Event()
+        self._queue = self._failed = ""
+        #: MessageId -> the events built from it: a retry delivers the very same events.
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+
+    @property
+    def name(self) -> str:
+        return str(self._source.name)
+
+    # What each kind of source does its own way.
+
+    def _connect(self, queue_url: str, queue_arn: str) -> None:
+        """Have the source send its events to the queue (again: it may be connected)."""
+        raise NotImplementedError
+
+    def _events(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        """The Lambda events one message of the queue holds, each one invocation ([]: none)."""
+        raise NotImplementedError
+
+    # The queue.
 
     def run(self) -> None:
-        queue, failed, subscription = self._subscribe()
-        self._ready.set()
-        while not self._runtime.stopping.is_set():
+        if not self._set_up():
+            return
+        stopping = self._runtime.stopping
+        while not stopping.is_set():
             try:
                 messages = self._sqs.receive_message(
-                    QueueUrl=queue,
-                    MaxNumberOfMessages=SQS_MAX_RECEIVE,
+                    QueueUrl=self._queue,
+                    MaxNumberOfMessages=1,  # one at a time: none waits, hidden, for another
                     WaitTimeSeconds=self._runtime._idle_wait,
                     AttributeNames=["ApproximateReceiveCount"],
                 ).get("Messages", [])
                 for message in messages:
-                    self._deliver(queue, failed, subscription, message)
+                    self._deliver(message)
             except Exception:
-                log.exception("SNS delivery for %s failed; retrying", self._source.name)
-                self._runtime.stopping.wait(1)
+                log.exception("%s: delivery failed; retrying", self.name)
+                stopping.wait(1)
 
-    def _subscribe(self) -> tuple[str, str, str]:
+    def _set_up(self) -> bool:
+        warned = False
+        while not self._runtime.stopping.is_set():
+            try:
+                self._failed = self._create_queue(f"{self.queue_name}-failed", {})
+                self._queue = self._create_queue(
+                    self.queue_name, {"VisibilityTimeout": str(self.HANDLING_SECONDS)}
+                )
+                arn = self._sqs.get_queue_attributes(
+                    QueueUrl=self._queue, AttributeNames=["QueueArn"]
+                )["Attributes"]["QueueArn"]
+                self._connect(self._queue, arn)
+            except Exception as exc:
+                report = log.debug if warned else log.warning
+                report("%s: its events cannot be delivered yet (%s); trying again every %g s",
+                       self.name, exc, self.SETUP_RETRY_SECONDS)  # fmt: skip
+                warned = True
+                self._runtime.stopping.wait(self.SETUP_RETRY_SECONDS)
+                continue
+            self.ready.set()
+            return True
+        return False
+
+    def _create_queue(self, name: str, attributes: dict[str, str]) -> str:
+        """The queue `name`, with `attributes` (also if it exists with others)."""
+        try:
+            return str(self._sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
+        except Exception as exc:
+            if error_code(exc) not in ("QueueAlreadyExists", "QueueNameExists"):
+                raise
+        url = str(self._sqs.get_queue_url(QueueName=name)["QueueUrl"])
+        if attributes:
+            self._sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+        return url
+
+    def _allow(self, queue_url: str, queue_arn: str, service: str, source_arn: str) -> None:
+        """The queue policy that lets `service` send the events of `source_arn`, as AWS
+        requires of a queue an SNS topic, an S3 bucket or an EventBridge rule sends to."""
+        statement = {
+            "Sid": "local-events",
+            "Effect": "Allow",
+            "Principal": {"Service": service},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": source_arn}},
+        }
+        policy = {"Version": "2012-10-17", "Statement": [statement]}
+        self._sqs.set_queue_attributes(
+            QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)}
+        )
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        """Invokes the handler with each event of `message`; the message is done when all
+        succeeded, tried again (from its first event) after a failure, and moved to the failed
+        queue after the last attempt's failure."""
+        key = message["MessageId"]
+        if key not in self._pending:
+            self._pending[key] = self._events(message)
+        attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        for event in self._pending[key]:
+            result, invocation = self._runtime.invoke(self.name, self.SOURCE, event)
+            if not isinstance(result, Exception):
+                self._runtime.report(invocation)
+                continue
+            if attempt < self.ATTEMPTS:
+                retry = self._runtime.async_retry_seconds
+                self._sqs.change_message_visibility(
+                    QueueUrl=self._queue,
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=retry,
+                )
+                invocation.outcome += (
+                    f" (attempt {attempt} of {self.ATTEMPTS}; retried in {retry} s)"
+                )
+                self._runtime.report(invocation)
+                return
+            self._sqs.send_message(QueueUrl=self._failed, MessageBody=message["Body"])
+            invocation.outcome += f" (attempt {attempt}; moved to {self.queue_name}-failed)"
+            self._runtime.report(invocation)
+            break
+        self._sqs.delete_message(QueueUrl=self._queue, ReceiptHandle=message["ReceiptHandle"])
+        self._pending.pop(key, None)
+
+
+class SnsSubscription(AsyncDelivery):
+    """A topic's messages, through the runtime's queue subscribed to the topic: one record
+    per invocation, in Lambda's SNS event shape."""
+
+    SOURCE = "aws:sns"
+
+    def __init__(self, runtime: EventRuntime, source: Any) -> None:
+        super().__init__(runtime, source)
+        self._sns = runtime._client("sns")
+        self._subscription = ""
+
+    def _connect(self, queue_url: str, queue_arn: str) -> None:
         topic = self._source.topic
         if not topic.startswith("arn:"):
             topic = self._sns.create_topic(Name=topic)["TopicArn"]  # finds the existing one
-        name = f"local-events-{self._source.name}"
-        failed = self._sqs.create_queue(QueueName=f"{name}-failed")["QueueUrl"]
-        queue = self._sqs.create_queue(
-            QueueName=name, Attributes={"VisibilityTimeout": str(self.RETRY_AFTER_SECONDS)}
-        )["QueueUrl"]
-        queue_arn = self._sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
-        subscription = self._sns.subscribe(
-            TopicArn=topic,
-            Protocol="sqs",
-            Endpoint=queue_arn["Attributes"]["QueueArn"],
-            ReturnSubscriptionArn=True,
+        self._allow(queue_url, queue_arn, "sns.amazonaws.com", topic)
+        self._subscription = self._sns.subscribe(
+            TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, ReturnSubscriptionArn=True
         )["SubscriptionArn"]
-        return queue, failed, subscription
 
-    def _deliver(self, queue: str, failed: str, subscription: str, message: dict[str, Any]) -> None:
+    def _events(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         envelope = json.loads(message["Body"])
-        event = {"Records": [sns_record(envelope, subscription)]}
-        result, invocation = self._runtime.invoke(self._source.name, "aws:sns", event)
-        attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        if isinstance(result, Exception):
-            if attempt < self.ATTEMPTS:
-                invocation.outcome += f" (attempt {attempt} of {self.ATTEMPTS}; retried)"
-                self._runtime.report(invocation)
-                return  # it comes back when its visibility timeout ends
-            self._sqs.send_message(QueueUrl=failed, MessageBody=message["Body"])
-            invocation.outcome += f" (attempt {attempt}; moved to {failed.rsplit('/', 1)[1]})"
-        self._sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
-        self._runtime.report(invocation)
+        return [{"Records": [sns_record(envelope, self._subscription)]}]
+
+
+#: One process's handlers on one bucket change its notification configuration one at a time.
+_BUCKET_CONFIGURATION = threading.Lock()
+
+
+class S3Notification(AsyncDelivery):
+    """A bucket's object events, through a QueueConfiguration added to (never replacing) the
+    bucket's notification configuration: one record per invocation, in S3's shape."""
+
+    SOURCE = "aws:s3"
+
+    def __init__(self, runtime: EventRuntime, source: Any) -> None:
+        super().__init__(runtime, source)
+        self._s3 = runtime._client("s3")
+
+    def configuration(self, queue_arn: str) -> dict[str, Any]:
+        """The QueueConfiguration of the handler's events, prefix and suffix."""
+        mine: dict[str, Any] = {
+            "Id": self.queue_name,
+            "QueueArn": queue_arn,
+            "Events": list(self._source.events),
+        }
+        rules = [
+            {"Name": name, "Value": value}
+            for name, value in (("prefix", self._source.prefix), ("suffix", self._source.suffix))
+            if value
+        ]
+        if rules:
+            mine["Filter"] = {"Key": {"FilterRules": rules}}
+        return mine
+
+    def _connect(self, queue_url: str, queue_arn: str) -> None:
+        bucket = self._source.bucket
+        self._allow(queue_url, queue_arn, "s3.amazonaws.com", f"arn:aws:s3:::{bucket}")
+        mine = self.configuration(queue_arn)
+        with _BUCKET_CONFIGURATION:
+            current = self._s3.get_bucket_notification_configuration(Bucket=bucket)
+            current.pop("ResponseMetadata", None)
+            queues = current.get("QueueConfigurations") or []
+            if mine in queues:
+                return
+            others = [q for q in queues if q.get("Id") != self.queue_name]
+            current["QueueConfigurations"] = [*others, mine]
+            self._s3.put_bucket_notification_configuration(
+                Bucket=bucket, NotificationConfiguration=current
+            )
+
+    def _events(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        body = json.loads(message["Body"])
+        if body.get("Event") == "s3:TestEvent":  # sent when a configuration is put
+            return []
+        account = self._runtime._account()
+        return [{"Records": [s3_record(r, account)]} for r in body.get("Records") or []]
+
+
+class EventBridgeRule(AsyncDelivery):
+    """The default bus's events that match the handler's pattern, through a rule
+    `local-events-<handler>` that targets the runtime's queue: each event as it is."""
+
+    SOURCE = "aws.events"
+
+    def __init__(self, runtime: EventRuntime, source: Any) -> None:
+        super().__init__(runtime, source)
+        self._events_client = runtime._client("events")
+
+    def _connect(self, queue_url: str, queue_arn: str) -> None:
+        rule = self._events_client.put_rule(
+            Name=self.queue_name,
+            EventPattern=json.dumps(self._source.event_pattern),
+            State="ENABLED",
+            Description=f"The local event runtime: events for {self.name}",
+        )["RuleArn"]
+        self._allow(queue_url, queue_arn, "events.amazonaws.com", rule)
+        self._events_client.put_targets(
+            Rule=self.queue_name, Targets=[{"Id": "local-events", "Arn": queue_arn}]
+        )
+
+    def _events(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        event = json.loads(message["Body"])
+        event.setdefault("account", self._runtime._account())  # moto's targets leave it out
+        return [event]
 
 
 # --- streams ------------------------------------------------------------------------------
@@ -953,6 +1170,40 @@ def sns_record(envelope: dict[str, Any], subscription_arn: str) -> dict[str, Any
         "EventSubscriptionArn": subscription_arn,
         "Sns": sns,
     }
+
+
+_sequencer_lock = threading.Lock()
+_last_sequencer = [0]
+
+
+def s3_sequencer() -> str:
+    """A new `sequencer`: hexadecimal, greater than every one before it (S3's are greater for
+    the later events of a key)."""
+    with _sequencer_lock:
+        _last_sequencer[0] = max(_last_sequencer[0] + 1, time.time_ns())
+        return f"{_last_sequencer[0]:018X}"
+
+
+def s3_record(record: dict[str, Any], account: str) -> dict[str, Any]:
+    """An S3 event record (as an emulator sends it to a queue) as S3 puts it in the event of
+    the function it invokes: the key URL-encoded as S3 encodes it (form encoding, a space as
+    `+`, `/` kept), and the members S3 sends that an emulator may leave out (moto: the
+    `sequencer`, the identities, the request's parameters and response elements)."""
+    record = copy.deepcopy(record)
+    s3 = record.setdefault("s3", {})
+    s3.setdefault("bucket", {}).setdefault("ownerIdentity", {"principalId": account})
+    found = s3.setdefault("object", {})
+    if isinstance(found.get("key"), str):
+        found["key"] = quote_plus(unquote_plus(found["key"]), safe="/")
+    found.setdefault("sequencer", s3_sequencer())
+    record.setdefault("userIdentity", {"principalId": f"AWS:{account}"})
+    record.setdefault("requestParameters", {"sourceIPAddress": "127.0.0.1"})
+    request = {
+        "x-amz-request-id": uuid.uuid4().hex[:16].upper(),
+        "x-amz-id-2": base64.b64encode(uuid.uuid4().bytes * 3).decode("ascii"),
+    }
+    record.setdefault("responseElements", request)
+    return record
 
 
 def failed_message_ids(result: Any) -> set[str]:

@@ -54,6 +54,8 @@ def utc_now() -> str:
 
 
 EMAIL_TAKEN = "A user with this email is already registered."
+#: Optimistic writes tried before a 409: enough to ride out the background handlers' changes.
+WRITE_ATTEMPTS = 3
 
 
 class UsersService:
@@ -136,17 +138,27 @@ class UsersService:
     # --- update, delete -----------------------------------------------------------------
 
     def update(self, principal: Principal, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Set the given fields. The client sends no version, so a change stored meanwhile
+        by someone else (the onboarding handlers, say) is no conflict for it: the change is
+        re-applied on what is now stored, a few times, before the client hears 409."""
         require_self_or_admin(principal, user_id)
         changes = model.validate_changes(body)
-        current = self._existing(user_id)
-        changed = sorted(k for k, v in changes.items() if current.get(k) != v)
-        if not changed:
-            return model.public_view(current)
-        new = {**current, **changes, "updated_at": self._clock(), "version": current["version"] + 1}
-        self._replace(current, new)
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            current = self._existing(user_id)
+            changed = sorted(k for k, v in changes.items() if current.get(k) != v)
+            if not changed:
+                return model.public_view(current)
+            new = {**current, **changes, "updated_at": self._clock()}
+            new["version"] = current["version"] + 1
+            try:
+                self._replace(current, new)
+                break
+            except StaleUser:
+                if attempt == WRITE_ATTEMPTS:
+                    raise Conflict("The user changed while being updated; retry.") from None
         if "email" not in changed:
             return model.public_view(new)
-        undo = [lambda: self._replace(new, {**current, "version": new["version"] + 1})]
+        undo = [lambda: self._restore(user_id, {k: current.get(k) for k in changed})]
         try:
             # Undone even if the call reports a failure: it may have been applied.
             undo.append(lambda: self._identities.change_email(user_id, current["email"]))
@@ -164,10 +176,14 @@ class UsersService:
         require_self_or_admin(principal, user_id)
         user = self._existing(user_id)
         self._identities.delete(user_id)
-        try:
-            self._users.remove(user)
-        except StaleUser:
-            raise Conflict("The user changed while being deleted; retry.") from None
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                self._users.remove(user)
+                return
+            except StaleUser:
+                if attempt == WRITE_ATTEMPTS:
+                    raise Conflict("The user changed while being deleted; retry.") from None
+                user = self._existing(user_id)  # changed meanwhile: delete what is stored now
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -178,12 +194,27 @@ class UsersService:
         return user
 
     def _replace(self, current: dict[str, Any], new: dict[str, Any]) -> None:
+        """`replace`, with a taken email as 409; StaleUser is the caller's to handle."""
         try:
             self._users.replace(current, new)
         except EmailTaken:
             raise Conflict(EMAIL_TAKEN) from None
-        except StaleUser:
-            raise Conflict("The user changed while being updated; retry.") from None
+
+    def _restore(self, user_id: str, old_values: dict[str, Any]) -> None:
+        """Undo an update: the fields it changed get their old values back, on top of
+        whatever is stored now (a background change made meanwhile is kept)."""
+        for _ in range(WRITE_ATTEMPTS):
+            stored = self._users.get(user_id)
+            if stored is None:
+                return
+            restored = {**stored, **old_values, "updated_at": self._clock()}
+            restored["version"] = stored["version"] + 1
+            try:
+                self._users.replace(stored, restored)
+                return
+            except StaleUser:
+                continue
+        raise Conflict("The user changed while its update was being undone.")
 
     @staticmethod
     def _undo(steps: list[Callable[[], None]], what: str) -> None:

@@ -31,6 +31,8 @@ class InMemoryUserRepository:
         self.claims: dict[str, dict[str, Any]] = {}  # email key -> {status, user_id|reservation}
         self.faults = faults or Faults()
         self._reservations = itertools.count(1)
+        #: user id -> changes another writer makes just before the next replace/remove.
+        self.before_next_write: dict[str, dict[str, Any]] = {}
 
     def reserve_email(self, email: str) -> str:
         key = email_key(email)
@@ -65,7 +67,16 @@ class InMemoryUserRepository:
         page = ordered[:limit]
         return copy.deepcopy(page), sort_key(page[-1]) if len(ordered) > limit else None
 
+    def concurrently(self, user_id: str, **changes: Any) -> None:
+        """Another writer (the onboarding handler, say) changes the user first."""
+        user = self.users[user_id]
+        user.update(changes)
+        user["version"] += 1
+
     def replace(self, current: dict[str, Any], new: dict[str, Any]) -> None:
+        for user_id, changes in self.before_next_write.items():
+            self.concurrently(user_id, **changes)
+        self.before_next_write = {}
         stored = self.users.get(current["user_id"])
         if stored is None or stored["version"] != current["version"]:
             raise StaleUser()
@@ -79,6 +90,9 @@ class InMemoryUserRepository:
 
     def remove(self, user: dict[str, Any]) -> None:
         self.faults.check("remove")
+        for user_id, changes in self.before_next_write.items():
+            self.concurrently(user_id, **changes)
+        self.before_next_write = {}
         stored = self.users.get(user["user_id"])
         if stored is None or stored["version"] != user["version"]:
             raise StaleUser()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import boto3
 import pytest
@@ -341,3 +342,52 @@ def test_correlation_id_with_a_newline_is_replaced_not_a_500(api: Any) -> None:
     response = api.get("/users", headers={"X-Correlation-Id": "abc\n"})
     assert response.status_code == 200
     assert response.headers["X-Correlation-Id"] != "abc\n"
+
+
+# --- search (the index is kept by the users table's stream) -------------------------------
+
+
+def index_everyone(client: Any) -> None:
+    """What the stream handler would be given for every stored user."""
+    from chalicelib.users import users_service
+    from tests.unit.streams import stream_record, user_item
+
+    users, after = [], None
+    while True:
+        page, after = users_service()._users.list_page(100, after)
+        users += page
+        if after is None:
+            break
+    records = [stream_record("INSERT", new=user_item(u)) for u in users]
+    assert client.lambda_.invoke("index_users_for_search", {"Records": records}).payload is None
+
+
+def test_search_finds_by_word_prefix_and_typo_newest_first(api: Any, client: Any) -> None:
+    ada = register(api, name="Ada Lovelace", bio="Analytical engine")
+    grace = register(
+        api, email="grace@example.com", name="Grace Hopper", bio="Analytical compilers"
+    )
+    index_everyone(client)
+
+    def ids(query: str, **params: str) -> list[str]:
+        response = api.get("/users/search?" + urlencode({"q": query, **params}))
+        assert response.status_code == 200, response.body
+        return [u["user_id"] for u in response.json_body["items"]]
+
+    assert ids("lovelace") == [ada["user_id"]]
+    assert ids("analytical") == [grace["user_id"], ada["user_id"]]  # newest first
+    assert ids("analyt") == [grace["user_id"], ada["user_id"]]
+    assert ids("lovelase") == [ada["user_id"]]
+    assert ids("hopper analytical") == [grace["user_id"]]
+    first = api.get("/users/search?q=analytical&limit=1").json_body
+    second = api.get(f"/users/search?q=analytical&limit=1&cursor={first['next_cursor']}").json_body
+    assert [u["user_id"] for u in first["items"] + second["items"]] == ids("analytical")
+    assert second["next_cursor"] is None
+    assert "password" not in json.dumps(first)
+
+
+@pytest.mark.parametrize(
+    "query", ["", "q=", "q=%20%20", "q=a", "q=ada&limit=0", "q=ada&limit=x", "q=ada&cursor=junk"]
+)
+def test_bad_searches_are_400(api: Any, query: str) -> None:
+    assert_error(api.get(f"/users/search?{query}"), 400, "bad_request")

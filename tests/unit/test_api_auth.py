@@ -20,6 +20,7 @@ from tests.unit.auth_helpers import hs256_with_public_key, unsigned
 
 ROUTES = [
     ("GET", "/users"),
+    ("GET", "/users/search?q=owner"),
     ("GET", "/users/{owner}"),
     ("PUT", "/users/{owner}"),
     ("DELETE", "/users/{owner}"),
@@ -94,6 +95,9 @@ def test_bad_tokens_are_401(world: dict[str, Any], method: str, route: str, kind
         ("GET", "/users", "owner", 403),
         ("GET", "/users", "other", 403),
         ("GET", "/users", "admin", 200),
+        ("GET", "/users/search?q=owner", "owner", 403),
+        ("GET", "/users/search?q=owner", "other", 403),
+        ("GET", "/users/search?q=owner", "admin", 200),
         ("GET", "/users/{owner}", "owner", 200),
         ("GET", "/users/{owner}", "other", 403),
         ("GET", "/users/{owner}", "admin", 200),

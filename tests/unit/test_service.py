@@ -243,3 +243,25 @@ def test_delete_removes_identity_and_profile(world: World) -> None:
         world.service.delete(ADMIN, ada["user_id"])
     assert world.register()
     assert world.consistent()
+
+
+def test_an_update_racing_a_background_change_keeps_both(world: World) -> None:
+    """The onboarding handlers change a new user in the background (preferences, set-up): a
+    PUT that meets such a change is re-applied on what is now stored, not refused."""
+    ada = world.register()
+    world.repo.before_next_write[ada["user_id"]] = {"onboarded_at": "2026-11-26T00:00:30Z"}
+    updated = world.service.update(me(ada), ada["user_id"], {"bio": "Analyst"})
+    assert updated["bio"] == "Analyst" and updated["onboarded_at"] == "2026-11-26T00:00:30Z"
+    stored = world.repo.users[ada["user_id"]]
+    assert (stored["bio"], stored["onboarded_at"], stored["version"]) == (
+        "Analyst",
+        "2026-11-26T00:00:30Z",
+        3,
+    )
+
+
+def test_a_delete_racing_a_background_change_still_deletes(world: World) -> None:
+    ada = world.register()
+    world.repo.before_next_write[ada["user_id"]] = {"onboarded_at": "2026-11-26T00:00:30Z"}
+    world.service.delete(me(ada), ada["user_id"])
+    assert world.repo.users == {} and world.identities.by_id == {}
