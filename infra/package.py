@@ -147,9 +147,11 @@ def finalize_template(
     """The packaged template made safe for `stage` (a new dict; the input is not changed).
 
     Every Serverless function gets Runtime python3.12 and the FunctionName `chalice deploy`
-    would give it; the Stage parameter is pinned. Applying it twice changes nothing.
+    would give it; event sources refer to the stack's own topics and queues; the Stage
+    parameter is pinned. Applying it twice changes nothing.
     """
     result = copy.deepcopy(template)
+    _reference_event_sources(result, stage)
     parameter = result.get("Parameters", {}).get("Stage")
     if parameter is None:
         raise PackagingError("the packaged template has no Stage parameter (merge failed?)")
@@ -166,6 +168,37 @@ def finalize_template(
         properties["Runtime"] = TARGET_RUNTIME
         properties["FunctionName"] = names[logical_id]
     return result
+
+
+#: Event source property -> (resource type, how the event source refers to it).
+_EVENT_TARGETS = {
+    "Topic": ("AWS::SNS::Topic", "TopicName", lambda logical_id: {"Ref": logical_id}),
+    "Queue": ("AWS::SQS::Queue", "QueueName", lambda lid: {"Fn::GetAtt": [lid, "Arn"]}),
+}
+
+
+def _reference_event_sources(template: dict[str, Any], stage: str) -> None:
+    """Chalice names a topic or queue by an ARN it builds as a string (`Fn::Sub`), which gives
+    CloudFormation no dependency: a subscription or mapping could be created before its topic
+    or queue and fail the stack. Where the template itself declares that topic or queue, refer
+    to it instead (the merge cannot do this: it would keep both keys)."""
+    resources = template.get("Resources", {})
+    for resource in resources.values():
+        if resource.get("Type") != SERVERLESS_FUNCTION:
+            continue
+        for source in resource.get("Properties", {}).get("Events", {}).values():
+            properties = source.get("Properties", {})
+            for key, (kind, name_property, reference) in _EVENT_TARGETS.items():
+                arn = properties.get(key)
+                if not (isinstance(arn, dict) and set(arn) == {"Fn::Sub"}):
+                    continue
+                name = str(arn["Fn::Sub"]).rsplit(":", 1)[-1]
+                for logical_id, candidate in resources.items():
+                    declared = candidate.get("Properties", {}).get(name_property)
+                    if isinstance(declared, dict) and "Fn::Sub" in declared:
+                        declared = str(declared["Fn::Sub"]).replace("${Stage}", stage)
+                    if candidate.get("Type") == kind and declared == name:
+                        properties[key] = reference(logical_id)
 
 
 def strip_bytecode(zip_path: Path) -> int:

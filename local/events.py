@@ -7,10 +7,23 @@ per source. SQS, as Lambda polls it:
 - batches of up to `batch_size`, filled for up to `maximum_batching_window_in_seconds`;
 - the Lambda event shape (`Records` with `messageId`, `receiptHandle`, `body`, `attributes`,
   `messageAttributes`, `eventSourceARN`, ...);
-- a handler that returns `batchItemFailures` has only the other messages deleted; one that
-  raises has none deleted. Messages left behind reappear after the queue's visibility timeout
-  and, after the redrive policy's maxReceiveCount, land in the dead-letter queue (the
-  emulator's SQS does the redrive, as SQS does).
+- a handler that raises has none of its batch deleted; one that returns has all of it
+  deleted. Messages left behind reappear after the queue's visibility timeout and, after the
+  redrive policy's maxReceiveCount, land in the dead-letter queue (the emulator's SQS does the
+  redrive, as SQS does);
+- a handler's `batchItemFailures` answer (a partial batch response) counts only where the
+  mapping reports item failures (see below): then only the other messages are deleted.
+
+Partial batch responses. Lambda reads a handler's `{"batchItemFailures": [...]}` only on an
+event source mapping with `FunctionResponseTypes: ["ReportBatchItemFailures"]`. Chalice
+never sets it (neither `chalice deploy` nor `chalice package`), so by default no mapping here
+has it either: a returned `batchItemFailures` is a success, as in AWS. The SQS batch is
+deleted whole, a stream's checkpoint moves past the whole batch, and the messages or records
+the handler said failed are gone. As that is data loss a developer must see, the invocation's
+outcome says so (`ok, but batchItemFailures ignored: ...`) and a warning names the handler
+and the identifiers. `EventRuntime(report_batch_item_failures=...)` turns it on for every
+mapping (True) or for the named handlers' mappings (as a deploy could, through a
+CloudFormation merge).
 
 SNS, S3 and EventBridge, which invoke a function asynchronously, one event per invocation.
 The runtime has each source send to a queue of its own, `local-events-<handler>`, and reads
@@ -52,9 +65,11 @@ as Lambda's stream event source mappings read them:
 - a handler that raises gets the same records again, after a backoff (0.5 s, doubling up to
   5 s), never skipped and never reordered; as with BisectBatchOnFunctionError, the failed
   batch is split in halves, each retried as a batch of its own, first half first (and halved
-  again while it fails, down to the one record that fails), then reading goes on. One that
-  returns `batchItemFailures` (ReportBatchItemFailures) is checkpointed just before the
-  lowest failed sequence number, and the next batch starts there. Nothing is given up on;
+  again while it fails, down to the one record that fails), then reading goes on. Nothing
+  that raises is given up on;
+- one that returns `batchItemFailures`, on a mapping that reports item failures, is
+  checkpointed just before the lowest failed sequence number, and the next batch starts
+  there; on one that does not (Chalice's), past the whole batch, with the warning above;
 - a DynamoDB stream ARN whose label is not the table's current stream (the table was created
   again, or the ARN was written down before it was) is replaced, with a warning, by the
   table's `LatestStreamArn`.
@@ -118,12 +133,18 @@ class EventRuntime:
         max_retry_backoff_seconds: float = 5.0,
         stream_poll_seconds: float = 0.25,
         async_retry_seconds: int = 2,
+        report_batch_item_failures: bool | Collection[str] = False,
     ) -> None:
         """`handlers`: the names of the handlers to deliver to (default: all of them).
         A stream batch that fails is retried after `retry_backoff_seconds`, doubling up to
         `max_retry_backoff_seconds`; an idle shard is read every `stream_poll_seconds`. A
         failed SNS, S3 or EventBridge event is tried again after `async_retry_seconds` (Lambda
-        waits a minute or two; locally, seconds keep the loop short)."""
+        waits a minute or two; locally, seconds keep the loop short).
+
+        `report_batch_item_failures`: which SQS and stream mappings have
+        `FunctionResponseTypes: ["ReportBatchItemFailures"]`, so that a handler's
+        `batchItemFailures` answer counts. False (the default, as Chalice deploys them): none;
+        True: all; a collection of handler names (or one name): those handlers' mappings."""
         self._app = app
         self._client = client
         self._region = region
@@ -133,6 +154,13 @@ class EventRuntime:
         self.retry_backoff = (retry_backoff_seconds, max_retry_backoff_seconds)
         self.stream_poll_seconds = stream_poll_seconds
         self.async_retry_seconds = async_retry_seconds
+        self._report_item_failures: bool | frozenset[str]
+        if isinstance(report_batch_item_failures, bool):
+            self._report_item_failures = report_batch_item_failures
+        elif isinstance(report_batch_item_failures, str):  # one name, not its letters
+            self._report_item_failures = frozenset([report_batch_item_failures])
+        else:
+            self._report_item_failures = frozenset(report_batch_item_failures)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pollers: list[Any] = []
@@ -179,6 +207,16 @@ class EventRuntime:
             thread.start()
         if self.unsupported:
             log.warning("not delivered locally yet: %s", ", ".join(self.unsupported))
+        if isinstance(self._report_item_failures, frozenset):
+            batched = {
+                source.name
+                for source in self._app.event_sources
+                if isinstance(source, SQSEventConfig | KinesisEventConfig | DynamoDBEventConfig)
+            }
+            unknown = sorted(self._report_item_failures - batched)
+            if unknown:
+                log.warning("report_batch_item_failures names no SQS or stream handler: %s",
+                            ", ".join(unknown))  # fmt: skip
 
     def wait_until_ready(self, timeout: float = 10.0) -> bool:
         """Wait until every stream poller has found its stream and taken its starting
@@ -222,6 +260,30 @@ class EventRuntime:
 
     def report(self, invocation: Invocation) -> None:
         self._on_invocation(invocation)
+
+    def reports_item_failures(self, name: str) -> bool:
+        """Whether handler `name`'s mapping has ReportBatchItemFailures, so that Lambda reads
+        its `batchItemFailures` answer."""
+        if isinstance(self._report_item_failures, bool):
+            return self._report_item_failures
+        return name in self._report_item_failures
+
+    def item_failures_ignored(self, invocation: Invocation, reported: list[str], noun: str) -> None:
+        """A handler whose mapping has no ReportBatchItemFailures answered with
+        `batchItemFailures` (identifiers `reported`): Lambda takes that for a success, and
+        the `noun`s (messages, records) it names are lost. Says so, in the outcome and in a
+        warning."""
+        count = len(reported)
+        lost = f"{count} {noun if count == 1 else noun + 's'}"
+        invocation.failed_ids = reported
+        invocation.outcome = (
+            f"ok, but batchItemFailures ignored: {lost} would be lost in AWS "
+            "(the mapping has no ReportBatchItemFailures)"
+        )
+        log.warning("%s returned batchItemFailures %s, which Lambda ignores on a mapping "
+                    "without ReportBatchItemFailures (Chalice never sets it): the whole batch "
+                    "counts as handled, and in AWS %s would be lost",
+                    invocation.handler, reported, lost)  # fmt: skip
 
     def scheduled_jobs(self) -> dict[str, Any]:
         from chalice.app import ScheduledEventConfig
@@ -332,12 +394,21 @@ class SqsPoller:
         if isinstance(result, Exception):
             done: list[dict[str, Any]] = []
             invocation.failed_ids = [m["MessageId"] for m in messages]
+        elif not self._runtime.reports_item_failures(self._source.name):
+            done = messages  # a success, whatever the answer: every message is deleted
+            reported = reported_identifiers(result)
+            if reported:
+                self._runtime.item_failures_ignored(invocation, reported, "message")
         else:
-            failed = failed_message_ids(result)
+            failed = set(reported_identifiers(result))
+            ids = {m["MessageId"] for m in messages}
+            if failed - ids:  # an empty or unknown itemIdentifier: Lambda fails the whole batch
+                failed = ids
+                invocation.outcome = "error: batchItemFailures names no message of the batch"
+            elif failed:
+                invocation.outcome = f"partial: {len(failed)} of {len(messages)} failed"
             invocation.failed_ids = sorted(failed)
             done = [m for m in messages if m["MessageId"] not in failed]
-            if failed:
-                invocation.outcome = f"partial: {len(failed)} of {len(messages)} failed"
         for start in range(0, len(done), SQS_MAX_RECEIVE):
             chunk = done[start : start + SQS_MAX_RECEIVE]
             self._sqs.delete_message_batch(
@@ -895,6 +966,10 @@ class ShardReader:
             self._back_off()
             return
         first_failed, reported = stream_batch_failures(result, numbers)
+        if reported and not self._runtime.reports_item_failures(self._source.name):
+            # A success, whatever the answer: the checkpoint moves past the whole batch.
+            self._runtime.item_failures_ignored(invocation, reported, "record")
+            first_failed = None
         done = len(batch) if first_failed is None else first_failed
         if done:
             del self._buffer[:done]
@@ -1061,21 +1136,15 @@ def dynamodb_table_of(stream_arn: str) -> str:
 
 
 def stream_batch_failures(result: Any, sequence_numbers: list[str]) -> tuple[int | None, list[str]]:
-    """A stream handler's `batchItemFailures` (ReportBatchItemFailures): where in the batch to
-    resume (the lowest failed sequence number) and the identifiers reported; `(None, [])` if
-    the whole batch succeeded. As Lambda does, an identifier that is missing, empty or not a
-    record of the batch fails the whole batch."""
-    items = result.get("batchItemFailures") if isinstance(result, dict) else None
-    if not items:
+    """A stream handler's `batchItemFailures`, as Lambda reads them with ReportBatchItemFailures:
+    where in the batch to resume (the lowest failed sequence number) and the identifiers
+    reported; `(None, [])` if the whole batch succeeded. As Lambda does, an identifier that is
+    missing, empty or not a record of the batch fails the whole batch."""
+    reported = reported_identifiers(result)
+    if not reported:
         return None, []
     position = {number: index for index, number in enumerate(sequence_numbers)}
-    reported: list[str] = []
-    first = len(sequence_numbers)
-    for item in items if isinstance(items, list) else [items]:
-        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
-        reported.append("" if identifier is None else str(identifier))
-        first = min(first, position.get(reported[-1], 0))
-    return first, reported
+    return min(position.get(identifier, 0) for identifier in reported), reported
 
 
 def kinesis_lambda_record(
@@ -1206,15 +1275,17 @@ def s3_record(record: dict[str, Any], account: str) -> dict[str, Any]:
     return record
 
 
-def failed_message_ids(result: Any) -> set[str]:
-    """The `batchItemFailures` of a handler's answer (Lambda's partial batch response)."""
-    if not isinstance(result, dict):
-        return set()
-    return {
-        str(item["itemIdentifier"])
-        for item in result.get("batchItemFailures") or []
-        if isinstance(item, dict) and item.get("itemIdentifier")
-    }
+def reported_identifiers(result: Any) -> list[str]:
+    """Every entry of a handler's `batchItemFailures` answer, as its identifier ("" where it
+    has none); [] if it reports no failure."""
+    items = result.get("batchItemFailures") if isinstance(result, dict) else None
+    if not items:
+        return []
+    identifiers: list[str] = []
+    for item in items if isinstance(items, list) else [items]:
+        identifier = item.get("itemIdentifier") if isinstance(item, dict) else None
+        identifiers.append("" if identifier is None else str(identifier))
+    return identifiers
 
 
 def lambda_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:

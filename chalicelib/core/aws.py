@@ -23,6 +23,12 @@ CLIENT_CONFIG_ARGS: dict[str, Any] = {
     "max_pool_connections": 50,
     "tcp_keepalive": True,
 }
+#: Services whose calls are not idempotent: a retried SES SendEmail whose first answer was
+#: lost sends the mail twice. One attempt only; the caller's retry (Lambda's, guarded by an
+#: idempotency record) decides.
+SERVICE_CONFIG_ARGS: dict[str, dict[str, Any]] = {
+    "ses": {"retries": {"mode": "standard", "total_max_attempts": 1}, "read_timeout": 4},
+}
 
 
 def client(service: str) -> Any:
@@ -35,7 +41,8 @@ def client(service: str) -> Any:
             import boto3
             from botocore.config import Config
 
-            config = Config(**CLIENT_CONFIG_ARGS, user_agent=_user_agent(boto3.__version__))
+            args = {**CLIENT_CONFIG_ARGS, **SERVICE_CONFIG_ARGS.get(service, {})}
+            config = Config(**args, user_agent=_user_agent(boto3.__version__))
             _clients[service] = session().client(service, config=config)
         return _clients[service]
 

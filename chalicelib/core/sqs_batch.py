@@ -40,8 +40,16 @@ def process_sqs_batch(
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 
     records = event.get("Records") or []
+
+    def handle(record: Any) -> None:
+        try:
+            handle_body(record.body)
+        except Exception:
+            logger.exception("message failed; it stays in the queue", message_id=record.message_id)
+            raise
+
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    with processor(records=records, handler=lambda record: handle_body(record.body)):
+    with processor(records=records, handler=handle):
         processor.process()
     failed_ids = {f["itemIdentifier"] for f in processor.response()["batchItemFailures"]}
     if not failed_ids:

@@ -54,6 +54,6 @@ def user_onboarding() -> UserOnboarding:
     return UserOnboarding(
         DynamoUserRepository(settings.users_table_name),
         SesMailer(settings.welcome_email_sender),
-        OnceOnly(settings.idempotency_table_name, "welcome-email", WELCOME_DEDUPE_SECONDS),
+        OnceOnly(settings.idempotency_table_name, "welcome", WELCOME_DEDUPE_SECONDS),
         clock=utc_now,
     )

@@ -1,8 +1,8 @@
 """What happens after a user is created, driven by the `user-created` event:
 
 - `welcome` (SNS subscription): default preferences stored, then one welcome email. Every
-  source delivers at least once, so the email is sent once per user through an idempotency
-  record, and the preferences only fill in what is missing.
+  source delivers at least once, so each is done once per user through an idempotency
+  record; the preferences only fill in what the user has not set.
 - `set_up_profile` (the onboarding SQS queue, subscribed to the same topic): marks the
   profile set up. A message that is not a valid `user-created` event raises `InvalidEvent`;
   it fails each receive and the queue's redrive policy dead-letters it after 3.
@@ -68,21 +68,20 @@ class UserOnboarding:
         self._clock = clock
 
     def welcome(self, message: str, lambda_context: Any = None) -> None:
+        """Default preferences, then the welcome email: each once per user. Duplicates of
+        the event are normal (SNS, a retried stream batch, a redrive), and a duplicate must
+        neither mail twice nor put back a default the user has since turned off."""
         event = parse_user_created(message)
         user_id = event["user"]["user_id"]
         user = self._profiles.get(user_id)
         if user is None:
             logger.info("user gone before its welcome; skipped", user_id=user_id)
             return
-        room = model.MAX_PREFERENCES - len(user.get("preferences") or {})
-        defaults = dict(list(DEFAULT_PREFERENCES.items())[: max(room, 0)])
-        if defaults and not self._profiles.add_missing_preferences(
-            user_id, defaults, self._clock()
-        ):
-            logger.info("user gone before its welcome; skipped", user_id=user_id)
-            return
+        self._once.run(
+            f"preferences:{user_id}", lambda: self._add_default_preferences(user), lambda_context
+        )
         sent = self._once.run(
-            event["event_id"],
+            f"welcome-email:{user_id}",
             lambda: self._mailer.send_welcome(user["email"], user["name"]),
             lambda_context,
         )
@@ -91,6 +90,12 @@ class UserOnboarding:
             user_id=user_id,
             event_id=event["event_id"],
         )
+
+    def _add_default_preferences(self, user: dict[str, Any]) -> None:
+        room = model.MAX_PREFERENCES - len(user.get("preferences") or {})
+        defaults = dict(list(DEFAULT_PREFERENCES.items())[: max(room, 0)])
+        if defaults:
+            self._profiles.add_missing_preferences(user["user_id"], defaults, self._clock())
 
     def set_up_profile(self, body: str) -> None:
         event = parse_user_created(body)

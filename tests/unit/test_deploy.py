@@ -422,9 +422,30 @@ def test_packaged_event_sources_lose_nothing(
     [onboarding] = found["OnboardUsers"]["Properties"]["Events"].values()
     assert onboarding["Properties"]["BatchSize"] == 10
     assert onboarding["Properties"]["MaximumBatchingWindowInSeconds"] == 5
-    assert onboarding["Properties"]["Queue"]["Fn::Sub"].endswith(
-        f"serverless-app-{stage}-onboarding"
-    )
+    assert onboarding["Properties"]["Queue"] == {"Fn::GetAtt": ["OnboardingQueue", "Arn"]}
+
+
+@pytest.mark.parametrize("stage", PACKAGED_STAGES)
+def test_every_event_source_refers_to_its_resource_so_it_is_created_first(
+    stage: str, packaged: Callable[[str], PackageResult]
+) -> None:
+    """An ARN built as a string (Chalice's `Fn::Sub`) gives CloudFormation no dependency: a
+    subscription or mapping could be created before its topic or queue, failing the stack."""
+    template = packaged(stage).template
+    for logical_id, function in functions(template).items():
+        for name, source in function["Properties"].get("Events", {}).items():
+            if source["Type"] == "Api":
+                continue
+            target = next(
+                source["Properties"][key] for key in ("Stream", "Queue", "Topic", "Schedule")
+                if key in source["Properties"]
+            )  # fmt: skip
+            if source["Type"] == "Schedule":
+                continue
+            (function_name, args), *_ = target.items()
+            resource = args if function_name == "Ref" else args[0]
+            assert function_name in ("Ref", "Fn::GetAtt"), (logical_id, name, target)
+            assert resource in template["Resources"], (logical_id, name, resource)
 
 
 def test_sam_translator_catches_what_cfn_lint_misses(

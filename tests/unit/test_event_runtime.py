@@ -1,9 +1,12 @@
 """The local event runtime on its own, with a fixture app and moto in process: batching,
-the Lambda event shape, partial batch failures, redelivery and the dead-letter queue."""
+the Lambda event shape, partial batch failures (honoured only where the mapping reports item
+failures, ignored loudly where it does not, as Chalice deploys it), redelivery and the
+dead-letter queue."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,8 +22,8 @@ from local.events import (
     EventRuntime,
     Invocation,
     ScheduledJob,
-    failed_message_ids,
     lambda_record,
+    reported_identifiers,
 )
 from tests.fixtures import event_app
 
@@ -56,21 +59,40 @@ def queues(stage_env: dict[str, str]) -> Iterator[dict[str, str]]:
         yield {"main": main, "dlq": dlq, "topic": topic["TopicArn"]}
 
 
+Started = tuple[EventRuntime, list[Invocation]]
+
+
 @pytest.fixture
-def runtime(queues: dict[str, str]) -> Iterator[tuple[EventRuntime, list[Invocation]]]:
-    seen: list[Invocation] = []
-    events = EventRuntime(
-        event_app.app,
-        in_process_client,
-        REGION,
-        on_invocation=seen.append,
-        idle_wait_seconds=1,
-        async_retry_seconds=0,
-    )
-    events.start()
-    assert events.wait_until_ready()
-    yield events, seen
-    events.stop()
+def start_runtime(queues: dict[str, str]) -> Iterator[Callable[..., Started]]:
+    """Starts the runtime for the fixture app, with `options` for EventRuntime; stops it after
+    the test."""
+    started: list[EventRuntime] = []
+
+    def start(**options: Any) -> Started:
+        seen: list[Invocation] = []
+        events = EventRuntime(
+            event_app.app,
+            in_process_client,
+            REGION,
+            on_invocation=seen.append,
+            idle_wait_seconds=1,
+            async_retry_seconds=0,
+            **options,
+        )
+        started.append(events)
+        events.start()
+        assert events.wait_until_ready()
+        return events, seen
+
+    yield start
+    for events in started:
+        events.stop()
+
+
+@pytest.fixture
+def runtime(start_runtime: Callable[..., Started]) -> Started:
+    """The runtime as the local stack starts it: no mapping reports item failures."""
+    return start_runtime()
 
 
 def send(queue_url: str, *tasks: str) -> None:
@@ -131,8 +153,10 @@ def test_records_have_lambdas_shape(
 
 
 def test_partial_failure_redelivers_only_the_failed_message_then_dead_letters_it(
-    runtime: tuple[EventRuntime, list[Invocation]], queues: dict[str, str]
+    start_runtime: Callable[..., Started], queues: dict[str, str]
 ) -> None:
+    """A mapping with ReportBatchItemFailures (named, as a CloudFormation merge could add it)."""
+    runtime = start_runtime(report_batch_item_failures=["handle_tasks"])
     event_app.behaviour["fail_bodies"] = {"poison"}
     send(queues["main"], "good-1", "poison", "good-2")
     wait_for(lambda: queue_depth(queues["dlq"]) == 1, timeout=30)
@@ -143,6 +167,38 @@ def test_partial_failure_redelivers_only_the_failed_message_then_dead_letters_it
     assert json.loads(dead["Messages"][0]["Body"]) == {"task": "poison"}
     _, seen = runtime
     assert any(inv.outcome.startswith("partial: 1 of") for inv in seen)
+    assert not any("ignored" in inv.outcome for inv in seen)
+
+
+def test_batch_item_failures_are_ignored_without_report_batch_item_failures(
+    runtime: Started, queues: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """As in AWS on a mapping Chalice deployed: the answer is a success, the whole batch is
+    deleted, and the failed message is lost; the runtime says so."""
+    caplog.set_level(logging.WARNING, logger="local.events")
+    event_app.behaviour["fail_bodies"] = {"poison"}
+    send(queues["main"], "good-1", "poison", "good-2")
+    _, seen = runtime
+    wait_for(lambda: sorted(handled_tasks()) == ["good-1", "good-2", "poison"])
+    # Deleted, not merely hidden: the count includes the messages in flight.
+    wait_for(lambda: queue_depth(queues["main"]) == 0)
+    [poison_id] = [
+        r["messageId"]
+        for batch in event_app.batches
+        for r in batch
+        if json.loads(r["body"])["task"] == "poison"
+    ]
+    [ignored] = [inv for inv in seen if inv.failed_ids]
+    assert ignored.outcome == (
+        "ok, but batchItemFailures ignored: 1 message would be lost in AWS "
+        "(the mapping has no ReportBatchItemFailures)"
+    )
+    assert ignored.failed_ids == [poison_id]
+    assert not any(inv.outcome.startswith("partial") for inv in seen)
+    assert f"handle_tasks returned batchItemFailures ['{poison_id}']" in caplog.text
+    assert "in AWS 1 message would be lost" in caplog.text
+    assert queue_depth(queues["dlq"]) == 0
+    assert handled_tasks().count("poison") == 1  # never delivered again
 
 
 def test_a_crashing_handler_loses_nothing(
@@ -174,6 +230,37 @@ def test_every_invocation_is_logged_and_every_source_is_delivered(
     assert events.unsupported == []
 
 
+def test_which_mappings_report_item_failures() -> None:
+    """Chalice never sets ReportBatchItemFailures: none do unless told."""
+
+    def reporting(**options: Any) -> list[bool]:
+        app = SimpleNamespace(event_sources=[])
+        events = EventRuntime(app, in_process_client, REGION, **options)
+        return [events.reports_item_failures(name) for name in ("handle_tasks", "handle_table")]
+
+    assert reporting() == [False, False]
+    assert reporting(report_batch_item_failures=False) == [False, False]
+    assert reporting(report_batch_item_failures=True) == [True, True]
+    assert reporting(report_batch_item_failures=["handle_table"]) == [False, True]
+    assert reporting(report_batch_item_failures=("handle_tasks",)) == [True, False]
+    assert reporting(report_batch_item_failures="handle_tasks") == [True, False]  # one name
+    assert reporting(report_batch_item_failures=[]) == [False, False]
+
+
+def test_a_reporting_mapping_of_no_batch_handler_is_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    names = ["handle_tasks", "handle_topic", "typo"]
+    events = EventRuntime(
+        event_app.app, in_process_client, REGION, handlers=[], report_batch_item_failures=names
+    )
+    events.start()
+    events.stop()
+    assert "report_batch_item_failures names no SQS or stream handler: handle_topic, typo" in (
+        caplog.text
+    )
+
+
 def test_an_unknown_kind_of_source_is_named(caplog: pytest.LogCaptureFixture) -> None:
     class NewEventConfig:  # a kind of source a later Chalice might add
         name = "future"
@@ -189,15 +276,16 @@ def test_an_unknown_kind_of_source_is_named(caplog: pytest.LogCaptureFixture) ->
 @pytest.mark.parametrize(
     ("result", "expected"),
     [
-        ({"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]}, {"m1", "m2"}),
-        ({"batchItemFailures": []}, set()),
-        (None, set()),
-        ("ok", set()),
-        ({"batchItemFailures": [{"nope": 1}, "junk"]}, set()),
+        ({"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]}, ["m1", "m2"]),
+        ({"batchItemFailures": []}, []),
+        (None, []),
+        ("ok", []),
+        # No identifier: it names no message of the batch, so Lambda fails the whole batch.
+        ({"batchItemFailures": [{"nope": 1}, "junk"]}, ["", ""]),
     ],
 )
-def test_failed_message_ids(result: Any, expected: set[str]) -> None:
-    assert failed_message_ids(result) == expected
+def test_reported_identifiers(result: Any, expected: list[str]) -> None:
+    assert reported_identifiers(result) == expected
 
 
 def test_lambda_record_of_a_bare_message() -> None:

@@ -1,7 +1,8 @@
 """The local event runtime's Kinesis and DynamoDB stream delivery, with the fixture app and
 moto (in process, and the emulator process for DynamoDB Streams): order per shard, batch size
 and window, Lambda's event shapes, retries that skip nothing (bisecting a failed batch),
-ReportBatchItemFailures checkpoints, starting positions and resharding."""
+ReportBatchItemFailures checkpoints (and, on a mapping without it, as Chalice deploys it,
+batchItemFailures ignored loudly), starting positions and resharding."""
 
 from __future__ import annotations
 
@@ -122,9 +123,14 @@ def start(aws_client: Client) -> Iterator[Callable[..., Run]]:
     """Starts the runtime for some of the fixture app's handlers; stops it after the test."""
     runs: list[Run] = []
 
-    def start_runtime(*handlers: str, client: Client | None = None, ready: bool = True) -> Run:
+    def start_runtime(
+        *handlers: str, client: Client | None = None, ready: bool = True, **options: Any
+    ) -> Run:
+        """`options`: more of EventRuntime's, such as `report_batch_item_failures`."""
         run = Run(
-            EventRuntime(event_app.app, client or aws_client, REGION, handlers=handlers, **FAST)
+            EventRuntime(
+                event_app.app, client or aws_client, REGION, handlers=handlers, **FAST, **options
+            )
         )
         run.runtime._on_invocation = run.record
         runs.append(run)
@@ -375,7 +381,7 @@ def test_batch_item_failures_resume_at_the_lowest_failed_record(
     values = ["a", "b", "c", "d", "e", "f"]
     written = dict(zip(values, (number for _, number in put(aws_client, *values)), strict=True))
     event_app.behaviour["stream_partial"] = {"c": 1, "d": 1}  # reported as d, c
-    run = start("handle_stream")
+    run = start("handle_stream", report_batch_item_failures=True)
     wait_for(lambda: event_app.handled("handle_stream") == values)
     quiet()
     # a and b are not delivered again; c and what follows are.
@@ -393,6 +399,68 @@ def test_batch_item_failures_resume_at_the_lowest_failed_record(
     assert number == written["b"]  # just before the lowest failed one
     assert run.checkpoints[1] == {shard: written["f"]}
     never_past_a_failure(run, "handle_stream")
+
+
+def test_batch_item_failures_are_ignored_without_report_batch_item_failures(
+    aws_client: Client, start: Callable[..., Run], caplog: pytest.LogCaptureFixture
+) -> None:
+    """As in AWS on a mapping Chalice deployed: the answer is a success, the checkpoint moves
+    past the whole batch, and the failed records are lost; the runtime says so."""
+    caplog.set_level(logging.WARNING, logger="local.events")
+    values = ["a", "b", "c", "d", "e", "f"]
+    written = dict(zip(values, (number for _, number in put(aws_client, *values)), strict=True))
+    event_app.behaviour["stream_partial"] = {"c": 1, "d": 1}  # reported as d, c
+    run = start("handle_stream")
+    wait_for(lambda: len(batches("handle_stream")) == 2)
+    quiet()
+    # c and d are not delivered again.
+    assert invocations("handle_stream") == [
+        (["a", "b", "c", "d"], "partial"),
+        (["e", "f"], "ok"),
+    ]
+    ignored = run.seen[0]
+    assert ignored.outcome == (
+        "ok, but batchItemFailures ignored: 2 records would be lost in AWS "
+        "(the mapping has no ReportBatchItemFailures)"
+    )
+    assert ignored.failed_ids == [written["d"], written["c"]]
+    assert run.seen[1].outcome == "ok"
+    [(shard, number)] = run.checkpoints[0].items()
+    assert number == written["d"]  # past the whole batch
+    assert run.checkpoints[1] == {shard: written["f"]}
+    reported = [written["d"], written["c"]]
+    assert f"handle_stream returned batchItemFailures {reported}" in caplog.text
+    assert "in AWS 2 records would be lost" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("reporting", "expected"),
+    [
+        (["handle_table"], [(["u1", "u2", "u3"], "partial"), (["u2", "u3"], "ok")]),
+        (["handle_stream"], [(["u1", "u2", "u3"], "partial")]),  # another handler's mapping
+    ],
+    ids=["its-mapping-reports", "another-mapping-reports"],
+)
+def test_a_dynamodb_handlers_item_failures_count_only_if_its_mapping_reports_them(
+    aws_client: Client,
+    start: Callable[..., Run],
+    reporting: list[str],
+    expected: list[tuple[list[str], str]],
+) -> None:
+    dynamodb = aws_client("dynamodb")
+    for pk in ("u1", "u2", "u3"):
+        dynamodb.put_item(TableName=event_app.TABLE, Item={"pk": {"S": pk}})
+    event_app.behaviour["stream_partial"] = {"u2": 1}
+    run = start("handle_table", report_batch_item_failures=reporting)
+    wait_for(lambda: len(batches("handle_table")) == len(expected))
+    quiet()
+    assert invocations("handle_table") == expected
+    if len(expected) == 2:
+        assert run.seen[0].outcome.startswith("partial: 1 of 3 failed (retried from")
+    else:
+        assert run.seen[0].outcome.startswith("ok, but batchItemFailures ignored: 1 record ")
+    last = batches("handle_table")[0]["numbers"][-1]
+    assert list(run.checkpoint("handle_table").values()) == [last]  # past the batch, at last
 
 
 def test_latest_reads_what_came_after_the_start_trim_horizon_everything(

@@ -162,7 +162,11 @@ def lambda_delivers(client: Any, url: str, reports_failures: bool) -> tuple[Any,
     return payload, len(messages)
 
 
-@pytest.mark.parametrize("reports_failures", [False, True], ids=["chalice-deploy", "package"])
+@pytest.mark.parametrize(
+    "reports_failures",
+    [False, True],
+    ids=["mapping-as-chalice-makes-it", "mapping-with-ReportBatchItemFailures"],
+)
 def test_a_poison_message_is_dead_lettered_after_3_receives_and_the_rest_succeed(
     client: Any, aws: dict[str, str], reports_failures: bool
 ) -> None:
@@ -197,3 +201,40 @@ def test_onboarding_twice_changes_nothing_more(client: Any, aws: dict[str, str])
         assert client.lambda_.invoke("onboard_users", {"Records": [record]}).payload is None
     profile = stored(user["user_id"])
     assert profile["onboarded_at"] and profile["version"] == 2
+
+
+def test_a_late_duplicate_does_not_undo_the_users_opt_out(client: Any, aws: dict[str, str]) -> None:
+    user = register(client)
+    client.lambda_.invoke("welcome_new_user", sns_event(user_created(user)))
+    from chalicelib.users import users_service
+
+    repo = users_service()._users
+    current = stored(user["user_id"])
+    repo.replace(current, {**current, "preferences": {}, "version": current["version"] + 1})
+    client.lambda_.invoke("welcome_new_user", sns_event(user_created(user)))
+    assert stored(user["user_id"])["preferences"] == {}
+    assert len(sent_mail()) == 1
+
+
+def test_ses_is_called_once_per_attempt_never_retried_by_the_client(aws: dict[str, str]) -> None:
+    """A retried SendEmail whose first answer was lost would mail twice: the SES client does
+    not retry; Lambda's retry, guarded by the idempotency record, does."""
+    from botocore.exceptions import ReadTimeoutError
+
+    from chalicelib.core import aws as aws_clients
+
+    ses = aws_clients.client("ses")
+    calls: list[str] = []
+
+    def time_out(request: Any, **_: Any) -> None:
+        calls.append(request.url)  # sent; its answer never comes back
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    ses.meta.events.register_first("before-send.ses.SendEmail", time_out)
+    with pytest.raises(ReadTimeoutError):
+        ses.send_email(
+            Source="welcome@dev.example.com",
+            Destination={"ToAddresses": ["a@example.com"]},
+            Message={"Subject": {"Data": "s"}, "Body": {"Text": {"Data": "t"}}},
+        )
+    assert len(calls) == 1

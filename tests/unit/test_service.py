@@ -265,3 +265,27 @@ def test_a_delete_racing_a_background_change_still_deletes(world: World) -> None
     world.repo.before_next_write[ada["user_id"]] = {"onboarded_at": "2026-11-26T00:00:30Z"}
     world.service.delete(me(ada), ada["user_id"])
     assert world.repo.users == {} and world.identities.by_id == {}
+
+
+def test_an_email_change_cognito_refuses_is_undone_even_after_a_background_change(
+    world: World,
+) -> None:
+    ada = world.register()
+    world.faults.failing.add("change_email")
+    # Between the update's write and its undo, the onboarding handler marks the user set up.
+    world.repo.before_next_write[ada["user_id"]] = {}
+    original_replace = world.repo.replace
+
+    def replace_then_onboard(current: dict, new: dict) -> None:
+        original_replace(current, new)
+        world.repo.before_next_write[ada["user_id"]] = {"onboarded_at": "2026-11-26T00:00:30Z"}
+        world.repo.replace = original_replace  # type: ignore[method-assign]
+
+    world.repo.replace = replace_then_onboard  # type: ignore[method-assign]
+    with pytest.raises(ServiceUnavailable):
+        world.service.update(me(ada), ada["user_id"], {"email": "new@example.com"})
+    stored = world.repo.users[ada["user_id"]]
+    assert stored["email"] == ADA["email"]  # back, so profile and sign-in agree
+    assert stored["onboarded_at"] == "2026-11-26T00:00:30Z"  # and the background change kept
+    assert world.identities.by_id[ada["user_id"]]["email"] == ADA["email"]
+    assert world.register(email="new@example.com")  # the new address was released
