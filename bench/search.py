@@ -13,19 +13,27 @@ What it shows: for the same matches, calls and items read are identical at 1k an
 ratio is exactly 1: no Query touches a partition of a non-matching word, and nothing is
 scanned), and latency stays flat. A common first name (about 1 user in 40) is measured too,
 as information: its cost grows with its matches (x10 users, x10 postings read), which is the
-expected behaviour. The same holds for a query joining a rare and a common word: each word's
-postings are read, so its cost follows the common word's matches.
+expected behaviour of a one-word query. A query joining the rare word and a common one costs
+what the rare word matches, whatever the common word's size: "zeppelin example" (every user
+has "example" in their email: 1,000 then 10,000 postings) and "zeppelin olivia" (the common
+first name) read the same at both sizes. Their common word is read only until it is known to
+be the larger one, and the rare word's users are checked on their profiles, which the page
+then shows (`chalicelib.search.service`).
 
 moto's Query reads and sorts the whole table for every call (`Table.query` ->
-`all_items()`), where DynamoDB reads only the key's partition. Measured as is, moto's latency
-would grow with the table and say nothing about our code, so for the duration of the
-benchmark a Query of a table's own key is served from that partition only (the rest of
-moto's Query, including paging, sorting and ScannedCount, is unchanged). Calls and items
-read do not depend on this.
+`all_items()`), where DynamoDB reads only the key's partition, and within it only from the
+key condition's start up to Limit items. Measured as is, moto's latency would grow with the
+table, and with the partition of a common word of which the search reads 16 postings, and
+say nothing about our code. So for the duration of the benchmark a Query of a table's own
+key is served from that partition only and, when it has a Limit and no key condition or a
+`sk < :value` one, from the Limit + 1 items where DynamoDB would start reading (kept sorted
+per partition; the rest of moto's Query, including paging, sorting and ScannedCount, is
+unchanged and gives the same answer). Calls and items read do not depend on this.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import random
 import resource
@@ -46,9 +54,13 @@ QUERIES = {
     "exact (10 matches)": "zeppelin",
     "prefix (10 matches)": "zeppe",
     "typo (10 matches)": "zepelin",
+    "rare + everyone (10 matches)": "zeppelin example",
+    "rare + common name": "zeppelin olivia",
     "common name (info)": "olivia",
 }
 RARE_QUERIES = [label for label in QUERIES if "10 matches" in label]
+#: Queries whose cost must not change from 1k to 10k users: those with a rare word.
+FLAT_QUERIES = [label for label in QUERIES if "(info)" not in label]
 STREAM_BATCH = 100
 
 
@@ -81,6 +93,8 @@ def _users(start: int, count: int, rng: random.Random) -> list[dict[str, Any]]:
     users = []
     for n in range(start, start + count):
         first, last = rng.choice(FIRST), rng.choice(LAST)
+        if n == 7:  # a user of the rare word also has the common first name
+            first = "olivia"
         bio = rng.sample(BIO, 4)
         if n < SMALL and n % (SMALL // RARE_USERS) == 7:
             bio[1] = RARE_WORD
@@ -202,16 +216,52 @@ def partition_local_queries() -> Iterator[None]:
 
     original_query, original_all_items = Table.query, Table.all_items
     local = threading.local()
+    sorted_keys: dict[tuple[int, Any], tuple[int, list[Any], list[str]]] = {}
+    sorting = threading.Lock()
+
+    def ordered(self: Any, hash_key: Any) -> tuple[list[Any], list[str]]:
+        """The partition's range keys in order, and their values (cached while the
+        partition keeps its size: the benchmark only adds items)."""
+        partition = self.items.get(hash_key, {})
+        with sorting:
+            size, keys, values = sorted_keys.get((id(self), hash_key), (-1, [], []))
+            if size != len(partition):
+                keys = sorted(partition, key=lambda k: k.value)
+                values = [k.value for k in keys]
+                sorted_keys[id(self), hash_key] = (len(partition), keys, values)
+        return keys, values
+
+    def window(self: Any, hash_key: Any, args: tuple[Any, ...]) -> list[Any] | None:
+        """The items DynamoDB would read for this Query, or None to let moto decide."""
+        comparison, values, limit, start, forward = args[:5]
+        if not limit or start is not None or comparison not in (None, "<"):
+            return None
+        keys, ordered_values = ordered(self, hash_key)
+        end = len(keys)
+        if comparison == "<":
+            if forward is not False:
+                return None
+            end = bisect.bisect_left(ordered_values, values[0].value)
+        chosen = keys[max(0, end - limit - 1) : end] if forward is False else keys[: limit + 1]
+        partition = self.items.get(hash_key, {})
+        return [partition[k] for k in chosen]
 
     def all_items(self: Any) -> list[Any]:
         partition = getattr(local, "partition", None)
         if partition is not None and partition[0] is self and self.range_key_attr:
+            if partition[2] is not None:
+                return partition[2]
             return list(self.items.get(partition[1], {}).values())
         return original_all_items(self)
 
     def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
         index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
-        local.partition = (self, hash_key) if index_name is None else None
+        local.partition = None
+        if index_name is None:
+            # a FilterExpression applies after Limit, in moto as in DynamoDB: no matter
+            legacy_filter = set(kwargs) - {"hash_key_conditions", "range_key_conditions"}
+            narrow = self.range_key_attr and len(args) >= 5 and not legacy_filter
+            local.partition = (self, hash_key, window(self, hash_key, args) if narrow else None)
         try:
             return original_query(self, hash_key, *args, **kwargs)
         finally:
@@ -293,22 +343,20 @@ def _report(
             f"{large['results_on_page']}",
         )
         metrics[label] = {"q": q, "1k": small, "10k": large, "ratio_10k_1k": ratios}
-    for label in RARE_QUERIES:
+    for label in FLAT_QUERIES:
         small, large = sizes[SMALL][label], sizes[LARGE][label]
+        name = label.split(" (")[0]
         same = small["calls"] == large["calls"] and small["items_read"] == large["items_read"]
+        if label in RARE_QUERIES:
+            same = same and small["results_on_page"] == large["results_on_page"] == RARE_USERS
         result.check(
-            f"{label.split(' ')[0]}: calls, items read 10k/1k",
+            f"{name}: calls, items read 10k/1k",
             f"x{large['items_read'] / small['items_read']:.2f}",
-            "x1.00 (same matches)",
-            same and small["results_on_page"] == RARE_USERS,
+            "x1.00 (same matches)" if label in RARE_QUERIES else "x1.00",
+            same,
         )
         ratio = large["median_s"] / small["median_s"]
-        result.check(
-            f"{label.split(' ')[0]}: median latency 10k/1k",
-            f"x{ratio:.2f}",
-            "<= x1.5",
-            ratio <= 1.5,
-        )
+        result.check(f"{name}: median latency 10k/1k", f"x{ratio:.2f}", "<= x1.5", ratio <= 1.5)
     scans = sum(sizes[s][label]["calls"].get("Scan", 0) for s in sizes for label in QUERIES)
     result.check("Scan calls during searches", scans, "0", scans == 0)
     result.metrics = metrics

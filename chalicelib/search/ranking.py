@@ -11,7 +11,11 @@ that moved across the cursor may be missed or seen twice, as in any keyset pagin
 
 A cursor carries that rank key and a checksum over the key and the query's words: edited,
 truncated or made-up cursors, and cursors of another query, are a 400. It is an integrity
-check, not a secret: forging a valid cursor only moves the start of a page.
+check, not a secret: forging a valid cursor only moves the start of a page. Its digits are
+ASCII only (`re.ASCII`, explicit classes): a Unicode digit class would also take other
+scripts' digits, which `int` reads as numbers, so one rank key would have many spellings.
+
+`hashlib` is imported on first use: importing the search package stays cheap (cold start).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import hashlib
 import re
 from collections.abc import Sequence
 from functools import cmp_to_key
@@ -29,10 +32,11 @@ from chalicelib.core.errors import BadRequest
 
 MAX_CURSOR_LENGTH = 200
 _CURSOR = re.compile(
-    r"^(?P<max>[0-2])\.(?P<sum>\d{1,2})"
-    r"\.(?P<created>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)"
+    r"(?P<max>[0-2])\.(?P<sum>[0-9]{1,2})"
+    r"\.(?P<created>[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z)"
     r"\.(?P<user>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-    r"\.(?P<check>[0-9a-f]{12})$"
+    r"\.(?P<check>[0-9a-f]{12})",
+    re.ASCII,
 )
 BAD_CURSOR = "The cursor is not valid for this query; use next_cursor from the previous page."
 
@@ -99,5 +103,7 @@ def _payload(hit: Hit) -> str:
 
 
 def _check(payload: str, query_words: Sequence[str]) -> str:
+    import hashlib
+
     text = payload + "|" + " ".join(sorted(query_words))  # word order does not change hits
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()

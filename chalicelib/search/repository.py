@@ -12,13 +12,15 @@ The index table has a `pk`/`sk` key and nothing else; items carry no other attri
 Prefix and neighbourhood entries form the vocabulary, shared by all users and written once
 per word: the neighbourhood entries first, then the prefix entry, which thereby marks the
 word as complete and is what `unknown_words` checks. Vocabulary is never deleted: a word no
-user has any more costs one Query that finds no posting, and counts towards the expansion
-caps of the service (a periodic clean-up could drop such words; nothing depends on it).
+user has any more costs one Query that finds no posting; the service skips such words when
+it picks a query word's expansions, looking at a bounded number of them (`service`). A
+periodic clean-up could drop them; nothing depends on it.
 
 Every read is a Query of one partition or a BatchGetItem of known keys: nothing here reads a
 partition that does not belong to a word of the query, so the cost never grows with the
 number of users, only with the matches. Batch writes and reads retry what DynamoDB leaves
 unprocessed, with backoff, and raise if some is still left, so the stream batch is retried.
+The write pool (`concurrent.futures`) is imported when the indexer first needs it.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.core import aws
 from chalicelib.search.indexing import Posting
 from chalicelib.search.text import index_variants
 from chalicelib.users.model import PUBLIC_FIELDS
 from chalicelib.users.repository import user_key
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 WRITE_BATCH = 25  # BatchWriteItem's limit
 READ_BATCH = 100  # BatchGetItem's limit
@@ -99,6 +103,8 @@ class _Batches:
             return
         with self._pool_lock:
             if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
                 self._pool = ThreadPoolExecutor(self._write_workers, "search-write")
         list(self._pool.map(lambda chunk: self._write_chunk(table, chunk), chunks))
 
@@ -152,9 +158,17 @@ class DynamoSearchIndex:
 
     # --- reads --------------------------------------------------------------------------
 
-    def postings(self, word: str, limit: int) -> list[tuple[str, str]]:
-        """Up to `limit` users having `word`, newest first, as (created_at, user_id)."""
-        keys = self._query({":pk": {"S": f"W#{word}"}}, limit, newest_first=True)
+    def postings(
+        self, word: str, limit: int, after: tuple[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        """Up to `limit` users having `word`, newest first, as (created_at, user_id); with
+        `after`, the ones that come after that posting (older): a read resumed by key."""
+        values = {":pk": {"S": f"W#{word}"}}
+        condition = None
+        if after is not None:
+            values[":after"] = {"S": "#".join(after)}
+            condition = "sk < :after"
+        keys = self._query(values, limit, condition=condition, newest_first=True)
         return [tuple(key.split("#", 1)) for key in keys]  # type: ignore[misc]
 
     def words_with_prefix(self, prefix: str, limit: int) -> list[str]:

@@ -347,6 +347,42 @@ def test_search_cost_does_not_depend_on_non_matching_users(search: Search) -> No
         assert items_read < 20, (q, items_read)
 
 
+def test_a_common_word_costs_what_the_rarest_word_matches(
+    search: Search, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The oldest of many gmail users is found by `zed gmail`, and the search costs the
+    same with 12 or 60 gmail users: what it reads follows zed's postings, not gmail's."""
+    from chalicelib.search import service
+
+    monkeypatch.setattr(service, "MAX_POSTINGS_PER_WORD", 5)  # a word's own read, one word
+    monkeypatch.setattr(service, "FIRST_READ", 2)  # each word's first read, several words
+    search.add(user(1, name="Zed Quux", email="zed@gmail.com"))
+    search.add(*(user(n, name="Pat Jones", email=f"pat{n}@gmail.com") for n in range(2, 13)))
+    queries = ["zed gmail", "quux gmail com", "zed@gmail.com"]
+
+    def costs() -> dict[str, tuple[Counter[str], int]]:
+        found = {}
+        for q in queries:
+            search.meter.reset()
+            assert search.ids(q) == [uid(1)], q
+            found[q] = (Counter(search.meter.calls), search.meter.items_read)
+        return found
+
+    few = costs()
+    search.add(*(user(n, name="Pat Jones", email=f"pat{n}@gmail.com") for n in range(13, 61)))
+    assert costs() == few
+    assert all(calls["BatchGetItem"] == 1 for calls, _ in few.values())
+
+
+def test_postings_are_read_on_from_a_key(search: Search) -> None:
+    search.add(*(user(n, name="Paged") for n in range(1, 6)))
+    first = search.index.postings("paged", 2)
+    assert [u for _, u in first] == [uid(5), uid(4)]
+    rest = search.index.postings("paged", 10, after=first[-1])
+    assert [u for _, u in rest] == [uid(3), uid(2), uid(1)]
+    assert search.index.postings("paged", 10, after=rest[-1]) == []
+
+
 def test_stream_records_from_moto_index_what_the_users_repository_wrote(search: Search) -> None:
     """The records moto's stream holds for writes made by the users adapter (email claims
     included); moto's DynamoDB Streams API is not reachable with this botocore, so they are

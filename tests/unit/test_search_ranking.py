@@ -122,3 +122,23 @@ def test_tampered_cursor_is_bad_request(cursor: str) -> None:
 def test_cursor_of_another_query_is_bad_request() -> None:
     with pytest.raises(BadRequest):
         decode_cursor(GOOD, ["alice"])
+
+
+@pytest.mark.parametrize(
+    ("tier_sum", "created_at"),
+    [
+        ("\u0663", at(7)),  # ARABIC-INDIC DIGIT THREE: int() reads it as 3
+        ("3", at(7).replace("7", "\uff17")),  # FULLWIDTH DIGIT SEVEN
+        ("3", at(7).replace("2026", "\u0968\u0966\u0968\u096c")),  # DEVANAGARI digits
+    ],
+)
+def test_cursor_with_non_ascii_digits_is_bad_request(tier_sum: str, created_at: str) -> None:
+    """Digits are ASCII only: a cursor with other Unicode digits, even with a valid
+    checksum (the checksum is not a secret), is refused."""
+    from chalicelib.search.ranking import _check
+
+    payload = f"1.{tier_sum}.{created_at}.{uid(42)}"
+    normalized = f"1.{int(tier_sum)}.{created_at}.{uid(42)}"
+    for checked in {payload, normalized}:
+        with pytest.raises(BadRequest):
+            decode_cursor(_raw(f"{payload}.{_check(checked, QUERY)}"), QUERY)
