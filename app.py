@@ -8,7 +8,6 @@ from chalice.app import AuthRequest, AuthResponse, DynamoDBEvent, SNSEvent, SQSE
 from chalicelib.auth.authorizer import AUTHORIZER_CACHE_SECONDS, authorize, principal_of
 from chalicelib.core import http
 from chalicelib.core.sqs_batch import process_sqs_batch
-from chalicelib.search import search_service
 from chalicelib.users import user_events_publisher, user_onboarding, users_service
 from chalicelib.users.events import events_from_stream
 from chalicelib.users.pagination import parse_limit
@@ -57,6 +56,8 @@ def list_users() -> dict:
 def search_users() -> dict:
     params = app.current_request.query_params or {}
     caller = principal_of(app.current_request)
+    from chalicelib.search import search_service  # on first use: every function imports app.py
+
     return search_service().search(
         caller, params.get("q"), params.get("limit"), params.get("cursor")
     )
@@ -91,6 +92,8 @@ def publish_user_events(event: DynamoDBEvent) -> None:
 @app.on_dynamodb_record(stream_arn=USERS_TABLE_STREAM_ARN, starting_position="TRIM_HORIZON")
 def index_users_for_search(event: DynamoDBEvent) -> None:
     """users table stream -> search index. Idempotent, so a retried batch is harmless."""
+    from chalicelib.search import search_service
+
     search_service().apply_stream_records(event.to_dict()["Records"])
 
 
