@@ -99,6 +99,8 @@ log = logging.getLogger("local.events")
 #: SQS returns at most 10 messages a call, and long-polls at most 20 s.
 SQS_MAX_RECEIVE = 10
 SQS_MAX_WAIT_SECONDS = 20
+#: An idle shard's reads slow down by doubling, this many times (0.25 s -> 1 s by default).
+IDLE_BACKOFF_STEPS = 2
 #: GetRecords returns at most this many records a call.
 KINESIS_MAX_RECORDS = 10_000
 DYNAMODB_STREAMS_MAX_RECORDS = 1_000
@@ -137,8 +139,9 @@ class EventRuntime:
     ) -> None:
         """`handlers`: the names of the handlers to deliver to (default: all of them).
         A stream batch that fails is retried after `retry_backoff_seconds`, doubling up to
-        `max_retry_backoff_seconds`; an idle shard is read every `stream_poll_seconds`. A
-        failed SNS, S3 or EventBridge event is tried again after `async_retry_seconds` (Lambda
+        `max_retry_backoff_seconds`; a shard is read every `stream_poll_seconds` while records
+        come, and up to 4 times less often while it is idle. A failed SNS, S3 or EventBridge
+        event is tried again after `async_retry_seconds` (Lambda
         waits a minute or two; locally, seconds keep the loop short).
 
         `report_batch_item_failures`: which SQS and stream mappings have
@@ -878,6 +881,7 @@ class ShardReader:
         self._iterator = iterator
         self._last_read: str | None = None
         self._buffer: list[dict[str, Any]] = []  # read, not handled yet, in shard order
+        self._idle_reads = 0  # empty reads in a row: they space out (IDLE_BACKOFF_STEPS)
         # After a failure: the sizes of the parts of the buffer's head still to retry, each
         # as a batch of its own (the halves of a failed batch, and their halves).
         self._spans: list[int] = []
@@ -913,8 +917,14 @@ class ShardReader:
                 deadline = time.monotonic() + window
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            if not fetched and not behind:
-                wait = poll if deadline is None else min(poll, deadline - time.monotonic())
+            if fetched or behind:
+                self._idle_reads = 0
+            else:
+                # An idle shard is read less often (up to 4 x `poll`): every read costs the
+                # API's process and the emulator CPU that requests then wait for.
+                idle = poll * 2 ** min(self._idle_reads, IDLE_BACKOFF_STEPS)
+                self._idle_reads += 1
+                wait = idle if deadline is None else min(poll, deadline - time.monotonic())
                 stopping.wait(max(0.0, wait))
         return self._buffer[:size]
 
