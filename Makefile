@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 STAGE  ?= dev
 
-.PHONY: run test unit integration lint package deploy policies bench token fire clean
+.PHONY: run test unit integration lint package deploy policies bench token fire load clean
 
 $(READY): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed (found %s); set PYTHON=python3.x" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -28,6 +28,10 @@ token: $(READY)
 ## fire: run a scheduled job of the app now, on the local stack: make fire JOB=name (no JOB lists them)
 fire: $(READY)
 	@$(BIN)/python -m local.fire $(JOB)
+
+## load: mixed telemetry traffic to POST /events on the running stack: make load [ARGS="--batches 50"]
+load: $(READY)
+	@$(BIN)/python -m local.load $(ARGS)
 
 ## test: unit and integration tests, on every core (pytest-xdist)
 test: $(READY)

@@ -3,7 +3,14 @@
 import os
 
 from chalice import Chalice, Response
-from chalice.app import AuthRequest, AuthResponse, DynamoDBEvent, SNSEvent, SQSEvent
+from chalice.app import (
+    AuthRequest,
+    AuthResponse,
+    DynamoDBEvent,
+    KinesisEvent,
+    SNSEvent,
+    SQSEvent,
+)
 
 from chalicelib.auth.authorizer import AUTHORIZER_CACHE_SECONDS, authorize, principal_of
 from chalicelib.core import http
@@ -80,6 +87,32 @@ def delete_user(user_id: str) -> Response:
     return Response(body="", status_code=204)
 
 
+# --- Telemetry ---------------------------------------------------------------------------
+
+
+@app.route("/events", methods=["POST"], authorizer=cognito_jwt)
+def ingest_events() -> Response:
+    """1 to 500 events onto the telemetry stream; the answer says, per event, if it was taken."""
+    from chalicelib.telemetry import telemetry_ingest
+
+    result = telemetry_ingest().ingest(http.json_object(app.current_request))
+    return Response(body=result, status_code=202)
+
+
+@app.on_kinesis_record(
+    stream=os.environ["TELEMETRY_STREAM_NAME"],
+    batch_size=int(os.environ["TELEMETRY_BATCH_SIZE"]),
+    maximum_batching_window_in_seconds=int(os.environ["TELEMETRY_BATCH_WINDOW_SECONDS"]),
+    starting_position="TRIM_HORIZON",
+)
+def process_telemetry(event: KinesisEvent) -> dict:
+    """Store, check and archive a batch; report the records whose writes failed, so only
+    they come back (the mapping has ReportBatchItemFailures: infra/functions.json)."""
+    from chalicelib.telemetry import telemetry_processor
+
+    return telemetry_processor().process(event.to_dict()["Records"])
+
+
 # --- User events -----------------------------------------------------------------------
 
 
@@ -122,6 +155,11 @@ def register_preflight() -> Response:
 @app.route("/users", methods=["OPTIONS"])
 def users_preflight() -> Response:
     return http.preflight(app.current_request, "GET,OPTIONS")
+
+
+@app.route("/events", methods=["OPTIONS"])
+def events_preflight() -> Response:
+    return http.preflight(app.current_request, "POST,OPTIONS")
 
 
 @app.route("/users/search", methods=["OPTIONS"])

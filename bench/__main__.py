@@ -24,6 +24,7 @@ BENCHMARKS = {
     "aws_calls": "bench.aws_calls",
     "http_load": "bench.http_load",
     "search": "bench.search",
+    "telemetry": "bench.telemetry",
 }
 WIDTH = 100
 

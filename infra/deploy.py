@@ -1,6 +1,6 @@
 """Path B: `chalice deploy`, made loss-proof. `make deploy STAGE=prod` runs it.
 
-`chalice deploy` cannot express three things the app relies on, which `chalice package` gets
+`chalice deploy` cannot express four things the app relies on, which `chalice package` gets
 from infra/functions.json; this applies the same settings after it, with the Lambda API:
 
 1. the users table's stream ARN, which the app's stream consumers name when Chalice loads it
@@ -9,7 +9,10 @@ from infra/functions.json; this applies the same settings after it, with the Lam
 2. on each stream consumer's event source mapping: split a failing batch
    (BisectBatchOnFunctionError), 10 retries, then the batch's position to the
    `...-users-stream-failures` queue, instead of blocking the shard until the records expire;
-3. the welcome function's on-failure destination (`...-welcome-dlq`) for events that failed
+3. on the telemetry processor's Kinesis mapping: ReportBatchItemFailures (its handler answers
+   with `batchItemFailures`: without it, Lambda would drop the failed records), bisect, 10
+   retries, then the `...-telemetry-stream-failures` queue;
+4. the welcome function's on-failure destination (`...-welcome-dlq`) for events that failed
    all 3 of Lambda's asynchronous attempts.
 
 Chalice does not touch these settings when it deploys again, and applying them twice changes
@@ -33,6 +36,8 @@ STREAM_CONSUMERS = ("publish_user_events", "index_users_for_search")
 ASYNC_DEAD_LETTERS = {"welcome_new_user": "welcome-dlq"}
 STREAM_FAILURES_QUEUE = "users-stream-failures"
 STREAM_RETRIES = 10
+#: Kinesis consumers whose handlers answer with `batchItemFailures`, and their failure queue.
+PARTIAL_BATCH_CONSUMERS = {"process_telemetry": "telemetry-stream-failures"}
 
 
 def resources_stack(stage: str) -> str:
@@ -55,7 +60,7 @@ def queue_arn(sqs: Any, stage: str, name: str) -> str:
 
 
 def apply_function_settings(stage: str, lambda_client: Any, sqs: Any) -> list[str]:
-    """Step 2 and 3 of the module docstring; returns what was set, one line each."""
+    """Steps 2 to 4 of the module docstring; returns what was set, one line each."""
     done = []
     failures = queue_arn(sqs, stage, STREAM_FAILURES_QUEUE)
     for function in STREAM_CONSUMERS:
@@ -74,6 +79,22 @@ def apply_function_settings(stage: str, lambda_client: Any, sqs: Any) -> list[st
                 DestinationConfig={"OnFailure": {"Destination": failures}},
             )
             done.append(f"{name}: bisect on error, {STREAM_RETRIES} retries, then {failures}")
+    for function, queue in PARTIAL_BATCH_CONSUMERS.items():
+        name = function_name(stage, function)
+        target = queue_arn(sqs, stage, queue)
+        mappings = lambda_client.list_event_source_mappings(FunctionName=name)
+        kinesis = [m for m in mappings["EventSourceMappings"] if ":kinesis:" in m["EventSourceArn"]]
+        if not kinesis:
+            raise RuntimeError(f"{name} has no Kinesis mapping: was `chalice deploy` run?")
+        for mapping in kinesis:
+            lambda_client.update_event_source_mapping(
+                UUID=mapping["UUID"],
+                FunctionResponseTypes=["ReportBatchItemFailures"],
+                BisectBatchOnFunctionError=True,
+                MaximumRetryAttempts=STREAM_RETRIES,
+                DestinationConfig={"OnFailure": {"Destination": target}},
+            )
+            done.append(f"{name}: partial batch responses, bisect, {STREAM_RETRIES} retries")
     for function, queue in ASYNC_DEAD_LETTERS.items():
         name = function_name(stage, function)
         target = queue_arn(sqs, stage, queue)

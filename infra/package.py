@@ -174,6 +174,7 @@ def finalize_template(
 _EVENT_TARGETS = {
     "Topic": ("AWS::SNS::Topic", "TopicName", lambda logical_id: {"Ref": logical_id}),
     "Queue": ("AWS::SQS::Queue", "QueueName", lambda lid: {"Fn::GetAtt": [lid, "Arn"]}),
+    "Stream": ("AWS::Kinesis::Stream", "Name", lambda lid: {"Fn::GetAtt": [lid, "Arn"]}),
 }
 
 
@@ -192,7 +193,7 @@ def _reference_event_sources(template: dict[str, Any], stage: str) -> None:
                 arn = properties.get(key)
                 if not (isinstance(arn, dict) and set(arn) == {"Fn::Sub"}):
                     continue
-                name = str(arn["Fn::Sub"]).rsplit(":", 1)[-1]
+                name = str(arn["Fn::Sub"]).rsplit(":", 1)[-1].removeprefix("stream/")
                 for logical_id, candidate in resources.items():
                     declared = candidate.get("Properties", {}).get(name_property)
                     if isinstance(declared, dict) and "Fn::Sub" in declared:

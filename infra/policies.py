@@ -27,6 +27,16 @@ APP = "serverless-app"
 TABLE = "arn:aws:dynamodb:*:*:table/serverless-app-{stage}-{name}"
 TOPIC = "arn:aws:sns:*:*:serverless-app-{stage}-{name}"
 QUEUE = "arn:aws:sqs:*:*:serverless-app-{stage}-{name}"
+TELEMETRY_STREAM = "arn:aws:kinesis:*:*:stream/serverless-app-{stage}-telemetry"
+KINESIS_READ = (
+    "kinesis:DescribeStream",
+    "kinesis:DescribeStreamSummary",
+    "kinesis:GetRecords",
+    "kinesis:GetShardIterator",
+    "kinesis:ListShards",
+    "kinesis:ListStreams",
+    "kinesis:SubscribeToShard",
+)
 STREAM_READ = (
     "dynamodb:DescribeStream",
     "dynamodb:GetRecords",
@@ -80,6 +90,7 @@ def _grants() -> dict[str, tuple[str, list[Grant]]]:
                 Grant("UsersTableListIndex", ("dynamodb:Query",), (users + "/index/by-created",)),
                 Grant("SearchResultProfiles", ("dynamodb:BatchGetItem",), (users,)),
                 Grant("SearchIndexQueries", ("dynamodb:Query",), (search,)),
+                Grant("TelemetryIngest", ("kinesis:PutRecords",), (TELEMETRY_STREAM,)),
                 Grant(
                     "CognitoUsers",
                     ("cognito-idp:AdminCreateUser", "cognito-idp:AdminDeleteUser",
@@ -139,6 +150,53 @@ def _grants() -> dict[str, tuple[str, list[Grant]]]:
                     "WelcomeDeadLetters",
                     ("sqs:SendMessage",),
                     (QUEUE.format(stage="{stage}", name="welcome-dlq"),),
+                ),
+            ],
+        ),
+        "process_telemetry": (
+            "-process_telemetry",
+            [
+                # The event source mapping reads the stream with the function's role; a batch
+                # that failed every retry goes to the failure queue (on-failure destination).
+                Grant("TelemetryStream", KINESIS_READ, (TELEMETRY_STREAM,)),
+                Grant(
+                    "TelemetryStreamFailures",
+                    ("sqs:SendMessage",),
+                    (QUEUE.format(stage="{stage}", name="telemetry-stream-failures"),),
+                ),
+                Grant(
+                    "TelemetryTables",
+                    ("dynamodb:BatchWriteItem",),
+                    (
+                        TABLE.format(stage="{stage}", name="activities"),
+                        TABLE.format(stage="{stage}", name="metrics"),
+                        TABLE.format(stage="{stage}", name="transactions"),
+                    ),
+                ),
+                Grant(
+                    "FraudVelocity",
+                    ("dynamodb:Query",),
+                    (TABLE.format(stage="{stage}", name="transactions") + "/index/by-user",),
+                ),
+                Grant(
+                    "MetricBaselines",
+                    ("dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem"),
+                    (TABLE.format(stage="{stage}", name="baselines"),),
+                ),
+                Grant(
+                    "AnomalyAlerts",
+                    ("sns:Publish",),
+                    (TOPIC.format(stage="{stage}", name="anomaly-alerts"),),
+                ),
+                Grant(
+                    "DataLakeArchive",
+                    ("s3:PutObject",),
+                    ("arn:aws:s3:::serverless-app-{stage}-data-lake/telemetry/*",),
+                ),
+                Grant(
+                    "TelemetryQuarantine",
+                    ("sqs:GetQueueUrl", "sqs:SendMessage"),
+                    (QUEUE.format(stage="{stage}", name="telemetry-quarantine"),),
                 ),
             ],
         ),

@@ -226,15 +226,37 @@ def is_running(state_dir: Path) -> bool:
 
 
 def _event_runtime(server: LocalDevServer) -> Any:
-    """Deliver the app's SQS (and, as they come, other) events from the emulator to its
-    handlers, in this process, as Lambda's event source mappings would."""
+    """Deliver the app's events from the emulator to its handlers, in this process, as
+    Lambda's event source mappings would: with the mappings' settings the deploy gives them."""
     import boto3
 
     from local.events import EventRuntime
 
-    events = EventRuntime(server.app_object, boto3.client, EMULATOR_CREDENTIALS["AWS_REGION"])
+    app = server.app_object
+    events = EventRuntime(
+        app,
+        boto3.client,
+        EMULATOR_CREDENTIALS["AWS_REGION"],
+        report_batch_item_failures=partial_batch_handlers(app),
+    )
     events.start()
     return events
+
+
+def partial_batch_handlers(app: Any) -> set[str]:
+    """The handlers whose event source mapping has ReportBatchItemFailures in AWS: Chalice
+    never sets it; infra/functions.json does (both deploy paths apply that file)."""
+    from chalice.utils import to_cfn_resource_name
+
+    settings = json.loads((PROJECT_DIR / "infra" / "functions.json").read_text())["Resources"]
+    reporting = {
+        logical_id
+        for logical_id, resource in settings.items()
+        for source in resource.get("Properties", {}).get("Events", {}).values()
+        if "ReportBatchItemFailures"
+        in source.get("Properties", {}).get("FunctionResponseTypes", [])
+    }
+    return {s.name for s in app.event_sources if to_cfn_resource_name(s.name) in reporting}
 
 
 def _single_instance_lock(lock_path: Path, state_file: Path) -> Any:

@@ -1,9 +1,10 @@
 """The HTTP boundary, wired once as Chalice middleware.
 
 Every request gets a correlation id (the caller's `X-Correlation-Id` if well formed, else the
-API Gateway request id), one structured log line and EMF metrics. Bodies over 64 KiB are
-refused before any handler runs. Every error leaves in one JSON shape (`core.errors`),
-Chalice's own errors included. CORS headers are added for the stage's allowed origins.
+API Gateway request id), one structured log line and EMF metrics. Bodies over 64 KiB (1 MiB
+for a telemetry batch) are refused before any handler runs. Every error leaves in one JSON
+shape (`core.errors`), Chalice's own errors included. CORS headers are added for the stage's
+allowed origins.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from chalicelib.core.observability import emit_metrics, logger, start_tracing_if
 from chalicelib.core.settings import get_settings
 
 MAX_BODY_BYTES = 64 * 1024
+#: Routes that take bigger bodies: a batch of up to 500 telemetry events.
+MAX_BODY_BYTES_BY_ROUTE = {"/events": 1024 * 1024}
 CORRELATION_HEADER = "X-Correlation-Id"
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 PREFLIGHT_MAX_AGE_SECONDS = 600
@@ -95,10 +98,10 @@ def preflight(request: Request, methods: str) -> Response:
 
 
 def _handle(request: Request, get_response: Any) -> Response:
-    if len(request.raw_body or b"") > MAX_BODY_BYTES:
-        return _api_error_response(
-            PayloadTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes.")
-        )
+    route = (request.context or {}).get("resourcePath", "")
+    limit = MAX_BODY_BYTES_BY_ROUTE.get(route, MAX_BODY_BYTES)
+    if len(request.raw_body or b"") > limit:
+        return _api_error_response(PayloadTooLarge(f"Request body is larger than {limit} bytes."))
     try:
         return get_response(request)
     except ApiError as exc:

@@ -36,6 +36,14 @@ class Settings:
     user_updated_topic_name: str
     onboarding_queue_name: str
     welcome_email_sender: str
+    telemetry_stream_name: str
+    activities_table_name: str
+    metrics_table_name: str
+    baselines_table_name: str
+    transactions_table_name: str
+    anomaly_alerts_topic_name: str
+    data_lake_bucket_name: str
+    telemetry_quarantine_queue_name: str
     cognito_config_parameter: str
     cors_allow_origins: frozenset[str]
     tracing_subsegments: bool
@@ -52,6 +60,14 @@ class Settings:
             user_updated_topic_name=_required("USER_UPDATED_TOPIC_NAME"),
             onboarding_queue_name=_required("ONBOARDING_QUEUE_NAME"),
             welcome_email_sender=_required("WELCOME_EMAIL_SENDER"),
+            telemetry_stream_name=_required("TELEMETRY_STREAM_NAME"),
+            activities_table_name=_required("ACTIVITIES_TABLE_NAME"),
+            metrics_table_name=_required("METRICS_TABLE_NAME"),
+            baselines_table_name=_required("BASELINES_TABLE_NAME"),
+            transactions_table_name=_required("TRANSACTIONS_TABLE_NAME"),
+            anomaly_alerts_topic_name=_required("ANOMALY_ALERTS_TOPIC_NAME"),
+            data_lake_bucket_name=_required("DATA_LAKE_BUCKET_NAME"),
+            telemetry_quarantine_queue_name=_required("TELEMETRY_QUARANTINE_QUEUE_NAME"),
             cognito_config_parameter=_required("COGNITO_CONFIG_PARAMETER"),
             cors_allow_origins=frozenset(o.strip() for o in origins.split(",") if o.strip()),
             tracing_subsegments=_flag("TRACING_SUBSEGMENTS"),

@@ -48,6 +48,14 @@ RESOURCE_ENV = {
     "USERS_TABLE_NAME": "UsersTable",
     "SEARCH_TABLE_NAME": "SearchIndexTable",
     "IDEMPOTENCY_TABLE_NAME": "IdempotencyTable",
+    "TELEMETRY_STREAM_NAME": "TelemetryStream",
+    "ACTIVITIES_TABLE_NAME": "ActivitiesTable",
+    "METRICS_TABLE_NAME": "MetricsTable",
+    "BASELINES_TABLE_NAME": "BaselinesTable",
+    "TRANSACTIONS_TABLE_NAME": "TransactionsTable",
+    "ANOMALY_ALERTS_TOPIC_NAME": "AnomalyAlertsTopic",
+    "DATA_LAKE_BUCKET_NAME": "DataLakeBucket",
+    "TELEMETRY_QUARANTINE_QUEUE_NAME": "TelemetryQuarantineQueue",
     "USER_CREATED_TOPIC_NAME": "UserCreatedTopic",
     "USER_UPDATED_TOPIC_NAME": "UserUpdatedTopic",
     "ONBOARDING_QUEUE_NAME": "OnboardingQueue",
@@ -58,6 +66,8 @@ NAME_PROPERTY = {
     "AWS::SNS::Topic": "TopicName",
     "AWS::SQS::Queue": "QueueName",
     "AWS::SSM::Parameter": "Name",
+    "AWS::Kinesis::Stream": "Name",
+    "AWS::S3::Bucket": "BucketName",
 }
 
 # A concrete region and account, only to test the policies' wildcards against real ARNs.
@@ -70,6 +80,17 @@ IDEMPOTENCY_TABLE = "arn:aws:dynamodb:{region}:{account}:table/{IdempotencyTable
 STREAM_FAILURES = "arn:aws:sqs:{region}:{account}:{UsersStreamFailureQueue}"
 WELCOME_DLQ = "arn:aws:sqs:{region}:{account}:{WelcomeDeadLetterQueue}"
 SENDER_IDENTITY = "arn:aws:ses:{region}:{account}:identity/example.com"
+TELEMETRY_STREAM = "arn:aws:kinesis:{region}:{account}:stream/{TelemetryStream}"
+TELEMETRY_TABLES = [
+    "arn:aws:dynamodb:{region}:{account}:table/{" + t + "}"
+    for t in ("ActivitiesTable", "MetricsTable", "TransactionsTable")
+]
+BY_USER_INDEX = "arn:aws:dynamodb:{region}:{account}:table/{TransactionsTable}/index/by-user"
+BASELINES = "arn:aws:dynamodb:{region}:{account}:table/{BaselinesTable}"
+ALERTS_TOPIC = "arn:aws:sns:{region}:{account}:{AnomalyAlertsTopic}"
+ARCHIVE = "arn:aws:s3:::{DataLakeBucket}/telemetry/year=2026/month=11/day=26/hour=04/x.jsonl.gz"
+QUARANTINE = "arn:aws:sqs:{region}:{account}:{TelemetryQuarantineQueue}"
+TELEMETRY_FAILURES = "arn:aws:sqs:{region}:{account}:{TelemetryStreamFailureQueue}"
 CREATED_TOPIC = "arn:aws:sns:{region}:{account}:{UserCreatedTopic}"
 UPDATED_TOPIC = "arn:aws:sns:{region}:{account}:{UserUpdatedTopic}"
 QUEUE = "arn:aws:sqs:{region}:{account}:{OnboardingQueue}"
@@ -95,6 +116,10 @@ OPERATION_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     "get_queue_url": [("sqs:GetQueueUrl", QUEUE)],
     # Authorised on the sender's identity, for that one From address (policy Condition).
     "send_email": [("ses:SendEmail", SENDER_IDENTITY)],
+    "put_records": [("kinesis:PutRecords", TELEMETRY_STREAM)],
+    "put_object": [("s3:PutObject", ARCHIVE)],
+    "send_message": [("sqs:SendMessage", QUARANTINE)],
+    "send_message_batch": [("sqs:SendMessage", QUARANTINE)],
     # STS GetCallerIdentity needs no permission.
     "get_caller_identity": [],
     "get_parameter": [("ssm:GetParameter", COGNITO_PARAMETER)],
@@ -114,7 +139,7 @@ TRANSACT_ITEM_ACTIONS = {
     "ConditionCheck": "dynamodb:ConditionCheckItem",
 }
 #: Services chalicelib may create clients for (those OPERATION_PERMISSIONS covers).
-KNOWN_SERVICES = {"dynamodb", "sns", "sqs", "sts", "ssm", "cognito-idp", "ses"}
+KNOWN_SERVICES = {"dynamodb", "sns", "sqs", "sts", "ssm", "cognito-idp", "ses", "kinesis", "s3"}
 #: Services whose operation names are looked for in the code: the known ones and others an
 #: app like this commonly adds, so that a call into a new service is noticed too.
 SCANNED_SERVICES = sorted(
@@ -155,7 +180,7 @@ FUNCTION_POLICIES: dict[str, tuple[str, set[str]]] = {
     "APIHandler": (
         "policy-{stage}.json",
         {"get_item", "put_item", "delete_item", "query", "transact_write_items",
-         "batch_get_item", "get_caller_identity", "get_parameter", "verify",
+         "batch_get_item", "get_caller_identity", "get_parameter", "verify", "put_records",
          "admin_create_user", "admin_set_user_password", "admin_delete_user",
          "admin_get_user", "admin_update_user_attributes"},
     ),
@@ -169,6 +194,12 @@ FUNCTION_POLICIES: dict[str, tuple[str, set[str]]] = {
     "WelcomeNewUser": (
         "policy-{stage}-welcome_new_user.json", {"get_item", "update_item", "send_email"}
     ),
+    "ProcessTelemetry": (
+        "policy-{stage}-process_telemetry.json",
+        {"batch_write_item", "batch_get_item", "query", "get_item", "update_item",
+         "publish_batch", "put_object", "send_message_batch", "get_queue_url",
+         "get_caller_identity"},
+    ),
     "OnboardUsers": (
         "policy-{stage}-onboard_users.json",
         {"get_item", "update_item", "delete_message_batch", "get_queue_url"},
@@ -177,6 +208,15 @@ FUNCTION_POLICIES: dict[str, tuple[str, set[str]]] = {
 #: Where a function's call reaches another resource than OPERATION_PERMISSIONS says.
 FUNCTION_RESOURCES: dict[str, dict[str, list[tuple[str, str]]]] = {
     "IndexUsersForSearch": {"batch_get_item": [("dynamodb:BatchGetItem", SEARCH_TABLE)]},
+    "ProcessTelemetry": {
+        "batch_write_item": [("dynamodb:BatchWriteItem", t) for t in TELEMETRY_TABLES],
+        "query": [("dynamodb:Query", BY_USER_INDEX)],
+        "batch_get_item": [("dynamodb:BatchGetItem", BASELINES)],
+        "get_item": [("dynamodb:GetItem", BASELINES)],
+        "update_item": [("dynamodb:UpdateItem", BASELINES)],
+        "publish_batch": [("sns:Publish", ALERTS_TOPIC)],
+        "get_queue_url": [("sqs:GetQueueUrl", QUARANTINE)],
+    },
 }
 #: What a function needs beyond its own calls: its event source mapping's reads, and the
 #: calls libraries make for it (Powertools' idempotency records).
@@ -195,6 +235,13 @@ PLATFORM_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     ],
     "OnboardUsers": [
         (a, QUEUE) for a in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+    ],
+    "ProcessTelemetry": [
+        *[(a, TELEMETRY_STREAM) for a in ("kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
+                                          "kinesis:GetRecords", "kinesis:GetShardIterator",
+                                          "kinesis:ListShards", "kinesis:ListStreams",
+                                          "kinesis:SubscribeToShard")],
+        ("sqs:SendMessage", TELEMETRY_FAILURES),
     ],
 }  # fmt: skip
 
@@ -684,7 +731,9 @@ def test_policy_names_only_its_stage_and_no_account_or_region(stage: str, logica
             if arn == "*":
                 continue
             parts = arn.split(":")
-            assert parts[:2] == ["arn", "aws"] and parts[3:5] == ["*", "*"], arn
+            assert parts[:2] == ["arn", "aws"], arn
+            # S3 ARNs name no region or account; every other ARN leaves both open.
+            assert parts[3:5] == (["", ""] if parts[2] == "s3" else ["*", "*"]), arn
 
 
 def test_user_pool_carries_the_tags_the_policy_condition_expects() -> None:

@@ -10,7 +10,12 @@ from typing import Any
 
 import boto3
 
-from infra.deploy import STREAM_CONSUMERS, apply_function_settings, stream_arn
+from infra.deploy import (
+    PARTIAL_BATCH_CONSUMERS,
+    STREAM_CONSUMERS,
+    apply_function_settings,
+    stream_arn,
+)
 from infra.policies import function_name
 
 
@@ -28,7 +33,7 @@ def _deploy_like_chalice(aws: dict[str, str]) -> Any:
         RoleName="serverless-app-dev",
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
     )["Role"]["Arn"]
-    for function in (*STREAM_CONSUMERS, "welcome_new_user"):
+    for function in (*STREAM_CONSUMERS, *PARTIAL_BATCH_CONSUMERS, "welcome_new_user"):
         lam.create_function(
             FunctionName=function_name("dev", function),
             Runtime="python3.12",
@@ -42,6 +47,12 @@ def _deploy_like_chalice(aws: dict[str, str]) -> Any:
             EventSourceArn=aws["UsersTableStreamArn"],
             StartingPosition="TRIM_HORIZON",
         )
+    for function in PARTIAL_BATCH_CONSUMERS:
+        lam.create_event_source_mapping(
+            FunctionName=function_name("dev", function),
+            EventSourceArn=aws["TelemetryStreamArn"],
+            StartingPosition="TRIM_HORIZON",
+        )
     return lam
 
 
@@ -53,7 +64,12 @@ def test_after_chalice_deploy_streams_and_the_welcome_lose_nothing(aws: dict[str
     lam = _deploy_like_chalice(aws)
     sqs = boto3.client("sqs")
     done = apply_function_settings("dev", lam, sqs)
-    assert len(done) == 3
+    assert len(done) == 4
+    [telemetry] = lam.list_event_source_mappings(
+        FunctionName=function_name("dev", "process_telemetry")
+    )["EventSourceMappings"]
+    assert telemetry["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert telemetry["BisectBatchOnFunctionError"] is True
     failures = sqs.get_queue_attributes(
         QueueUrl=aws["UsersStreamFailureQueueUrl"], AttributeNames=["QueueArn"]
     )["Attributes"]["QueueArn"]

@@ -1,0 +1,485 @@
+"""AWS behind the processor's and the ingest's small interfaces (`processor`, `ingest`).
+
+Every adapter takes the client as a callable (the shared lazy client of `chalicelib.core.aws`
+by default) and a `sleep`, so tests and the benchmark can stub either. Batch calls retry
+what AWS leaves unprocessed or throttles, with exponential backoff and full jitter, a bounded
+number of times, and then report what is still not done instead of raising: the processor
+turns it into `batchItemFailures`, the ingest into `accepted: false`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from chalicelib.core import aws
+from chalicelib.telemetry.detection import Baseline
+
+WRITE_BATCH = 25  # BatchWriteItem
+READ_BATCH = 100  # BatchGetItem
+PUBLISH_BATCH = 10  # SNS PublishBatch
+SEND_BATCH = 10  # SQS SendMessageBatch
+PUT_RECORDS_BATCH = 500  # Kinesis PutRecords
+PUT_RECORDS_BYTES = 5 * 1024 * 1024
+SQS_MAX_BYTES = 256 * 1024
+MAX_ATTEMPTS = 6
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 1.0
+
+#: Errors worth another try: throttling and AWS-side failures. Anything else (validation,
+#: access denied, missing resource) fails the same way again.
+RETRYABLE = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "KMSThrottlingException",
+        "RequestTimeout",
+    }
+)
+
+
+def error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return type(exc).__name__
+
+
+def retryable(exc: BaseException) -> bool:
+    """A throttling or server error, or a connection problem (botocore's own retries have
+    already run out on those)."""
+    code = error_code(exc)
+    return code in RETRYABLE or "Timeout" in code or "Connection" in code
+
+
+class Backoff:
+    """Exponential backoff with full jitter (what AWS recommends for batch leftovers)."""
+
+    def __init__(
+        self,
+        sleep: Callable[[float], None] | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+        base_s: float = BACKOFF_BASE_S,
+        cap_s: float = BACKOFF_CAP_S,
+    ) -> None:
+        self.sleep = sleep
+        self.max_attempts = max_attempts
+        self.base_s = base_s
+        self.cap_s = cap_s
+
+    def wait(self, attempt: int) -> None:
+        (self.sleep or time.sleep)(random.uniform(0, min(self.cap_s, self.base_s * 2**attempt)))
+
+
+def _dynamodb() -> Any:
+    return aws.client("dynamodb")
+
+
+class DynamoItemWriter:
+    """BatchWriteItem, 25 puts per call, retrying UnprocessedItems and throttled calls."""
+
+    def __init__(
+        self, client: Callable[[], Any] = _dynamodb, backoff: Backoff | None = None
+    ) -> None:
+        self._client = client
+        self._backoff = backoff or Backoff()
+
+    def put_all(self, table: str, items: Sequence[dict[str, Any]]) -> list[int]:
+        """Put `items` (no primary key twice); the positions of those still not written."""
+        failed: list[int] = []
+        for start in range(0, len(items), WRITE_BATCH):
+            failed += self._put_chunk(
+                table, items, range(start, min(start + WRITE_BATCH, len(items)))
+            )
+        return failed
+
+    def _put_chunk(self, table: str, items: Sequence[dict[str, Any]], chunk: range) -> list[int]:
+        # Unprocessed items come back as the same requests: find their positions by key.
+        pending = {_key(items[i]): i for i in chunk}
+        for attempt in range(self._backoff.max_attempts):
+            if attempt:
+                self._backoff.wait(attempt)
+            requests = [{"PutRequest": {"Item": items[i]}} for i in pending.values()]
+            try:
+                response = self._client().batch_write_item(RequestItems={table: requests})
+            except Exception as exc:
+                if not retryable(exc):
+                    return sorted(pending.values())
+                continue
+            left = response.get("UnprocessedItems", {}).get(table, [])
+            pending = {
+                key: pending[key]
+                for key in (_key(r["PutRequest"]["Item"]) for r in left)
+                if key in pending
+            }
+            if not pending:
+                return []
+        return sorted(pending.values())
+
+
+def _key(item: dict[str, Any]) -> tuple[str, str]:
+    sk = item.get("sk")
+    return item["pk"]["S"], sk["S"] if sk else ""
+
+
+class DynamoBaselines:
+    """The baselines table: `pk` = `<source>#<metric>`, with `mean`, `samples`, `version`
+    and `applied` (a map of shard to the last sequence number folded in)."""
+
+    def __init__(
+        self,
+        table: str,
+        client: Callable[[], Any] = _dynamodb,
+        backoff: Backoff | None = None,
+        max_conflicts: int = 5,
+    ) -> None:
+        self._table = table
+        self._client = client
+        self._backoff = backoff or Backoff()
+        self._max_conflicts = max_conflicts
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Baseline]:
+        """The stored baselines of `keys` (missing ones are absent); raises when reads stay
+        throttled after every retry."""
+        found: dict[str, Baseline] = {}
+        for start in range(0, len(keys), READ_BATCH):
+            pending: dict[str, Any] | None = {
+                "Keys": [{"pk": {"S": k}} for k in keys[start : start + READ_BATCH]],
+                "ConsistentRead": True,
+            }
+            for attempt in range(self._backoff.max_attempts):
+                if attempt:
+                    self._backoff.wait(attempt)
+                try:
+                    response = self._client().batch_get_item(RequestItems={self._table: pending})
+                except Exception as exc:
+                    if not retryable(exc) or attempt == self._backoff.max_attempts - 1:
+                        raise
+                    continue
+                for item in response.get("Responses", {}).get(self._table, []):
+                    found[item["pk"]["S"]] = _baseline(item)
+                pending = response.get("UnprocessedKeys", {}).get(self._table)
+                if not pending:
+                    break
+            else:
+                raise RuntimeError(f"reads of {self._table} left unprocessed")
+        return found
+
+    def store(self, key: str, seen: Baseline | None, new: Baseline) -> Baseline | None:
+        """Write `new` if the stored baseline is still `seen` (by version): None when
+        written, else the baseline stored now (another writer got there first)."""
+        values = {
+            ":mean": {"N": str(_finite_decimal(new.mean))},
+            ":samples": {"N": str(new.samples)},
+            ":version": {"N": str(new.version)},
+            ":applied": {"M": {shard: {"S": seq} for shard, seq in new.applied.items()}},
+        }
+        if seen is None:
+            condition = "attribute_not_exists(pk)"
+        else:
+            condition = "version = :seen"
+            values[":seen"] = {"N": str(seen.version)}
+        for attempt in range(self._backoff.max_attempts):
+            if attempt:
+                self._backoff.wait(attempt)
+            try:
+                self._client().update_item(
+                    TableName=self._table,
+                    Key={"pk": {"S": key}},
+                    UpdateExpression=(
+                        "SET mean = :mean, samples = :samples, version = :version, "
+                        "applied = :applied"
+                    ),
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues=values,
+                )
+                return None
+            except Exception as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    return self._get(key)
+                if not retryable(exc) or attempt == self._backoff.max_attempts - 1:
+                    raise
+        raise RuntimeError("unreachable")
+
+    def _get(self, key: str) -> Baseline:
+        item = (
+            self._client()
+            .get_item(TableName=self._table, Key={"pk": {"S": key}}, ConsistentRead=True)
+            .get("Item")
+        )
+        return _baseline(item) if item else Baseline()
+
+
+def _finite_decimal(value: float) -> Any:
+    from decimal import Decimal
+
+    return Decimal(repr(float(value)))
+
+
+def _baseline(item: dict[str, Any]) -> Baseline:
+    return Baseline(
+        mean=float(item.get("mean", {}).get("N", "0")),
+        samples=int(item.get("samples", {}).get("N", "0")),
+        version=int(item.get("version", {}).get("N", "0")),
+        applied={k: v["S"] for k, v in item.get("applied", {}).get("M", {}).items()},
+    )
+
+
+class DynamoTransactionHistory:
+    """The transactions table's `by-user` index (KEYS_ONLY): a user's transactions by time."""
+
+    def __init__(
+        self,
+        table: str,
+        index: str = "by-user",
+        client: Callable[[], Any] = _dynamodb,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._table = table
+        self._index = index
+        self._client = client
+        self._backoff = backoff or Backoff()
+
+    def between(self, user_id: str, start: str, end: str) -> list[tuple[str, str]]:
+        """(occurred_at, transaction_id) of the user's stored transactions in [start, end].
+        Keys, not a COUNT: a redelivered transaction must be counted once, by its id."""
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": self._index,
+            "KeyConditionExpression": "user_id = :u AND occurred_at BETWEEN :a AND :b",
+            "ExpressionAttributeValues": {
+                ":u": {"S": user_id},
+                ":a": {"S": start},
+                ":b": {"S": end},
+            },
+        }
+        found: list[tuple[str, str]] = []
+        attempt = 0
+        while True:
+            try:
+                response = self._client().query(**request)
+            except Exception as exc:
+                attempt += 1
+                if not retryable(exc) or attempt >= self._backoff.max_attempts:
+                    raise
+                self._backoff.wait(attempt)
+                continue
+            found += [
+                (item["occurred_at"]["S"], item["pk"]["S"].removeprefix("TXN#"))
+                for item in response.get("Items", [])
+            ]
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return found
+            request["ExclusiveStartKey"] = last
+
+
+class SnsAlerts:
+    """PublishBatch to the alerts topic, 10 per call, a `severity` message attribute."""
+
+    def __init__(
+        self,
+        topic_arn: Callable[[], str],
+        client: Callable[[], Any] = lambda: aws.client("sns"),
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._topic_arn = topic_arn
+        self._client = client
+        self._backoff = backoff or Backoff(max_attempts=3)
+
+    def send_alerts(self, alerts: Sequence[dict[str, Any]]) -> list[int]:
+        """The positions of the alerts not published."""
+        entries = {
+            str(i): {
+                "Id": str(i),
+                "Message": json.dumps(alert, separators=(",", ":"), default=str),
+                "Subject": f"{alert['severity'].upper()} {alert['type'].replace('_', ' ')}",
+                "MessageAttributes": {
+                    "severity": {"DataType": "String", "StringValue": alert["severity"]},
+                    "type": {"DataType": "String", "StringValue": alert["type"]},
+                },
+            }
+            for i, alert in enumerate(alerts)
+        }
+        return _send_batches(
+            entries,
+            PUBLISH_BATCH,
+            lambda batch: self._client().publish_batch(
+                TopicArn=self._topic_arn(), PublishBatchRequestEntries=batch
+            ),
+            self._backoff,
+        )
+
+
+class SqsQuarantine:
+    """SendMessageBatch to the quarantine queue, 10 per call: one message per record."""
+
+    def __init__(
+        self,
+        queue_url: Callable[[], str],
+        client: Callable[[], Any] = lambda: aws.client("sqs"),
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._queue_url = queue_url
+        self._client = client
+        self._backoff = backoff or Backoff(max_attempts=3)
+
+    def send(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        """The positions of the messages not sent. A message over SQS's 256 KB has its
+        `data` cut (and `data_truncated` set); the record stays readable in the stream."""
+        entries = {}
+        for i, message in enumerate(messages):
+            body = json.dumps(message, separators=(",", ":"))
+            if len(body) > SQS_MAX_BYTES - 1024:
+                cut = {**message, "data": message["data"][: SQS_MAX_BYTES // 2]}
+                body = json.dumps({**cut, "data_truncated": True}, separators=(",", ":"))
+            entries[str(i)] = {"Id": str(i), "MessageBody": body}
+        return _send_batches(
+            entries,
+            SEND_BATCH,
+            lambda batch: self._client().send_message_batch(
+                QueueUrl=self._queue_url(), Entries=batch
+            ),
+            self._backoff,
+        )
+
+
+def _send_batches(
+    entries: dict[str, dict[str, Any]],
+    size: int,
+    call: Callable[[list[dict[str, Any]]], Any],
+    backoff: Backoff,
+) -> list[int]:
+    """Send entries (by Id) in batches; retry the failed ones the service marks as its own
+    fault (`SenderFault` false) or a throttled call; the positions of those never sent."""
+    pending = dict(entries)
+    failed: set[str] = set()
+    for attempt in range(backoff.max_attempts):
+        if not pending:
+            break
+        if attempt:
+            backoff.wait(attempt)
+        retry: dict[str, dict[str, Any]] = {}
+        ids = list(pending)
+        for start in range(0, len(ids), size):
+            batch = [pending[i] for i in ids[start : start + size]]
+            try:
+                response = call(batch)
+            except Exception as exc:
+                target = retry if retryable(exc) else None
+                for entry in batch:
+                    if target is None:
+                        failed.add(entry["Id"])
+                    else:
+                        target[entry["Id"]] = entry
+                continue
+            for problem in response.get("Failed", []):
+                if problem.get("SenderFault"):
+                    failed.add(problem["Id"])
+                else:
+                    retry[problem["Id"]] = pending[problem["Id"]]
+        pending = retry
+    return sorted(int(i) for i in failed | set(pending))
+
+
+class S3Archive:
+    def __init__(
+        self,
+        bucket: str,
+        client: Callable[[], Any] = lambda: aws.client("s3"),
+    ) -> None:
+        self._bucket = bucket
+        self._client = client
+
+    def put(self, key: str, body: bytes) -> None:
+        """One PutObject (botocore retries it; a failure raises)."""
+        self._client().put_object(
+            Bucket=self._bucket,
+            Key=key,
+            Body=body,
+            ContentType="application/x-ndjson",
+            ContentEncoding="gzip",
+        )
+
+
+class KinesisStream:
+    """PutRecords, at most 500 records and 5 MB per call, retrying the records reported
+    failed (and throttled calls) with backoff."""
+
+    def __init__(
+        self,
+        stream_name: str,
+        client: Callable[[], Any] = lambda: aws.client("kinesis"),
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._stream = stream_name
+        self._client = client
+        self._backoff = backoff or Backoff(max_attempts=4)
+
+    def put(self, records: Sequence[tuple[bytes, str]]) -> list[int]:
+        """Put (data, partition key) records; the positions of those never accepted."""
+        pending = list(range(len(records)))
+        for attempt in range(self._backoff.max_attempts):
+            if not pending:
+                return []
+            if attempt:
+                self._backoff.wait(attempt)
+            retry: list[int] = []
+            for chunk in _record_chunks(records, pending):
+                entries = [{"Data": records[i][0], "PartitionKey": records[i][1]} for i in chunk]
+                try:
+                    response = self._client().put_records(StreamName=self._stream, Records=entries)
+                except Exception as exc:
+                    if not retryable(exc):
+                        return sorted(set(pending))
+                    retry += chunk
+                    continue
+                results = response.get("Records", [])
+                retry += [
+                    i for i, result in zip(chunk, results, strict=False) if result.get("ErrorCode")
+                ]
+                retry += chunk[len(results) :]
+            pending = retry
+        return sorted(pending)
+
+
+def _record_chunks(records: Sequence[tuple[bytes, str]], positions: list[int]) -> list[list[int]]:
+    chunks: list[list[int]] = [[]]
+    size = 0
+    for i in positions:
+        data, key = records[i]
+        length = len(data) + len(key.encode())
+        if chunks[-1] and (
+            len(chunks[-1]) >= PUT_RECORDS_BATCH or size + length > PUT_RECORDS_BYTES
+        ):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(i)
+        size += length
+    return [c for c in chunks if c]
+
+
+def quarantine_message(record: Any, reason: str) -> dict[str, Any]:
+    """The quarantine message of a record (`encoding.Record`)."""
+    return {
+        "reason": reason,
+        "data": record.data,
+        "shard_id": record.shard,
+        "sequence_number": record.sequence,
+        "partition_key": record.partition_key,
+        "approximate_arrival_timestamp": record.arrival,
+    }
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

@@ -1,0 +1,185 @@
+"""Kinesis records in, DynamoDB items and archive objects out (pure, no AWS).
+
+Table layouts (every key is derived from the event, so a redelivered record, or a record the
+producer put twice, overwrites the same item):
+
+- activities: `pk` = `USER#<user_id>`, `sk` = `<timestamp>#<event_id>`: a user's activity in
+  time order; `expires_at` (epoch seconds) 90 days after the event, the table's TTL.
+- metrics: `pk` = `<source>#<metric_name>`, `sk` = `<timestamp>#<event_id>`: one series per
+  (source, metric) in time order.
+- transactions: `pk` = `TXN#<transaction_id>` (no sort key), with `user_id` and `occurred_at`
+  for the `by-user` index. The transaction id, not the event id, is the identity: two events
+  about one transaction leave one item (the last written).
+
+Numbers are written as DynamoDB `N` strings made by `Decimal` exactly as boto3's
+TypeSerializer does (`str(Decimal(repr(float)))`); the serializer here is a small fast path
+for the few shapes these items have (tested equal to TypeSerializer). `details` (free-form
+JSON) is stored as a JSON string: its numbers could exceed DynamoDB's range and make the
+whole batch write fail on every retry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from chalicelib.telemetry.model import SYSTEM_METRIC, TRANSACTION, USER_ACTIVITY
+
+ACTIVITY_TTL_SECONDS = 90 * 24 * 3600
+ARCHIVE_PREFIX = "telemetry"
+
+
+@dataclass
+class Record:
+    """One Kinesis record as Lambda delivers it, decoded."""
+
+    index: int
+    sequence: str
+    shard: str
+    partition_key: str
+    arrival: float
+    data: str  # base64, as delivered
+    event: dict[str, Any] | None = None
+    reason: str | None = None  # why it is quarantined
+
+
+class Malformed(ValueError):
+    pass
+
+
+def parse_record(index: int, record: Any) -> Record:
+    """The parts of a Lambda Kinesis record (`kinesis.data` still base64). A record without
+    a sequence number cannot even be reported: `Malformed`."""
+    kinesis = record.get("kinesis") if isinstance(record, dict) else None
+    if not isinstance(kinesis, dict) or not isinstance(kinesis.get("sequenceNumber"), str):
+        raise Malformed("not a Kinesis record")
+    event_id = record.get("eventID") or ""
+    shard = event_id.split(":", 1)[0] if ":" in event_id else "shardId-unknown"
+    arrival = kinesis.get("approximateArrivalTimestamp")
+    return Record(
+        index=index,
+        sequence=kinesis["sequenceNumber"],
+        shard=shard,
+        partition_key=str(kinesis.get("partitionKey", "")),
+        arrival=float(arrival) if isinstance(arrival, int | float) else 0.0,
+        data=kinesis.get("data") if isinstance(kinesis.get("data"), str) else "",
+    )
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_payload(data: str) -> Any:
+    """The JSON value a record carries, or `Malformed` saying why not."""
+    try:
+        payload = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise Malformed("data is not valid base64") from None
+    try:
+        return json.loads(payload, parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError):
+        raise Malformed("data is not UTF-8 JSON") from None
+
+
+# --- DynamoDB attribute values --------------------------------------------------------------
+
+
+def number(value: int | float | Decimal) -> dict[str, str]:
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, float):
+        value = Decimal(repr(value))
+    return {"N": str(value)}
+
+
+def string_map(values: dict[str, str]) -> dict[str, Any]:
+    return {"M": {k: {"S": v} for k, v in values.items()}}
+
+
+def _epoch(timestamp: str) -> int:
+    return int(datetime.fromisoformat(timestamp).timestamp())
+
+
+def table_and_item(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(`activities` | `metrics` | `transactions`, the item as attribute values)."""
+    kind = event["event_type"]
+    common = {
+        "event_id": {"S": event["event_id"]},
+        "event_type": {"S": kind},
+        "timestamp": {"S": event["timestamp"]},
+    }
+    if kind == USER_ACTIVITY:
+        item = {
+            "pk": {"S": f"USER#{event['user_id']}"},
+            "sk": {"S": f"{event['timestamp']}#{event['event_id']}"},
+            **common,
+            "user_id": {"S": event["user_id"]},
+            "activity_type": {"S": event["activity_type"]},
+            "expires_at": {"N": str(_epoch(event["timestamp"]) + ACTIVITY_TTL_SECONDS)},
+        }
+        for name in ("session_id", "ip_address"):
+            if name in event:
+                item[name] = {"S": event[name]}
+        if "details" in event:
+            item["details"] = {"S": json.dumps(event["details"], separators=(",", ":"))}
+        return "activities", item
+    if kind == SYSTEM_METRIC:
+        item = {
+            "pk": {"S": f"{event['source']}#{event['metric_name']}"},
+            "sk": {"S": f"{event['timestamp']}#{event['event_id']}"},
+            **common,
+            "source": {"S": event["source"]},
+            "metric_name": {"S": event["metric_name"]},
+            "value": number(event["value"]),
+        }
+        if "tags" in event:
+            item["tags"] = string_map(event["tags"])
+        return "metrics", item
+    if kind == TRANSACTION:
+        item = {
+            "pk": {"S": f"TXN#{event['transaction_id']}"},
+            **common,
+            "transaction_id": {"S": event["transaction_id"]},
+            "user_id": {"S": event["user_id"]},
+            "occurred_at": {"S": event["timestamp"]},
+            "amount": number(event["amount"]),
+            "currency": {"S": event["currency"]},
+            "status": {"S": event.get("status", "pending")},
+        }
+        for name in ("merchant", "category"):
+            if name in event:
+                item[name] = {"S": event[name]}
+        return "transactions", item
+    raise ValueError(f"unknown event_type {kind}")
+
+
+def item_key(item: dict[str, Any]) -> str:
+    """The item's primary key as one string (to find duplicates within a batch)."""
+    sk = item.get("sk")
+    return item["pk"]["S"] if sk is None else f"{item['pk']['S']}\x00{sk['S']}"
+
+
+# --- archive -----------------------------------------------------------------------------
+
+
+def archive_key(shard: str, first_sequence: str, last_sequence: str, arrival: float) -> str:
+    """`telemetry/year=/month=/day=/hour=/<shard>-<first>-<last>.jsonl.gz`, the hour being
+    the first record's arrival (UTC): a redelivered batch writes the same key."""
+    moment = datetime.fromtimestamp(arrival, UTC)
+    return (
+        f"{ARCHIVE_PREFIX}/year={moment:%Y}/month={moment:%m}/day={moment:%d}/hour={moment:%H}/"
+        f"{shard}-{first_sequence}-{last_sequence}.jsonl.gz"
+    )
+
+
+def archive_body(events: list[dict[str, Any]]) -> bytes:
+    """The events as gzip JSON lines (mtime 0: the same batch gives the same bytes)."""
+    text = "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events)
+    return gzip.compress(text.encode(), compresslevel=5, mtime=0)

@@ -1,0 +1,98 @@
+"""Telemetry through the app's own entry points: `POST /events` (Chalice's test client, the
+authorizer included) and the Kinesis handler, against moto provisioned like the real stack."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.unit.test_telemetry_support import activity as _activity
+from tests.unit.test_telemetry_support import metric as _metric
+from tests.unit.test_telemetry_support import records
+from tests.unit.test_telemetry_support import transaction as _transaction
+
+
+def _now(event: dict[str, Any]) -> dict[str, Any]:
+    """The builders' events, stamped now: the API checks timestamps against the real clock."""
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {**event, "timestamp": stamp}
+
+
+def activity(n: int, **extra: Any) -> dict[str, Any]:
+    return _now(_activity(n, **extra))
+
+
+def metric(n: int, **extra: Any) -> dict[str, Any]:
+    return _now(_metric(n, **extra))
+
+
+def transaction(n: int, **extra: Any) -> dict[str, Any]:
+    return _now(_transaction(n, **extra))
+
+
+def test_events_need_a_signed_in_caller(api: Any) -> None:
+    response = api.as_(None).post("/events", {"events": [activity(1)]})
+    assert response.status_code == 401
+
+
+def test_post_events_answers_per_event_and_puts_the_valid_ones_on_the_stream(
+    api: Any, aws: dict[str, str]
+) -> None:
+    bad = {**metric(2), "value": "high"}
+    response = api.post("/events", {"events": [activity(1), bad, transaction(3)]})
+    assert response.status_code == 202, response.body
+    body = response.json_body
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    assert [r["accepted"] for r in body["results"]] == [True, False, True]
+    assert "value" in body["results"][1]["reason"]
+    kinesis = boto3.client("kinesis")
+    stream = aws["TelemetryStreamName"]
+    put = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        put += [
+            json.loads(r["Data"]) for r in kinesis.get_records(ShardIterator=iterator)["Records"]
+        ]
+    assert sorted(e["event_id"] for e in put) == sorted(
+        r["event_id"] for r in body["results"] if r["accepted"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"events": []}, 400),
+        ({"events": [{}] * 501}, 400),
+        ([], 400),
+        ({"events": [{"x": 1}]}, 400),
+    ],
+)
+def test_bad_batches_are_4xx(api: Any, body: Any, status: int) -> None:
+    response = api.post("/events", body)
+    assert response.status_code == status, response.body
+    assert response.json_body["error"]["code"] in ("bad_request", "validation_failed")
+
+
+def test_a_batch_of_500_events_fits_the_body_limit(api: Any) -> None:
+    events = [activity(n, details={"page": "/products/" + "x" * 200}) for n in range(500)]
+    assert len(json.dumps({"events": events})) > 64 * 1024
+    response = api.post("/events", {"events": events})
+    assert response.status_code == 202, response.body
+    assert response.json_body["accepted"] == 500
+
+
+def test_the_kinesis_handler_stores_and_archives_a_batch(client: Any, aws: dict[str, str]) -> None:
+    batch = records([activity(1), metric(2), transaction(3)])
+    for record in batch:
+        record["eventSourceARN"] = aws["TelemetryStreamArn"]
+    answer = client.lambda_.invoke("process_telemetry", {"Records": batch}).payload
+    assert answer == {"batchItemFailures": []}
+    listed = boto3.client("s3").list_objects_v2(Bucket="serverless-app-dev-data-lake")
+    [archive] = listed["Contents"]
+    assert archive["Key"].startswith("telemetry/year=")

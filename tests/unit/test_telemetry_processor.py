@@ -1,0 +1,177 @@
+"""The stream processor with fake adapters: routing, quarantine, alerts, archive, failures."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+from chalicelib.telemetry.detection import Baseline
+from tests.unit.test_telemetry_support import (
+    FakeAlerts,
+    FakeArchive,
+    FakeBaselines,
+    FakeQuarantine,
+    FakeWriter,
+    activity,
+    fake_processor,
+    metric,
+    mixed,
+    record,
+    records,
+    transaction,
+)
+
+
+def sequences(result: dict) -> list[str]:
+    return [f["itemIdentifier"] for f in result["batchItemFailures"]]
+
+
+def test_records_go_to_their_tables_and_the_batch_is_archived() -> None:
+    processor, parts = fake_processor()
+    batch = records([mixed(n) for n in range(30)])
+    assert processor.process(batch) == {"batchItemFailures": []}
+    tables = parts["writer"].tables
+    assert [len(tables[t]) for t in sorted(tables)] == [10, 10, 10]
+    ((key, body),) = parts["archive"].objects.items()
+    first, last = batch[0]["kinesis"]["sequenceNumber"], batch[-1]["kinesis"]["sequenceNumber"]
+    assert key.endswith(f"shardId-000000000000-{first}-{last}.jsonl.gz")
+    lines = [json.loads(line) for line in gzip.decompress(body).splitlines()]
+    assert [line["event_id"] for line in lines] == [mixed(n)["event_id"] for n in range(30)]
+    assert parts["alerts"].published == []
+    assert parts["metrics"][0]["TelemetryRecords"] == 30
+
+
+def test_malformed_records_are_quarantined_without_failing_the_batch() -> None:
+    processor, parts = fake_processor()
+    batch = [
+        record(None, 0, raw="@@not base64@@"),
+        record(None, 1, raw=b"\xff\xfe not json"),
+        record(activity(2, ip_address="nope"), 2),
+        record({"event_type": "click", "timestamp": "x"}, 3),
+        record(activity(4), 4),
+    ]
+    assert processor.process(batch) == {"batchItemFailures": []}
+    reasons = [m["reason"] for m in parts["quarantine"].messages]
+    assert reasons[0] == "data is not valid base64"
+    assert reasons[1] == "data is not UTF-8 JSON"
+    assert "ip_address" in reasons[2] and "unknown event_type" in reasons[3]
+    message = parts["quarantine"].messages[1]
+    assert message["sequence_number"] == batch[1]["kinesis"]["sequenceNumber"]
+    assert message["shard_id"] == "shardId-000000000000"
+    assert message["data"] == batch[1]["kinesis"]["data"]
+    assert len(parts["writer"].tables["serverless-app-dev-activities"]) == 1
+
+
+def test_a_record_without_event_id_gets_a_stable_one() -> None:
+    processor, parts = fake_processor()
+    event = {k: v for k, v in activity(1).items() if k != "event_id"}
+    processor.process([record(event, 7)])
+    processor.process([record(event, 7)])
+    (item,) = parts["writer"].tables["serverless-app-dev-activities"].values()
+    assert item["event_id"]["S"].startswith("shardId-000000000000:")
+
+
+def test_quarantine_failure_fails_that_record() -> None:
+    processor, _ = fake_processor(quarantine=FakeQuarantine(fail=True))
+    batch = [record(activity(0), 0), record(None, 1, raw="!!"), record(activity(2), 2)]
+    assert sequences(processor.process(batch)) == [batch[1]["kinesis"]["sequenceNumber"]]
+
+
+def test_threshold_and_fraud_alerts_only_high_and_critical() -> None:
+    processor, parts = fake_processor()
+    batch = records(
+        [
+            metric(1, value=97),  # critical
+            metric(2, value=86, name="memory_usage"),  # medium: not alerted
+            transaction(3, amount=20_000),  # fraud (high)
+            metric(4, value=50),
+        ]
+    )
+    assert processor.process(batch) == {"batchItemFailures": []}
+    published = parts["alerts"].published
+    assert [(a["type"], a["severity"]) for a in published] == [
+        ("metric_anomaly", "critical"),
+        ("fraud_alert", "high"),
+    ]
+    assert parts["metrics"][0]["TelemetryAnomalies"] == 2
+
+
+def test_spike_uses_the_baseline_before_the_batch_and_updates_it() -> None:
+    baselines = FakeBaselines()
+    baselines.items["host-0#request_count"] = Baseline(mean=1000.0, samples=10, version=3)
+    processor, parts = fake_processor(baselines=baselines)
+    batch = records([{**metric(0, value=v, name="request_count"), "event_id": f"m{v}"}
+                     for v in (3500, 900)])  # fmt: skip
+    processor.process(batch)
+    (alert,) = parts["alerts"].published
+    assert alert["value"] == 3500 and alert["severity"] == "high"
+    stored = baselines.items["host-0#request_count"]
+    assert stored.samples == 12 and stored.version == 4
+    processor.process(batch)  # redelivery: values not counted twice
+    assert baselines.items["host-0#request_count"].samples == 12
+
+
+def test_baseline_conflict_is_retried_on_the_fresh_value() -> None:
+    baselines = FakeBaselines()
+    processor, _ = fake_processor(baselines=baselines)
+    original = baselines.get_many
+
+    def racing_get(keys):  # another batch stores a baseline after ours is read
+        found = original(keys)
+        baselines.items["host-1#cpu_usage"] = Baseline(mean=50.0, samples=5, version=1)
+        return found
+
+    baselines.get_many = racing_get  # type: ignore[method-assign]
+    assert processor.process(records([metric(1, value=20)])) == {"batchItemFailures": []}
+    stored = baselines.items["host-1#cpu_usage"]
+    assert (stored.samples, stored.version) == (6, 2)
+
+
+def test_velocity_fraud_uses_stored_and_batch_transactions() -> None:
+    processor, parts = fake_processor()
+    parts["history"].stored["u1"] = [
+        (f"2026-11-26T11:5{n}:00.000000Z", f"old-{n}") for n in range(4)
+    ]
+    batch = records([transaction(n, user="u1") for n in (2, 1)])
+    processor.process(batch)
+    reasons = [a["reasons"] for a in parts["alerts"].published]
+    assert len(reasons) == 1 and "6 transactions" in reasons[0][0]
+    assert parts["history"].queries == 1  # one Query per user, not per transaction
+
+
+def test_write_failures_are_reported_and_side_effects_stop_at_the_first() -> None:
+    writer = FakeWriter()
+    writer.fail_keys = {"TXN#t-4"}
+    processor, parts = fake_processor(writer=writer)
+    events = [metric(0, value=99), activity(1), transaction(2, amount=50_000), None,
+              transaction(4, amount=50_000), metric(5, value=99)]  # fmt: skip
+    batch = [record(e, i) if e else record(None, i, raw="!!") for i, e in enumerate(events)]
+    result = processor.process(batch)
+    assert sequences(result) == [batch[4]["kinesis"]["sequenceNumber"]]
+    # before the failure: alerted, archived, quarantined; after it: left for the redelivery
+    assert [a["event_id"] for a in parts["alerts"].published] == ["met-0", "txn-event-2"]
+    (body,) = parts["archive"].objects.values()
+    assert len(gzip.decompress(body).splitlines()) == 3
+    assert len(parts["quarantine"].messages) == 1
+
+
+def test_archive_failure_redelivers_the_whole_batch_without_alerting() -> None:
+    processor, parts = fake_processor(archive=FakeArchive(fail=True))
+    batch = records([metric(0, value=99), activity(1)])
+    assert sequences(processor.process(batch)) == [batch[0]["kinesis"]["sequenceNumber"]]
+    assert parts["alerts"].published == []
+
+
+def test_alert_failure_fails_the_alerting_record() -> None:
+    processor, _ = fake_processor(alerts=FakeAlerts(fail={1}))
+    batch = records([metric(0, value=99), activity(1), metric(2, value=99)])
+    assert sequences(processor.process(batch)) == [batch[2]["kinesis"]["sequenceNumber"]]
+
+
+def test_duplicate_keys_in_a_batch_are_written_once() -> None:
+    processor, parts = fake_processor()
+    batch = records([activity(1), activity(1), transaction(2), transaction(2, amount=99)])
+    assert processor.process(batch) == {"batchItemFailures": []}
+    assert parts["writer"].calls == 2  # one call per table, each key once
+    (txn,) = parts["writer"].tables["serverless-app-dev-transactions"].values()
+    assert txn["amount"] == {"N": "99"}

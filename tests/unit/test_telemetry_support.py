@@ -1,0 +1,212 @@
+"""Builders and fakes for the telemetry tests (no tests here)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chalicelib.telemetry.detection import Baseline
+
+NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+ARRIVAL = NOW.timestamp()
+SHARD = "shardId-000000000000"
+TABLES = {
+    "activities": "serverless-app-dev-activities",
+    "metrics": "serverless-app-dev-metrics",
+    "transactions": "serverless-app-dev-transactions",
+}
+BASELINES_TABLE = "serverless-app-dev-baselines"
+STREAM = "serverless-app-dev-telemetry"
+TOPIC = "serverless-app-dev-anomaly-alerts"
+BUCKET = "serverless-app-dev-data-lake"
+QUEUE = "serverless-app-dev-telemetry-quarantine"
+
+
+def ts(seconds: float = 0) -> str:
+    return (NOW + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+
+def activity(n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "event_type": "user_activity",
+        "event_id": f"act-{n}",
+        "timestamp": ts(-n),
+        "user_id": f"user-{n % 7}",
+        "activity_type": "page_view",
+        "details": {"path": f"/p/{n}", "ms": 12.5},
+        **extra,
+    }
+
+
+def metric(n: int, value: float = 42.0, name: str = "cpu_usage", **extra: Any) -> dict[str, Any]:
+    return {
+        "event_type": "system_metric",
+        "event_id": f"met-{n}",
+        "timestamp": ts(-n),
+        "source": f"host-{n % 5}",
+        "metric_name": name,
+        "value": value,
+        "tags": {"az": "a"},
+        **extra,
+    }
+
+
+def transaction(n: int, amount: float = 25.5, user: str | None = None, **extra: Any) -> dict:
+    return {
+        "event_type": "transaction",
+        "event_id": f"txn-event-{n}",
+        "timestamp": ts(-n),
+        "transaction_id": f"t-{n}",
+        "user_id": user or f"user-{n % 11}",
+        "amount": amount,
+        "currency": "EUR",
+        **extra,
+    }
+
+
+def mixed(n: int) -> dict[str, Any]:
+    return (activity, metric, transaction)[n % 3](n)
+
+
+def record(payload: Any, sequence: int, raw: bytes | str | None = None) -> dict[str, Any]:
+    """A Kinesis record as Lambda delivers it (`event.to_dict()["Records"][i]`)."""
+    if raw is None:
+        data = base64.b64encode(json.dumps(payload).encode()).decode()
+    elif isinstance(raw, bytes):
+        data = base64.b64encode(raw).decode()
+    else:
+        data = raw
+    seq = f"{49_000_000_000_000_000_000 + sequence:056d}"
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": "pk",
+            "sequenceNumber": seq,
+            "data": data,
+            "approximateArrivalTimestamp": ARRIVAL,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{SHARD}:{seq}",
+        "eventName": "aws:kinesis:record",
+        "awsRegion": "us-east-1",
+        "eventSourceARN": f"arn:aws:kinesis:us-east-1:123456789012:stream/{STREAM}",
+    }
+
+
+def records(events: Sequence[Any], start: int = 0) -> list[dict[str, Any]]:
+    return [record(e, start + i) for i, e in enumerate(events)]
+
+
+class FakeWriter:
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[str, dict[str, Any]]] = {}
+        self.calls = 0
+        self.fail_keys: set[str] = set()
+
+    def put_all(self, table: str, items: Sequence[dict[str, Any]]) -> list[int]:
+        self.calls += (len(items) + 24) // 25
+        failed = []
+        for i, item in enumerate(items):
+            key = item["pk"]["S"] + "|" + item.get("sk", {}).get("S", "")
+            if item["pk"]["S"] in self.fail_keys:
+                failed.append(i)
+                continue
+            self.tables.setdefault(table, {})[key] = item
+        return failed
+
+
+class FakeBaselines:
+    def __init__(self) -> None:
+        self.items: dict[str, Baseline] = {}
+        self.gets = 0
+        self.stores = 0
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Baseline]:
+        self.gets += 1
+        return {k: self.items[k] for k in keys if k in self.items}
+
+    def store(self, key: str, seen: Baseline | None, new: Baseline) -> Baseline | None:
+        self.stores += 1
+        current = self.items.get(key)
+        if (current.version if current else None) != (seen.version if seen else None):
+            return current
+        self.items[key] = new
+        return None
+
+
+class FakeHistory:
+    def __init__(self) -> None:
+        self.stored: dict[str, list[tuple[str, str]]] = {}
+        self.queries = 0
+
+    def between(self, user_id: str, start: str, end: str) -> list[tuple[str, str]]:
+        self.queries += 1
+        return [(at, t) for at, t in self.stored.get(user_id, []) if start <= at <= end]
+
+
+class FakeAlerts:
+    def __init__(self, fail: set[int] | None = None) -> None:
+        self.published: list[dict[str, Any]] = []
+        self.calls = 0
+        self.fail = fail or set()
+
+    def send_alerts(self, alerts: Sequence[dict[str, Any]]) -> list[int]:
+        self.calls += (len(alerts) + 9) // 10
+        failed = [i for i in range(len(alerts)) if i in self.fail]
+        self.published += [a for i, a in enumerate(alerts) if i not in self.fail]
+        return failed
+
+
+class FakeQuarantine:
+    def __init__(self, fail: bool = False) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.fail = fail
+
+    def send(self, messages: Sequence[dict[str, Any]]) -> list[int]:
+        if self.fail:
+            return list(range(len(messages)))
+        self.messages += messages
+        return []
+
+
+class FakeArchive:
+    def __init__(self, fail: bool = False) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.fail = fail
+        self.calls = 0
+
+    def put(self, key: str, body: bytes) -> None:
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("s3 down")
+        self.objects[key] = body
+
+
+def fake_processor(**overrides: Any) -> tuple[Any, dict[str, Any]]:
+    from chalicelib.telemetry.processor import TelemetryProcessor
+
+    parts: dict[str, Any] = {
+        "writer": FakeWriter(),
+        "baselines": FakeBaselines(),
+        "history": FakeHistory(),
+        "alerts": FakeAlerts(),
+        "quarantine": FakeQuarantine(),
+        "archive": FakeArchive(),
+        "metrics": [],
+    }
+    parts.update(overrides)
+    processor = TelemetryProcessor(
+        TABLES,
+        parts["writer"],
+        parts["baselines"],
+        parts["history"],
+        parts["alerts"],
+        parts["quarantine"],
+        parts["archive"],
+        emit=parts["metrics"].append,
+    )
+    return processor, parts
