@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     token = issue_token(state, "load@example.com", admin=False, id_token=False)
     alerts = _subscribe_to_alerts(state)
     rng = random.Random(args.seed)
-    users = [f"user-{n:03d}" for n in range(25)]
+    users = [f"user-{n:04d}" for n in range(2000)]  # few reach the velocity rule by chance
     totals = {"sent": 0, "accepted": 0, "rejected": 0}
     reasons: dict[str, int] = {}
     started = time.perf_counter()
