@@ -80,8 +80,9 @@ def test_bad_batches_are_4xx(api: Any, body: Any, status: int) -> None:
 
 
 def test_a_batch_of_500_events_fits_the_body_limit(api: Any) -> None:
-    events = [activity(n, details={"page": "/products/" + "x" * 200}) for n in range(500)]
-    assert len(json.dumps({"events": events})) > 64 * 1024
+    """500 events, each with details close to their 4 KiB limit: about 2 MB."""
+    events = [activity(n, details={"page": "/products/" + "x" * 3900}) for n in range(500)]
+    assert len(json.dumps({"events": events})) > 1_900_000
     response = api.post("/events", {"events": events})
     assert response.status_code == 202, response.body
     assert response.json_body["accepted"] == 500
