@@ -14,10 +14,12 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.core import aws
 from chalicelib.telemetry.detection import Baseline
+from chalicelib.telemetry.encoding import computed_number
 
 WRITE_BATCH = 25  # BatchWriteItem
 READ_BATCH = 100  # BatchGetItem
@@ -85,8 +87,30 @@ def _dynamodb() -> Any:
     return aws.client("dynamodb")
 
 
+#: Errors about the items themselves (a number DynamoDB cannot store, an item too large, a
+#: string botocore cannot encode): the same items fail the same way every time, but the
+#: other items of their call would be written on their own.
+ITEM_ERRORS = frozenset({"ValidationException", "SerializationException", "ParamValidationError"})
+
+
+def item_error(exc: BaseException) -> bool:
+    return error_code(exc) in ITEM_ERRORS or isinstance(exc, ValueError | TypeError)
+
+
+@dataclass
+class PutOutcome:
+    """What `put_all` could not write: `failed` (throttled or unprocessed after every retry,
+    or a fault of the table itself: worth a redelivery) and `rejected` (refused for good,
+    each alone in its call: position -> the error, never worth another try)."""
+
+    failed: list[int] = field(default_factory=list)
+    rejected: dict[int, str] = field(default_factory=dict)
+
+
 class DynamoItemWriter:
-    """BatchWriteItem, 25 puts per call, retrying UnprocessedItems and throttled calls."""
+    """BatchWriteItem, 25 puts per call, retrying UnprocessedItems and throttled calls. A call
+    refused for its items (`item_error`) is split in halves until the items refused are alone:
+    those are `rejected`, the others written."""
 
     def __init__(
         self, client: Callable[[], Any] = _dynamodb, backoff: Backoff | None = None
@@ -94,16 +118,19 @@ class DynamoItemWriter:
         self._client = client
         self._backoff = backoff or Backoff()
 
-    def put_all(self, table: str, items: Sequence[dict[str, Any]]) -> list[int]:
-        """Put `items` (no primary key twice); the positions of those still not written."""
-        failed: list[int] = []
+    def put_all(self, table: str, items: Sequence[dict[str, Any]]) -> PutOutcome:
+        """Put `items` (no primary key twice); what is still not written, and why."""
+        outcome = PutOutcome()
         for start in range(0, len(items), WRITE_BATCH):
-            failed += self._put_chunk(
-                table, items, range(start, min(start + WRITE_BATCH, len(items)))
+            self._put_chunk(
+                table, items, list(range(start, min(start + WRITE_BATCH, len(items)))), outcome
             )
-        return failed
+        outcome.failed.sort()
+        return outcome
 
-    def _put_chunk(self, table: str, items: Sequence[dict[str, Any]], chunk: range) -> list[int]:
+    def _put_chunk(
+        self, table: str, items: Sequence[dict[str, Any]], chunk: list[int], outcome: PutOutcome
+    ) -> None:
         # Unprocessed items come back as the same requests: find their positions by key.
         pending = {_key(items[i]): i for i in chunk}
         for attempt in range(self._backoff.max_attempts):
@@ -113,18 +140,27 @@ class DynamoItemWriter:
             try:
                 response = self._client().batch_write_item(RequestItems={table: requests})
             except Exception as exc:
-                if not retryable(exc):
-                    return sorted(pending.values())
-                continue
-            left = response.get("UnprocessedItems", {}).get(table, [])
+                if retryable(exc):
+                    continue
+                left = sorted(pending.values())
+                if not item_error(exc):
+                    outcome.failed += left
+                elif len(left) == 1:
+                    outcome.rejected[left[0]] = f"{error_code(exc)}: {exc}"
+                else:
+                    half = len(left) // 2
+                    self._put_chunk(table, items, left[:half], outcome)
+                    self._put_chunk(table, items, left[half:], outcome)
+                return
+            unprocessed = response.get("UnprocessedItems", {}).get(table, [])
             pending = {
                 key: pending[key]
-                for key in (_key(r["PutRequest"]["Item"]) for r in left)
+                for key in (_key(r["PutRequest"]["Item"]) for r in unprocessed)
                 if key in pending
             }
             if not pending:
-                return []
-        return sorted(pending.values())
+                return
+        outcome.failed += pending.values()
 
 
 def _key(item: dict[str, Any]) -> tuple[str, str]:
@@ -179,7 +215,7 @@ class DynamoBaselines:
         """Write `new` if the stored baseline is still `seen` (by version): None when
         written, else the baseline stored now (another writer got there first)."""
         values = {
-            ":mean": {"N": str(_finite_decimal(new.mean))},
+            ":mean": {"N": computed_number(new.mean)},
             ":samples": {"N": str(new.samples)},
             ":version": {"N": str(new.version)},
             ":applied": {"M": {shard: {"S": seq} for shard, seq in new.applied.items()}},
@@ -212,18 +248,20 @@ class DynamoBaselines:
         raise RuntimeError("unreachable")
 
     def _get(self, key: str) -> Baseline:
-        item = (
-            self._client()
-            .get_item(TableName=self._table, Key={"pk": {"S": key}}, ConsistentRead=True)
-            .get("Item")
-        )
-        return _baseline(item) if item else Baseline()
-
-
-def _finite_decimal(value: float) -> Any:
-    from decimal import Decimal
-
-    return Decimal(repr(float(value)))
+        for attempt in range(self._backoff.max_attempts):
+            if attempt:
+                self._backoff.wait(attempt)
+            try:
+                response = self._client().get_item(
+                    TableName=self._table, Key={"pk": {"S": key}}, ConsistentRead=True
+                )
+            except Exception as exc:
+                if not retryable(exc) or attempt == self._backoff.max_attempts - 1:
+                    raise
+                continue
+            item = response.get("Item")
+            return _baseline(item) if item else Baseline()
+        raise RuntimeError("unreachable")
 
 
 def _baseline(item: dict[str, Any]) -> Baseline:
@@ -344,6 +382,10 @@ class SqsQuarantine:
                 cut = {**message, "data": message["data"][: SQS_MAX_BYTES // 2]}
                 body = json.dumps({**cut, "data_truncated": True}, separators=(",", ":"))
             entries[str(i)] = {"Id": str(i), "MessageBody": body}
+            if message.get("dedup_id"):
+                entries[str(i)]["MessageAttributes"] = {
+                    "dedup_id": {"DataType": "String", "StringValue": message["dedup_id"]}
+                }
         return _send_batches(
             entries,
             SEND_BATCH,
@@ -470,8 +512,12 @@ def _record_chunks(records: Sequence[tuple[bytes, str]], positions: list[int]) -
 
 
 def quarantine_message(record: Any, reason: str) -> dict[str, Any]:
-    """The quarantine message of a record (`encoding.Record`)."""
+    """The quarantine message of a record (`encoding.Record`). `dedup_id`
+    (`<shardId>:<sequenceNumber>`, also a message attribute) is the record's identity: a
+    record redelivered after its message was sent is quarantined again, with the same id,
+    for consumers to drop."""
     return {
+        "dedup_id": f"{record.shard}:{record.sequence}",
         "reason": reason,
         "data": record.data,
         "shard_id": record.shard,

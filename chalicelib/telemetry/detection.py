@@ -16,8 +16,10 @@ Metrics (the seeds' rules, made real):
 
 Baseline: a mean and a sample count per (source, metric). The mean is the plain average of
 the first 1/ALPHA samples, then an exponentially weighted mean (weight ALPHA for each new
-value). `applied` holds, per shard, the sequence number of the last record folded in, so a
-redelivered record is not counted twice (the fold is idempotent).
+value). On a series of zeros the mean decays toward 0 without reaching it: below `TINY_MEAN`
+it is 0 (after ~2,800 zeros it would fall under DynamoDB's smallest number, 1e-130, and every
+write of the baseline would fail). `applied` holds, per shard, the sequence number of the
+last record folded in, so a redelivered record is not counted twice (the fold is idempotent).
 
 Fraud (alert severity high): an amount over 10,000; or velocity: the transaction is the 6th
 or later of its user in 10 minutes, i.e. more than 5 distinct transactions (this one
@@ -44,6 +46,7 @@ CRITICAL_METRICS = frozenset({"cpu_usage", "memory_usage", "error_rate"})
 SPIKE_FACTOR = 3.0
 MIN_SAMPLES = 5
 ALPHA = 0.1
+TINY_MEAN = 1e-100  # a mean closer to 0 is 0 (DynamoDB stores nothing under 1e-130)
 ALERT_SEVERITIES = frozenset({"high", "critical"})
 
 FRAUD_AMOUNT = 10_000
@@ -107,6 +110,8 @@ def fold(baseline: Baseline | None, samples: Iterable[Sample]) -> Baseline:
         count += 1
         weight = max(1.0 / count, ALPHA)
         mean += weight * (float(sample.value) - mean)
+        if abs(mean) < TINY_MEAN:
+            mean = 0.0
         applied[sample.shard] = sample.sequence
     return Baseline(mean=mean, samples=count, version=base.version + 1, applied=applied)
 

@@ -24,9 +24,10 @@ import base64
 import binascii
 import gzip
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact
 from typing import Any
 
 from chalicelib.telemetry.model import SYSTEM_METRIC, TRANSACTION, USER_ACTIVITY
@@ -47,6 +48,9 @@ class Record:
     data: str  # base64, as delivered
     event: dict[str, Any] | None = None
     reason: str | None = None  # why it is quarantined
+    table: str = ""  # where `item` goes (`table_and_item`), when the event is valid
+    item: dict[str, Any] | None = None
+    line: bytes = b""  # its line in the archive (`archive_line`)
 
 
 class Malformed(ValueError):
@@ -86,17 +90,49 @@ def decode_payload(data: str) -> Any:
         return json.loads(payload, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError):
         raise Malformed("data is not UTF-8 JSON") from None
+    except RecursionError:
+        raise Malformed("data is JSON nested too deeply") from None
 
 
 # --- DynamoDB attribute values --------------------------------------------------------------
 
 
+#: DynamoDB's numbers: 38 significant digits, magnitudes from 1e-130 to below 1e126.
+DYNAMO_DIGITS = 38
+DYNAMO_MIN = Decimal("1e-130")
+DYNAMO_MAX = Decimal("1e126")
+#: A computed float this close to 0 (a decaying mean) is written as 0.
+TINY = 1e-100
+
+
 def number(value: int | float | Decimal) -> dict[str, str]:
+    """`value` as a DynamoDB `N` (the model has checked it is storable). An int of more than
+    38 digits (trailing zeros, e.g. 10**40) is written in exponent form: `1E+40`."""
     if isinstance(value, int):
-        return {"N": str(value)}
+        text = str(value)
+        if len(text.lstrip("-")) > DYNAMO_DIGITS:
+            text = str(Decimal(value).normalize(_EXACT))
+        return {"N": text}
     if isinstance(value, float):
         value = Decimal(repr(value))
     return {"N": str(value)}
+
+
+_EXACT = Context(prec=DYNAMO_DIGITS, traps=[Inexact])
+
+
+def computed_number(value: float) -> str:
+    """A computed float (a baseline's mean) as a DynamoDB `N` it will take: finite, within
+    range, |value| < `TINY` written as 0. `ValueError` if it cannot be (never for a mean
+    of values the model let through)."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value} is not a number DynamoDB can store")
+    if abs(value) < TINY:
+        return "0"
+    exact = Decimal(repr(float(value)))
+    if not DYNAMO_MIN <= abs(exact) < DYNAMO_MAX:
+        raise ValueError(f"{value} is out of DynamoDB's range")
+    return str(exact)
 
 
 def string_map(values: dict[str, str]) -> dict[str, Any]:
@@ -179,7 +215,15 @@ def archive_key(shard: str, first_sequence: str, last_sequence: str, arrival: fl
     )
 
 
+def archive_line(event: dict[str, Any]) -> bytes:
+    """One event as a line of the archive (UTF-8 JSON)."""
+    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+
+
 def archive_body(events: list[dict[str, Any]]) -> bytes:
     """The events as gzip JSON lines (mtime 0: the same batch gives the same bytes)."""
-    text = "".join(json.dumps(event, separators=(",", ":")) + "\n" for event in events)
-    return gzip.compress(text.encode(), compresslevel=5, mtime=0)
+    return gzip_lines([archive_line(event) for event in events])
+
+
+def gzip_lines(lines: list[bytes]) -> bytes:
+    return gzip.compress(b"".join(lines), compresslevel=5, mtime=0)

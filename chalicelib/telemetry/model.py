@@ -10,6 +10,11 @@ An event is a JSON object with `event_type`, an optional `event_id` and a `times
 - `transaction`: `transaction_id`, `user_id`, `amount` (finite, > 0, <= 1e9), `currency`
   (3 upper-case letters), `merchant?`, `category?`, `status?` (pending|completed|failed).
 
+Every string (keys included, at any depth) must be valid Unicode: a lone surrogate cannot be
+encoded as UTF-8, so DynamoDB, SQS and S3 could never take it. Nothing may be nested more
+than `MAX_DEPTH` levels (the archive's and the processor's JSON must not hit Python's
+recursion limit). Numbers must be storable by DynamoDB: at most 38 significant digits, and 0
+or a magnitude from 1e-100 to 1e100 (DynamoDB's own range is 1e-130 to below 1e126).
 Unknown fields are refused. `validate_event` returns the normalised event (timestamp in UTC
 as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, so that strings sort as times; an `event_id` always set)
 or the reason it is refused. The `event_id` is what makes every downstream write idempotent.
@@ -25,6 +30,7 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 USER_ACTIVITY = "user_activity"
@@ -41,6 +47,9 @@ MAX_AMOUNT = 1e9
 #: than left to fail every write of its batch.
 MAX_VALUE = 1e100
 MIN_POSITIVE_VALUE = 1e-100
+MAX_DIGITS = 38  # DynamoDB's precision
+MAX_DEPTH = 32  # containers within containers, the event itself included
+_HUGE = 10 ** (4 * MAX_DIGITS)  # ints from here on are not worth converting to count digits
 MAX_TAGS = 20
 STATUSES = ("pending", "completed", "failed")
 
@@ -118,7 +127,50 @@ def _number(event: dict[str, Any], name: str) -> float | int:
         raise Invalid(f"{name} must be a number")
     if isinstance(value, float) and not math.isfinite(value):
         raise Invalid(f"{name} must be finite")
+    # (an int past _HUGE is out of every field's range: refused by the caller's range check)
+    if isinstance(value, int) and abs(value) < _HUGE and significant_digits(value) > MAX_DIGITS:
+        raise Invalid(f"{name} must have at most {MAX_DIGITS} significant digits")
     return value
+
+
+def significant_digits(value: int | float) -> int:
+    """The significant digits of `value` as DynamoDB counts them (leading and trailing zeros
+    are not significant)."""
+    exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    return len("".join(map(str, exact.as_tuple().digits)).strip("0"))
+
+
+def _check_tree(name: str, value: Any) -> None:
+    """Every string in `value` (keys too) encodes as UTF-8, and no container is nested more
+    than `MAX_DEPTH` deep: walked without recursion, so any depth is refused, not a crash."""
+    stack: list[tuple[Any, int]] = [(value, 2)]  # the event is level 1
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not _encodable(item):
+                raise Invalid(f"{name} must be valid Unicode text (no lone surrogates)")
+        elif isinstance(item, dict | list | tuple):
+            if depth > MAX_DEPTH:
+                raise Invalid(f"{name} is nested too deeply (at most {MAX_DEPTH} levels)")
+            if isinstance(item, dict):
+                for key, inner in item.items():
+                    stack.append((key, depth + 1))
+                    stack.append((inner, depth + 1))
+            else:
+                stack.extend((inner, depth + 1) for inner in item)
+
+
+def _printable(text: str) -> str:
+    """`text` with what UTF-8 cannot encode escaped (a reason must reach the client)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _text(event: dict[str, Any], name: str) -> str | None:
@@ -138,15 +190,17 @@ def validate_event(
     if not isinstance(raw, dict):
         raise Invalid("an event must be a JSON object")
     event_type = raw.get("event_type")
-    if event_type not in FIELDS:
+    if not isinstance(event_type, str) or event_type not in FIELDS:
         raise Invalid(
             "event_type is required"
             if event_type is None
             else f"unknown event_type; expected one of {', '.join(EVENT_TYPES)}"
         )
-    unknown = sorted(str(k) for k in raw if k not in FIELDS[event_type])
+    unknown = sorted(_printable(str(k)) for k in raw if k not in FIELDS[event_type])
     if unknown:
         raise Invalid(f"unknown field(s) for {event_type}: {', '.join(unknown)}")
+    for name, value in raw.items():
+        _check_tree(name, value)
     event_id = _id(raw, "event_id", required=False) or new_id()
     moment = parse_timestamp(raw.get("timestamp"))
     if moment > now + MAX_FUTURE:
@@ -166,6 +220,8 @@ def validate_event(
             clean["session_id"] = session
         ip = raw.get("ip_address")
         if ip is not None:
+            if not isinstance(ip, str):
+                raise Invalid("ip_address must be a valid IPv4 or IPv6 address")
             try:
                 clean["ip_address"] = str(ipaddress.ip_address(ip))
             except ValueError:
@@ -214,6 +270,8 @@ def validate_event(
         amount = _number(raw, "amount")
         if not 0 < amount <= MAX_AMOUNT:
             raise Invalid("amount must be > 0 and at most 1e9")
+        if amount < MIN_POSITIVE_VALUE:
+            raise Invalid("amount is out of range (1e-100 to 1e9)")
         clean["amount"] = amount
         currency = raw.get("currency")
         if not isinstance(currency, str) or not _CURRENCY.fullmatch(currency):

@@ -2,32 +2,44 @@
 
 Steps, for a batch (one shard, in sequence order):
 
-1. decode and validate every record (the window of the timestamp check is the record's
-   arrival time, so a replay is not refused for its age); a malformed one is set aside with
-   its reason;
+1. decode, validate and encode every record (the window of the timestamp check is the
+   record's arrival time, so a replay is not refused for its age); a record that cannot be
+   processed, for whatever reason (malformed, invalid, or any exception of its own), is set
+   aside with its reason, to be quarantined: one bad record never fails the batch;
 2. detection reads: the metrics' baselines (one BatchGetItem), each transacting user's recent
    transactions (one Query per user on `by-user`);
 3. writes: items, 25 per BatchWriteItem per table (duplicates of a key within the batch
-   written once), then one conditional UpdateItem per (source, metric) baseline;
+   written once). An item DynamoDB refuses for good (a call refused for its items is split
+   until the bad ones are alone) is set aside like a malformed record: quarantined, not
+   retried, neither alerted nor folded into a baseline nor archived;
 4. the records whose writes or reads still failed after retries are failures. Lambda
    resumes the shard at the lowest reported sequence number, so every record from the first
-   failure on ("the cut") comes back; the non-idempotent side effects below are done only for
-   the records before the cut, and are done when those records come back;
-5. quarantine (SQS) of the malformed records before the cut; one whose message is not sent
-   becomes a failure (and moves the cut);
-6. archive (one PutObject) of the valid events before the cut; if it fails the cut moves to
-   the first record, so the whole batch comes back (every write is idempotent, the archive
-   key is the same) and nothing is alerted now;
-7. alerts (SNS PublishBatch) for the high and critical anomalies and fraud before the cut;
-   an alert not published makes its record a failure. Alerts are at least once: the
-   records after such a failure whose alerts did go out are alerted again on redelivery;
-8. EMF metrics (counts), printed (no PutMetricData).
+   failure on ("the cut") comes back; the side effects below are done only for the records
+   before the cut, and are done when those records come back. Each step may move the cut
+   earlier, so the steps that cannot be repeated harmlessly come last, once the cut is final;
+5. alerts (SNS PublishBatch) for the high and critical anomalies and fraud before the cut;
+   an alert not published makes its record a failure (and moves the cut). Alerts are at
+   least once: the records after the cut whose alerts did go out are alerted again on
+   redelivery;
+6. baselines: one conditional UpdateItem per (source, metric), folding in the values of the
+   records before the cut, whose alerts are out. A record is folded in only once its alerts
+   went out, so a redelivered record is checked against the baseline without its own value
+   (its spike is found again). A baseline not stored fails its records (moves the cut);
+7. quarantine (SQS) of the set-aside records before the cut; a message not sent fails its
+   record (moves the cut). Each message has `dedup_id` = `<shardId>:<sequenceNumber>` (in
+   the body and as a message attribute): a record quarantined before a later step moved the
+   cut back over it is sent again on redelivery, with the same id, for consumers to drop;
+8. archive (one PutObject), last, of the valid events before the final cut: the next
+   invocation starts at that cut, so no event is archived twice. If it fails the whole
+   batch comes back (every write and fold is idempotent; its alerts and quarantine messages
+   are sent again; the archive key is the same);
+9. EMF metrics (counts), printed (no PutMetricData).
 
 `batchItemFailures` lists every failed record; the lowest is the cut. Baseline updates are
 idempotent per record (`detection.fold` skips sequence numbers already folded in), so a
-redelivery does not count a value twice; detection then sees the updated baseline.
-A record without an `event_id` (another producer than the ingest API) gets
-`<shardId>:<sequenceNumber>` as its id, which is as stable as the record.
+redelivery does not count a value twice. A record without an `event_id` (another producer
+than the ingest API) gets `<shardId>:<sequenceNumber>` as its id, which is as stable as the
+record.
 """
 
 from __future__ import annotations
@@ -39,7 +51,7 @@ from typing import Any, Protocol
 
 from chalicelib.core.observability import logger
 from chalicelib.telemetry import detection, encoding
-from chalicelib.telemetry.adapters import quarantine_message
+from chalicelib.telemetry.adapters import PutOutcome, quarantine_message
 from chalicelib.telemetry.detection import Baseline, Sample
 from chalicelib.telemetry.model import (
     SYSTEM_METRIC,
@@ -54,7 +66,7 @@ MAX_BASELINE_CONFLICTS = 5
 
 
 class ItemWriter(Protocol):
-    def put_all(self, table: str, items: Sequence[dict[str, Any]]) -> list[int]: ...
+    def put_all(self, table: str, items: Sequence[dict[str, Any]]) -> PutOutcome: ...
 
 
 class Baselines(Protocol):
@@ -119,27 +131,17 @@ class TelemetryProcessor:
         for record in valid:
             by_type[record.event["event_type"]].append(record)  # type: ignore[index]
 
+        # 2. reads and detection; 3. item writes
         alerts: dict[int, list[dict[str, Any]]] = defaultdict(list)
         skip: set[int] = set()
         pending_baselines = self._detect_metrics(by_type[SYSTEM_METRIC], alerts, failed, skip)
         self._detect_fraud(by_type[TRANSACTION], alerts, failed, skip)
-        self._write([r for r in valid if r.index not in skip], failed)
-        self._store_baselines(pending_baselines, failed)
+        rejected = self._write([r for r in valid if r.index not in skip], failed)
+        for record in rejected:  # refused by DynamoDB for good: quarantined, not processed
+            alerts.pop(record.index, None)
 
-        cut = min(failed) if failed else len(batch)
-        quarantined = [r for r in batch if r.reason is not None and r.index < cut]
-        if quarantined:
-            not_sent = self._quarantine.send(
-                [quarantine_message(r, r.reason or "") for r in quarantined]
-            )
-            for position in not_sent:
-                failed.add(quarantined[position].index)
-            if not_sent:
-                cut = min(failed)
-        archived = self._archive_before(batch, cut)
-        if not archived and cut > 0:
-            failed.add(0)
-            cut = 0
+        # 4. alerts before the cut; one not published moves the cut
+        cut = min(failed, default=len(batch))
         to_alert = [
             (index, alert)
             for index in sorted(alerts)
@@ -150,6 +152,25 @@ class TelemetryProcessor:
         if to_alert:
             for position in self._alerts.send_alerts([alert for _, alert in to_alert]):
                 failed.add(to_alert[position][0])
+            cut = min(failed, default=len(batch))
+
+        # 5. baselines: the records before the cut (their alerts are out)
+        self._store_baselines(pending_baselines, cut, failed)
+        cut = min(failed, default=len(batch))
+
+        # 6. quarantine before the cut; a message not sent moves the cut
+        quarantined = [r for r in batch if r.reason is not None and r.index < cut]
+        if quarantined:
+            not_sent = self._quarantine.send(
+                [quarantine_message(r, r.reason or "") for r in quarantined]
+            )
+            failed.update(quarantined[position].index for position in not_sent)
+            cut = min(failed, default=len(batch))
+
+        # 7. archive, last: the cut is final
+        if not self._archive_before(batch, cut):
+            failed.add(batch[0].index)
+
         counts = {
             "TelemetryRecords": len(records),
             "TelemetryUserActivities": len(by_type[USER_ACTIVITY]),
@@ -181,7 +202,7 @@ class TelemetryProcessor:
         for position, raw in enumerate(records):
             try:
                 record = encoding.parse_record(len(batch), raw)
-            except encoding.Malformed:
+            except Exception:
                 # Without a sequence number it can be neither quarantined nor reported:
                 # logged, and skipped (Lambda never delivers such a record).
                 logger.error("not a Kinesis record; skipped", position=position)
@@ -190,9 +211,15 @@ class TelemetryProcessor:
                 payload = encoding.decode_payload(record.data)
                 now = datetime.fromtimestamp(record.arrival, UTC) if record.arrival else _now()
                 stable_id = f"{record.shard}:{record.sequence}"
-                record.event = validate_event(payload, now, new_id=lambda i=stable_id: i)
+                event = validate_event(payload, now, new_id=lambda i=stable_id: i)
+                record.table, record.item = encoding.table_and_item(event)
+                record.line = encoding.archive_line(event)
+                record.event = event
             except (encoding.Malformed, Invalid) as problem:
                 record.reason = str(problem)
+            except Exception as problem:  # anything else: this record's problem, not the batch's
+                logger.exception("telemetry record not processable", sequence=record.sequence)
+                record.reason = f"{type(problem).__name__}: {problem}"
             batch.append(record)
         return batch
 
@@ -254,29 +281,47 @@ class TelemetryProcessor:
                 if reasons:
                     alerts[record.index].append(detection.fraud_alert(event, reasons))
 
-    def _write(self, records: list[encoding.Record], failed: set[int]) -> None:
+    def _write(self, records: list[encoding.Record], failed: set[int]) -> list[encoding.Record]:
+        """Write the records' items; the records DynamoDB refused for good (each then has its
+        `reason` and no `event`); those not written are added to `failed`."""
         per_table: dict[str, dict[str, tuple[dict[str, Any], list[int]]]] = {t: {} for t in TABLES}
+        by_index = {record.index: record for record in records}
         for record in records:
-            table, item = encoding.table_and_item(record.event or {})
+            item = record.item or {}
             key = encoding.item_key(item)
-            found = per_table[table].get(key)
+            found = per_table[record.table].get(key)
             # A key twice in a batch (a producer's retry, a re-sent transaction): the last
             # one is written, once; its outcome is every duplicate's.
             indexes = found[1] if found else []
-            per_table[table][key] = (item, [*indexes, record.index])
+            per_table[record.table][key] = (item, [*indexes, record.index])
+        rejected: list[encoding.Record] = []
         for table, entries in per_table.items():
             if not entries:
                 continue
             rows = list(entries.values())
-            for position in self._writer.put_all(self._tables[table], [i for i, _ in rows]):
+            outcome = self._writer.put_all(self._tables[table], [i for i, _ in rows])
+            for position in outcome.failed:
                 failed.update(rows[position][1])
+            for position, error in outcome.rejected.items():
+                for index in rows[position][1]:
+                    record = by_index[index]
+                    record.reason = f"refused by DynamoDB: {error}"
+                    record.event = None
+                    rejected.append(record)
+        return rejected
 
     def _store_baselines(
         self,
         pending: dict[str, tuple[Baseline | None, list[encoding.Record]]],
+        cut: int,
         failed: set[int],
     ) -> None:
-        for key, (seen, members) in pending.items():
+        """Fold the values of the metric records before the cut (and stored: not refused)
+        into their baselines; a baseline not stored fails its records."""
+        for key, (seen, everyone) in pending.items():
+            members = [r for r in everyone if r.index < cut and r.event is not None]
+            if not members:
+                continue
             samples = [
                 Sample(r.shard, r.sequence, float((r.event or {})["value"])) for r in members
             ]
@@ -299,14 +344,14 @@ class TelemetryProcessor:
     def _archive_before(self, batch: list[encoding.Record], cut: int) -> bool:
         """Archive the valid events of the records before the cut; False if that failed."""
         head = batch[:cut]
-        events = [r.event for r in head if r.event is not None]
-        if not events:
+        lines = [r.line for r in head if r.event is not None]
+        if not lines:
             return True
         key = encoding.archive_key(
             head[0].shard, head[0].sequence, head[-1].sequence, head[0].arrival
         )
         try:
-            self._archive.put(key, encoding.archive_body(events))
+            self._archive.put(key, encoding.gzip_lines(lines))
         except Exception:
             logger.exception("archive failed; the whole batch will be redelivered", key=key)
             return False

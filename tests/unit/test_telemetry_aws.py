@@ -8,6 +8,7 @@ fixture: infra/resources.json may not hold them yet.
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import random
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from chalicelib.telemetry import encoding
 from chalicelib.telemetry.adapters import (
     Backoff,
     DynamoBaselines,
@@ -28,6 +30,7 @@ from chalicelib.telemetry.adapters import (
     SnsAlerts,
     SqsQuarantine,
 )
+from chalicelib.telemetry.model import validate_event
 from tests.unit.test_telemetry_support import (
     BASELINES_TABLE,
     BUCKET,
@@ -238,18 +241,30 @@ class Faults:
             parsed.setdefault("UnprocessedItems", {}).setdefault(table, []).extend(held)
 
 
-def test_fault_5000_records_with_30_percent_unprocessed_stored_exactly_once(
-    telemetry: Any,
-) -> None:
+THROTTLED = ("UpdateItem", "BatchGetItem", "Query", "GetItem")
+
+
+class Throttle:
+    """Throttles about 30% of the calls it is registered on (botocore hook)."""
+
+    def __init__(self, rate: float = 0.3, seed: int = 3) -> None:
+        self.rng = random.Random(seed)
+        self.rate = rate
+        self.count = 0
+
+    def __call__(self, **_: Any) -> None:
+        if self.rng.random() < self.rate:
+            self.count += 1
+            raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "x"}}, "op")
+
+
+def fast_processor() -> Any:
+    """The processor on the app's clients, without backoff sleeps."""
     from chalicelib.core import aws
     from chalicelib.telemetry.processor import TelemetryProcessor
 
-    client = aws.client("dynamodb")
-    faults = Faults()
-    client.meta.events.register("before-parameter-build.dynamodb.BatchWriteItem", faults.before)
-    client.meta.events.register("after-call.dynamodb.BatchWriteItem", faults.after)
     fast = Backoff(sleep=lambda _: None)
-    processor = TelemetryProcessor(
+    return TelemetryProcessor(
         TABLES,
         DynamoItemWriter(backoff=fast),
         DynamoBaselines(BASELINES_TABLE, backoff=fast),
@@ -259,9 +274,37 @@ def test_fault_5000_records_with_30_percent_unprocessed_stored_exactly_once(
         S3Archive(BUCKET),
         emit=lambda counts: None,
     )
+
+
+def archived() -> list[dict[str, Any]]:
+    s3 = boto3.client("s3")
+    events = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        for listed in page.get("Contents", []):
+            body = s3.get_object(Bucket=BUCKET, Key=listed["Key"])["Body"].read()
+            events += [json.loads(line) for line in gzip.decompress(body).splitlines()]
+    return events
+
+
+def test_fault_5000_records_with_30_percent_unprocessed_stored_exactly_once(
+    telemetry: Any,
+) -> None:
+    from chalicelib.core import aws
+
+    client = aws.client("dynamodb")
+    faults, throttle = Faults(), Throttle()
+    client.meta.events.register("before-parameter-build.dynamodb.BatchWriteItem", faults.before)
+    client.meta.events.register("after-call.dynamodb.BatchWriteItem", faults.after)
+    for operation in THROTTLED:
+        client.meta.events.register(f"before-parameter-build.dynamodb.{operation}", throttle)
+    sns, sns_throttle = aws.client("sns"), Throttle(rate=0.6, seed=5)  # some alerts fail
+    sns.meta.events.register("before-parameter-build.sns.PublishBatch", sns_throttle)
+    processor = fast_processor()
     events = [mixed(n) for n in range(5000)]
     for n in range(2, 5000, 3):  # 50 users: a few velocity alerts, 50 Queries a batch
         events[n]["user_id"] = f"user-{n % 50}"
+    for n in range(1, 5000, 3 * 7):  # a cpu_usage metric in 7 critical: alerts to publish
+        events[n]["value"] = 99.0
     stream = records(events)
     position, invocations, redelivered = 0, 0, 0
     while position < len(stream):  # Lambda: batches of 500, resume at the lowest failure
@@ -280,8 +323,11 @@ def test_fault_5000_records_with_30_percent_unprocessed_stored_exactly_once(
         position += advanced
     client.meta.events.unregister("before-parameter-build.dynamodb.BatchWriteItem", faults.before)
     client.meta.events.unregister("after-call.dynamodb.BatchWriteItem", faults.after)
+    for operation in THROTTLED:
+        client.meta.events.unregister(f"before-parameter-build.dynamodb.{operation}", throttle)
+    sns.meta.events.unregister("before-parameter-build.sns.PublishBatch", sns_throttle)
 
-    assert faults.unprocessed > 0.2 * 5000 and faults.throttled > 0
+    assert faults.unprocessed > 0.2 * 5000 and faults.throttled > 0 and throttle.count > 0
     stored = {kind: scan_all(telemetry.dynamodb, name) for kind, name in TABLES.items()}
     ids = sorted(item["event_id"]["S"] for items in stored.values() for item in items)
     assert ids == sorted(e["event_id"] for e in events)  # every record, each once
@@ -289,9 +335,17 @@ def test_fault_5000_records_with_30_percent_unprocessed_stored_exactly_once(
         {e["transaction_id"] for e in events if "amount" in e}
     )
     assert invocations >= 10
+    # every metric value folded into its baseline exactly once
+    baselines = scan_all(telemetry.dynamodb, BASELINES_TABLE, "samples")
+    metrics = sum(1 for e in events if e["event_type"] == "system_metric")
+    assert sum(int(b["samples"]["N"]) for b in baselines) == metrics
+    # every event archived exactly once
+    assert sorted(e["event_id"] for e in archived()) == sorted(e["event_id"] for e in events)
     print(
         f"fault: {faults.calls} calls, {faults.unprocessed} unprocessed, "
-        f"{faults.throttled} throttled, {invocations} invocations, {redelivered} redelivered"
+        f"{faults.throttled} throttled, {throttle.count} reads/updates throttled, "
+        f"{sns_throttle.count} PublishBatch throttled, "
+        f"{invocations} invocations, {redelivered} redelivered"
     )
 
 
@@ -414,3 +468,97 @@ def test_ingest_with_nothing_accepted_is_an_error_with_every_reason() -> None:
     with pytest.raises(ServiceUnavailable) as down:
         ingest.ingest({"events": [activity(1), {"event_type": "nope"}]})
     assert [d["field"] for d in down.value.details] == ["events[0]", "events[1]"]
+
+
+# --- records DynamoDB can never take: quarantined, the shard never blocked -------------------
+
+
+def test_a_lone_surrogate_is_quarantined_and_the_other_29_records_stored(telemetry: Any) -> None:
+    poison = dict(metric(0), tags={"a": "\ud800"})  # `POST /events` used to accept it
+    batch = records([poison] + [metric(n) for n in range(1, 30)])
+    processor = fast_processor()
+    assert processor.process(batch) == {"batchItemFailures": []}
+    assert len(scan_all(telemetry.dynamodb, TABLES["metrics"])) == 29
+    (message,) = drain(telemetry.sqs, telemetry.quarantine_url)
+    assert "tags must be valid Unicode" in message["reason"]
+    assert message["dedup_id"] == f"{batch[0]['eventID']}"
+
+
+def test_the_writer_isolates_an_item_botocore_cannot_encode(telemetry: Any) -> None:
+    """The model refuses lone surrogates now; the writer still must not let such an item
+    (or any item refused for itself) fail the 24 others of its call, on every retry."""
+    items = [encoding.table_and_item(validate_event(metric(n), NOW))[1] for n in range(30)]
+    items[3]["tags"] = {"M": {"a": {"S": "\ud800"}}}
+    writer = DynamoItemWriter(backoff=Backoff(sleep=lambda _: None))
+    outcome = writer.put_all(TABLES["metrics"], items)
+    assert outcome.failed == []
+    assert list(outcome.rejected) == [3] and "UnicodeEncodeError" in outcome.rejected[3]
+    assert len(scan_all(telemetry.dynamodb, TABLES["metrics"])) == 29
+
+
+def test_the_writer_reports_a_table_fault_as_failed_not_rejected(telemetry: Any) -> None:
+    items = [encoding.table_and_item(validate_event(metric(n), NOW))[1] for n in range(3)]
+    writer = DynamoItemWriter(backoff=Backoff(sleep=lambda _: None))
+    outcome = writer.put_all("no-such-table", items)  # ResourceNotFoundException
+    assert (outcome.failed, outcome.rejected) == ([0, 1, 2], {})
+
+
+TOO_MANY_DIGITS = "Attempting to store more than 38 significant digits"
+
+
+class RefuseItems:
+    """Refuses a BatchWriteItem holding an item with a tag `refuse` the way DynamoDB refuses
+    a number of more than 38 digits (moto does not check digits)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, params: dict[str, Any], **_: Any) -> None:
+        self.calls += 1
+        for requests in params["RequestItems"].values():
+            for request in requests:
+                if "refuse" in request["PutRequest"]["Item"].get("tags", {}).get("M", {}):
+                    error = {"Code": "ValidationException", "Message": TOO_MANY_DIGITS}
+                    raise ClientError({"Error": error}, "BatchWriteItem")
+
+
+def test_an_item_dynamodb_refuses_is_quarantined_and_the_others_stored(telemetry: Any) -> None:
+    from chalicelib.core import aws
+
+    refuse = RefuseItems()
+    client = aws.client("dynamodb")
+    client.meta.events.register("before-parameter-build.dynamodb.BatchWriteItem", refuse)
+    try:
+        batch = records([metric(n, tags={"refuse": "1"} if n == 7 else {}) for n in range(30)])
+        processor = fast_processor()
+        for _ in range(2):  # a redelivery changes nothing
+            assert processor.process(batch) == {"batchItemFailures": []}
+    finally:
+        client.meta.events.unregister("before-parameter-build.dynamodb.BatchWriteItem", refuse)
+    stored = scan_all(telemetry.dynamodb, TABLES["metrics"])
+    assert sorted(i["event_id"]["S"] for i in stored) == sorted(
+        f"met-{n}" for n in range(30) if n != 7
+    )
+    messages = drain(telemetry.sqs, telemetry.quarantine_url)
+    assert [m["sequence_number"] for m in messages] == [batch[7]["kinesis"]["sequenceNumber"]] * 2
+    assert messages[0]["reason"].startswith("refused by DynamoDB: ValidationException")
+    assert len(archived()) == 29 and refuse.calls < 30
+
+
+def test_a_baseline_decaying_under_dynamodbs_smallest_number_is_still_stored(
+    telemetry: Any,
+) -> None:
+    """A mean of 1e-128 times 0.9 for each of 50 zeros is 5e-131: DynamoDB (and moto) refuse
+    it ("Number underflow") and every UpdateItem of the baseline failed."""
+    telemetry.dynamodb.put_item(
+        TableName=BASELINES_TABLE,
+        Item={"pk": {"S": "api#error_rate"}, "mean": {"N": "1E-128"}, "samples": {"N": "100"},
+              "version": {"N": "1"}, "applied": {"M": {}}},
+    )  # fmt: skip
+    zeros = [dict(metric(0, value=0, name="error_rate"), source="api", event_id=f"z{n}")
+             for n in range(50)]  # fmt: skip
+    assert fast_processor().process(records(zeros)) == {"batchItemFailures": []}
+    item = telemetry.dynamodb.get_item(
+        TableName=BASELINES_TABLE, Key={"pk": {"S": "api#error_rate"}}
+    )["Item"]
+    assert (item["mean"]["N"], item["samples"]["N"]) == ("0", "150")

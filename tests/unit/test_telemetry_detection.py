@@ -87,3 +87,18 @@ def test_velocity_counts_distinct_transactions_in_the_window() -> None:
     assert "over 10000" in detection.fraud_reasons(10_000.01, 1)[0]
     start, end = detection.velocity_window([ts(0), ts(-200)])
     assert (start, end) == (ts(-800), ts(0))
+
+
+def test_a_mean_decaying_on_zeros_reaches_zero_and_stays_storable() -> None:
+    """A series of zeros (an error rate) decays the mean by 0.9 a sample: without a floor it
+    would fall under DynamoDB's smallest number (1e-130) after ~2,800 zeros."""
+    from chalicelib.telemetry.encoding import computed_number
+
+    baseline = detection.fold(None, [Sample("s", "1", 0.01)])
+    samples = [Sample("s", str(n), 0.0) for n in range(2, 3_500)]
+    for start in range(0, len(samples), 500):
+        baseline = detection.fold(baseline, samples[start : start + 500])
+        assert baseline.mean == 0.0 or baseline.mean >= detection.TINY_MEAN
+        computed_number(baseline.mean)  # never out of DynamoDB's range
+    assert baseline.mean == 0.0 and baseline.samples == 3_499
+    assert not detection.metric_anomaly("error_rate", 0.0, baseline)

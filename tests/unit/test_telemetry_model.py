@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from boto3.dynamodb.types import TypeSerializer
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.telemetry import encoding
+from chalicelib.telemetry import encoding, model
 from chalicelib.telemetry.model import Invalid, partition_key, validate_event
 from tests.unit.test_telemetry_support import NOW, activity, metric, transaction, ts
 
@@ -67,6 +67,36 @@ INVALID = [
     ("no transaction id", {**transaction(1), "transaction_id": None}, "transaction_id"),
     ("bad status", {**transaction(1), "status": "done"}, "status must be one of"),
     ("empty merchant", {**transaction(1), "merchant": " "}, "merchant must be"),
+    ("list event_type", {**activity(1), "event_type": []}, "unknown event_type"),
+    ("object event_type", {**activity(1), "event_type": {"a": 1}}, "unknown event_type"),
+    ("bool ip", {**activity(1), "ip_address": True}, "ip_address must be"),
+    ("surrogate tag", {**metric(1), "tags": {"a": "\ud800"}}, "tags must be valid Unicode"),
+    ("surrogate tag key", {**metric(1), "tags": {"\udfff": "a"}}, "tags must be valid Unicode"),
+    ("surrogate merchant", {**transaction(1), "merchant": "x\ud800"}, "merchant must be valid"),
+    ("surrogate category", {**transaction(1), "category": "\ud800"}, "category must be valid"),
+    ("surrogate detail", {**activity(1), "details": {"a": ["\ud800"]}}, "details must be valid"),
+    ("surrogate detail key", {**activity(1), "details": {"\ud800": 1}}, "details must be valid"),
+    ("surrogate user", {**activity(1), "user_id": "u\ud800"}, "user_id must be valid"),
+    (
+        "surrogate field",
+        {**activity(1), "\ud800": 1},
+        "unknown field(s) for user_activity: \\ud800",
+    ),
+    (
+        "deep details",
+        {
+            **activity(1),
+            "details": {"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+        },
+        "nested too deeply",
+    ),
+    (
+        "45-digit value",
+        metric(1, value=123456789012345678901234567890123456789012345),
+        "38 significant digits",
+    ),
+    ("tiny amount", transaction(1, amount=1e-200), "amount is out of range"),
+    ("tiny value", metric(1, value=1e-120), "out of range"),
 ]
 
 
@@ -93,6 +123,23 @@ def test_event_id_is_generated_and_timestamp_converted_to_utc() -> None:
     assert clean["timestamp"] == "2026-11-26T12:00:00.000000Z"
 
 
+def test_big_round_integers_are_kept_and_written_in_exponent_form() -> None:
+    clean = check(metric(1, value=10**40))
+    assert clean["value"] == 10**40
+    assert encoding.table_and_item(clean)[1]["value"] == {"N": "1E+40"}
+    assert check(metric(1, value=10**37 + 1))["value"] == 10**37 + 1  # 38 digits: fine
+
+
+def test_computed_numbers_stay_in_dynamodbs_range() -> None:
+    assert encoding.computed_number(1e-120) == "0"
+    assert encoding.computed_number(-1e-101) == "0"
+    assert encoding.computed_number(0.1) == "0.1"
+    assert encoding.computed_number(1e100) == "1E+100"
+    for bad in (math.inf, math.nan, 1e130):
+        with pytest.raises(ValueError):
+            encoding.computed_number(bad)
+
+
 def test_partition_keys() -> None:
     assert partition_key(check(activity(1))) == "user-1"
     assert partition_key(check(metric(1))) == "host-1"
@@ -103,6 +150,70 @@ def test_partition_keys() -> None:
 def test_validation_never_crashes(raw: dict[str, Any]) -> None:
     with contextlib.suppress(Invalid):
         check(raw)
+
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(10**60), max_value=10**60)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(st.characters(categories=["Cs", "Ll", "Nd", "Zs"]), max_size=6)
+    | st.sampled_from(["\ud800", "a\udfff", "", "x" * 300, "1.1.1.1", "EUR", "completed"])
+)
+_JSONISH = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.text(st.characters(categories=["Cs", "Ll"]), max_size=3), inner, max_size=3
+        )
+    ),
+    max_leaves=12,
+)
+_FIELDS = sorted(
+    {"event_type", "event_id", "timestamp", "user_id", "activity_type", "session_id",
+     "ip_address", "details", "source", "metric_name", "value", "tags", "transaction_id",
+     "amount", "currency", "merchant", "category", "status", "x"}
+)  # fmt: skip
+
+
+def _valid_base(kind: int) -> dict[str, Any]:
+    return [activity(1), metric(1), transaction(1)][kind]
+
+
+def _dynamo_numbers(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        found = [value["N"]] if set(value) == {"N"} else []
+        return found + [n for inner in value.values() for n in _dynamo_numbers(inner)]
+    return []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(0, 2),
+    st.dictionaries(st.sampled_from(_FIELDS), _JSONISH, max_size=4),
+    st.sets(st.sampled_from(_FIELDS), max_size=2),
+)
+def test_fuzzed_events_are_refused_with_a_reason_or_storable(
+    kind: int, changes: dict[str, Any], dropped: set[str]
+) -> None:
+    """Whatever comes in, `validate_event` raises nothing but `Invalid`; what it accepts
+    encodes as UTF-8, has an item DynamoDB takes (numbers in range, 38 digits at most) and an
+    archive line."""
+    raw = {k: v for k, v in {**_valid_base(kind), **changes}.items() if k not in dropped}
+    try:
+        clean = check(raw)
+    except Invalid as problem:
+        str(problem).encode("utf-8")  # the reason reaches the client
+        return
+    _, item = encoding.table_and_item(clean)
+    json.dumps(item, ensure_ascii=False).encode("utf-8")
+    for text in _dynamo_numbers(item):
+        exact = Decimal(text)
+        assert exact == 0 or Decimal("1e-130") <= abs(exact) < Decimal("1e126"), text
+        assert model.significant_digits(exact) <= 38
+    encoding.archive_line(clean).decode("utf-8")
 
 
 def test_items_have_idempotent_keys_and_decimal_numbers() -> None:

@@ -155,11 +155,23 @@ def test_write_failures_are_reported_and_side_effects_stop_at_the_first() -> Non
     assert len(parts["quarantine"].messages) == 1
 
 
-def test_archive_failure_redelivers_the_whole_batch_without_alerting() -> None:
-    processor, parts = fake_processor(archive=FakeArchive(fail=True))
-    batch = records([metric(0, value=99), activity(1)])
+def test_archive_failure_redelivers_the_whole_batch_after_alerting() -> None:
+    archive = FakeArchive(fail=True)
+    processor, parts = fake_processor(archive=archive)
+    batch = [*records([metric(0, value=99), activity(1)]), record(None, 2, raw="!!")]
     assert sequences(processor.process(batch)) == [batch[0]["kinesis"]["sequenceNumber"]]
-    assert parts["alerts"].published == []
+    # archive is last: the alerts went out, the baseline took the value, nothing archived
+    assert [a["event_id"] for a in parts["alerts"].published] == ["met-0"]
+    assert parts["baselines"].items["host-0#cpu_usage"].samples == 1
+    assert archive.objects == {}
+    archive.fail = False
+    assert processor.process(batch) == {"batchItemFailures": []}
+    assert parts["baselines"].items["host-0#cpu_usage"].samples == 1  # not counted twice
+    (body,) = archive.objects.values()
+    assert len(gzip.decompress(body).splitlines()) == 2
+    # sent again on redelivery, with the same identity for consumers to drop
+    ids = [m["dedup_id"] for m in parts["quarantine"].messages]
+    assert ids == [f"shardId-000000000000:{batch[2]['kinesis']['sequenceNumber']}"] * 2
 
 
 def test_alert_failure_fails_the_alerting_record() -> None:
@@ -175,3 +187,143 @@ def test_duplicate_keys_in_a_batch_are_written_once() -> None:
     assert parts["writer"].calls == 2  # one call per table, each key once
     (txn,) = parts["writer"].tables["serverless-app-dev-transactions"].values()
     assert txn["amount"] == {"N": "99"}
+
+
+# --- redeliveries: alerts never lost, nothing archived or quarantined twice -------------------
+
+
+def test_spike_alerted_when_the_archive_failed_and_the_batch_is_redelivered() -> None:
+    archive, alerts = FakeArchive(fail=True), FakeAlerts()
+    processor, parts = fake_processor(archive=archive, alerts=alerts)
+    parts["baselines"].items["host-0#request_count"] = Baseline(mean=30.0, samples=20, version=1)
+    batch = records([metric(0, value=100.0, name="request_count")])  # spike only: > 3 x 30
+    assert processor.process(batch)["batchItemFailures"]  # the whole batch back
+    archive.fail = False
+    assert processor.process(batch) == {"batchItemFailures": []}
+    assert [a["event_id"] for a in alerts.published] == ["met-0"]
+
+
+def test_spike_after_the_cut_is_alerted_on_redelivery() -> None:
+    writer, alerts = FakeWriter(), FakeAlerts()
+    processor, parts = fake_processor(writer=writer, alerts=alerts)
+    parts["baselines"].items["host-1#request_count"] = Baseline(mean=30.0, samples=20, version=1)
+    batch = records([activity(0), metric(1, value=100.0, name="request_count")])
+    writer.fail_keys = {"USER#user-0"}  # the first record's write fails (throttled for good)
+    assert sequences(processor.process(batch)) == [batch[0]["kinesis"]["sequenceNumber"]]
+    assert parts["baselines"].items["host-1#request_count"].samples == 20  # not folded yet
+    writer.fail_keys = set()
+    assert processor.process(batch) == {"batchItemFailures": []}
+    assert [a["event_id"] for a in alerts.published] == ["met-1"]
+    assert parts["baselines"].items["host-1#request_count"].samples == 21
+
+
+def test_spike_whose_alert_failed_is_alerted_on_redelivery() -> None:
+    alerts = FakeAlerts(fail={0})
+    processor, parts = fake_processor(alerts=alerts)
+    parts["baselines"].items["host-0#request_count"] = Baseline(mean=30.0, samples=20, version=1)
+    batch = records([metric(0, value=100.0, name="request_count"), activity(1)])
+    assert sequences(processor.process(batch)) == [batch[0]["kinesis"]["sequenceNumber"]]
+    alerts.fail = set()
+    assert processor.process(batch) == {"batchItemFailures": []}
+    assert [a["event_id"] for a in alerts.published] == ["met-0"]
+
+
+def test_alert_failure_neither_archives_nor_quarantines_twice() -> None:
+    alerts = FakeAlerts(fail={0})
+    processor, parts = fake_processor(alerts=alerts)
+    batch = [record(metric(0, value=99.0), 0), record(None, 1, raw=b"garbage"),
+             record(metric(2, value=1.0), 2)]  # fmt: skip
+    assert sequences(processor.process(batch)) == [batch[0]["kinesis"]["sequenceNumber"]]
+    alerts.fail = set()
+    assert processor.process(batch) == {"batchItemFailures": []}  # Lambda resumes at record 0
+    assert len(parts["quarantine"].messages) == 1
+    lines = sum(gzip.decompress(b).count(b"\n") for b in parts["archive"].objects.values())
+    assert lines == 2
+
+
+def test_alert_failure_mid_batch_archives_each_event_once() -> None:
+    alerts = FakeAlerts(fail={0})
+    processor, parts = fake_processor(alerts=alerts)
+    batch = records([activity(0), metric(1, value=99.0), activity(2), activity(3)])
+    failures = sequences(processor.process(batch))
+    assert failures == [batch[1]["kinesis"]["sequenceNumber"]]
+    alerts.fail = set()
+    assert processor.process(batch[1:]) == {"batchItemFailures": []}
+    objects = parts["archive"].objects.values()
+    lines = [
+        json.loads(line)["event_id"] for b in objects for line in gzip.decompress(b).splitlines()
+    ]
+    assert sorted(lines) == ["act-0", "act-2", "act-3", "met-1"]
+
+
+def test_quarantine_failure_leaves_the_records_after_it_unarchived() -> None:
+    processor, parts = fake_processor(quarantine=FakeQuarantine(fail=True))
+    batch = [record(activity(0), 0), record(None, 1, raw="!!"), record(activity(2), 2)]
+    assert sequences(processor.process(batch)) == [batch[1]["kinesis"]["sequenceNumber"]]
+    (body,) = parts["archive"].objects.values()
+    assert [json.loads(x)["event_id"] for x in gzip.decompress(body).splitlines()] == ["act-0"]
+
+
+# --- records that can never be processed: quarantined, never blocking the shard ----------
+
+
+def test_unhashable_event_type_is_quarantined() -> None:
+    processor, parts = fake_processor()
+    batch = [record({"event_type": [1]}, 0), record({"event_type": {}}, 1), record(activity(2), 2)]
+    assert processor.process(batch) == {"batchItemFailures": []}
+    assert [m["reason"] for m in parts["quarantine"].messages] == [
+        "unknown event_type; expected one of user_activity, system_metric, transaction"
+    ] * 2
+
+
+def test_deeply_nested_json_is_quarantined() -> None:
+    processor, parts = fake_processor()
+    shallow = json.dumps({k: v for k, v in activity(1).items() if k != "details"})
+    deep = shallow[:-1] + ', "details": ' + '{"a":' * 500 + "1" + "}" * 500 + "}"
+    batch = [
+        record(None, 0, raw=b"[" * 200_000 + b"]" * 200_000),  # json.loads: RecursionError
+        record(None, 1, raw=deep.encode()),  # decodes, but nested too deeply to be an event
+        record(activity(2), 2),
+    ]
+    assert processor.process(batch) == {"batchItemFailures": []}
+    reasons = [m["reason"] for m in parts["quarantine"].messages]
+    assert reasons[0] == "data is JSON nested too deeply"
+    assert "nested" in reasons[1]
+    assert len(parts["writer"].tables["serverless-app-dev-activities"]) == 1
+
+
+def test_any_exception_of_a_record_quarantines_it_alone(monkeypatch) -> None:
+    from chalicelib.telemetry import encoding
+
+    real = encoding.table_and_item
+
+    def broken(event):
+        if event["event_id"] == "act-1":
+            raise KeyError("boom")
+        return real(event)
+
+    monkeypatch.setattr(encoding, "table_and_item", broken)
+    processor, parts = fake_processor()
+    assert processor.process(records([activity(0), activity(1), activity(2)])) == {
+        "batchItemFailures": []
+    }
+    assert [m["reason"] for m in parts["quarantine"].messages] == ["KeyError: 'boom'"]
+    assert len(parts["writer"].tables["serverless-app-dev-activities"]) == 2
+
+
+def test_items_refused_for_good_are_quarantined_not_failed() -> None:
+    writer = FakeWriter()
+    writer.reject_keys = {"bad#request_count": "ValidationException: too many digits"}
+    processor, parts = fake_processor(writer=writer)
+    parts["baselines"].items["bad#request_count"] = Baseline(mean=1.0, samples=20, version=1)
+    poison = {**metric(0, value=99.0, name="request_count"), "source": "bad"}  # would alert
+    batch = records([poison] + [metric(n, value=1.0) for n in range(1, 30)])
+    assert processor.process(batch) == {"batchItemFailures": []}
+    (message,) = parts["quarantine"].messages
+    assert message["reason"] == "refused by DynamoDB: ValidationException: too many digits"
+    assert message["sequence_number"] == batch[0]["kinesis"]["sequenceNumber"]
+    assert len(parts["writer"].tables["serverless-app-dev-metrics"]) == 29
+    assert parts["alerts"].published == []  # the refused record is not processed further
+    assert parts["baselines"].items["bad#request_count"].samples == 20
+    (body,) = parts["archive"].objects.values()
+    assert len(gzip.decompress(body).splitlines()) == 29

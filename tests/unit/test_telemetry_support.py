@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chalicelib.telemetry.adapters import PutOutcome
 from chalicelib.telemetry.detection import Baseline
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -102,21 +103,28 @@ def records(events: Sequence[Any], start: int = 0) -> list[dict[str, Any]]:
 
 
 class FakeWriter:
+    """Items by table; `fail_keys` (pk) are not written (throttled), `reject_keys` refused
+    for good (pk -> the error)."""
+
     def __init__(self) -> None:
         self.tables: dict[str, dict[str, dict[str, Any]]] = {}
         self.calls = 0
         self.fail_keys: set[str] = set()
+        self.reject_keys: dict[str, str] = {}
 
-    def put_all(self, table: str, items: Sequence[dict[str, Any]]) -> list[int]:
+    def put_all(self, table: str, items: Sequence[dict[str, Any]]) -> PutOutcome:
         self.calls += (len(items) + 24) // 25
-        failed = []
+        outcome = PutOutcome()
         for i, item in enumerate(items):
             key = item["pk"]["S"] + "|" + item.get("sk", {}).get("S", "")
             if item["pk"]["S"] in self.fail_keys:
-                failed.append(i)
+                outcome.failed.append(i)
+                continue
+            if item["pk"]["S"] in self.reject_keys:
+                outcome.rejected[i] = self.reject_keys[item["pk"]["S"]]
                 continue
             self.tables.setdefault(table, {})[key] = item
-        return failed
+        return outcome
 
 
 class FakeBaselines:
