@@ -1,23 +1,19 @@
 """Path B: `chalice deploy`, made loss-proof. `make deploy STAGE=prod` runs it.
 
-`chalice deploy` cannot express four things the app relies on, which `chalice package` gets
-from infra/functions.json; this applies the same settings after it, with the Lambda API:
+`chalice deploy` cannot express some settings the app relies on, which `chalice package`
+merges from `infra/functions.json`. This applies that same file after `chalice deploy`, with
+the Lambda API, so both paths deploy the same functions:
 
-1. the users table's stream ARN, which the app's stream consumers name when Chalice loads it
-   (read from the resources stack's output `UsersTableStreamArn`, given as
-   `USERS_TABLE_STREAM_ARN`);
-2. on each stream consumer's event source mapping: split a failing batch
-   (BisectBatchOnFunctionError), 10 retries, then the batch's position to the
-   `...-users-stream-failures` queue, instead of blocking the shard until the records expire;
-3. on the telemetry processor's Kinesis mapping: ReportBatchItemFailures (its handler answers
-   with `batchItemFailures`: without it, Lambda would drop the failed records), bisect, 10
-   retries, then the `...-telemetry-stream-failures` queue;
-4. the welcome function's on-failure destination (`...-welcome-dlq`) for events that failed
-   all 3 of Lambda's asynchronous attempts.
+- the users table's stream ARN, which the app's stream consumers name when Chalice loads it
+  (read from the resources stack's output `UsersTableStreamArn`, given to `chalice deploy` as
+  `USERS_TABLE_STREAM_ARN`);
+- each event source's settings (`Events.<name>.Properties`): ReportBatchItemFailures,
+  BisectBatchOnFunctionError, MaximumRetryAttempts, the on-failure destination;
+- each function's `EventInvokeConfig` (retries and on-failure destination of asynchronous
+  invocations).
 
 Chalice does not touch these settings when it deploys again, and applying them twice changes
-nothing. The onboarding queue needs nothing here: its handler settles partial batches itself
-(chalicelib/core/sqs_batch.py).
+nothing.
 """
 
 from __future__ import annotations
@@ -25,19 +21,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from infra.policies import function_name
 
 APP = "serverless-app"
-STREAM_CONSUMERS = ("publish_user_events", "index_users_for_search")
-ASYNC_DEAD_LETTERS = {"welcome_new_user": "welcome-dlq"}
-STREAM_FAILURES_QUEUE = "users-stream-failures"
-STREAM_RETRIES = 10
-#: Kinesis consumers whose handlers answer with `batchItemFailures`, and their failure queue.
-PARTIAL_BATCH_CONSUMERS = {"process_telemetry": "telemetry-stream-failures"}
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+FUNCTION_SETTINGS = PROJECT_DIR / "infra" / "functions.json"
+RESOURCES = PROJECT_DIR / "infra" / "resources.json"
+#: Event source mapping settings the Lambda API takes as SAM names them; others (`Stream`)
+#: are set by `chalice deploy` itself.
+MAPPING_SETTINGS = ("FunctionResponseTypes", "BisectBatchOnFunctionError", "MaximumRetryAttempts")
+#: The kind of source a SAM event name ends with -> what its mapping's ARN contains.
+SOURCE_KINDS = {"DynamodbEventSource": ":dynamodb:", "KinesisEventSource": ":kinesis:",
+                "SqsEventSource": ":sqs:"}  # fmt: skip
 
 
 def resources_stack(stage: str) -> str:
@@ -50,60 +51,64 @@ def stream_arn(cloudformation: Any, stage: str) -> str:
     return outputs["UsersTableStreamArn"]
 
 
-def queue_arn(sqs: Any, stage: str, name: str) -> str:
-    url = sqs.get_queue_url(QueueName=f"{APP}-{stage}-{name}")["QueueUrl"]
-    return str(
-        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-    )
+def chalice_name(logical_id: str) -> str:
+    """`ProcessTelemetry` -> `process_telemetry` (Chalice's logical ids, reversed)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", logical_id).lower()
+
+
+class _Destinations:
+    """Resolves `{"Fn::GetAtt": [<queue>, "Arn"]}` of functions.json to the stage's queue ARN."""
+
+    def __init__(self, stage: str, sqs: Any) -> None:
+        self._stage = stage
+        self._sqs = sqs
+        self._resources = json.loads(RESOURCES.read_text())["Resources"]
+
+    def arn(self, reference: Any) -> str:
+        logical_id, attribute = reference["Fn::GetAtt"]
+        name = self._resources[logical_id]["Properties"]["QueueName"]["Fn::Sub"]
+        assert attribute == "Arn", reference
+        url = self._sqs.get_queue_url(QueueName=name.replace("${Stage}", self._stage))
+        attributes = self._sqs.get_queue_attributes(
+            QueueUrl=url["QueueUrl"], AttributeNames=["QueueArn"]
+        )
+        return str(attributes["Attributes"]["QueueArn"])
+
+    def config(self, properties: dict[str, Any]) -> dict[str, Any]:
+        target = properties["DestinationConfig"]["OnFailure"]["Destination"]
+        return {"OnFailure": {"Destination": self.arn(target)}}
 
 
 def apply_function_settings(stage: str, lambda_client: Any, sqs: Any) -> list[str]:
-    """Steps 2 to 4 of the module docstring; returns what was set, one line each."""
+    """Give the deployed functions the settings of infra/functions.json; returns what was
+    set, one line each."""
+    destinations = _Destinations(stage, sqs)
     done = []
-    failures = queue_arn(sqs, stage, STREAM_FAILURES_QUEUE)
-    for function in STREAM_CONSUMERS:
-        name = function_name(stage, function)
-        mappings = lambda_client.list_event_source_mappings(FunctionName=name)
-        streams = [
-            m for m in mappings["EventSourceMappings"] if ":dynamodb:" in m["EventSourceArn"]
-        ]
-        if not streams:
-            raise RuntimeError(f"{name} has no DynamoDB stream mapping: was `chalice deploy` run?")
-        for mapping in streams:
-            lambda_client.update_event_source_mapping(
-                UUID=mapping["UUID"],
-                BisectBatchOnFunctionError=True,
-                MaximumRetryAttempts=STREAM_RETRIES,
-                DestinationConfig={"OnFailure": {"Destination": failures}},
+    for logical_id, resource in json.loads(FUNCTION_SETTINGS.read_text())["Resources"].items():
+        name = function_name(stage, chalice_name(logical_id))
+        properties = resource.get("Properties", {})
+        for event_name, source in properties.get("Events", {}).items():
+            wanted = {k: v for k, v in source["Properties"].items() if k in MAPPING_SETTINGS}
+            if "DestinationConfig" in source["Properties"]:
+                wanted["DestinationConfig"] = destinations.config(source["Properties"])
+            if not wanted:
+                continue
+            kind = next(v for k, v in SOURCE_KINDS.items() if event_name.endswith(k))
+            mappings = lambda_client.list_event_source_mappings(FunctionName=name)
+            matching = [m for m in mappings["EventSourceMappings"] if kind in m["EventSourceArn"]]
+            if not matching:
+                raise RuntimeError(f"{name} has no {kind.strip(':')} mapping: run chalice deploy")
+            for mapping in matching:
+                lambda_client.update_event_source_mapping(UUID=mapping["UUID"], **wanted)
+                done.append(f"{name} ({kind.strip(':')}): {', '.join(sorted(wanted))}")
+        invoke = properties.get("EventInvokeConfig")
+        if invoke:
+            lambda_client.put_function_event_invoke_config(
+                FunctionName=name,
+                MaximumRetryAttempts=invoke["MaximumRetryAttempts"],
+                DestinationConfig=destinations.config(invoke),
             )
-            done.append(f"{name}: bisect on error, {STREAM_RETRIES} retries, then {failures}")
-    for function, queue in PARTIAL_BATCH_CONSUMERS.items():
-        name = function_name(stage, function)
-        target = queue_arn(sqs, stage, queue)
-        mappings = lambda_client.list_event_source_mappings(FunctionName=name)
-        kinesis = [m for m in mappings["EventSourceMappings"] if ":kinesis:" in m["EventSourceArn"]]
-        if not kinesis:
-            raise RuntimeError(f"{name} has no Kinesis mapping: was `chalice deploy` run?")
-        for mapping in kinesis:
-            lambda_client.update_event_source_mapping(
-                UUID=mapping["UUID"],
-                FunctionResponseTypes=["ReportBatchItemFailures"],
-                BisectBatchOnFunctionError=True,
-                MaximumRetryAttempts=STREAM_RETRIES,
-                DestinationConfig={"OnFailure": {"Destination": target}},
-            )
-            done.append(f"{name}: partial batch responses, bisect, {STREAM_RETRIES} retries")
-    for function, queue in ASYNC_DEAD_LETTERS.items():
-        name = function_name(stage, function)
-        target = queue_arn(sqs, stage, queue)
-        lambda_client.put_function_event_invoke_config(
-            FunctionName=name,
-            MaximumRetryAttempts=2,
-            DestinationConfig={"OnFailure": {"Destination": target}},
-        )
-        done.append(f"{name}: 2 retries, then on-failure destination {target}")
+            done.append(f"{name}: asynchronous retries and on-failure destination")
     return done
 
 

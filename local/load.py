@@ -13,7 +13,6 @@ the archives written to the data lake.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -22,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from local.inbox import drain, subscribe_inbox
 from local.provision import PROJECT_DIR, emulator_client
 
 SOURCES = ["web-1", "web-2", "api-1", "worker-1"]
@@ -153,27 +153,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _subscribe_to_alerts(state: dict[str, Any]) -> str:
     sqs, sns = emulator_client(state, "sqs"), emulator_client(state, "sns")
-    url = sqs.create_queue(QueueName=f"load-alerts-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
-    sns.subscribe(
-        TopicArn=state["resources"]["AnomalyAlertsTopicArn"],
-        Protocol="sqs",
-        Endpoint=arn["QueueArn"],
-        Attributes={"RawMessageDelivery": "true"},
-    )
-    return str(url)
+    return subscribe_inbox(sqs, sns, state["resources"]["AnomalyAlertsTopicArn"], "load-alerts")
 
 
 def _drain(state: dict[str, Any], url: str) -> list[dict[str, Any]]:
-    sqs, found = emulator_client(state, "sqs"), []
-    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
-        found += [json.loads(m["Body"]) for m in batch]
-        sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
-            ],
-        )
+    sqs = emulator_client(state, "sqs")
+    found = drain(sqs, url)
     sqs.delete_queue(QueueUrl=url)
     return found
 

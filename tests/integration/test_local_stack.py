@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from local.inbox import drain, subscribe_inbox
 from local.stack import free_port, spawn
 from tests.integration.conftest import start_stack, stop, wait_until_ready
 
@@ -92,15 +93,9 @@ def test_register_then_email_profile_set_up_and_search(
 ) -> None:
     """End to end: stream -> user-created (SNS) -> welcome email (SES) and preferences;
     -> onboarding queue (SQS) -> profile set up; stream -> search index -> GET /users/search."""
-    sqs, sns = emulator("sqs"), emulator("sns")
-    inbox = sqs.create_queue(QueueName=f"it-inbox-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])
-    sns.subscribe(
-        TopicArn=stack["resources"]["UserCreatedTopicArn"],
-        Protocol="sqs",
-        Endpoint=inbox_arn["Attributes"]["QueueArn"],
-        Attributes={"RawMessageDelivery": "true"},
-    )
+    sqs = emulator("sqs")
+    topic = stack["resources"]["UserCreatedTopicArn"]
+    inbox = subscribe_inbox(sqs, emulator("sns"), topic, prefix="it-inbox")
     word = f"zq{uuid.uuid4().hex[:10]}"
     started = time.monotonic()
     user = register(api, name=f"Grace {word.capitalize()}", bio="Compilers and navy ships")
@@ -128,10 +123,7 @@ def test_register_then_email_profile_set_up_and_search(
     elapsed = time.monotonic() - started
     assert elapsed < 30, elapsed
 
-    events = []
-    for _ in range(5):
-        batch = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10).get("Messages", [])
-        events += [json.loads(m["Body"]) for m in batch]
+    events = drain(sqs, inbox)
     # Earlier tests' users may be announced meanwhile: the stream publishes asynchronously.
     mine = [e for e in events if e["user"]["user_id"] == user["user_id"]]
     assert [e["event_type"] for e in mine if e["event_type"] == "user-created"] == ["user-created"]

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from local.inbox import drain, subscribe_inbox
 from tests.integration.test_local_stack import eventually
 
 pytestmark = pytest.mark.integration
@@ -23,29 +24,11 @@ def now() -> str:
 
 
 def inbox_for(emulator: Any, topic_arn: str) -> str:
-    sqs, sns = emulator("sqs"), emulator("sns")
-    url = sqs.create_queue(QueueName=f"it-alerts-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
-    sns.subscribe(
-        TopicArn=topic_arn,
-        Protocol="sqs",
-        Endpoint=arn["QueueArn"],
-        Attributes={"RawMessageDelivery": "true"},
-    )
-    return str(url)
+    return subscribe_inbox(emulator("sqs"), emulator("sns"), topic_arn, prefix="it-alerts")
 
 
 def received(emulator: Any, url: str) -> list[dict[str, Any]]:
-    sqs, found = emulator("sqs"), []
-    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
-        found += [json.loads(m["Body"]) for m in batch]
-        sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
-            ],
-        )
-    return found
+    return drain(emulator("sqs"), url)
 
 
 def test_events_are_stored_checked_alerted_and_archived(

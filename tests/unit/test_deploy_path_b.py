@@ -10,13 +10,11 @@ from typing import Any
 
 import boto3
 
-from infra.deploy import (
-    PARTIAL_BATCH_CONSUMERS,
-    STREAM_CONSUMERS,
-    apply_function_settings,
-    stream_arn,
-)
+from infra.deploy import apply_function_settings, chalice_name, stream_arn
 from infra.policies import function_name
+
+STREAM_CONSUMERS = ("publish_user_events", "index_users_for_search")
+PARTIAL_BATCH_CONSUMERS = ("process_telemetry",)
 
 
 def _code() -> bytes:
@@ -87,3 +85,13 @@ def test_after_chalice_deploy_streams_and_the_welcome_lose_nothing(aws: dict[str
     destination = welcome["DestinationConfig"]["OnFailure"]["Destination"]
     assert destination.endswith(":serverless-app-dev-welcome-dlq")
     assert apply_function_settings("dev", lam, sqs) == done  # applying twice changes nothing
+
+
+def test_every_function_of_functions_json_is_a_function_of_the_app() -> None:
+    """A logical id that no longer names a function would be skipped silently on path B."""
+    from infra.deploy import FUNCTION_SETTINGS
+    from infra.package import function_names
+
+    deployed = function_names("dev")
+    for logical_id in json.loads(FUNCTION_SETTINGS.read_text())["Resources"]:
+        assert deployed[logical_id] == function_name("dev", chalice_name(logical_id))

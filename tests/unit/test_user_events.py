@@ -10,6 +10,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib.users.events import USER_CREATED, USER_UPDATED, events_from_stream
+from local.inbox import drain, subscribe_inbox
 from tests.unit.streams import stream_record, user_item
 
 ADA = {
@@ -72,29 +73,11 @@ def test_bookkeeping_claims_and_removals_announce_nothing(record: dict[str, Any]
 
 
 def _inbox(topic_arn: str) -> str:
-    sqs = boto3.client("sqs")
-    url = sqs.create_queue(QueueName=f"inbox-{topic_arn.rsplit(':', 1)[1]}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
-    boto3.client("sns").subscribe(
-        TopicArn=topic_arn,
-        Protocol="sqs",
-        Endpoint=arn["QueueArn"],
-        Attributes={"RawMessageDelivery": "true"},
-    )
-    return url
+    return subscribe_inbox(boto3.client("sqs"), boto3.client("sns"), topic_arn)
 
 
 def _drain(url: str) -> list[dict[str, Any]]:
-    sqs, bodies = boto3.client("sqs"), []
-    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
-        bodies += [json.loads(m["Body"]) for m in batch]
-        sqs.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
-            ],
-        )
-    return bodies
+    return drain(boto3.client("sqs"), url)
 
 
 def test_the_stream_handler_publishes_every_event_in_batches_of_ten(
