@@ -110,7 +110,9 @@ def process_telemetry(event: KinesisEvent) -> dict:
     they come back (the mapping has ReportBatchItemFailures: infra/functions.json)."""
     from chalicelib.telemetry import telemetry_processor
 
-    return telemetry_processor().process(event.to_dict()["Records"])
+    # The time left, so the batch stops (and reports) before the function's timeout.
+    remaining_ms = getattr(event.context, "get_remaining_time_in_millis", None)
+    return telemetry_processor().process(event.to_dict()["Records"], remaining_ms=remaining_ms)
 
 
 # --- User events -----------------------------------------------------------------------

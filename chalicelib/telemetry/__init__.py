@@ -2,8 +2,9 @@
 
 - `telemetry_ingest().ingest(body) -> dict` for `POST /events` (`ingest`): the 202 answer,
   or an ApiError (400, 503) when no event was accepted;
-- `telemetry_processor().process(records) -> {"batchItemFailures": [...]}` for the
-  `@app.on_kinesis_record` handler, given `event.to_dict()["Records"]` (`processor`). It
+- `telemetry_processor().process(records, remaining_ms) -> {"batchItemFailures": [...]}`
+  for the `@app.on_kinesis_record` handler, given `event.to_dict()["Records"]` and the
+  context's `get_remaining_time_in_millis` (a deadline; None: none) (`processor`). It
   prints its EMF metrics itself (Powertools `flush_metrics`), so the handler needs no
   decorator.
 

@@ -118,22 +118,41 @@ class DynamoItemWriter:
         self._client = client
         self._backoff = backoff or Backoff()
 
-    def put_all(self, table: str, items: Sequence[dict[str, Any]]) -> PutOutcome:
-        """Put `items` (no primary key twice); what is still not written, and why."""
+    def put_all(
+        self,
+        table: str,
+        items: Sequence[dict[str, Any]],
+        should_stop: Callable[[], bool] | None = None,
+    ) -> PutOutcome:
+        """Put `items` (no primary key twice); what is still not written, and why. Once
+        `should_stop()` (the deadline) is true no call is started nor backoff slept: what
+        is left is `failed`."""
         outcome = PutOutcome()
+        stop = should_stop or (lambda: False)
         for start in range(0, len(items), WRITE_BATCH):
             self._put_chunk(
-                table, items, list(range(start, min(start + WRITE_BATCH, len(items)))), outcome
+                table,
+                items,
+                list(range(start, min(start + WRITE_BATCH, len(items)))),
+                outcome,
+                stop,
             )
         outcome.failed.sort()
         return outcome
 
     def _put_chunk(
-        self, table: str, items: Sequence[dict[str, Any]], chunk: list[int], outcome: PutOutcome
+        self,
+        table: str,
+        items: Sequence[dict[str, Any]],
+        chunk: list[int],
+        outcome: PutOutcome,
+        stop: Callable[[], bool],
     ) -> None:
         # Unprocessed items come back as the same requests: find their positions by key.
         pending = {_key(items[i]): i for i in chunk}
         for attempt in range(self._backoff.max_attempts):
+            if stop():
+                break
             if attempt:
                 self._backoff.wait(attempt)
             requests = [{"PutRequest": {"Item": items[i]}} for i in pending.values()]
@@ -149,8 +168,8 @@ class DynamoItemWriter:
                     outcome.rejected[left[0]] = f"{error_code(exc)}: {exc}"
                 else:
                     half = len(left) // 2
-                    self._put_chunk(table, items, left[:half], outcome)
-                    self._put_chunk(table, items, left[half:], outcome)
+                    self._put_chunk(table, items, left[:half], outcome, stop)
+                    self._put_chunk(table, items, left[half:], outcome, stop)
                 return
             unprocessed = response.get("UnprocessedItems", {}).get(table, [])
             pending = {

@@ -35,6 +35,13 @@ Steps, for a batch (one shard, in sequence order):
    are sent again; the archive key is the same);
 9. EMF metrics (counts), printed (no PutMetricData).
 
+Time budget: given `remaining_ms` (the Lambda context's `get_remaining_time_in_millis`), no
+write is started (and the writer sleeps into no retry) once less than `DEADLINE_MARGIN_MS`
+is left, capped at half the time left when the batch began, so a short invocation still makes
+progress. The records not written by then are failures like any write failure: the cut moves
+to the first of them and steps 5-8 are done for the records before it, in the time kept back,
+instead of Lambda timing out and failing the whole batch without a report.
+
 `batchItemFailures` lists every failed record; the lowest is the cut. Baseline updates are
 idempotent per record (`detection.fold` skips sequence numbers already folded in), so a
 redelivery does not count a value twice. A record without an `event_id` (another producer
@@ -63,10 +70,17 @@ from chalicelib.telemetry.model import (
 
 TABLES = ("activities", "metrics", "transactions")
 MAX_BASELINE_CONFLICTS = 5
+#: Time kept back for alerts, baselines, quarantine and the archive (the function has 60 s).
+DEADLINE_MARGIN_MS = 10_000
 
 
 class ItemWriter(Protocol):
-    def put_all(self, table: str, items: Sequence[dict[str, Any]]) -> PutOutcome: ...
+    def put_all(
+        self,
+        table: str,
+        items: Sequence[dict[str, Any]],
+        should_stop: Callable[[], bool] | None = None,
+    ) -> PutOutcome: ...
 
 
 class Baselines(Protocol):
@@ -123,7 +137,13 @@ class TelemetryProcessor:
         self._archive = archive
         self._emit = emit
 
-    def process(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def process(
+        self,
+        records: list[dict[str, Any]],
+        remaining_ms: Callable[[], int] | None = None,
+    ) -> dict[str, Any]:
+        """`remaining_ms`: the invocation's time left (None: no deadline)."""
+        out_of_time = _deadline(remaining_ms)
         batch = self._decode_all(records)
         failed: set[int] = set()
         valid = [r for r in batch if r.event is not None]
@@ -136,7 +156,7 @@ class TelemetryProcessor:
         skip: set[int] = set()
         pending_baselines = self._detect_metrics(by_type[SYSTEM_METRIC], alerts, failed, skip)
         self._detect_fraud(by_type[TRANSACTION], alerts, failed, skip)
-        rejected = self._write([r for r in valid if r.index not in skip], failed)
+        rejected = self._write([r for r in valid if r.index not in skip], failed, out_of_time)
         for record in rejected:  # refused by DynamoDB for good: quarantined, not processed
             alerts.pop(record.index, None)
 
@@ -281,9 +301,15 @@ class TelemetryProcessor:
                 if reasons:
                     alerts[record.index].append(detection.fraud_alert(event, reasons))
 
-    def _write(self, records: list[encoding.Record], failed: set[int]) -> list[encoding.Record]:
+    def _write(
+        self,
+        records: list[encoding.Record],
+        failed: set[int],
+        out_of_time: Callable[[], bool],
+    ) -> list[encoding.Record]:
         """Write the records' items; the records DynamoDB refused for good (each then has its
-        `reason` and no `event`); those not written are added to `failed`."""
+        `reason` and no `event`); those not written (or not tried: out of time) are added to
+        `failed`."""
         per_table: dict[str, dict[str, tuple[dict[str, Any], list[int]]]] = {t: {} for t in TABLES}
         by_index = {record.index: record for record in records}
         for record in records:
@@ -299,7 +325,13 @@ class TelemetryProcessor:
             if not entries:
                 continue
             rows = list(entries.values())
-            outcome = self._writer.put_all(self._tables[table], [i for i, _ in rows])
+            if out_of_time():
+                logger.warning("out of time; writes left to the redelivery", table=table)
+                failed.update(index for _, indexes in rows for index in indexes)
+                continue
+            outcome = self._writer.put_all(
+                self._tables[table], [i for i, _ in rows], should_stop=out_of_time
+            )
             for position in outcome.failed:
                 failed.update(rows[position][1])
             for position, error in outcome.rejected.items():
@@ -356,6 +388,14 @@ class TelemetryProcessor:
             logger.exception("archive failed; the whole batch will be redelivered", key=key)
             return False
         return True
+
+
+def _deadline(remaining_ms: Callable[[], int] | None) -> Callable[[], bool]:
+    """True once the time left is under the margin (never, without `remaining_ms`)."""
+    if remaining_ms is None:
+        return lambda: False
+    margin = min(DEADLINE_MARGIN_MS, remaining_ms() // 2)
+    return lambda: remaining_ms() < margin
 
 
 def _now() -> datetime:

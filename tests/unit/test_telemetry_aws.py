@@ -562,3 +562,23 @@ def test_a_baseline_decaying_under_dynamodbs_smallest_number_is_still_stored(
         TableName=BASELINES_TABLE, Key={"pk": {"S": "api#error_rate"}}
     )["Item"]
     assert (item["mean"]["N"], item["samples"]["N"]) == ("0", "150")
+
+
+def test_the_writer_stops_retrying_at_the_deadline_and_reports_the_rest() -> None:
+    """Throttled for good: without a deadline it would back off 5 times per chunk."""
+
+    class Throttled:
+        calls = 0
+
+        def batch_write_item(self, **_: Any) -> dict[str, Any]:
+            self.calls += 1
+            error = {"Error": {"Code": "ProvisionedThroughputExceededException"}}
+            raise ClientError(error, "BatchWriteItem")
+
+    client = Throttled()
+    sleeps: list[float] = []
+    items = [encoding.table_and_item(validate_event(metric(n), NOW))[1] for n in range(30)]
+    writer = DynamoItemWriter(client=lambda: client, backoff=Backoff(sleep=sleeps.append))
+    outcome = writer.put_all(TABLES["metrics"], items, should_stop=lambda: client.calls >= 2)
+    assert (outcome.failed, outcome.rejected) == (list(range(30)), {})
+    assert client.calls == 2 and len(sleeps) == 1  # the second chunk was never tried

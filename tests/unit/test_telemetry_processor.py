@@ -327,3 +327,72 @@ def test_items_refused_for_good_are_quarantined_not_failed() -> None:
     assert parts["baselines"].items["bad#request_count"].samples == 20
     (body,) = parts["archive"].objects.values()
     assert len(gzip.decompress(body).splitlines()) == 29
+
+
+# --- the time budget: stop before Lambda's timeout, and report ---------------------------
+
+
+class SlowWriter(FakeWriter):
+    """Each `put_all` (one per table) takes `cost_ms` of the invocation's time."""
+
+    def __init__(self, clock: dict[str, int], cost_ms: int) -> None:
+        super().__init__()
+        self.clock = clock
+        self.cost_ms = cost_ms
+        self.tables_written: list[str] = []
+
+    def put_all(self, table, items, should_stop=None):  # type: ignore[no-untyped-def]
+        self.tables_written.append(table)
+        self.clock["left"] -= self.cost_ms
+        return super().put_all(table, items, should_stop)
+
+
+def test_deadline_mid_batch_reports_the_unwritten_and_stops_side_effects_at_the_cut() -> None:
+    clock = {"left": 60_000}
+    writer = SlowWriter(clock, cost_ms=26_000)  # activities, metrics: then 8 s are left
+    processor, parts = fake_processor(writer=writer)
+    events = [activity(0), metric(1, value=99), transaction(2, amount=50_000),
+              metric(3, value=99), None, activity(5), transaction(6)]  # fmt: skip
+    batch = [record(e, i) if e else record(None, i, raw="!!") for i, e in enumerate(events)]
+    result = processor.process(batch, remaining_ms=lambda: clock["left"])
+    # the transactions were never written: reported, the first of them is the cut
+    assert sequences(result) == [batch[i]["kinesis"]["sequenceNumber"] for i in (2, 6)]
+    assert len(writer.tables_written) == 2
+    assert "serverless-app-dev-transactions" not in writer.tables
+    # before the cut only: met-1 alerted and folded in; met-3, the bad record and act-5 not
+    assert [a["event_id"] for a in parts["alerts"].published] == ["met-1"]
+    assert [b.samples for b in parts["baselines"].items.values()] == [1]
+    assert parts["quarantine"].messages == []
+    (body,) = parts["archive"].objects.values()
+    lines = [json.loads(line) for line in gzip.decompress(body).splitlines()]
+    assert [line["event_id"] for line in lines] == ["act-0", "met-1"]
+
+
+def test_deadline_before_the_writes_fails_every_valid_record() -> None:
+    processor, parts = fake_processor()
+    batch = records([activity(0), metric(1, value=99)])
+    remaining = iter([60_000])  # at the start; 5 s by the writes
+    result = processor.process(batch, remaining_ms=lambda: next(remaining, 5_000))
+    assert len(sequences(result)) == 2
+    assert parts["writer"].tables == {}
+    assert parts["alerts"].published == [] and parts["archive"].objects == {}
+
+
+def test_no_deadline_or_time_enough_behaves_as_before() -> None:
+    events = [metric(0, value=99), activity(1), None, transaction(3, amount=50_000)]
+    batch = [record(e, i) if e else record(None, i, raw="!!") for i, e in enumerate(events)]
+    outcomes = []
+    for remaining_ms in (None, lambda: 60_000, lambda: 3_000):  # 3 s: margin capped at half
+        processor, parts = fake_processor()
+        result = processor.process(batch, remaining_ms=remaining_ms)
+        outcomes.append(
+            (
+                result,
+                [a["event_id"] for a in parts["alerts"].published],
+                len(parts["quarantine"].messages),
+                list(parts["archive"].objects.values()),
+            )
+        )
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    assert outcomes[0][0] == {"batchItemFailures": []}
+    assert outcomes[0][1] == ["met-0", "txn-event-3"]

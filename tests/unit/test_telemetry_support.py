@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -112,7 +112,12 @@ class FakeWriter:
         self.fail_keys: set[str] = set()
         self.reject_keys: dict[str, str] = {}
 
-    def put_all(self, table: str, items: Sequence[dict[str, Any]]) -> PutOutcome:
+    def put_all(
+        self,
+        table: str,
+        items: Sequence[dict[str, Any]],
+        should_stop: Callable[[], bool] | None = None,
+    ) -> PutOutcome:
         self.calls += (len(items) + 24) // 25
         outcome = PutOutcome()
         for i, item in enumerate(items):
