@@ -25,7 +25,6 @@ The write pool (`concurrent.futures`) is imported when the indexer first needs i
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -33,6 +32,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.core import aws
+from chalicelib.core.backoff import MAX_ATTEMPTS, Backoff
 from chalicelib.search.indexing import Posting
 from chalicelib.search.text import index_variants
 from chalicelib.users.model import PUBLIC_FIELDS
@@ -43,9 +43,6 @@ if TYPE_CHECKING:
 
 WRITE_BATCH = 25  # BatchWriteItem's limit
 READ_BATCH = 100  # BatchGetItem's limit
-MAX_ATTEMPTS = 6
-BACKOFF_BASE_S = 0.05
-BACKOFF_CAP_S = 1.0
 WRITE_WORKERS = 8
 
 
@@ -86,8 +83,8 @@ class _Batches:
         write_workers: int = WRITE_WORKERS,
     ) -> None:
         self._client = client
-        self._sleep = sleep
         self._max_attempts = max_attempts
+        self._waits = Backoff(sleep, max_attempts)
         self._write_workers = write_workers
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -139,8 +136,7 @@ class _Batches:
         return found
 
     def _backoff(self, attempt: int) -> None:
-        """Exponential backoff with full jitter (what AWS recommends for batch leftovers)."""
-        self._sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)))
+        self._waits.wait(attempt)
 
 
 class DynamoSearchIndex:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
-import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.core import aws
+from chalicelib.core.backoff import Backoff
 from chalicelib.telemetry.detection import Baseline
 from chalicelib.telemetry.encoding import computed_number
 
@@ -28,9 +27,6 @@ SEND_BATCH = 10  # SQS SendMessageBatch
 PUT_RECORDS_BATCH = 500  # Kinesis PutRecords
 PUT_RECORDS_BYTES = 5 * 1024 * 1024
 SQS_MAX_BYTES = 256 * 1024
-MAX_ATTEMPTS = 6
-BACKOFF_BASE_S = 0.05
-BACKOFF_CAP_S = 1.0
 
 #: Errors worth another try: throttling and AWS-side failures. Anything else (validation,
 #: access denied, missing resource) fails the same way again.
@@ -62,25 +58,6 @@ def retryable(exc: BaseException) -> bool:
     already run out on those)."""
     code = error_code(exc)
     return code in RETRYABLE or "Timeout" in code or "Connection" in code
-
-
-class Backoff:
-    """Exponential backoff with full jitter (what AWS recommends for batch leftovers)."""
-
-    def __init__(
-        self,
-        sleep: Callable[[float], None] | None = None,
-        max_attempts: int = MAX_ATTEMPTS,
-        base_s: float = BACKOFF_BASE_S,
-        cap_s: float = BACKOFF_CAP_S,
-    ) -> None:
-        self.sleep = sleep
-        self.max_attempts = max_attempts
-        self.base_s = base_s
-        self.cap_s = cap_s
-
-    def wait(self, attempt: int) -> None:
-        (self.sleep or time.sleep)(random.uniform(0, min(self.cap_s, self.base_s * 2**attempt)))
 
 
 def _dynamodb() -> Any:

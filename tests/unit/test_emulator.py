@@ -3,21 +3,16 @@ against the emulator process and against stock moto in process give the same res
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
 import boto3
 import pytest
-import requests
 from moto import mock_aws
 
 from local.emulator import _is_wire_attribute_value
-from local.provision import PROJECT_DIR
-from local.stack import free_port
+from tests.unit.runtime_helpers import emulator
 
 ITEM: dict[str, Any] = {
     "pk": {"S": "USER#1"},
@@ -80,25 +75,8 @@ def exercise(client: Any) -> list[Any]:
 
 @pytest.fixture
 def emulator_url() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local.emulator", "--port", str(port)], cwd=PROJECT_DIR
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{url}/moto-api/data.json", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.05)
+    with emulator() as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_emulator_answers_like_stock_moto(stage_env: dict[str, str], emulator_url: str) -> None:

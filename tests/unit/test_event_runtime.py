@@ -15,7 +15,6 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.config import Config
 from moto import mock_aws
 
 from local.events import (
@@ -26,11 +25,7 @@ from local.events import (
     reported_identifiers,
 )
 from tests.fixtures import event_app
-
-REGION = "us-east-1"
-#: botocore sends DynamoDB Streams calls that name a stream ARN to an account endpoint
-#: (`<account>.streams-ddb...`), which moto in process does not serve ("Not yet implemented").
-IN_PROCESS = Config(account_id_endpoint_mode="disabled")
+from tests.unit.runtime_helpers import IN_PROCESS, REGION
 
 
 def in_process_client(service: str) -> Any:

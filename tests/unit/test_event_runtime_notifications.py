@@ -5,83 +5,40 @@ asynchronous invocation (3 attempts, then the failed queue)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
-import boto3
 import pytest
-from botocore.config import Config
-from moto import mock_aws
 
-from local.events import AsyncDelivery, EventRuntime, Invocation, s3_record
+from local.events import AsyncDelivery, s3_record
 from tests.fixtures import event_app
-from tests.unit.test_event_runtime_streams import emulator
+from tests.unit.runtime_helpers import REGION, Client, Run, fixture_aws, runtime_starter
 
-REGION = "us-east-1"
 ACCOUNT = "123456789012"
 BUCKET_ARN = f"arn:aws:s3:::{event_app.BUCKET}"
 #: A failed event is tried again at once; a queue is long-polled for 1 s at most.
 FAST = {"async_retry_seconds": 0, "idle_wait_seconds": 1}
-IN_PROCESS = Config(account_id_endpoint_mode="disabled")
-
-Client = Callable[[str], Any]
 
 
 @pytest.fixture
 def aws_client(request: pytest.FixtureRequest, stage_env: dict[str, str]) -> Iterator[Client]:
     """The fixture app's bucket in moto: in process, or (param "emulator") in the emulator
     process the local stack runs."""
-    with contextlib.ExitStack() as stack:
-        if getattr(request, "param", "in-process") == "emulator":
-            url = stack.enter_context(emulator())
-
-            def client(service: str) -> Any:
-                return boto3.client(service, region_name=REGION, endpoint_url=url)
-        else:
-            stack.enter_context(mock_aws())
-
-            def client(service: str) -> Any:
-                return boto3.client(service, region_name=REGION, config=IN_PROCESS)
-
+    with fixture_aws(getattr(request, "param", "in-process")) as client:
         client("s3").create_bucket(Bucket=event_app.BUCKET)
-        event_app.reset()
         yield client
-
-
-@dataclass
-class Run:
-    runtime: EventRuntime
-    seen: list[Invocation] = field(default_factory=list)
-
-    def outcomes(self, source: str) -> list[str]:
-        return [i.outcome for i in list(self.seen) if i.source == source]
 
 
 @pytest.fixture
 def start(aws_client: Client) -> Iterator[Callable[..., Run]]:
     """Starts the runtime for some of the fixture app's handlers; stops it after the test."""
-    runs: list[Run] = []
-
-    def start_runtime(*handlers: str, ready: bool = True) -> Run:
-        run = Run(EventRuntime(event_app.app, aws_client, REGION, handlers=handlers, **FAST))
-        run.runtime._on_invocation = run.seen.append
-        runs.append(run)
-        run.runtime.start()
-        if ready:
-            assert run.runtime.wait_until_ready(10)
-        return run
-
-    yield start_runtime
-    for run in runs:
-        run.runtime.stop()
+    yield from runtime_starter(aws_client, FAST)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:

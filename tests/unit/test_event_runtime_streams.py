@@ -7,39 +7,34 @@ batchItemFailures ignored loudly), starting positions and resharding."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import itertools
 import json
 import logging
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 import pytest
-import requests
-from botocore.config import Config
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from local.events import (
     EventRuntime,
-    Invocation,
     StreamPoller,
     attribute_value_json,
     dynamodb_table_of,
     stream_batch_failures,
 )
-from local.provision import PROJECT_DIR
-from local.stack import free_port
 from tests.fixtures import event_app
+from tests.unit.runtime_helpers import (
+    REGION,
+    Client,
+    Run,
+    fixture_aws,
+    runtime_starter,
+)
 
-REGION = "us-east-1"
 ACCOUNT = "123456789012"
 #: Short waits: a failed batch is retried after 10 ms, doubling to 50 ms; idle shards are
 #: read every 20 ms.
@@ -48,100 +43,21 @@ FAST = {
     "max_retry_backoff_seconds": 0.05,
     "stream_poll_seconds": 0.02,
 }
-#: botocore sends DynamoDB Streams calls that name a stream ARN to an account endpoint
-#: (`<account>.streams-ddb...`), which moto in process does not serve ("Not yet implemented").
-IN_PROCESS = Config(account_id_endpoint_mode="disabled")
-
-Client = Callable[[str], Any]
-
-
-@contextlib.contextmanager
-def emulator() -> Iterator[str]:
-    """The local stack's emulator (moto server under waitress) in a process of its own."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local.emulator", "--port", str(port)], cwd=PROJECT_DIR
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{url}/moto-api/data.json", timeout=1)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture
 def aws_client(request: pytest.FixtureRequest, stage_env: dict[str, str]) -> Iterator[Client]:
     """The fixture app's streams in moto: in process, or (param "emulator") in the emulator
     process the local stack runs."""
-    with contextlib.ExitStack() as stack:
-        if getattr(request, "param", "in-process") == "emulator":
-            url = stack.enter_context(emulator())
-
-            def client(service: str) -> Any:
-                return boto3.client(service, region_name=REGION, endpoint_url=url)
-        else:
-            stack.enter_context(mock_aws())
-
-            def client(service: str) -> Any:
-                return boto3.client(service, region_name=REGION, config=IN_PROCESS)
-
+    with fixture_aws(getattr(request, "param", "in-process")) as client:
         event_app.create_streams(client)
-        event_app.reset()
         yield client
-
-
-@dataclass
-class Run:
-    runtime: EventRuntime
-    seen: list[Invocation] = field(default_factory=list)
-    #: runtime.checkpoints as each invocation left them
-    checkpoints: list[dict[tuple[str, str, str], str]] = field(default_factory=list)
-
-    def record(self, invocation: Invocation) -> None:
-        self.checkpoints.append(dict(self.runtime.checkpoints))
-        self.seen.append(invocation)
-
-    def checkpoint(self, handler: str) -> dict[str, str]:
-        """shard id -> checkpoint, of `handler`."""
-        return {
-            key[2]: number for key, number in self.runtime.checkpoints.items() if key[0] == handler
-        }
 
 
 @pytest.fixture
 def start(aws_client: Client) -> Iterator[Callable[..., Run]]:
     """Starts the runtime for some of the fixture app's handlers; stops it after the test."""
-    runs: list[Run] = []
-
-    def start_runtime(
-        *handlers: str, client: Client | None = None, ready: bool = True, **options: Any
-    ) -> Run:
-        """`options`: more of EventRuntime's, such as `report_batch_item_failures`."""
-        run = Run(
-            EventRuntime(
-                event_app.app, client or aws_client, REGION, handlers=handlers, **FAST, **options
-            )
-        )
-        run.runtime._on_invocation = run.record
-        runs.append(run)
-        run.runtime.start()
-        if ready:
-            assert run.runtime.wait_until_ready(10)
-        return run
-
-    yield start_runtime
-    for run in runs:
-        run.runtime.stop()
+    yield from runtime_starter(aws_client, FAST)
 
 
 def put(

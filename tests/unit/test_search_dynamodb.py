@@ -14,8 +14,8 @@ import boto3
 import pytest
 
 from chalicelib.core import aws as aws_clients
+from chalicelib.core.backoff import MAX_ATTEMPTS
 from chalicelib.search.repository import (
-    MAX_ATTEMPTS,
     DynamoProfiles,
     DynamoSearchIndex,
     Unprocessed,

@@ -19,9 +19,9 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from chalicelib.core.backoff import Backoff
 from chalicelib.telemetry import encoding
 from chalicelib.telemetry.adapters import (
-    Backoff,
     DynamoBaselines,
     DynamoItemWriter,
     DynamoTransactionHistory,

@@ -1,0 +1,30 @@
+"""Retry waits for what boto3's own retries do not cover (UnprocessedItems, records a batch
+call reports failed): exponential backoff with full jitter, as AWS recommends."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+MAX_ATTEMPTS = 6
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 1.0
+
+
+class Backoff:
+    def __init__(
+        self,
+        sleep: Callable[[float], None] | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+        base_s: float = BACKOFF_BASE_S,
+        cap_s: float = BACKOFF_CAP_S,
+    ) -> None:
+        self.sleep = sleep
+        self.max_attempts = max_attempts
+        self.base_s = base_s
+        self.cap_s = cap_s
+
+    def wait(self, attempt: int) -> None:
+        """Sleep before retry `attempt` (1, 2, ...): up to base * 2**attempt, capped."""
+        (self.sleep or time.sleep)(random.uniform(0, min(self.cap_s, self.base_s * 2**attempt)))
