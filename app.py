@@ -14,10 +14,10 @@ from chalice.app import (
 
 from chalicelib.auth.authorizer import AUTHORIZER_CACHE_SECONDS, authorize, principal_of
 from chalicelib.core import http
-from chalicelib.core.sqs_batch import process_sqs_batch
+from chalicelib.core.pagination import parse_limit
+from chalicelib.core.sqs_batch import process_sqs_batch, process_sqs_messages
 from chalicelib.users import user_events_publisher, user_onboarding, users_service
 from chalicelib.users.events import events_from_stream
-from chalicelib.users.pagination import parse_limit
 
 app = Chalice(app_name="serverless-app")
 http.install(app)
@@ -115,6 +115,58 @@ def process_telemetry(event: KinesisEvent) -> dict:
     return telemetry_processor().process(event.to_dict()["Records"], remaining_ms=remaining_ms)
 
 
+# --- Images ------------------------------------------------------------------------------
+
+
+@app.route("/images", methods=["POST"], authorizer=cognito_jwt)
+def create_image_upload() -> Response:
+    """A presigned POST for one JPEG or PNG of up to 20 MB; the pipeline takes it from S3."""
+    from chalicelib.images import images_service
+
+    body = http.json_object(app.current_request)
+    upload = images_service().create_upload(principal_of(app.current_request), body)
+    return Response(
+        body=upload, status_code=201, headers={"Location": f"/images/{upload['image_id']}"}
+    )
+
+
+@app.route("/images", methods=["GET"], authorizer=cognito_jwt)
+def list_images() -> dict:
+    """The caller's images, newest first; `?label=Dog` only those with that label."""
+    from chalicelib.images import images_service
+
+    params = app.current_request.query_params or {}
+    return images_service().list(
+        principal_of(app.current_request),
+        params.get("label"),
+        parse_limit(params.get("limit")),
+        params.get("cursor"),
+    )
+
+
+@app.route("/images/{image_id}", methods=["GET"], authorizer=cognito_jwt)
+def get_image(image_id: str) -> dict:
+    from chalicelib.images import images_service
+
+    return images_service().get(principal_of(app.current_request), image_id)
+
+
+@app.on_sqs_message(queue=os.environ["IMAGE_UPLOADS_QUEUE_NAME"], batch_size=5)
+def analyze_image(event: SQSEvent) -> None:
+    """uploads/ notifications (S3 -> SQS) -> labels, image record, thumbnail task."""
+    from chalicelib.images import image_analysis
+
+    process_sqs_messages(event.to_dict(), image_analysis().handle)
+
+
+@app.on_sqs_message(queue=os.environ["THUMBNAILS_QUEUE_NAME"], batch_size=5)
+def make_thumbnails(event: SQSEvent) -> None:
+    """Thumbnail tasks -> 128 and 512 px thumbnails; the DLQ takes what fails 3 times."""
+    from chalicelib.images import thumbnail_maker
+
+    process_sqs_messages(event.to_dict(), thumbnail_maker().handle)
+
+
 # --- User events -----------------------------------------------------------------------
 
 
@@ -166,6 +218,16 @@ def events_preflight() -> Response:
 
 @app.route("/users/search", methods=["OPTIONS"])
 def search_preflight() -> Response:
+    return http.preflight(app.current_request, "GET,OPTIONS")
+
+
+@app.route("/images", methods=["OPTIONS"])
+def images_preflight() -> Response:
+    return http.preflight(app.current_request, "GET,POST,OPTIONS")
+
+
+@app.route("/images/{image_id}", methods=["OPTIONS"])
+def image_preflight(image_id: str) -> Response:
     return http.preflight(app.current_request, "GET,OPTIONS")
 
 

@@ -29,6 +29,8 @@ from typing import Any
 
 from infra.policies import function_name
 
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
 APP = "serverless-app"
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 FUNCTION_SETTINGS = PROJECT_DIR / "infra" / "functions.json"
@@ -120,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
 
     arn = stream_arn(boto3.client("cloudformation"), args.stage)
     env = {**os.environ, "USERS_TABLE_STREAM_ARN": arn}
-    chalice = os.path.join(os.path.dirname(sys.executable), "chalice")
-    subprocess.run([chalice, "deploy", "--stage", args.stage], env=env, check=True)
+    # Chalice builds for TARGET_RUNTIME whatever Python runs it (infra/chalice_cli.py).
+    chalice = [sys.executable, "-m", "infra.chalice_cli"]
+    subprocess.run(
+        [*chalice, "deploy", "--stage", args.stage], env=env, check=True, cwd=PROJECT_DIR
+    )
     for line in apply_function_settings(args.stage, boto3.client("lambda"), boto3.client("sqs")):
         print(line)
     print(json.dumps({"stage": args.stage, "users_table_stream_arn": arn}))

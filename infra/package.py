@@ -10,9 +10,10 @@ Writes out/<stage>/sam.json and out/<stage>/deployment.zip, without talking to A
    (out/<stage> is emptied first).
 3. Post-processing of sam.json (`finalize_template`, deterministic and idempotent): every
    AWS::Serverless::Function gets
-   - `Runtime: python3.12`: Chalice takes the runtime from the Python it runs under (3.11
-     here); the project targets python3.12. The zip is checked for compiled extension
-     modules built for another CPython (`check_deployment_zip`), which would not load.
+   - `Runtime: python3.12`, which `infra/chalice_cli.py` already makes Chalice build for,
+     whatever Python runs it (Chalice would otherwise take that Python's version). The zip
+     is checked (`check_deployment_zip`) for extension modules of another CPython and for
+     wheels built on this machine instead of manylinux ones: neither would load on Lambda.
    - `FunctionName`: the name `chalice deploy` gives the function (`serverless-app-<stage>`
      for the API handler). Both deploy paths then create the same function, hence the same
      log group `/aws/lambda/<name>`, which is what `.chalice/policy-<stage>.json` allows.
@@ -41,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.chalice_cli import TARGET_RUNTIME
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RESOURCES_TEMPLATE = PROJECT_DIR / "infra" / "resources.json"
 API_RESPONSES = PROJECT_DIR / "infra" / "api-responses.json"
@@ -48,7 +51,6 @@ FUNCTION_SETTINGS = PROJECT_DIR / "infra" / "functions.json"
 CHALICE_CONFIG = PROJECT_DIR / ".chalice" / "config.json"
 OUT_DIR = PROJECT_DIR / "out"
 
-TARGET_RUNTIME = "python3.12"
 SERVERLESS_FUNCTION = "AWS::Serverless::Function"
 DEFAULT_REGION = "us-east-1"
 #: What `aws cloudformation package` puts in place of a local CodeUri; used for the check only.
@@ -225,7 +227,9 @@ def strip_bytecode(zip_path: Path) -> int:
 
 
 def check_deployment_zip(zip_path: Path, runtime: str = TARGET_RUNTIME) -> None:
-    """Fail if the zip holds compiled extension modules built for another CPython."""
+    """Fail if the zip holds compiled extension modules built for another CPython, or a
+    wheel built here (Chalice compiles a package from source, silently, when no manylinux
+    wheel fits the runtime: it would link this machine's libraries, absent on Lambda)."""
     wanted = runtime.removeprefix("python").replace(".", "")
     with zipfile.ZipFile(zip_path) as archive:
         wrong = [
@@ -233,6 +237,20 @@ def check_deployment_zip(zip_path: Path, runtime: str = TARGET_RUNTIME) -> None:
             for name in archive.namelist()
             if (m := _EXTENSION_MODULE.search(name)) and m.group(1) != wanted
         ]
+        local_builds = [
+            name.split("/")[0]
+            for name in archive.namelist()
+            if name.endswith(".dist-info/WHEEL")
+            and any(
+                tag.endswith("linux_x86_64") and "manylinux" not in tag
+                for tag in re.findall(r"^Tag: (\S+)$", archive.read(name).decode(), re.M)
+            )
+        ]
+    if local_builds:
+        raise PackagingError(
+            f"{zip_path} holds packages compiled on this machine, not manylinux wheels: "
+            f"{local_builds}. Pin a version that publishes a manylinux wheel for {runtime}."
+        )
     if wrong:
         raise PackagingError(
             f"{zip_path} holds extension modules built for another Python than {runtime} "
@@ -264,9 +282,11 @@ def _chalice_env() -> dict[str, str]:
 
 
 def run_chalice_package(stage: str, merge_file: Path, out_dir: Path) -> None:
-    # `python -m chalice` does not work (chalice has no __main__), so use its script.
+    # Chalice builds for TARGET_RUNTIME whatever Python runs it (infra/chalice_cli.py).
     command = [
-        _script("chalice"),
+        sys.executable,
+        "-m",
+        "infra.chalice_cli",
         "--project-dir",
         str(PROJECT_DIR),
         "package",

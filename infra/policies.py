@@ -27,6 +27,8 @@ APP = "serverless-app"
 TABLE = "arn:aws:dynamodb:*:*:table/serverless-app-{stage}-{name}"
 TOPIC = "arn:aws:sns:*:*:serverless-app-{stage}-{name}"
 QUEUE = "arn:aws:sqs:*:*:serverless-app-{stage}-{name}"
+UPLOADS = "arn:aws:s3:::serverless-app-{stage}-uploads/uploads/*"
+THUMBNAILS = "arn:aws:s3:::serverless-app-{stage}-uploads/thumbnails/*"
 TELEMETRY_STREAM = "arn:aws:kinesis:*:*:stream/serverless-app-{stage}-telemetry"
 KINESIS_READ = (
     "kinesis:DescribeStream",
@@ -70,12 +72,27 @@ def _users_stream_readers() -> list[Grant]:
     ]
 
 
+def _sqs_consumer(queue: str) -> list[Grant]:
+    """What an SQS-triggered function needs: its event source mapping receives and deletes
+    with the function's role, and `process_sqs_messages` deletes what succeeded."""
+    return [
+        Grant(
+            "EventQueue",
+            ("sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+             "sqs:ReceiveMessage"),
+            (QUEUE.format(stage="{stage}", name=queue),),
+        )
+    ]  # fmt: skip
+
+
 def _grants() -> dict[str, tuple[str, list[Grant]]]:
     """Function (Chalice name) -> (policy file suffix, grants); `{stage}` is filled in later."""
     users = TABLE.format(stage="{stage}", name="users")
     search = TABLE.format(stage="{stage}", name="search")
     idempotency = TABLE.format(stage="{stage}", name="idempotency")
     cognito_config = "arn:aws:ssm:*:*:parameter/serverless-app/{stage}/cognito"
+    images = TABLE.format(stage="{stage}", name="images")
+    labels = TABLE.format(stage="{stage}", name="image-labels")
     tagged = {"StringEquals": {"aws:ResourceTag/app": APP, "aws:ResourceTag/stage": "{stage}"}}
     return {
         "api_handler": (
@@ -91,6 +108,11 @@ def _grants() -> dict[str, tuple[str, list[Grant]]]:
                 Grant("SearchResultProfiles", ("dynamodb:BatchGetItem",), (users,)),
                 Grant("SearchIndexQueries", ("dynamodb:Query",), (search,)),
                 Grant("TelemetryIngest", ("kinesis:PutRecords",), (TELEMETRY_STREAM,)),
+                # Presigned uploads and links act with the signer's (this role's) permissions.
+                Grant("ImageUploads", ("s3:PutObject",), (UPLOADS,)),
+                Grant("ImageLinks", ("s3:GetObject",), (UPLOADS, THUMBNAILS)),
+                Grant("ImageRecords", ("dynamodb:BatchGetItem", "dynamodb:GetItem"), (images,)),
+                Grant("ImageLists", ("dynamodb:Query",), (images + "/index/by-owner", labels)),
                 Grant(
                     "CognitoUsers",
                     ("cognito-idp:AdminCreateUser", "cognito-idp:AdminDeleteUser",
@@ -100,6 +122,35 @@ def _grants() -> dict[str, tuple[str, list[Grant]]]:
                     tagged,
                 ),
                 Grant("CognitoConfig", ("ssm:GetParameter",), (cognito_config,)),
+            ],
+        ),
+        "analyze_image": (
+            "-analyze_image",
+            [
+                *_sqs_consumer("image-uploads"),
+                Grant("ReadUploads", ("s3:GetObject",), (UPLOADS,)),
+                # Rekognition reads the S3 object with the caller's permissions (above).
+                Grant("ImageLabels", ("rekognition:DetectLabels",), ("*",)),
+                Grant(
+                    "ImageRecords",
+                    ("dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem",
+                     "dynamodb:PutItem"),
+                    (images, labels),
+                ),
+                Grant(
+                    "ThumbnailTasks",
+                    ("sqs:GetQueueUrl", "sqs:SendMessage"),
+                    (QUEUE.format(stage="{stage}", name="thumbnails"),),
+                ),
+            ],
+        ),
+        "make_thumbnails": (
+            "-make_thumbnails",
+            [
+                *_sqs_consumer("thumbnails"),
+                Grant("ReadUploads", ("s3:GetObject",), (UPLOADS,)),
+                Grant("WriteThumbnails", ("s3:PutObject",), (THUMBNAILS,)),
+                Grant("ImageRecords", ("dynamodb:GetItem", "dynamodb:UpdateItem"), (images,)),
             ],
         ),
         "cognito_jwt": (

@@ -15,13 +15,15 @@ def reset_app_caches() -> None:
     from chalicelib.auth.config import cognito_config
     from chalicelib.core import aws
     from chalicelib.core.settings import get_settings
+    from chalicelib.images import image_analysis, images_service, thumbnail_maker
     from chalicelib.search import search_service
     from chalicelib.telemetry import telemetry_ingest, telemetry_processor
     from chalicelib.users import user_events_publisher, user_onboarding, users_service
 
     for cached in (get_settings, users_service, cognito_config, verifier, search_service,
                    user_events_publisher, user_onboarding, telemetry_ingest,
-                   telemetry_processor):  # fmt: skip
+                   telemetry_processor, images_service, image_analysis,
+                   thumbnail_maker):  # fmt: skip
         cached.cache_clear()
     aws.reset_clients()
 

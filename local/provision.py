@@ -66,6 +66,7 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
                 Parameters=[{"ParameterKey": "Stage", "ParameterValue": stage}],
             )
             _subscribe(subscriptions, name, cloudformation)  # describing the stack warns too
+            _configure_bucket_notifications(template, name, cloudformation)
         moto_log.setLevel(level)
         _verify_email_sender(stage, cloudformation)
     stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
@@ -82,7 +83,8 @@ def stage_environment(stage: str) -> dict[str, str]:
     return dict(config["stages"][stage]["environment_variables"])
 
 
-# --- What moto's CloudFormation does not create: subscriptions, SES senders, Cognito ----------
+# --- What moto's CloudFormation does not create: subscriptions, bucket notifications, SES
+# senders, Cognito --------------------------------------------------------------------------
 
 
 def _client_like(cloudformation: Any, service: str) -> Any:
@@ -132,6 +134,40 @@ def _subscribe(subscriptions: dict[str, dict[str, Any]], stack: str, cloudformat
             Protocol=properties["Protocol"],
             Endpoint=resolve(properties["Endpoint"]),
             Attributes=attributes,
+        )
+
+
+def _configure_bucket_notifications(
+    template: dict[str, Any], stack: str, cloudformation: Any
+) -> None:
+    """Apply the buckets' NotificationConfiguration (S3 -> SQS) with the S3 API: moto's
+    CloudFormation creates the bucket without it (and skips SQS queue policies, which the
+    emulator does not enforce)."""
+    s3, sqs = _client_like(cloudformation, "s3"), _client_like(cloudformation, "sqs")
+    resources = cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
+    physical = {r.get("LogicalResourceId"): r.get("PhysicalResourceId") for r in resources}
+    for logical_id, resource in template["Resources"].items():
+        settings = resource.get("Properties", {}).get("NotificationConfiguration")
+        if resource["Type"] != "AWS::S3::Bucket" or not settings:
+            continue
+        queues = []
+        for target in settings.get("QueueConfigurations", []):
+            queue_id, attribute = target["Queue"]["Fn::GetAtt"]
+            assert attribute == "Arn", f"only queue ARNs are resolved here, not {attribute}"
+            arn = sqs.get_queue_attributes(
+                QueueUrl=physical[queue_id], AttributeNames=["QueueArn"]
+            )["Attributes"]["QueueArn"]
+            rules = target.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+            queues.append(
+                {
+                    "QueueArn": arn,
+                    "Events": [target["Event"]],
+                    **({"Filter": {"Key": {"FilterRules": rules}}} if rules else {}),
+                }
+            )
+        s3.put_bucket_notification_configuration(
+            Bucket=physical[logical_id],
+            NotificationConfiguration={"QueueConfigurations": queues},
         )
 
 

@@ -28,6 +28,10 @@ CLIENT_CONFIG_ARGS: dict[str, Any] = {
 #: idempotency record) decides.
 SERVICE_CONFIG_ARGS: dict[str, dict[str, Any]] = {
     "ses": {"retries": {"mode": "standard", "total_max_attempts": 1}, "read_timeout": 4},
+    # Presigned URLs and POST policies signed with SigV4 (regional, the only kind newer
+    # regions accept); Rekognition may take seconds on a large image.
+    "s3": {"signature_version": "s3v4"},
+    "rekognition": {"read_timeout": 20},
 }
 
 

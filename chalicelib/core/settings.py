@@ -44,6 +44,11 @@ class Settings:
     anomaly_alerts_topic_name: str
     data_lake_bucket_name: str
     telemetry_quarantine_queue_name: str
+    uploads_bucket_name: str
+    images_table_name: str
+    image_labels_table_name: str
+    image_uploads_queue_name: str
+    thumbnails_queue_name: str
     cognito_config_parameter: str
     cors_allow_origins: frozenset[str]
     tracing_subsegments: bool
@@ -68,6 +73,11 @@ class Settings:
             anomaly_alerts_topic_name=_required("ANOMALY_ALERTS_TOPIC_NAME"),
             data_lake_bucket_name=_required("DATA_LAKE_BUCKET_NAME"),
             telemetry_quarantine_queue_name=_required("TELEMETRY_QUARANTINE_QUEUE_NAME"),
+            uploads_bucket_name=_required("UPLOADS_BUCKET_NAME"),
+            images_table_name=_required("IMAGES_TABLE_NAME"),
+            image_labels_table_name=_required("IMAGE_LABELS_TABLE_NAME"),
+            image_uploads_queue_name=_required("IMAGE_UPLOADS_QUEUE_NAME"),
+            thumbnails_queue_name=_required("THUMBNAILS_QUEUE_NAME"),
             cognito_config_parameter=_required("COGNITO_CONFIG_PARAMETER"),
             cors_allow_origins=frozenset(o.strip() for o in origins.split(",") if o.strip()),
             tracing_subsegments=_flag("TRACING_SUBSEGMENTS"),

@@ -37,13 +37,24 @@ def process_sqs_batch(
     client: Callable[[str], Any] = aws.client,
 ) -> None:
     """Run `handle_body` on each message's body; settle the batch as the module says."""
+    process_sqs_messages(event, lambda body, _receive_count: handle_body(body), client)
+
+
+def process_sqs_messages(
+    event: dict[str, Any],
+    handle_message: Callable[[str, int], None],
+    client: Callable[[str], Any] = aws.client,
+) -> None:
+    """Like `process_sqs_batch`, also telling the handler how often the message has been
+    received (1 the first time), so its last attempt before the dead-letter queue can record
+    the failure."""
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 
     records = event.get("Records") or []
 
     def handle(record: Any) -> None:
         try:
-            handle_body(record.body)
+            handle_message(record.body, int(record.attributes.approximate_receive_count or 1))
         except Exception:
             logger.exception("message failed; it stays in the queue", message_id=record.message_id)
             raise

@@ -71,6 +71,7 @@ from chalicelib.auth.policy import require_admin
 from chalicelib.auth.tokens import Principal
 from chalicelib.core.errors import BadRequest
 from chalicelib.core.observability import logger
+from chalicelib.core.pagination import parse_limit
 from chalicelib.search.indexing import MAX_WORDS_PER_USER, SEARCHED_FIELDS, Posting, index_changes
 from chalicelib.search.ranking import (
     Hit,
@@ -91,7 +92,6 @@ from chalicelib.search.text import (
     words,
 )
 from chalicelib.users.model import public_view
-from chalicelib.users.pagination import parse_limit
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor

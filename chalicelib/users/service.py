@@ -23,9 +23,9 @@ from chalicelib.auth.policy import require_admin, require_self_or_admin
 from chalicelib.auth.tokens import Principal
 from chalicelib.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from chalicelib.core.observability import logger
+from chalicelib.core.pagination import decode_cursor, encode_cursor
 from chalicelib.users import model
 from chalicelib.users.identity import IdentityExists, WeakPassword
-from chalicelib.users.pagination import decode_cursor, encode_cursor
 from chalicelib.users.repository import EmailTaken, StaleUser
 
 

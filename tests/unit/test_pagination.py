@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from chalicelib.core.errors import BadRequest
-from chalicelib.users.pagination import decode_cursor, encode_cursor, parse_limit
+from chalicelib.core.pagination import decode_cursor, encode_cursor, parse_limit
 
 SORT_KEY = "2026-11-26T01:44:47.946451Z#c22f98bf-7979-4482-9c9f-d9b78e59a644"
 

@@ -1,4 +1,4 @@
-"""Opaque list cursors: the sort key of the last user on a page, base64url-encoded.
+"""Opaque list cursors: the sort key of the last item on a page, base64url-encoded.
 
 A cursor decodes to one exact shape; anything else (edited, truncated, made up) is a 400,
 never a DynamoDB error. Forging a well-formed cursor only moves the page start, which any

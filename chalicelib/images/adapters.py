@@ -1,0 +1,356 @@
+"""The image pipeline's AWS side: S3, Rekognition, DynamoDB and SQS behind the small
+interfaces of `pipeline` and `service`.
+
+Tables:
+- images (`image_id`): one record per image; the sparse `by-owner` index (`owner_id`,
+  `created_key`) lists an owner's images newest first;
+- image labels (`owner_label` = `<owner_id>#<label, casefolded>`, `created_key`): one entry
+  per label of an image, so `GET /images?label=Dog` is one Query, never a Scan. Entries are
+  written in the same transaction as their record, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC
+from functools import cache
+from typing import Any
+
+from chalicelib.core import aws
+from chalicelib.core.backoff import Backoff
+from chalicelib.images.model import MAX_LABELS, MIN_CONFIDENCE, label_key, plain
+from chalicelib.images.pipeline import ObjectGone, StoredObject
+
+OWNER_INDEX = "by-owner"
+#: BatchGetItem takes at most 100 keys; a page is at most 100 items (parse_limit).
+BATCH_GET_LIMIT = 100
+#: Cache-Control of thumbnails: their keys change with the upload, so they never go stale.
+THUMBNAIL_CACHE_CONTROL = "private, max-age=31536000, immutable"
+#: Rekognition errors caused by the file itself: the image fails, it is not retried.
+REKOGNITION_REFUSALS = {
+    "InvalidImageFormatException": "Rekognition cannot read this image format",
+    "ImageTooLargeException": "the image is too large for Rekognition",
+    "InvalidParameterException": "Rekognition refused the image (too small or malformed)",
+    "InvalidS3ObjectException": "Rekognition could not read the upload",
+}
+
+
+def error_code(exc: BaseException) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+class S3ImageStorage:
+    def __init__(self, bucket: str, client: Callable[[], Any] | None = None) -> None:
+        self._bucket = bucket
+        self._client = client or (lambda: aws.client("s3"))
+
+    def describe(self, key: str) -> StoredObject | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self._client().head_object(Bucket=self._bucket, Key=key)
+        except ClientError as error:
+            if error_code(error) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        modified = head["LastModified"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return StoredObject(
+            size=int(head["ContentLength"]),
+            etag=str(head["ETag"]).strip('"'),
+            last_modified=modified,
+        )
+
+    def read(self, key: str, etag: str, first_bytes: int | None = None) -> bytes:
+        """The object's bytes (or its first `first_bytes`), only if it is still `etag`."""
+        from botocore.exceptions import ClientError
+
+        args: dict[str, Any] = {"Bucket": self._bucket, "Key": key, "IfMatch": f'"{etag}"'}
+        if first_bytes:
+            args["Range"] = f"bytes=0-{first_bytes - 1}"
+        try:
+            answer = self._client().get_object(**args)
+        except ClientError as error:
+            if error_code(error) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                raise ObjectGone(key) from error
+            raise
+        with answer["Body"] as body:
+            return bytes(body.read())
+
+    def write(self, key: str, data: bytes, content_type: str) -> None:
+        self._client().put_object(
+            Bucket=self._bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            CacheControl=THUMBNAIL_CACHE_CONTROL,
+        )
+
+    # --- presigned links (API) ----------------------------------------------------------
+
+    def presign_post(
+        self, key: str, content_type: str, max_bytes: int, expires_in: int
+    ) -> dict[str, Any]:
+        """A POST policy S3 enforces: this key, this content type, 1 byte to `max_bytes`."""
+        return dict(
+            self._client().generate_presigned_post(
+                Bucket=self._bucket,
+                Key=key,
+                Fields={"Content-Type": content_type},
+                Conditions=[
+                    {"Content-Type": content_type},
+                    ["content-length-range", 1, max_bytes],
+                ],
+                ExpiresIn=expires_in,
+            )
+        )
+
+    def presign_get(self, key: str, expires_in: int) -> str:
+        return str(
+            self._client().generate_presigned_url(
+                "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=expires_in
+            )
+        )
+
+
+class RekognitionLabels:
+    def __init__(self, bucket: str, client: Callable[[], Any] | None = None) -> None:
+        self._bucket = bucket
+        self._client = client or (lambda: aws.client("rekognition"))
+
+    def detect_in_object(self, key: str) -> list[dict[str, Any]]:
+        return self._detect({"S3Object": {"Bucket": self._bucket, "Name": key}})
+
+    def detect_in_bytes(self, data: bytes) -> list[dict[str, Any]]:
+        return self._detect({"Bytes": data})
+
+    def _detect(self, image: dict[str, Any]) -> list[dict[str, Any]]:
+        from botocore.exceptions import ClientError
+
+        from chalicelib.images.imaging import UnusableImage
+
+        try:
+            answer = self._client().detect_labels(
+                Image=image, MaxLabels=MAX_LABELS, MinConfidence=MIN_CONFIDENCE
+            )
+        except ClientError as error:
+            refusal = REKOGNITION_REFUSALS.get(error_code(error))
+            if refusal:
+                raise UnusableImage(refusal) from error
+            raise
+        return [
+            {"name": label["Name"], "confidence": label["Confidence"]}
+            for label in answer.get("Labels", [])
+            if float(label.get("Confidence", 0)) >= MIN_CONFIDENCE
+        ][:MAX_LABELS]
+
+
+@cache
+def _codec() -> tuple[Any, Any]:
+    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+    return TypeSerializer(), TypeDeserializer()
+
+
+def to_item(values: dict[str, Any]) -> dict[str, Any]:
+    serializer, _ = _codec()
+    return {k: serializer.serialize(v) for k, v in values.items() if v is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    _, deserializer = _codec()
+    return dict(plain({k: deserializer.deserialize(v) for k, v in item.items()}))
+
+
+def _stored(value: Any) -> Any:
+    """Numbers as DynamoDB takes them (floats are refused): Decimal, recursively."""
+    from decimal import Decimal
+
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, dict):
+        return {k: _stored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_stored(v) for v in value]
+    return value
+
+
+class DynamoImageRecords:
+    """Image records and their label entries (pipeline and API side)."""
+
+    def __init__(
+        self, images_table: str, labels_table: str, client: Callable[[], Any] | None = None
+    ) -> None:
+        self._images = images_table
+        self._labels = labels_table
+        self._client = client or (lambda: aws.client("dynamodb"))
+
+    def get(self, image_id: str) -> dict[str, Any] | None:
+        answer = self._client().get_item(
+            TableName=self._images, Key={"image_id": {"S": image_id}}, ConsistentRead=True
+        )
+        return from_item(answer["Item"]) if "Item" in answer else None
+
+    def save(self, record: dict[str, Any], previous: dict[str, Any] | None) -> bool:
+        """Store `record` (and its label entries) if the stored record is still `previous`;
+        False if it changed meanwhile. Label entries of `previous` that `record` lacks go."""
+        from botocore.exceptions import ClientError
+
+        if previous is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(image_id)"}
+        else:
+            condition = {
+                "ConditionExpression": "version = :seen",
+                "ExpressionAttributeValues": {":seen": {"N": str(previous["version"])}},
+            }
+        actions: list[dict[str, Any]] = [
+            {"Put": {"TableName": self._images, "Item": to_item(_stored(record)), **condition}}
+        ]
+        new_entries = self._label_entries(record)
+        for key in self._label_entries(previous).keys() - new_entries.keys():
+            owner_label, created_key = key
+            actions.append(
+                {
+                    "Delete": {
+                        "TableName": self._labels,
+                        "Key": {
+                            "owner_label": {"S": owner_label},
+                            "created_key": {"S": created_key},
+                        },
+                    }
+                }
+            )
+        for entry in new_entries.values():
+            actions.append({"Put": {"TableName": self._labels, "Item": to_item(_stored(entry))}})
+        try:
+            self._client().transact_write_items(TransactItems=actions)
+        except ClientError as error:
+            reasons = getattr(error, "response", {}).get("CancellationReasons") or []
+            if error_code(error) == "TransactionCanceledException" and any(
+                r.get("Code") == "ConditionalCheckFailed" for r in reasons
+            ):
+                return False
+            raise
+        return True
+
+    def update(self, previous: dict[str, Any], changes: dict[str, Any]) -> bool:
+        """Set `changes` on the record if it is still `previous`; False if it changed."""
+        from botocore.exceptions import ClientError
+
+        names = {f"#f{i}": name for i, name in enumerate(changes)}
+        values = {f":v{i}": value for i, value in enumerate(changes.values())}
+        serialised = to_item(_stored({**values, ":seen": previous["version"], ":one": 1}))
+        assignments = ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
+        try:
+            self._client().update_item(
+                TableName=self._images,
+                Key={"image_id": {"S": previous["image_id"]}},
+                UpdateExpression=f"SET {assignments}, version = version + :one",
+                ConditionExpression="version = :seen",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=serialised,
+            )
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def owned_page(
+        self, owner_id: str, limit: int, after: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        args: dict[str, Any] = {
+            "TableName": self._images,
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": "owner_id = :owner",
+            "ExpressionAttributeValues": {":owner": {"S": owner_id}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if after:
+            image_id = after.rsplit("#", 1)[1]
+            args["ExclusiveStartKey"] = {
+                "owner_id": {"S": owner_id},
+                "created_key": {"S": after},
+                "image_id": {"S": image_id},
+            }
+        answer = self._client().query(**args)
+        items = [from_item(i) for i in answer.get("Items", [])]
+        last = answer.get("LastEvaluatedKey")
+        return items, (last["created_key"]["S"] if last else None)
+
+    def labelled_page(
+        self, owner_id: str, label: str, limit: int, after: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        owner_label = f"{owner_id}#{label}"
+        args: dict[str, Any] = {
+            "TableName": self._labels,
+            "KeyConditionExpression": "owner_label = :key",
+            "ExpressionAttributeValues": {":key": {"S": owner_label}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if after:
+            args["ExclusiveStartKey"] = {
+                "owner_label": {"S": owner_label},
+                "created_key": {"S": after},
+            }
+        answer = self._client().query(**args)
+        image_ids = [i["image_id"]["S"] for i in answer.get("Items", [])]
+        last = answer.get("LastEvaluatedKey")
+        return self._records(image_ids), (last["created_key"]["S"] if last else None)
+
+    def _records(self, image_ids: list[str]) -> list[dict[str, Any]]:
+        """The records, in the order asked (BatchGetItem answers in any order)."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(image_ids), BATCH_GET_LIMIT):
+            pending: dict[str, Any] = {
+                self._images: {
+                    "Keys": [
+                        {"image_id": {"S": i}} for i in image_ids[start : start + BATCH_GET_LIMIT]
+                    ]
+                }
+            }
+            backoff = Backoff()
+            for attempt in range(backoff.max_attempts):
+                if attempt:
+                    backoff.wait(attempt)
+                answer = self._client().batch_get_item(RequestItems=pending)
+                for item in answer.get("Responses", {}).get(self._images, []):
+                    record = from_item(item)
+                    found[record["image_id"]] = record
+                pending = answer.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+            if pending:
+                from chalicelib.core.errors import ServiceUnavailable
+
+                raise ServiceUnavailable("The image store is busy; retry.")
+        return [found[i] for i in image_ids if i in found]
+
+    def _label_entries(
+        self, record: dict[str, Any] | None
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        if not record:
+            return {}
+        entries = {}
+        for label in record.get("labels") or []:
+            owner_label = f"{record['owner_id']}#{label_key(label['name'])}"
+            key = (owner_label, record["created_key"])
+            entries[key] = {
+                "owner_label": owner_label,
+                "created_key": record["created_key"],
+                "image_id": record["image_id"],
+                "label": label["name"],
+                "confidence": label["confidence"],
+            }
+        return entries
+
+
+class SqsThumbnailTasks:
+    def __init__(self, queue_url: Callable[[], str], client: Callable[[], Any] | None = None):
+        self._queue_url = queue_url
+        self._client = client or (lambda: aws.client("sqs"))
+
+    def send(self, task: dict[str, str]) -> None:
+        self._client().send_message(QueueUrl=self._queue_url(), MessageBody=json.dumps(task))

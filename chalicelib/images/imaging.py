@@ -1,0 +1,193 @@
+"""Reading and shrinking images with Pillow: bytes in, bytes out, no AWS.
+
+Pillow is imported inside each function: only the image functions pay for it at cold start.
+
+Untrusted files are handled defensively:
+- only JPEG and PNG are accepted, whatever the key's extension says;
+- the pixel count is checked from the header, before anything is decoded, so a
+  decompression bomb (a small file claiming a huge canvas) is refused without allocating it;
+- a truncated or corrupt file is an `UnusableImage`, never a half-grey thumbnail.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from chalicelib.images.model import FORMATS
+
+#: Largest canvas accepted (width x height). 12-megapixel photos are common and 50 MP phones
+#: exist; an RGB canvas of this size is 192 MB decoded, within a 1,024 MB function.
+MAX_PIXELS = 64_000_000
+#: JPEG thumbnails: quality 85 is visually lossless at these sizes; progressive loads nicely.
+JPEG_QUALITY = 85
+#: Rekognition reads S3 objects up to 15 MB, and images passed as bytes up to 5 MB.
+REKOGNITION_MAX_S3_BYTES = 15 * 1024 * 1024
+REKOGNITION_MAX_BYTES = 5 * 1024 * 1024
+#: Long side of the copy sent to Rekognition when the original is too big for it.
+ANALYSIS_COPY_SIDE = 2048
+#: Orientations (EXIF tag 274) that swap width and height when applied.
+_TRANSPOSED = {5, 6, 7, 8}
+
+
+class UnusableImage(Exception):
+    """The file is not an image this app can use; `reason` says why, for the record."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TruncatedHeader(Exception):
+    """The bytes given end before the image's header does: read more of the file."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str  # JPEG or PNG
+    width: int  # as displayed: EXIF orientation applied
+    height: int
+
+    @property
+    def content_type(self) -> str:
+        return FORMATS[self.format]
+
+    @property
+    def extension(self) -> str:
+        return "jpg" if self.format == "JPEG" else "png"
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    size: int  # the long side asked for
+    data: bytes
+    width: int
+    height: int
+    content_type: str
+
+
+def inspect(data: bytes, complete: bool = True) -> ImageInfo:
+    """Format and displayed size from the header; nothing is decoded.
+
+    `complete=False` says `data` is only the start of the file: a header cut short raises
+    TruncatedHeader instead of UnusableImage.
+    """
+    image = _open(data, complete)
+    try:
+        width, height = image.size
+        orientation = _orientation(image)
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        if not complete:
+            raise TruncatedHeader from error
+        raise UnusableImage(f"the file is corrupt ({error})") from error
+    finally:
+        image.close()
+    if orientation in _TRANSPOSED:
+        width, height = height, width
+    return ImageInfo(image.format or "", width, height)
+
+
+def make_thumbnails(data: bytes, sizes: tuple[int, ...]) -> list[Thumbnail]:
+    """One thumbnail per long side in `sizes` (never enlarged), EXIF orientation applied,
+    in the original's format (PNG keeps transparency).
+
+    JPEGs are decoded with draft mode: the decoder scales by 1/2, 1/4 or 1/8 while it reads,
+    so a 12-megapixel photo is never decoded at full size for a 512 px thumbnail.
+    """
+    from PIL import Image, ImageOps
+
+    image = _open(data, complete=True)
+    try:
+        largest = max(sizes)
+        if image.format == "JPEG":
+            # At least twice the largest thumbnail, so the final resample stays sharp.
+            width, height = image.size
+            scale = min(1.0, 2 * largest / max(width, height))
+            image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+        try:
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            raise UnusableImage(f"the image data is corrupt ({error})") from error
+        format_ = image.format or ""
+        upright = _normalise_mode(upright, format_)
+        thumbnails = []
+        source = upright
+        for size in sorted(sizes, reverse=True):  # each from the one before: cheaper
+            copy = source.copy()
+            copy.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=None)
+            thumbnails.append(_encode(copy, size, format_))
+            source = copy
+        return sorted(thumbnails, key=lambda t: t.size)
+    finally:
+        image.close()
+
+
+def analysis_copy(data: bytes) -> bytes:
+    """A JPEG of at most ANALYSIS_COPY_SIDE px on its long side and under Rekognition's 5 MB
+    limit for images sent as bytes: for originals too big for Rekognition to read from S3."""
+    [thumbnail] = make_thumbnails(data, (ANALYSIS_COPY_SIDE,))
+    if thumbnail.content_type == "image/jpeg" and len(thumbnail.data) <= REKOGNITION_MAX_BYTES:
+        return thumbnail.data
+    from PIL import Image
+
+    with Image.open(io.BytesIO(thumbnail.data)) as image:
+        out = io.BytesIO()
+        image.convert("RGB").save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def _open(data: bytes, complete: bool):  # type: ignore[no-untyped-def]
+    """The image opened lazily (header only), checked for format and canvas size."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise UnusableImage("the file is empty")
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own guard, for anything that bypasses ours
+    try:
+        image = Image.open(io.BytesIO(data), formats=list(FORMATS))
+    except Image.DecompressionBombError as error:
+        raise UnusableImage(f"decompression bomb refused ({error})") from error
+    except UnidentifiedImageError as error:
+        if not complete:
+            raise TruncatedHeader from error
+        raise UnusableImage("the file is not a JPEG or PNG image") from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        if not complete:
+            raise TruncatedHeader from error
+        raise UnusableImage(f"the file is corrupt ({error})") from error
+    width, height = image.size
+    if width < 1 or height < 1:
+        image.close()
+        raise UnusableImage("the image has no pixels")
+    if width * height > MAX_PIXELS:
+        image.close()
+        raise UnusableImage(
+            f"decompression bomb refused: {width}x{height} is over {MAX_PIXELS:,} pixels"
+        )
+    return image
+
+
+def _orientation(image) -> int:  # type: ignore[no-untyped-def]
+    try:
+        return int(image.getexif().get(274, 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _normalise_mode(image, format_: str):  # type: ignore[no-untyped-def]
+    """JPEG holds RGB or L; PNG keeps its alpha channel (palette and 16-bit made 8-bit RGBA)."""
+    if format_ == "JPEG":
+        return image if image.mode in ("RGB", "L") else image.convert("RGB")
+    if image.mode in ("RGB", "RGBA", "L", "LA"):
+        return image
+    return image.convert("RGBA")
+
+
+def _encode(image, size: int, format_: str) -> Thumbnail:  # type: ignore[no-untyped-def]
+    out = io.BytesIO()
+    if format_ == "JPEG":
+        image.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True, progressive=True)
+    else:
+        image.save(out, "PNG", optimize=True)
+    return Thumbnail(size, out.getvalue(), image.width, image.height, FORMATS[format_])
