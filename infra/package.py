@@ -226,7 +226,9 @@ def strip_bytecode(zip_path: Path) -> int:
     return len(entries) - len(kept)
 
 
-def check_deployment_zip(zip_path: Path, runtime: str = TARGET_RUNTIME) -> None:
+def check_deployment_zip(
+    zip_path: Path, runtime: str = TARGET_RUNTIME, required: list[str] | None = None
+) -> None:
     """Fail if the zip holds compiled extension modules built for another CPython, or a
     wheel built here (Chalice compiles a package from source, silently, when no manylinux
     wheel fits the runtime: it would link this machine's libraries, absent on Lambda)."""
@@ -246,6 +248,18 @@ def check_deployment_zip(zip_path: Path, runtime: str = TARGET_RUNTIME) -> None:
                 for tag in re.findall(r"^Tag: (\S+)$", archive.read(name).decode(), re.M)
             )
         ]
+        installed = {
+            _canonical(name.split("/")[0].removesuffix(".dist-info").rsplit("-", 1)[0])
+            for name in archive.namelist()
+            if ".dist-info/" in name
+        }
+    wanted_dists = pinned_requirements() if required is None else required
+    missing = sorted(set(wanted_dists) - installed)
+    if missing:
+        raise PackagingError(
+            f"{zip_path} lacks {missing} from requirements.txt: Chalice could not install "
+            f"them for {runtime} (it says so, then carries on)."
+        )
     if local_builds:
         raise PackagingError(
             f"{zip_path} holds packages compiled on this machine, not manylinux wheels: "
@@ -257,6 +271,20 @@ def check_deployment_zip(zip_path: Path, runtime: str = TARGET_RUNTIME) -> None:
             f"(Chalice builds for the Python it runs under): {wrong[:5]}. "
             f"Run the packaging under Python {runtime.removeprefix('python')}."
         )
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pinned_requirements() -> list[str]:
+    """The distributions requirements.txt names (canonical names)."""
+    lines = (PROJECT_DIR / "requirements.txt").read_text().splitlines()
+    return [
+        _canonical(re.split(r"[=<>!~\[; ]", line.strip(), maxsplit=1)[0])
+        for line in lines
+        if line.strip() and not line.lstrip().startswith(("#", "-"))
+    ]
 
 
 def _script(name: str) -> str:

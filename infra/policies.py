@@ -131,12 +131,9 @@ def _grants() -> dict[str, tuple[str, list[Grant]]]:
                 Grant("ReadUploads", ("s3:GetObject",), (UPLOADS,)),
                 # Rekognition reads the S3 object with the caller's permissions (above).
                 Grant("ImageLabels", ("rekognition:DetectLabels",), ("*",)),
-                Grant(
-                    "ImageRecords",
-                    ("dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:GetItem",
-                     "dynamodb:PutItem"),
-                    (images, labels),
-                ),
+                # Record and label entries are written in one transaction (Put, Delete).
+                Grant("ImageRecords", ("dynamodb:GetItem", "dynamodb:PutItem"), (images,)),
+                Grant("ImageLabelEntries", ("dynamodb:DeleteItem", "dynamodb:PutItem"), (labels,)),
                 Grant(
                     "ThumbnailTasks",
                     ("sqs:GetQueueUrl", "sqs:SendMessage"),

@@ -60,6 +60,11 @@ RESOURCE_ENV = {
     "USER_UPDATED_TOPIC_NAME": "UserUpdatedTopic",
     "ONBOARDING_QUEUE_NAME": "OnboardingQueue",
     "COGNITO_CONFIG_PARAMETER": "CognitoConfigParameter",
+    "UPLOADS_BUCKET_NAME": "UploadsBucket",
+    "IMAGES_TABLE_NAME": "ImagesTable",
+    "IMAGE_LABELS_TABLE_NAME": "ImageLabelsTable",
+    "IMAGE_UPLOADS_QUEUE_NAME": "ImageUploadsQueue",
+    "THUMBNAILS_QUEUE_NAME": "ThumbnailsQueue",
 }
 NAME_PROPERTY = {
     "AWS::DynamoDB::Table": "TableName",
@@ -97,6 +102,13 @@ QUEUE = "arn:aws:sqs:{region}:{account}:{OnboardingQueue}"
 # The pool's id is made at deploy time: the policy scopes by the pool's tags instead.
 USER_POOL = "arn:aws:cognito-idp:{region}:{account}:userpool/{region}_AbCdEf123"
 COGNITO_PARAMETER = "arn:aws:ssm:{region}:{account}:parameter{CognitoConfigParameter}"
+IMAGES = "arn:aws:dynamodb:{region}:{account}:table/{ImagesTable}"
+IMAGES_BY_OWNER = IMAGES + "/index/by-owner"
+IMAGE_LABELS = "arn:aws:dynamodb:{region}:{account}:table/{ImageLabelsTable}"
+UPLOAD_OBJECT = "arn:aws:s3:::{UploadsBucket}/uploads/{region}/x.jpg"
+THUMBNAIL_OBJECT = "arn:aws:s3:::{UploadsBucket}/thumbnails/u/i/abc-128.jpg"
+UPLOADS_QUEUE = "arn:aws:sqs:{region}:{account}:{ImageUploadsQueue}"
+THUMBNAILS_QUEUE = "arn:aws:sqs:{region}:{account}:{ThumbnailsQueue}"
 
 #: Every boto3 client operation chalicelib may call -> the (IAM action, resource) pairs it
 #: needs. A call found in the code but missing here fails `test_every_aws_call_is_known`.
@@ -130,6 +142,10 @@ OPERATION_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     "admin_delete_user": [("cognito-idp:AdminDeleteUser", USER_POOL)],
     "admin_get_user": [("cognito-idp:AdminGetUser", USER_POOL)],
     "admin_update_user_attributes": [("cognito-idp:AdminUpdateUserAttributes", USER_POOL)],
+    "head_object": [("s3:GetObject", UPLOAD_OBJECT)],
+    "get_object": [("s3:GetObject", UPLOAD_OBJECT)],
+    # DetectLabels has no resource-level permissions; it reads S3 with the caller's.
+    "detect_labels": [("rekognition:DetectLabels", "*")],
 }
 #: TransactWriteItems is authorised as the item-level action of each item kind it holds.
 TRANSACT_ITEM_ACTIONS = {
@@ -139,7 +155,9 @@ TRANSACT_ITEM_ACTIONS = {
     "ConditionCheck": "dynamodb:ConditionCheckItem",
 }
 #: Services chalicelib may create clients for (those OPERATION_PERMISSIONS covers).
-KNOWN_SERVICES = {"dynamodb", "sns", "sqs", "sts", "ssm", "cognito-idp", "ses", "kinesis", "s3"}
+KNOWN_SERVICES = {
+    "dynamodb", "sns", "sqs", "sts", "ssm", "cognito-idp", "ses", "kinesis", "s3", "rekognition"
+}  # fmt: skip
 #: Services whose operation names are looked for in the code: the known ones and others an
 #: app like this commonly adds, so that a call into a new service is noticed too.
 SCANNED_SERVICES = sorted(
@@ -204,9 +222,50 @@ FUNCTION_POLICIES: dict[str, tuple[str, set[str]]] = {
         "policy-{stage}-onboard_users.json",
         {"get_item", "update_item", "delete_message_batch", "get_queue_url"},
     ),
+    "AnalyzeImage": (
+        "policy-{stage}-analyze_image.json",
+        {"head_object", "get_object", "detect_labels", "get_item", "transact_write_items",
+         "send_message", "get_queue_url", "delete_message_batch"},
+    ),
+    "MakeThumbnails": (
+        "policy-{stage}-make_thumbnails.json",
+        {"get_object", "put_object", "get_item", "update_item", "get_queue_url",
+         "delete_message_batch"},
+    ),
 }  # fmt: skip
 #: Where a function's call reaches another resource than OPERATION_PERMISSIONS says.
 FUNCTION_RESOURCES: dict[str, dict[str, list[tuple[str, str]]]] = {
+    "APIHandler": {
+        "get_item": [("dynamodb:GetItem", TABLE), ("dynamodb:GetItem", IMAGES)],
+        "batch_get_item": [("dynamodb:BatchGetItem", TABLE), ("dynamodb:BatchGetItem", IMAGES)],
+        "query": [
+            ("dynamodb:Query", LIST_INDEX_ARN),
+            ("dynamodb:Query", SEARCH_TABLE),
+            ("dynamodb:Query", IMAGES_BY_OWNER),
+            ("dynamodb:Query", IMAGE_LABELS),
+        ],
+    },
+    "AnalyzeImage": {
+        "get_item": [("dynamodb:GetItem", IMAGES)],
+        "transact_write_items": [
+            ("dynamodb:PutItem", IMAGES),
+            ("dynamodb:PutItem", IMAGE_LABELS),
+            ("dynamodb:DeleteItem", IMAGE_LABELS),
+        ],
+        "send_message": [("sqs:SendMessage", THUMBNAILS_QUEUE)],
+        "get_queue_url": [
+            ("sqs:GetQueueUrl", THUMBNAILS_QUEUE),
+            ("sqs:GetQueueUrl", UPLOADS_QUEUE),
+        ],
+        "delete_message_batch": [("sqs:DeleteMessage", UPLOADS_QUEUE)],
+    },
+    "MakeThumbnails": {
+        "get_item": [("dynamodb:GetItem", IMAGES)],
+        "update_item": [("dynamodb:UpdateItem", IMAGES)],
+        "put_object": [("s3:PutObject", THUMBNAIL_OBJECT)],
+        "get_queue_url": [("sqs:GetQueueUrl", THUMBNAILS_QUEUE)],
+        "delete_message_batch": [("sqs:DeleteMessage", THUMBNAILS_QUEUE)],
+    },
     "IndexUsersForSearch": {"batch_get_item": [("dynamodb:BatchGetItem", SEARCH_TABLE)]},
     "ProcessTelemetry": {
         "batch_write_item": [("dynamodb:BatchWriteItem", t) for t in TELEMETRY_TABLES],
@@ -226,6 +285,17 @@ STREAM_READS = [
               "dynamodb:ListStreams")
 ] + [("sqs:SendMessage", STREAM_FAILURES)]  # fmt: skip
 PLATFORM_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
+    # Presigned requests act with the signer's permissions: the API's role.
+    "APIHandler": [("s3:PutObject", UPLOAD_OBJECT), ("s3:GetObject", UPLOAD_OBJECT),
+                   ("s3:GetObject", THUMBNAIL_OBJECT)],
+    "AnalyzeImage": [
+        (a, UPLOADS_QUEUE) for a in ("sqs:ReceiveMessage", "sqs:DeleteMessage",
+                                     "sqs:GetQueueAttributes")
+    ],
+    "MakeThumbnails": [
+        (a, THUMBNAILS_QUEUE) for a in ("sqs:ReceiveMessage", "sqs:DeleteMessage",
+                                        "sqs:GetQueueAttributes")
+    ],
     "PublishUserEvents": STREAM_READS,
     "IndexUsersForSearch": STREAM_READS,
     "WelcomeNewUser": [
@@ -324,7 +394,7 @@ def required_permissions(stage: str, logical_id: str = "APIHandler") -> set[tupl
         for action, arn in resources.get(operation, [])
     }
     needed |= {(a, arn.format(**fields)) for a, arn in PLATFORM_PERMISSIONS.get(logical_id, [])}
-    if "transact_write_items" in called:
+    if "transact_write_items" in called and logical_id == "APIHandler":
         kinds = set(re.findall(r"[\"'](\w+)[\"']\s*:", source_text(CHALICELIB / "users")))
         kinds &= set(TRANSACT_ITEM_ACTIONS)
         needed |= {(TRANSACT_ITEM_ACTIONS[k], TABLE.format(**fields)) for k in kinds}
@@ -438,7 +508,8 @@ def test_deployment_zip_holds_the_app_and_no_boto(
     assert (result.template_path.parent / code_uri).resolve() == result.zip_path.resolve()
     with zipfile.ZipFile(result.zip_path) as archive:
         top = {name.split("/", 1)[0] for name in archive.namelist()}
-    assert {"app.py", "chalicelib", "aws_lambda_powertools"} <= top
+    assert {"app.py", "chalicelib", "aws_lambda_powertools", "PIL"} <= top
+    check_deployment_zip(result.zip_path)  # Pillow built for python3.12, every requirement
     assert not top & {"boto3", "botocore"}, "Lambda's runtime has boto3; keep it out of the zip"
 
 
@@ -580,12 +651,36 @@ def test_deployment_zip_check_refuses_other_cpython_extensions(tmp_path: Path) -
         archive.writestr("pkg/_speedups.cpython-312-x86_64-linux-gnu.so", b"")
         archive.writestr("pkg/_abi3.abi3.so", b"")
         archive.writestr("pkg/__pycache__/mod.cpython-311.pyc", b"")
-    check_deployment_zip(good)
+    check_deployment_zip(good, required=[])
     bad = tmp_path / "bad.zip"
     with zipfile.ZipFile(bad, "w") as archive:
         archive.writestr("pkg/_speedups.cpython-311-x86_64-linux-gnu.so", b"")
     with pytest.raises(PackagingError, match="cpython-311"):
-        check_deployment_zip(bad)
+        check_deployment_zip(bad, required=[])
+
+
+def test_deployment_zip_check_refuses_missing_requirements_and_local_builds(
+    tmp_path: Path,
+) -> None:
+    """Chalice says "Could not install dependencies" and exits 0; or, finding no manylinux
+    wheel, compiles one here against this machine's libraries. Both would break on Lambda."""
+    wheel = "Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: {tag}\n"
+    fine = tmp_path / "fine.zip"
+    with zipfile.ZipFile(fine, "w") as archive:
+        archive.writestr(
+            "pillow-13.0.0.dist-info/WHEEL", wheel.format(tag="cp312-cp312-manylinux_2_28_x86_64")
+        )
+        archive.writestr("PyJWT-2.15.1.dist-info/METADATA", "")
+    check_deployment_zip(fine, required=["pillow", "pyjwt"])
+    with pytest.raises(PackagingError, match="lacks \\['rsa'\\]"):
+        check_deployment_zip(fine, required=["pillow", "rsa"])
+    local = tmp_path / "local.zip"
+    with zipfile.ZipFile(local, "w") as archive:
+        archive.writestr(
+            "pillow-13.0.0.dist-info/WHEEL", wheel.format(tag="cp312-cp312-linux_x86_64")
+        )
+    with pytest.raises(PackagingError, match="compiled on this machine"):
+        check_deployment_zip(local, required=["pillow"])
 
 
 # --- config.json and resources.json agree, for every stage -----------------------------
@@ -712,7 +807,8 @@ def test_policy_grants_nothing_more(stage: str, logical_id: str) -> None:
             ), condition
         assert not any("*" in a for a in as_list(statement["Action"]))
         if "*" in as_list(statement["Resource"]):
-            assert all(a in XRAY_ACTIONS for a in as_list(statement["Action"])), statement
+            unscoped = (*XRAY_ACTIONS, "rekognition:DetectLabels")  # no resource-level IAM
+            assert all(a in unscoped for a in as_list(statement["Action"])), statement
     other_stages = [s for s in STAGES if s != stage]
     for stage_b in other_stages:
         required_b = required_permissions(stage_b, logical_id)
