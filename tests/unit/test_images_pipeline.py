@@ -1,0 +1,425 @@
+"""The image pipeline's decisions, with in-memory stand-ins for S3, Rekognition, DynamoDB and
+SQS (their real adapters are tested against moto in test_images_aws.py): idempotency on
+duplicates, re-uploads, unusable files, and what happens on the last receive."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import itertools
+import json
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from chalicelib.images.imaging import UnusableImage
+from chalicelib.images.model import FAILED, MAX_RECEIVES, PROCESSING, READY, upload_key
+from chalicelib.images.pipeline import (
+    HEADER_BYTES,
+    ImageAnalysis,
+    ObjectGone,
+    StoredObject,
+    ThumbnailMaker,
+)
+
+BUCKET = "serverless-app-dev-uploads"
+OWNER = "11111111-2222-4333-8444-555555555555"
+IMAGE = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+KEY = upload_key(OWNER, IMAGE, "jpg")
+
+
+def jpeg(width: int = 640, height: int = 480, color: str = "red") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(out, "JPEG")
+    return out.getvalue()
+
+
+class FakeStorage:
+    def __init__(self) -> None:
+        self.objects: dict[str, tuple[bytes, str, str]] = {}  # key -> data, etag, modified
+        self.writes: list[str] = []
+        self.reads: list[tuple[str, int | None]] = []
+        self._etags = itertools.count(1)
+        self.failing = 0
+
+    def upload(self, key: str, data: bytes, modified: str = "2026-11-26T00:00:00Z") -> str:
+        etag = hashlib.md5(data + str(next(self._etags)).encode()).hexdigest()  # like S3's
+        self.objects[key] = (data, etag, modified)
+        return etag
+
+    def describe(self, key: str) -> StoredObject | None:
+        if self.failing:
+            self.failing -= 1
+            raise ConnectionError("S3 is down")
+        if key not in self.objects:
+            return None
+        data, etag, modified = self.objects[key]
+        return StoredObject(len(data), etag, modified)
+
+    def read(self, key: str, etag: str, first_bytes: int | None = None) -> bytes:
+        self.reads.append((key, first_bytes))
+        if key not in self.objects or self.objects[key][1] != etag:
+            raise ObjectGone(key)
+        data = self.objects[key][0]
+        return data[:first_bytes] if first_bytes else data
+
+    def write(self, key: str, data: bytes, content_type: str) -> None:
+        self.writes.append(key)
+        self.objects[key] = (data, "thumb", content_type)
+
+
+class FakeDetector:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.labels = [
+            {"name": "Dog", "confidence": 98.123},
+            {"name": "dog", "confidence": 90.0},  # same label, other case: once
+            {"name": "Pet", "confidence": 85.5},
+        ]
+        self.refusal: str | None = None
+        self.outage = False
+
+    def detect_in_object(self, key: str) -> list[dict[str, Any]]:
+        self.calls.append(f"s3:{key}")
+        return self._answer()
+
+    def detect_in_bytes(self, data: bytes) -> list[dict[str, Any]]:
+        self.calls.append(f"bytes:{len(data)}")
+        return self._answer()
+
+    def _answer(self) -> list[dict[str, Any]]:
+        if self.outage:
+            raise ConnectionError("Rekognition is down")
+        if self.refusal:
+            raise UnusableImage(self.refusal)
+        return self.labels
+
+
+class FakeRecords:
+    """Conditional writes on `version`, like DynamoImageRecords."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+        self.saves = 0
+        #: changes another writer makes just before the next save/update (a race).
+        self.race: dict[str, Any] | None = None
+
+    def get(self, image_id: str) -> dict[str, Any] | None:
+        found = self.records.get(image_id)
+        return copy.deepcopy(found) if found else None
+
+    def _check(self, image_id: str, previous: dict[str, Any] | None) -> bool:
+        if self.race is not None and image_id in self.records:
+            self.records[image_id].update(self.race, version=self.records[image_id]["version"] + 1)
+            self.race = None
+        stored = self.records.get(image_id)
+        if previous is None:
+            return stored is None
+        return stored is not None and stored["version"] == previous["version"]
+
+    def save(self, record: dict[str, Any], previous: dict[str, Any] | None) -> bool:
+        if not self._check(record["image_id"], previous):
+            return False
+        self.saves += 1
+        self.records[record["image_id"]] = copy.deepcopy(record)
+        return True
+
+    def update(self, previous: dict[str, Any], changes: dict[str, Any]) -> bool:
+        if not self._check(previous["image_id"], previous):
+            return False
+        stored = self.records[previous["image_id"]]
+        stored.update(copy.deepcopy(changes), version=stored["version"] + 1)
+        return True
+
+
+class FakeTasks:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, str]] = []
+
+    def send(self, task: dict[str, str]) -> None:
+        self.sent.append(task)
+
+
+class Pipeline:
+    def __init__(self) -> None:
+        self.storage = FakeStorage()
+        self.detector = FakeDetector()
+        self.records = FakeRecords()
+        self.tasks = FakeTasks()
+        ticks = itertools.count()
+        clock = lambda: f"2026-11-26T00:00:{next(ticks) % 60:02d}.000000Z"  # noqa: E731
+        self.analysis = ImageAnalysis(
+            BUCKET, self.storage, self.detector, self.records, self.tasks, clock
+        )
+        self.thumbnails = ThumbnailMaker(self.storage, self.records, clock)
+
+    def notify(
+        self, key: str = KEY, receive_count: int = 1, event: str = "ObjectCreated:Post"
+    ) -> None:
+        data, etag, _ = self.storage.objects[key]
+        record = {
+            "eventName": event,
+            "s3": {
+                "bucket": {"name": BUCKET},
+                "object": {"key": key.replace("/", "%2F"), "eTag": etag, "size": len(data)},
+            },
+        }
+        self.analysis.handle(json.dumps({"Records": [record]}), receive_count)
+
+    def run_tasks(self, receive_count: int = 1) -> None:
+        tasks, self.tasks.sent = self.tasks.sent, []
+        for task in tasks:
+            self.thumbnails.handle(json.dumps(task), receive_count)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        found = self.records.get(IMAGE)
+        assert found is not None
+        return found
+
+
+@pytest.fixture
+def pipeline() -> Pipeline:
+    return Pipeline()
+
+
+def test_upload_gets_labels_record_task_then_thumbnails(pipeline: Pipeline) -> None:
+    etag = pipeline.storage.upload(KEY, jpeg(640, 480))
+    pipeline.notify()
+    record = pipeline.record
+    assert record["status"] == PROCESSING
+    assert (record["owner_id"], record["key"], record["etag"]) == (OWNER, KEY, etag)
+    assert (record["width"], record["height"], record["content_type"]) == (640, 480, "image/jpeg")
+    assert [(label["name"], str(label["confidence"])) for label in record["labels"]] == [
+        ("Dog", "98.12"),
+        ("Pet", "85.5"),
+    ]
+    assert pipeline.detector.calls == [f"s3:{KEY}"], "Rekognition reads small files from S3"
+    assert pipeline.tasks.sent == [{"image_id": IMAGE, "etag": etag}]
+    pipeline.run_tasks()
+    record = pipeline.record
+    assert record["status"] == READY
+    assert {size: (t["width"], t["height"]) for size, t in record["thumbnails"].items()} == {
+        "128": (128, 96),
+        "512": (512, 384),
+    }
+    for thumbnail in record["thumbnails"].values():
+        assert thumbnail["key"].startswith(f"thumbnails/{OWNER}/{IMAGE}/")
+        assert thumbnail["key"] in pipeline.storage.objects
+
+
+def test_duplicate_notification_makes_no_second_record_or_task(pipeline: Pipeline) -> None:
+    pipeline.storage.upload(KEY, jpeg())
+    pipeline.notify()
+    pipeline.run_tasks()
+    saves, version = pipeline.records.saves, pipeline.record["version"]
+    pipeline.notify()
+    assert pipeline.records.saves == saves and pipeline.record["version"] == version
+    assert pipeline.tasks.sent == []
+    assert len(pipeline.detector.calls) == 1
+
+
+def test_duplicate_task_makes_no_second_thumbnail(pipeline: Pipeline) -> None:
+    etag = pipeline.storage.upload(KEY, jpeg())
+    pipeline.notify()
+    pipeline.tasks.sent.append({"image_id": IMAGE, "etag": etag})  # delivered twice
+    pipeline.run_tasks()
+    assert len(pipeline.storage.writes) == 2
+    assert pipeline.record["status"] == READY
+
+
+def test_task_lost_after_the_record_is_queued_again_by_the_redelivery(pipeline: Pipeline) -> None:
+    """A crash between storing the record and sending the task: SQS redelivers the
+    notification, which finds the record waiting and sends the task (no new analysis)."""
+    etag = pipeline.storage.upload(KEY, jpeg())
+    pipeline.notify()
+    pipeline.tasks.sent.clear()  # the send never happened
+    pipeline.notify(receive_count=2)
+    assert pipeline.tasks.sent == [{"image_id": IMAGE, "etag": etag}]
+    assert len(pipeline.detector.calls) == 1
+
+
+def test_reupload_under_the_same_id_replaces_the_record(pipeline: Pipeline) -> None:
+    pipeline.storage.upload(KEY, jpeg(640, 480))
+    pipeline.notify()
+    pipeline.run_tasks()
+    first = pipeline.record
+    pipeline.detector.labels = [{"name": "Cat", "confidence": 99.0}]
+    second_etag = pipeline.storage.upload(KEY, jpeg(300, 600), modified="2026-11-26T00:01:00Z")
+    pipeline.notify()
+    record = pipeline.record
+    assert record["etag"] == second_etag and (record["width"], record["height"]) == (300, 600)
+    assert [label["name"] for label in record["labels"]] == ["Cat"]
+    assert record["created_at"] == first["created_at"], "the image keeps its place in lists"
+    pipeline.run_tasks()
+    assert pipeline.record["status"] == READY
+    new_key, old_key = (r["thumbnails"]["128"]["key"] for r in (pipeline.record, first))
+    assert new_key != old_key, "a new upload's thumbnails never overwrite the old ones in place"
+
+
+def test_event_for_an_overwritten_upload_is_ignored(pipeline: Pipeline) -> None:
+    pipeline.storage.upload(KEY, jpeg())
+    old = json.dumps(
+        {"Records": [{"eventName": "ObjectCreated:Post", "s3": {"bucket": {"name": BUCKET},
+                      "object": {"key": KEY, "eTag": pipeline.storage.objects[KEY][1]}}}]}
+    )  # fmt: skip
+    pipeline.storage.upload(KEY, jpeg(10, 10), modified="2026-11-26T00:01:00Z")
+    pipeline.analysis.handle(old, 1)
+    assert pipeline.records.get(IMAGE) is None and pipeline.detector.calls == []
+
+
+def test_stale_task_after_a_reupload_does_nothing(pipeline: Pipeline) -> None:
+    pipeline.storage.upload(KEY, jpeg())
+    pipeline.notify()
+    stale_tasks = list(pipeline.tasks.sent)
+    pipeline.storage.upload(KEY, jpeg(50, 50), modified="2026-11-26T00:01:00Z")
+    pipeline.notify()
+    for task in stale_tasks:
+        pipeline.thumbnails.handle(json.dumps(task), 1)
+    assert pipeline.storage.writes == [] and pipeline.record["status"] == PROCESSING
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"GIF89a not really", "not a JPEG or PNG"),
+        (b"hello, I am a text file", "not a JPEG or PNG"),
+    ],
+)
+def test_unusable_files_fail_with_a_reason_and_no_task(
+    pipeline: Pipeline, data: bytes, reason: str
+) -> None:
+    pipeline.storage.upload(KEY, data)
+    pipeline.notify()
+    record = pipeline.record
+    assert record["status"] == FAILED and reason in record["reason"]
+    assert record["retryable"] is False
+    assert pipeline.tasks.sent == [] and pipeline.detector.calls == []
+
+
+def test_rekognition_refusal_fails_the_image(pipeline: Pipeline) -> None:
+    pipeline.storage.upload(KEY, jpeg())
+    pipeline.detector.refusal = "Rekognition cannot read this image format"
+    pipeline.notify()
+    assert pipeline.record["status"] == FAILED
+    assert pipeline.record["reason"] == "Rekognition cannot read this image format"
+
+
+def test_corrupt_pixel_data_fails_at_the_thumbnail_step(pipeline: Pipeline) -> None:
+    """The header is fine (analysis passes), the data is cut: thumbnails fail, once."""
+    noisy = Image.effect_noise((800, 600), 64).convert("RGB")
+    out = io.BytesIO()
+    noisy.save(out, "JPEG", quality=95)
+    pipeline.storage.upload(KEY, out.getvalue()[: len(out.getvalue()) // 2])
+    pipeline.notify()
+    assert pipeline.record["status"] == PROCESSING
+    pipeline.run_tasks()
+    assert pipeline.record["status"] == FAILED and "corrupt" in pipeline.record["reason"]
+    assert pipeline.storage.writes == []
+
+
+def test_outage_raises_for_a_retry_and_the_last_receive_records_it(pipeline: Pipeline) -> None:
+    pipeline.storage.upload(KEY, jpeg())
+    pipeline.detector.outage = True
+    for receive in range(1, MAX_RECEIVES):
+        with pytest.raises(ConnectionError):
+            pipeline.notify(receive_count=receive)
+        assert pipeline.records.get(IMAGE) is None
+    with pytest.raises(ConnectionError):  # raised still: the queue dead-letters the message
+        pipeline.notify(receive_count=MAX_RECEIVES)
+    record = pipeline.record
+    assert record["status"] == FAILED and record["retryable"] is True
+    assert "redrive" in record["reason"]
+    # Redriven from the DLQ once Rekognition is back: analysed as if new.
+    pipeline.detector.outage = False
+    pipeline.notify(receive_count=1)
+    assert pipeline.record["status"] == PROCESSING and pipeline.tasks.sent
+
+
+def test_last_receive_never_downgrades_a_stored_record(pipeline: Pipeline) -> None:
+    pipeline.storage.upload(KEY, jpeg())
+    pipeline.notify()
+    pipeline.storage.failing = 1
+    with pytest.raises(ConnectionError):
+        pipeline.notify(receive_count=MAX_RECEIVES)
+    assert pipeline.record["status"] == PROCESSING
+
+
+def test_thumbnail_outage_on_last_receive_marks_the_image_failed(pipeline: Pipeline) -> None:
+    pipeline.storage.upload(KEY, jpeg())
+    pipeline.notify()
+    task = pipeline.tasks.sent[0]
+
+    def broken_write(key: str, data: bytes, content_type: str) -> None:
+        raise ConnectionError("S3 is down")
+
+    pipeline.storage.write = broken_write  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        pipeline.thumbnails.handle(json.dumps(task), 1)
+    assert pipeline.record["status"] == PROCESSING
+    with pytest.raises(ConnectionError):
+        pipeline.thumbnails.handle(json.dumps(task), MAX_RECEIVES)
+    assert pipeline.record["status"] == FAILED and pipeline.record["retryable"] is True
+
+
+def test_concurrent_change_is_retried_not_overwritten(pipeline: Pipeline) -> None:
+    pipeline.storage.upload(KEY, jpeg())
+    pipeline.notify()
+    pipeline.records.race = {"note": "another writer"}
+    pipeline.run_tasks()
+    assert pipeline.record["status"] == READY and pipeline.record["note"] == "another writer"
+
+
+def test_large_files_read_only_the_header_and_big_ones_go_to_rekognition_as_bytes(
+    pipeline: Pipeline,
+) -> None:
+    noisy = Image.effect_noise((1200, 900), 80).convert("RGB")
+    out = io.BytesIO()
+    noisy.save(out, "JPEG", quality=100)
+    data = out.getvalue()
+    assert len(data) > HEADER_BYTES
+    pipeline.storage.upload(KEY, data)
+    pipeline.notify()
+    assert pipeline.storage.reads == [(KEY, HEADER_BYTES)]
+    assert pipeline.detector.calls == [f"s3:{KEY}"]
+
+    from chalicelib.images import imaging
+
+    other = Pipeline()
+    other.storage.upload(KEY, data)
+    limit = imaging.REKOGNITION_MAX_S3_BYTES
+    imaging.REKOGNITION_MAX_S3_BYTES = len(data) - 1  # as if the file were over 15 MB
+    try:
+        other.notify()
+    finally:
+        imaging.REKOGNITION_MAX_S3_BYTES = limit
+    assert other.detector.calls[0].startswith("bytes:")
+    assert other.record["status"] == PROCESSING
+
+
+def test_files_over_20_mb_fail_even_if_s3_let_them_in(pipeline: Pipeline) -> None:
+    """S3 enforces the POST policy's size range; the emulator does not, nor would a bucket
+    written by other means."""
+    pipeline.storage.upload(KEY, b"\xff\xd8" + b"\0" * (20 * 1024 * 1024))
+    pipeline.notify()
+    assert pipeline.record["status"] == FAILED and "larger than 20 MB" in pipeline.record["reason"]
+    assert pipeline.storage.reads == []
+
+
+def test_foreign_keys_and_other_events_are_ignored(pipeline: Pipeline) -> None:
+    pipeline.storage.upload("uploads/not-a-uuid/x.jpg", jpeg())
+    pipeline.notify("uploads/not-a-uuid/x.jpg")
+    pipeline.storage.upload(KEY, jpeg())
+    pipeline.notify(event="ObjectRemoved:Delete")
+    pipeline.analysis.handle(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}), 1)
+    assert pipeline.records.records == {}
+
+
+def test_malformed_message_raises_so_the_queue_dead_letters_it(pipeline: Pipeline) -> None:
+    with pytest.raises(json.JSONDecodeError):
+        pipeline.analysis.handle("not json", 1)
+    with pytest.raises((KeyError, json.JSONDecodeError)):
+        pipeline.thumbnails.handle("{}", 1)
