@@ -25,6 +25,7 @@ BENCHMARKS = {
     "http_load": "bench.http_load",
     "search": "bench.search",
     "telemetry": "bench.telemetry",
+    "images": "bench.images",
 }
 WIDTH = 100
 

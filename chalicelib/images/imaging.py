@@ -12,6 +12,7 @@ Untrusted files are handled defensively:
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 from chalicelib.images.model import FORMATS
@@ -26,6 +27,8 @@ REKOGNITION_MAX_S3_BYTES = 15 * 1024 * 1024
 REKOGNITION_MAX_BYTES = 5 * 1024 * 1024
 #: Long side of the copy sent to Rekognition when the original is too big for it.
 ANALYSIS_COPY_SIDE = 2048
+#: How JPEG and PNG files start: anything else is refused without reading further.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 #: Orientations (EXIF tag 274) that swap width and height when applied.
 _TRANSPOSED = {5, 6, 7, 8}
 
@@ -145,11 +148,14 @@ def _open(data: bytes, complete: bool):  # type: ignore[no-untyped-def]
         raise UnusableImage("the file is empty")
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own guard, for anything that bypasses ours
     try:
-        image = Image.open(io.BytesIO(data), formats=list(FORMATS))
-    except Image.DecompressionBombError as error:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_PIXELS and twice that: refuse those too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=list(FORMATS))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise UnusableImage(f"decompression bomb refused ({error})") from error
     except UnidentifiedImageError as error:
-        if not complete:
+        if not complete and any(data[: len(sig)] == sig[: len(data)] for sig in _SIGNATURES):
             raise TruncatedHeader from error
         raise UnusableImage("the file is not a JPEG or PNG image") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
@@ -169,14 +175,28 @@ def _open(data: bytes, complete: bool):  # type: ignore[no-untyped-def]
 
 
 def _orientation(image) -> int:  # type: ignore[no-untyped-def]
+    """The EXIF orientation, read from the header only. (Pillow's `getexif()` on a PNG
+    decodes the whole image unless its eXIf chunk comes before the pixels.)"""
+    from PIL import Image
+
     try:
-        return int(image.getexif().get(274, 1))
-    except (TypeError, ValueError):
+        if image.format == "JPEG":
+            return int(image.getexif().get(274, 1))
+        raw = image.info.get("exif")
+        if not raw:
+            return 1
+        exif = Image.Exif()
+        exif.load(raw)
+        return int(exif.get(274, 1))
+    except (TypeError, ValueError, SyntaxError, OSError):
         return 1
 
 
 def _normalise_mode(image, format_: str):  # type: ignore[no-untyped-def]
     """JPEG holds RGB or L; PNG keeps its alpha channel (palette and 16-bit made 8-bit RGBA)."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        # 16-bit grey: scale to 8 bits (convert() would clip everything over 255 to white).
+        image = image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
     if format_ == "JPEG":
         return image if image.mode in ("RGB", "L") else image.convert("RGB")
     if image.mode in ("RGB", "RGBA", "L", "LA"):

@@ -276,7 +276,8 @@ def test_presigned_post_policy_pins_key_type_and_size(
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"content_type": "image/gif"}, {"content_type": "image/jpeg", "size": MAX_UPLOAD_BYTES + 1},
+    [{}, {"content_type": "image/gif"},
+     {"content_type": "image/jpeg", "size": MAX_UPLOAD_BYTES + 1},
      {"content_type": "image/jpeg", "size": 0}, {"content_type": "image/jpeg", "name": "x"},
      {"content_type": ["image/jpeg"]}],
 )  # fmt: skip
