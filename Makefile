@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 STAGE  ?= dev
 
-.PHONY: run test unit integration lint package deploy policies bench token fire load clean
+.PHONY: run test unit integration lint package deploy policies bench token fire load upload clean
 
 $(READY): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed (found %s); set PYTHON=python3.x" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -32,6 +32,11 @@ fire: $(READY)
 ## load: mixed telemetry traffic to POST /events on the running stack: make load [ARGS="--batches 50"]
 load: $(READY)
 	@$(BIN)/python -m local.load $(ARGS)
+
+## upload: one image through the running stack, printing its record: make upload FILE=photo.jpg [EMAIL=...]
+upload: $(READY)
+	@test -n "$(FILE)" || { echo "usage: make upload FILE=photo.jpg [EMAIL=you@example.com]" >&2; exit 2; }
+	@$(BIN)/python -m local.upload "$(FILE)" $(if $(EMAIL),--email "$(EMAIL)")
 
 ## test: unit and integration tests, on every core (pytest-xdist)
 test: $(READY)
