@@ -151,7 +151,7 @@ def get_image(image_id: str) -> dict:
     return images_service().get(principal_of(app.current_request), image_id)
 
 
-@app.on_sqs_message(queue=os.environ["IMAGE_UPLOADS_QUEUE_NAME"], batch_size=5)
+@app.on_sqs_message(queue=os.environ["IMAGE_UPLOADS_QUEUE_NAME"], batch_size=1)
 def analyze_image(event: SQSEvent) -> None:
     """uploads/ notifications (S3 -> SQS) -> labels, image record, thumbnail task."""
     from chalicelib.images import image_analysis
@@ -159,9 +159,10 @@ def analyze_image(event: SQSEvent) -> None:
     process_sqs_messages(event.to_dict(), image_analysis().handle)
 
 
-@app.on_sqs_message(queue=os.environ["THUMBNAILS_QUEUE_NAME"], batch_size=5)
+@app.on_sqs_message(queue=os.environ["THUMBNAILS_QUEUE_NAME"], batch_size=1)
 def make_thumbnails(event: SQSEvent) -> None:
-    """Thumbnail tasks -> 128 and 512 px thumbnails; the DLQ takes what fails 3 times."""
+    """Thumbnail tasks -> 128 and 512 px thumbnails; the DLQ takes what fails 5 times.
+    One image per invocation: a timeout or out-of-memory costs only its own message."""
     from chalicelib.images import thumbnail_maker
 
     process_sqs_messages(event.to_dict(), thumbnail_maker().handle)

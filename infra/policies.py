@@ -27,7 +27,8 @@ APP = "serverless-app"
 TABLE = "arn:aws:dynamodb:*:*:table/serverless-app-{stage}-{name}"
 TOPIC = "arn:aws:sns:*:*:serverless-app-{stage}-{name}"
 QUEUE = "arn:aws:sqs:*:*:serverless-app-{stage}-{name}"
-UPLOADS = "arn:aws:s3:::serverless-app-{stage}-uploads/uploads/*"
+UPLOADS_BUCKET = "arn:aws:s3:::serverless-app-{stage}-uploads"
+UPLOADS = UPLOADS_BUCKET + "/uploads/*"
 THUMBNAILS = "arn:aws:s3:::serverless-app-{stage}-uploads/thumbnails/*"
 TELEMETRY_STREAM = "arn:aws:kinesis:*:*:stream/serverless-app-{stage}-telemetry"
 KINESIS_READ = (
@@ -129,6 +130,8 @@ def _grants() -> dict[str, tuple[str, list[Grant]]]:
             [
                 *_sqs_consumer("image-uploads"),
                 Grant("ReadUploads", ("s3:GetObject",), (UPLOADS,)),
+                # So that S3 answers a deleted upload's HeadObject with 404, not 403.
+                Grant("UploadsBucket", ("s3:ListBucket",), (UPLOADS_BUCKET,)),
                 # Rekognition reads the S3 object with the caller's permissions (above).
                 Grant("ImageLabels", ("rekognition:DetectLabels",), ("*",)),
                 # Record and label entries are written in one transaction (Put, Delete).

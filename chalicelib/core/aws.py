@@ -31,7 +31,7 @@ SERVICE_CONFIG_ARGS: dict[str, dict[str, Any]] = {
     # Presigned URLs and POST policies signed with SigV4 (regional, the only kind newer
     # regions accept); Rekognition may take seconds on a large image.
     "s3": {"signature_version": "s3v4"},
-    "rekognition": {"read_timeout": 20},
+    "rekognition": {"read_timeout": 10},
 }
 
 

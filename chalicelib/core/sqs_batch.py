@@ -54,7 +54,8 @@ def process_sqs_messages(
 
     def handle(record: Any) -> None:
         try:
-            handle_message(record.body, int(record.attributes.approximate_receive_count or 1))
+            attributes = record.raw_event.get("attributes") or {}
+            handle_message(record.body, int(attributes.get("ApproximateReceiveCount") or 1))
         except Exception:
             logger.exception("message failed; it stays in the queue", message_id=record.message_id)
             raise

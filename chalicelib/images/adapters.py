@@ -28,11 +28,12 @@ BATCH_GET_LIMIT = 100
 #: Cache-Control of thumbnails: their keys change with the upload, so they never go stale.
 THUMBNAIL_CACHE_CONTROL = "private, max-age=31536000, immutable"
 #: Rekognition errors caused by the file itself: the image fails, it is not retried.
+#: (InvalidS3ObjectException is not one: it is also what a denied or misconfigured S3 read
+#: gives, which must retry, reach the DLQ and its alarm, not fail every upload quietly.)
 REKOGNITION_REFUSALS = {
     "InvalidImageFormatException": "Rekognition cannot read this image format",
     "ImageTooLargeException": "the image is too large for Rekognition",
     "InvalidParameterException": "Rekognition refused the image (too small or malformed)",
-    "InvalidS3ObjectException": "Rekognition could not read the upload",
 }
 
 
@@ -51,6 +52,7 @@ class S3ImageStorage:
         try:
             head = self._client().head_object(Bucket=self._bucket, Key=key)
         except ClientError as error:
+            # A 404 needs s3:ListBucket (infra/policies.py); without it S3 answers 403.
             if error_code(error) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise

@@ -31,6 +31,18 @@ ANALYSIS_COPY_SIDE = 2048
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 #: Orientations (EXIF tag 274) that swap width and height when applied.
 _TRANSPOSED = {5, 6, 7, 8}
+#: Orientation -> the transposition that makes the image upright (as ImageOps.exif_transpose).
+_TRANSPOSE_METHODS = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
+#: Modes Image.reduce() takes.
+_REDUCIBLE_MODES = {"L", "LA", "I", "F", "RGB", "RGBA", "RGBX", "CMYK"}
 
 
 class UnusableImage(Exception):
@@ -54,10 +66,6 @@ class ImageInfo:
     @property
     def content_type(self) -> str:
         return FORMATS[self.format]
-
-    @property
-    def extension(self) -> str:
-        return "jpg" if self.format == "JPEG" else "png"
 
 
 @dataclass(frozen=True)
@@ -87,35 +95,41 @@ def inspect(data: bytes, complete: bool = True) -> ImageInfo:
         image.close()
     if orientation in _TRANSPOSED:
         width, height = height, width
-    return ImageInfo(image.format or "", width, height)
+    return ImageInfo("JPEG" if _is_jpeg(image.format) else "PNG", width, height)
 
 
 def make_thumbnails(data: bytes, sizes: tuple[int, ...]) -> list[Thumbnail]:
     """One thumbnail per long side in `sizes` (never enlarged), EXIF orientation applied,
     in the original's format (PNG keeps transparency).
 
-    JPEGs are decoded with draft mode: the decoder scales by 1/2, 1/4 or 1/8 while it reads,
-    so a 12-megapixel photo is never decoded at full size for a 512 px thumbnail.
+    Memory stays near one decoded canvas: JPEGs are decoded with draft mode (the decoder
+    scales by 1/2, 1/4 or 1/8 while it reads, so a 12-megapixel photo is never decoded at
+    full size), a PNG is reduced right after decoding, and everything after works on the
+    small copy.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     image = _open(data, complete=True)
     try:
         largest = max(sizes)
-        if image.format == "JPEG":
+        width, height = image.size
+        if _is_jpeg(image.format):
             # At least twice the largest thumbnail, so the final resample stays sharp.
-            width, height = image.size
             scale = min(1.0, 2 * largest / max(width, height))
             image.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
         try:
             image.load()
-            upright = ImageOps.exif_transpose(image)
+            orientation = _orientation(image)
+            small = _reduced(image, 2 * largest)
         except (OSError, SyntaxError, ValueError, EOFError) as error:
             raise UnusableImage(f"the image data is corrupt ({error})") from error
-        format_ = image.format or ""
-        upright = _normalise_mode(upright, format_)
+        if small is not image:
+            image.close()
+        method = _TRANSPOSE_METHODS.get(orientation)
+        upright = small.transpose(Image.Transpose[method]) if method else small
+        format_ = "JPEG" if _is_jpeg(image.format) else "PNG"
+        source = _normalise_mode(upright, format_)
         thumbnails = []
-        source = upright
         for size in sorted(sizes, reverse=True):  # each from the one before: cheaper
             copy = source.copy()
             copy.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=None)
@@ -151,7 +165,7 @@ def _open(data: bytes, complete: bool):  # type: ignore[no-untyped-def]
         with warnings.catch_warnings():
             # Pillow only warns between MAX_PIXELS and twice that: refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=list(FORMATS))
+            image = Image.open(io.BytesIO(data), formats=["JPEG", "PNG"])  # MPO comes as JPEG
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise UnusableImage(f"decompression bomb refused ({error})") from error
     except UnidentifiedImageError as error:
@@ -174,13 +188,36 @@ def _open(data: bytes, complete: bool):  # type: ignore[no-untyped-def]
     return image
 
 
+def _is_jpeg(format_: str | None) -> bool:
+    """MPO (several pictures in one JPEG, as dual-camera phones write) is a JPEG too."""
+    return format_ in ("JPEG", "MPO")
+
+
+def _reduced(image, at_least: int):  # type: ignore[no-untyped-def]
+    """The loaded image shrunk by a whole factor, its long side still >= `at_least`, so the
+    full canvas can be dropped at once; the image itself if it is small enough."""
+    factor = max(image.size) // at_least
+    if factor < 2:
+        return image
+    if image.mode not in _REDUCIBLE_MODES:
+        if image.mode == "P":
+            mode = "RGBA" if "transparency" in image.info else "RGB"
+        else:
+            mode = {"1": "L"}.get(image.mode, "I" if image.mode.startswith("I;16") else "RGBA")
+        converted = image.convert(mode)
+        reduced = converted.reduce(factor)
+        converted.close()
+        return reduced
+    return image.reduce(factor)
+
+
 def _orientation(image) -> int:  # type: ignore[no-untyped-def]
     """The EXIF orientation, read from the header only. (Pillow's `getexif()` on a PNG
     decodes the whole image unless its eXIf chunk comes before the pixels.)"""
     from PIL import Image
 
     try:
-        if image.format == "JPEG":
+        if _is_jpeg(image.format):
             return int(image.getexif().get(274, 1))
         raw = image.info.get("exif")
         if not raw:

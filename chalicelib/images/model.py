@@ -23,7 +23,8 @@ from chalicelib.core.errors import ValidationFailed
 
 #: Content types an upload may declare -> the key's extension.
 CONTENT_TYPES = {"image/jpeg": "jpg", "image/png": "png"}
-#: The file formats Pillow may find in an upload -> the content type the image is served as.
+#: The file formats an upload may have -> the content type the image is served as (Pillow
+#: names a JPEG holding several pictures, as dual-camera phones write, MPO: a JPEG here).
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 #: Long side of each thumbnail, in pixels.
@@ -33,7 +34,9 @@ MAX_LABELS = 10
 MIN_CONFIDENCE = 80.0
 #: How often an SQS message of the pipeline is received before the queue dead-letters it
 #: (the redrive policies' maxReceiveCount in infra/resources.json; a test keeps them equal).
-MAX_RECEIVES = 3
+#: AWS advises at least 5 for queues a Lambda function reads: a receive can be spent by a
+#: throttled function without the handler seeing it.
+MAX_RECEIVES = 5
 MAX_LABEL_LENGTH = 100
 
 PROCESSING, READY, FAILED = "processing", "ready", "failed"
@@ -144,6 +147,7 @@ class CreatedObject:
     key: str
     etag: str
     size: int
+    event_time: str = ""  # when S3 stored it, ISO-8601 UTC to the second (as `uploaded_at`)
 
 
 def created_objects(notification: Mapping[str, Any]) -> list[CreatedObject]:
@@ -163,9 +167,15 @@ def created_objects(notification: Mapping[str, Any]) -> list[CreatedObject]:
                 key=unquote_plus(s3["object"]["key"]),
                 etag=normalise_etag(s3["object"].get("eTag", "")),
                 size=int(s3["object"].get("size", 0)),
+                event_time=_to_the_second(str(record.get("eventTime", ""))),
             )
         )
     return found
+
+
+def _to_the_second(timestamp: str) -> str:
+    """`2026-11-26T05:50:20.689Z` as `2026-11-26T05:50:20Z`, the form of `uploaded_at`."""
+    return timestamp[:19] + "Z" if len(timestamp) >= 19 else ""
 
 
 def normalise_etag(etag: str) -> str:

@@ -19,7 +19,8 @@ Every source delivers at least once, so both steps are decided by what is stored
 - anything else (an outage, throttling) raises, so SQS redelivers the message. On its
   last receive (MAX_RECEIVES, the queue's maxReceiveCount) the record is marked `failed`
   with `retryable: true` before raising, and the queue then moves the message to its
-  dead-letter queue. Redriving it from there runs the step again.
+  dead-letter queue. Redriving it from there runs the step again. (A receive the handler
+  never sees, such as a timeout, leaves the record as it was; the DLQ's alarm still fires.)
 """
 
 from __future__ import annotations
@@ -223,13 +224,16 @@ class ImageAnalysis:
         self._tasks.send({"image_id": record["image_id"], "etag": record["etag"]})
 
     def _give_up(self, upload: UploadKey, created: CreatedObject, error: Exception) -> None:
-        """Last receive: record the failure (unless the image is in a better state)."""
+        """Last receive: record the failure, unless a record is there already that is further
+        along (its thumbnail task will finish it) or of another upload (not ours to touch)."""
         reason = f"analysis failed {MAX_RECEIVES} times ({type(error).__name__}); redrive the DLQ"
         try:
             previous = self._records.get(upload.image_id)
-            if previous is not None and previous["status"] != FAILED:
+            if previous is not None and (
+                previous["etag"] != created.etag or previous["status"] != FAILED
+            ):
                 return
-            stored = StoredObject(created.size, created.etag, self._clock())
+            stored = StoredObject(created.size, created.etag, created.event_time)
             record = {
                 **self._new_record(upload, stored, previous),
                 "status": FAILED,
@@ -270,9 +274,10 @@ class ThumbnailMaker:
 
     def make(self, image_id: str, etag: str) -> None:
         record = self._records.get(image_id)
-        if record is None or record["etag"] != etag or record["status"] != PROCESSING:
+        if not _waits_for_thumbnails(record, etag):
             logger.info("thumbnail task stale or done; ignored", image_id=image_id)
             return
+        assert record is not None
         try:
             data = self._storage.read(record["key"], etag)
         except ObjectGone:
@@ -303,9 +308,18 @@ class ThumbnailMaker:
         """Apply `changes` to the record while it still waits for these thumbnails."""
         for _ in range(WRITE_ATTEMPTS):
             record = self._records.get(image_id)
-            if record is None or record["etag"] != etag or record["status"] != PROCESSING:
+            if not _waits_for_thumbnails(record, etag):
                 return
             if self._records.update(record, {**changes, "updated_at": self._clock()}):
                 logger.info("thumbnails finished", image_id=image_id, status=changes["status"])
                 return
         raise RuntimeError(f"image {image_id} kept changing; retried by SQS")
+
+
+def _waits_for_thumbnails(record: dict[str, Any] | None, etag: str) -> bool:
+    """Whether a thumbnail task for upload `etag` still has work: the record is of that
+    upload and waits for them, or failed for a passing reason (a task redriven from the DLQ)."""
+    if record is None or record["etag"] != etag:
+        return False
+    failed_retryably = record["status"] == FAILED and bool(record.get("retryable"))
+    return record["status"] == PROCESSING or failed_retryably

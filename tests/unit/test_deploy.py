@@ -288,9 +288,11 @@ PLATFORM_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     # Presigned requests act with the signer's permissions: the API's role.
     "APIHandler": [("s3:PutObject", UPLOAD_OBJECT), ("s3:GetObject", UPLOAD_OBJECT),
                    ("s3:GetObject", THUMBNAIL_OBJECT)],
+    # HeadObject of a missing key is a 404 only with ListBucket (else 403).
     "AnalyzeImage": [
-        (a, UPLOADS_QUEUE) for a in ("sqs:ReceiveMessage", "sqs:DeleteMessage",
-                                     "sqs:GetQueueAttributes")
+        ("s3:ListBucket", "arn:aws:s3:::{UploadsBucket}"),
+        *[(a, UPLOADS_QUEUE) for a in ("sqs:ReceiveMessage", "sqs:DeleteMessage",
+                                       "sqs:GetQueueAttributes")],
     ],
     "MakeThumbnails": [
         (a, THUMBNAILS_QUEUE) for a in ("sqs:ReceiveMessage", "sqs:DeleteMessage",

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from PIL import Image
 
-from chalicelib.images.model import MAX_UPLOAD_BYTES
+from chalicelib.images.model import MAX_RECEIVES, MAX_UPLOAD_BYTES
 from local.events import lambda_record
 
 REGION = "us-east-1"
@@ -210,7 +210,7 @@ def test_unusable_upload_ends_failed_with_a_reason_and_is_not_retried(
     assert "retryable" not in image and receive(aws["ThumbnailsQueueUrl"]) == []
 
 
-def test_rekognition_outage_dead_letters_after_3_receives_and_marks_the_image(
+def test_rekognition_outage_dead_letters_after_5_receives_and_marks_the_image(
     client: Any, aws: dict[str, str], user: tuple[dict[str, Any], Any]
 ) -> None:
     _, api = user
@@ -228,23 +228,23 @@ def test_rekognition_outage_dead_letters_after_3_receives_and_marks_the_image(
     aws_clients.client("rekognition").meta.events.register(
         "before-call.rekognition.DetectLabels", throttled
     )
-    outcomes = [deliver(client, url, "analyze_image") for _ in range(5)]
-    assert [error for count, error in outcomes if count] == ["BatchItemsFailed"] * 3
+    outcomes = [deliver(client, url, "analyze_image") for _ in range(MAX_RECEIVES + 2)]
+    assert [error for count, error in outcomes if count] == ["BatchItemsFailed"] * MAX_RECEIVES
     [dead] = receive(dlq)
     assert created["image_id"] in dead["Body"]
     image = api.get(f"/images/{created['image_id']}").json_body
     assert image["status"] == "failed" and "redrive" in image["reason"]
 
 
-def test_poison_thumbnail_task_goes_to_the_dlq_after_3_receives(
+def test_poison_thumbnail_task_goes_to_the_dlq_after_5_receives(
     client: Any, aws: dict[str, str]
 ) -> None:
     sqs = boto3.client("sqs")
     url, dlq = aws["ThumbnailsQueueUrl"], aws["ThumbnailsDeadLetterQueueUrl"]
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "0"})
     sqs.send_message(QueueUrl=url, MessageBody="{poison")
-    outcomes = [deliver(client, url, "make_thumbnails") for _ in range(5)]
-    assert [error for count, error in outcomes if count] == ["BatchItemsFailed"] * 3
+    outcomes = [deliver(client, url, "make_thumbnails") for _ in range(MAX_RECEIVES + 2)]
+    assert [error for count, error in outcomes if count] == ["BatchItemsFailed"] * MAX_RECEIVES
     assert [m["Body"] for m in receive(dlq)] == ["{poison"]
 
 
@@ -353,6 +353,7 @@ def test_storage_reads_only_the_upload_it_was_told_about(aws: dict[str, str]) ->
     ("code", "refused"),
     [("InvalidImageFormatException", True), ("ImageTooLargeException", True),
      ("InvalidParameterException", True), ("ThrottlingException", False),
+     ("InvalidS3ObjectException", False),  # also a denied S3 read: retried, dead-lettered
      ("InternalServerError", False)],
 )  # fmt: skip
 def test_rekognition_errors_split_into_refusals_and_outages(
@@ -415,3 +416,16 @@ def test_records_replace_label_entries_in_the_same_transaction(aws: dict[str, st
     assert not records.update(current, {"status": "failed"})
     final = records.get(image_id)
     assert final is not None and final["status"] == "ready" and final["version"] == 3
+
+
+def test_handlers_take_one_image_per_invocation_and_queues_dead_letter_at_max_receives() -> None:
+    """A timeout or out-of-memory then costs only its own message; the pipeline's last
+    receive (MAX_RECEIVES) is the queues' maxReceiveCount."""
+    from app import app
+    from tests.unit.test_deploy import RESOURCES
+
+    sizes = {source.name: getattr(source, "batch_size", None) for source in app.event_sources}
+    assert sizes["analyze_image"] == sizes["make_thumbnails"] == 1
+    for queue in ("ImageUploadsQueue", "ThumbnailsQueue"):
+        redrive = RESOURCES["Resources"][queue]["Properties"]["RedrivePolicy"]
+        assert redrive["maxReceiveCount"] == MAX_RECEIVES

@@ -236,7 +236,7 @@ def test_a_created_object_is_read_from_its_record() -> None:
     key = f"uploads/{OWNER}/{IMAGE}.jpg"
     notification = {"Records": [record("ObjectCreated:Post", key, size=2_000_000)]}
     assert created_objects(notification) == [
-        CreatedObject("uploads-bucket", key, "abc123", 2_000_000)
+        CreatedObject("uploads-bucket", key, "abc123", 2_000_000, "2026-11-26T12:00:00Z")
     ]
 
 

@@ -423,3 +423,49 @@ def test_malformed_message_raises_so_the_queue_dead_letters_it(pipeline: Pipelin
         pipeline.analysis.handle("not json", 1)
     with pytest.raises((KeyError, json.JSONDecodeError)):
         pipeline.thumbnails.handle("{}", 1)
+
+
+def test_a_thumbnail_task_redriven_from_the_dlq_finishes_the_image(pipeline: Pipeline) -> None:
+    pipeline.storage.upload(KEY, jpeg())
+    pipeline.notify()
+    task = json.dumps(pipeline.tasks.sent[0])
+    write = pipeline.storage.write
+
+    def broken_write(key: str, data: bytes, content_type: str) -> None:
+        raise ConnectionError("S3 is down")
+
+    pipeline.storage.write = broken_write  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        pipeline.thumbnails.handle(task, MAX_RECEIVES)
+    assert pipeline.record["status"] == FAILED and pipeline.record["retryable"] is True
+    pipeline.storage.write = write  # type: ignore[method-assign]
+    pipeline.thumbnails.handle(task, 1)  # redriven
+    assert pipeline.record["status"] == READY
+
+
+def test_giving_up_never_touches_another_uploads_record(pipeline: Pipeline) -> None:
+    """Upload A's notification fails for good while a re-upload B is already stored: B's
+    record stays as it is (A is overwritten anyway)."""
+    pipeline.storage.upload(KEY, b"")
+    stale = {"eventName": "ObjectCreated:Post", "eventTime": "2026-11-26T00:00:00.000Z",
+             "s3": {"bucket": {"name": BUCKET},
+                    "object": {"key": KEY, "eTag": "0" * 32, "size": 10}}}  # fmt: skip
+    pipeline.notify()  # B: empty, failed for good
+    before = pipeline.record
+    pipeline.storage.failing = 1
+    with pytest.raises(ConnectionError):
+        pipeline.analysis.handle(json.dumps({"Records": [stale]}), MAX_RECEIVES)
+    assert pipeline.record == before
+
+
+def test_a_multi_picture_jpeg_is_a_jpeg(pipeline: Pipeline) -> None:
+    """Dual-camera phones write MPO (several pictures in one JPEG); Pillow names it MPO."""
+    first, second = Image.new("RGB", (640, 480), "red"), Image.new("RGB", (640, 480), "blue")
+    out = io.BytesIO()
+    first.save(out, "MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(out.getvalue())).format == "MPO"
+    pipeline.storage.upload(KEY, out.getvalue())
+    pipeline.notify()
+    assert pipeline.record["content_type"] == "image/jpeg"
+    pipeline.run_tasks()
+    assert pipeline.record["status"] == READY
