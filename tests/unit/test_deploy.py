@@ -883,3 +883,26 @@ def test_cfn_lint_failing_to_run_is_not_a_pass(
     monkeypatch.setattr("infra.package.DEFAULT_REGION", "nowhere-1")
     with pytest.raises(PackagingError, match="cfn-lint failed"):
         cfn_lint(bad)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_uploads_bucket_allows_the_stages_cors_origins(stage: str) -> None:
+    """Browsers post to the presigned upload directly: the bucket's CORS origins are the
+    API's (CORS_ALLOW_ORIGINS), kept in a mapping per stage."""
+    origins = CONFIG["stages"][stage]["environment_variables"]["CORS_ALLOW_ORIGINS"]
+    assert RESOURCES["Mappings"]["StageSettings"][stage]["CorsAllowOrigins"] == origins
+    [rule] = RESOURCES["Resources"]["UploadsBucket"]["Properties"]["CorsConfiguration"]["CorsRules"]
+    assert set(rule["AllowedMethods"]) == {"GET", "POST"}
+
+
+def test_uploads_notify_the_analysis_queue_which_lets_only_that_bucket_send() -> None:
+    bucket = RESOURCES["Resources"]["UploadsBucket"]
+    assert "ImageUploadsQueuePolicy" in bucket["DependsOn"], "S3 checks the policy on create"
+    [target] = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert target["Queue"] == {"Fn::GetAtt": ["ImageUploadsQueue", "Arn"]}
+    assert target["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "uploads/"}]
+    policy = RESOURCES["Resources"]["ImageUploadsQueuePolicy"]["Properties"]["PolicyDocument"]
+    [statement] = policy["Statement"]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    source = statement["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::Sub"]
+    assert source.endswith(":s3:::serverless-app-${Stage}-uploads")
