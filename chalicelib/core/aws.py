@@ -77,6 +77,14 @@ def _user_agent(boto3_version: str) -> str:
     )
 
 
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError; other exceptions' class name."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return type(exc).__name__
+
+
 def reset_clients() -> None:
     """Forget every client and resolved name (tests switch emulators between runs)."""
     with _lock:

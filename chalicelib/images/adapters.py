@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC
-from functools import cache
 from typing import Any
 
 from chalicelib.core import aws
+from chalicelib.core.aws import error_code
 from chalicelib.core.backoff import Backoff
-from chalicelib.images.model import MAX_LABELS, MIN_CONFIDENCE, label_key, plain
+from chalicelib.core.dynamo import from_item, to_item
+from chalicelib.images.model import MAX_LABELS, MIN_CONFIDENCE, label_key
 from chalicelib.images.pipeline import ObjectGone, StoredObject
 
 OWNER_INDEX = "by-owner"
@@ -35,10 +36,6 @@ REKOGNITION_REFUSALS = {
     "ImageTooLargeException": "the image is too large for Rekognition",
     "InvalidParameterException": "Rekognition refused the image (too small or malformed)",
 }
-
-
-def error_code(exc: BaseException) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
 class S3ImageStorage:
@@ -147,36 +144,6 @@ class RekognitionLabels:
         ][:MAX_LABELS]
 
 
-@cache
-def _codec() -> tuple[Any, Any]:
-    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
-    return TypeSerializer(), TypeDeserializer()
-
-
-def to_item(values: dict[str, Any]) -> dict[str, Any]:
-    serializer, _ = _codec()
-    return {k: serializer.serialize(v) for k, v in values.items() if v is not None}
-
-
-def from_item(item: dict[str, Any]) -> dict[str, Any]:
-    _, deserializer = _codec()
-    return dict(plain({k: deserializer.deserialize(v) for k, v in item.items()}))
-
-
-def _stored(value: Any) -> Any:
-    """Numbers as DynamoDB takes them (floats are refused): Decimal, recursively."""
-    from decimal import Decimal
-
-    if isinstance(value, float):
-        return Decimal(str(value))
-    if isinstance(value, dict):
-        return {k: _stored(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_stored(v) for v in value]
-    return value
-
-
 class DynamoImageRecords:
     """Image records and their label entries (pipeline and API side)."""
 
@@ -206,7 +173,7 @@ class DynamoImageRecords:
                 "ExpressionAttributeValues": {":seen": {"N": str(previous["version"])}},
             }
         actions: list[dict[str, Any]] = [
-            {"Put": {"TableName": self._images, "Item": to_item(_stored(record)), **condition}}
+            {"Put": {"TableName": self._images, "Item": to_item(record), **condition}}
         ]
         new_entries = self._label_entries(record)
         for key in self._label_entries(previous).keys() - new_entries.keys():
@@ -223,7 +190,7 @@ class DynamoImageRecords:
                 }
             )
         for entry in new_entries.values():
-            actions.append({"Put": {"TableName": self._labels, "Item": to_item(_stored(entry))}})
+            actions.append({"Put": {"TableName": self._labels, "Item": to_item(entry)}})
         try:
             self._client().transact_write_items(TransactItems=actions)
         except ClientError as error:
@@ -241,7 +208,7 @@ class DynamoImageRecords:
 
         names = {f"#f{i}": name for i, name in enumerate(changes)}
         values = {f":v{i}": value for i, value in enumerate(changes.values())}
-        serialised = to_item(_stored({**values, ":seen": previous["version"], ":one": 1}))
+        serialised = to_item({**values, ":seen": previous["version"], ":one": 1})
         assignments = ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
         try:
             self._client().update_item(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
+from chalicelib.core.dynamo import plain
 from chalicelib.core.errors import ValidationFailed
 
 #: Content types an upload may declare -> the key's extension.
@@ -187,16 +188,3 @@ def public_view(record: Mapping[str, Any]) -> dict[str, Any]:
     """The record as the API shows it (bookkeeping attributes left out), JSON-ready."""
     view = {name: record[name] for name in PUBLIC_FIELDS if record.get(name) is not None}
     return plain(view)
-
-
-def plain(value: Any) -> Any:
-    """DynamoDB's Decimals as ints or floats, recursively."""
-    from decimal import Decimal
-
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value

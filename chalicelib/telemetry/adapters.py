@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.core import aws
+from chalicelib.core.aws import error_code
 from chalicelib.core.backoff import Backoff
 from chalicelib.telemetry.detection import Baseline
 from chalicelib.telemetry.encoding import computed_number
@@ -44,13 +45,6 @@ RETRYABLE = frozenset(
         "RequestTimeout",
     }
 )
-
-
-def error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return type(exc).__name__
 
 
 def retryable(exc: BaseException) -> bool:

@@ -17,11 +17,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from functools import cache
 from typing import Any
 
 from chalicelib.core import aws
+from chalicelib.core.dynamo import from_item, to_item
 from chalicelib.users.model import email_key
 
 USER_ENTITY = "USER"
@@ -39,26 +38,8 @@ class StaleUser(Exception):
     """The user changed or vanished since it was read."""
 
 
-@cache
-def _codec() -> tuple[Any, Any]:
-    from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-
-    return TypeSerializer(), TypeDeserializer()
-
-
-def _to_item(values: dict[str, Any]) -> dict[str, Any]:
-    serializer, _ = _codec()
-    return {k: serializer.serialize(v) for k, v in values.items() if v is not None}
-
-
-def _from_item(item: dict[str, Any]) -> dict[str, Any]:
-    _, deserializer = _codec()
-    plain = {k: deserializer.deserialize(v) for k, v in item.items()}
-    return {k: int(v) if isinstance(v, Decimal) else v for k, v in plain.items()}
-
-
 #: A stream record's image is an item in the same AttributeValue form.
-item_from_image = _from_item
+item_from_image = from_item
 
 
 def user_key(user_id: str) -> str:
@@ -85,7 +66,7 @@ class DynamoUserRepository:
         try:
             self._client().put_item(
                 TableName=self._table,
-                Item=_to_item(
+                Item=to_item(
                     {
                         "pk": email_claim_key(email),
                         "status": PENDING,
@@ -97,7 +78,7 @@ class DynamoUserRepository:
                     "attribute_not_exists(pk) OR (#status = :pending AND reserved_at < :stale)"
                 ),
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_to_item(
+                ExpressionAttributeValues=to_item(
                     {":pending": PENDING, ":stale": (now - RESERVATION_TTL).isoformat()}
                 ),
             )
@@ -129,7 +110,7 @@ class DynamoUserRepository:
                         "REMOVE reservation, reserved_at",
                         "ConditionExpression": "reservation = :reservation",
                         "ExpressionAttributeNames": {"#status": "status"},
-                        "ExpressionAttributeValues": _to_item(
+                        "ExpressionAttributeValues": to_item(
                             {
                                 ":active": ACTIVE,
                                 ":user_id": user["user_id"],
@@ -153,7 +134,7 @@ class DynamoUserRepository:
             TableName=self._table, Key={"pk": {"S": user_key(user_id)}}
         )
         item = response.get("Item")
-        return _from_item(item) if item else None
+        return from_item(item) if item else None
 
     def list_page(self, limit: int, after: str | None) -> tuple[list[dict[str, Any]], str | None]:
         """Up to `limit` users, newest first, after sort key `after`; and the sort key to
@@ -175,7 +156,7 @@ class DynamoUserRepository:
                 "created_key": {"S": after},
             }
         response = self._client().query(**request)
-        users = [_from_item(item) for item in response.get("Items", [])]
+        users = [from_item(item) for item in response.get("Items", [])]
         if len(users) > limit:
             return users[:limit], sort_key(users[limit - 1])
         last_key = response.get("LastEvaluatedKey")
@@ -274,7 +255,7 @@ class DynamoUserRepository:
                 UpdateExpression=f"SET {assignments}, #version = #version + :one",
                 ConditionExpression="#version = :version",
                 ExpressionAttributeNames={**names, "#version": "version"},
-                ExpressionAttributeValues=_to_item(
+                ExpressionAttributeValues=to_item(
                     {**values, ":one": 1, ":version": user["version"]}
                 ),
             )
@@ -285,14 +266,14 @@ class DynamoUserRepository:
     def _claim(self, user: dict[str, Any]) -> dict[str, Any]:
         return {
             "TableName": self._table,
-            "Item": _to_item(
+            "Item": to_item(
                 {"pk": email_claim_key(user["email"]), "user_id": user["user_id"], "status": ACTIVE}
             ),
             "ConditionExpression": "attribute_not_exists(pk)",
         }
 
     def _user_item(self, user: dict[str, Any]) -> dict[str, Any]:
-        return _to_item(
+        return to_item(
             {
                 **user,
                 "pk": user_key(user["user_id"]),
