@@ -1,15 +1,26 @@
-"""DynamoDB items <-> plain Python values, for the adapters that use the low-level client.
+"""What the adapters on the low-level DynamoDB client share.
 
-Numbers come back as int, or float when they have a fraction (DynamoDB gives Decimals, which
-JSON cannot encode), at any depth; floats go in as Decimals (DynamoDB refuses floats).
-Attributes set to None are left out.
+- items <-> plain Python values: numbers come back as int, or float when they have a
+  fraction (DynamoDB gives Decimals, which JSON cannot encode), at any depth; floats go in
+  as Decimals (DynamoDB refuses floats); attributes set to None are left out;
+- `query_page`: one page of a newest-first list in one Query;
+- `batch_get`: BatchGetItem, 100 keys a call, retrying what DynamoDB leaves unprocessed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from functools import cache
 from typing import Any
+
+from chalicelib.core.backoff import Backoff
+
+READ_BATCH = 100  # BatchGetItem's limit
+
+
+class Unprocessed(RuntimeError):
+    """DynamoDB still left items unprocessed after every retry (throttled): retry later."""
 
 
 @cache
@@ -49,3 +60,39 @@ def storable(value: Any) -> Any:
     if isinstance(value, list):
         return [storable(v) for v in value]
     return value
+
+
+def query_page(
+    client: Any, request: dict[str, Any], limit: int, sort_attribute: str = "created_key"
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to `limit` items of the Query `request` (raw items), and the `sort_attribute` to
+    continue from, or None on the last page. It asks for one item more than the page, so
+    the last page is known without a second call."""
+    response = client.query(**request, Limit=limit + 1)
+    items = response.get("Items", [])
+    if len(items) > limit:
+        return items[:limit], items[limit - 1][sort_attribute]["S"]
+    last_key = response.get("LastEvaluatedKey")
+    # DynamoDB stopped early (1 MB read): continue from where it stopped.
+    return items, last_key[sort_attribute]["S"] if last_key else None
+
+
+def batch_get(
+    client: Any, table: str, keys: Sequence[dict[str, Any]], backoff: Backoff, **options: Any
+) -> list[dict[str, Any]]:
+    """The items found for `keys` (raw, in no particular order), 100 keys per call;
+    Unprocessed if some stay unprocessed after `backoff.max_attempts` calls."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(keys), READ_BATCH):
+        pending = {"Keys": list(keys[start : start + READ_BATCH]), **options}
+        for attempt in range(backoff.max_attempts):
+            if attempt:
+                backoff.wait(attempt)
+            response = client.batch_get_item(RequestItems={table: pending})
+            found += response.get("Responses", {}).get(table, [])
+            pending = response.get("UnprocessedKeys", {}).get(table)
+            if not pending:
+                break
+        else:
+            raise Unprocessed(f"{len(pending['Keys'])} reads of {table} left unprocessed")
+    return found

@@ -19,13 +19,12 @@ from typing import Any
 from chalicelib.core import aws
 from chalicelib.core.aws import error_code
 from chalicelib.core.backoff import Backoff
-from chalicelib.core.dynamo import from_item, to_item
-from chalicelib.images.model import MAX_LABELS, MIN_CONFIDENCE, label_key
+from chalicelib.core.dynamo import Unprocessed, batch_get, from_item, query_page, to_item
+from chalicelib.core.errors import ServiceUnavailable
+from chalicelib.images.model import MAX_LABELS, MIN_CONFIDENCE, label_key, normalise_etag
 from chalicelib.images.pipeline import ObjectGone, StoredObject
 
 OWNER_INDEX = "by-owner"
-#: BatchGetItem takes at most 100 keys; a page is at most 100 items (parse_limit).
-BATCH_GET_LIMIT = 100
 #: Cache-Control of thumbnails: their keys change with the upload, so they never go stale.
 THUMBNAIL_CACHE_CONTROL = "private, max-age=31536000, immutable"
 #: Rekognition errors caused by the file itself: the image fails, it is not retried.
@@ -56,7 +55,7 @@ class S3ImageStorage:
         modified = head["LastModified"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return StoredObject(
             size=int(head["ContentLength"]),
-            etag=str(head["ETag"]).strip('"'),
+            etag=normalise_etag(str(head["ETag"])),
             last_modified=modified,
         )
 
@@ -234,7 +233,6 @@ class DynamoImageRecords:
             "KeyConditionExpression": "owner_id = :owner",
             "ExpressionAttributeValues": {":owner": {"S": owner_id}},
             "ScanIndexForward": False,
-            "Limit": limit,
         }
         if after:
             image_id = after.rsplit("#", 1)[1]
@@ -243,10 +241,8 @@ class DynamoImageRecords:
                 "created_key": {"S": after},
                 "image_id": {"S": image_id},
             }
-        answer = self._client().query(**args)
-        items = [from_item(i) for i in answer.get("Items", [])]
-        last = answer.get("LastEvaluatedKey")
-        return items, (last["created_key"]["S"] if last else None)
+        items, next_key = query_page(self._client(), args, limit)
+        return [from_item(i) for i in items], next_key
 
     def labelled_page(
         self, owner_id: str, label: str, limit: int, after: str | None
@@ -257,44 +253,23 @@ class DynamoImageRecords:
             "KeyConditionExpression": "owner_label = :key",
             "ExpressionAttributeValues": {":key": {"S": owner_label}},
             "ScanIndexForward": False,
-            "Limit": limit,
         }
         if after:
             args["ExclusiveStartKey"] = {
                 "owner_label": {"S": owner_label},
                 "created_key": {"S": after},
             }
-        answer = self._client().query(**args)
-        image_ids = [i["image_id"]["S"] for i in answer.get("Items", [])]
-        last = answer.get("LastEvaluatedKey")
-        return self._records(image_ids), (last["created_key"]["S"] if last else None)
+        entries, next_key = query_page(self._client(), args, limit)
+        return self._records([e["image_id"]["S"] for e in entries]), next_key
 
     def _records(self, image_ids: list[str]) -> list[dict[str, Any]]:
         """The records, in the order asked (BatchGetItem answers in any order)."""
-        found: dict[str, dict[str, Any]] = {}
-        for start in range(0, len(image_ids), BATCH_GET_LIMIT):
-            pending: dict[str, Any] = {
-                self._images: {
-                    "Keys": [
-                        {"image_id": {"S": i}} for i in image_ids[start : start + BATCH_GET_LIMIT]
-                    ]
-                }
-            }
-            backoff = Backoff()
-            for attempt in range(backoff.max_attempts):
-                if attempt:
-                    backoff.wait(attempt)
-                answer = self._client().batch_get_item(RequestItems=pending)
-                for item in answer.get("Responses", {}).get(self._images, []):
-                    record = from_item(item)
-                    found[record["image_id"]] = record
-                pending = answer.get("UnprocessedKeys") or {}
-                if not pending:
-                    break
-            if pending:
-                from chalicelib.core.errors import ServiceUnavailable
-
-                raise ServiceUnavailable("The image store is busy; retry.")
+        keys = [{"image_id": {"S": i}} for i in image_ids]
+        try:
+            items = batch_get(self._client(), self._images, keys, Backoff())
+        except Unprocessed as busy:
+            raise ServiceUnavailable("The image store is busy; retry.") from busy
+        found = {record["image_id"]: record for record in map(from_item, items)}
         return [found[i] for i in image_ids if i in found]
 
     def _label_entries(

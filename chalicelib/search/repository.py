@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.core import aws
 from chalicelib.core.backoff import MAX_ATTEMPTS, Backoff
+from chalicelib.core.dynamo import Unprocessed, batch_get
 from chalicelib.search.indexing import Posting
 from chalicelib.search.text import index_variants
 from chalicelib.users.model import PUBLIC_FIELDS
@@ -42,12 +43,7 @@ if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
 WRITE_BATCH = 25  # BatchWriteItem's limit
-READ_BATCH = 100  # BatchGetItem's limit
 WRITE_WORKERS = 8
-
-
-class Unprocessed(RuntimeError):
-    """DynamoDB still left items unprocessed after every retry (throttled): retry later."""
 
 
 @cache
@@ -120,20 +116,7 @@ class _Batches:
         self, table: str, keys: Sequence[dict[str, Any]], **options: Any
     ) -> list[dict[str, Any]]:
         """The items found for `keys` (in no particular order), 100 keys per call."""
-        found: list[dict[str, Any]] = []
-        for start in range(0, len(keys), READ_BATCH):
-            pending = {"Keys": list(keys[start : start + READ_BATCH]), **options}
-            for attempt in range(self._max_attempts):
-                if attempt:
-                    self._backoff(attempt)
-                response = self._client().batch_get_item(RequestItems={table: pending})
-                found += response.get("Responses", {}).get(table, [])
-                pending = response.get("UnprocessedKeys", {}).get(table)
-                if not pending:
-                    break
-            else:
-                raise Unprocessed(f"{len(pending['Keys'])} reads of {table} left unprocessed")
-        return found
+        return batch_get(self._client(), table, keys, self._waits, **options)
 
     def _backoff(self, attempt: int) -> None:
         self._waits.wait(attempt)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.core import aws
-from chalicelib.core.dynamo import from_item, to_item
+from chalicelib.core.dynamo import from_item, query_page, to_item
 from chalicelib.users.model import email_key
 
 USER_ENTITY = "USER"
@@ -146,7 +146,6 @@ class DynamoUserRepository:
             "KeyConditionExpression": "entity = :entity",
             "ExpressionAttributeValues": {":entity": {"S": USER_ENTITY}},
             "ScanIndexForward": False,
-            "Limit": limit + 1,
         }
         if after is not None:
             user_id = after.split("#", 1)[1]
@@ -155,13 +154,8 @@ class DynamoUserRepository:
                 "entity": {"S": USER_ENTITY},
                 "created_key": {"S": after},
             }
-        response = self._client().query(**request)
-        users = [from_item(item) for item in response.get("Items", [])]
-        if len(users) > limit:
-            return users[:limit], sort_key(users[limit - 1])
-        last_key = response.get("LastEvaluatedKey")
-        # DynamoDB stopped early (1 MB read): continue from where it stopped.
-        return users, last_key["created_key"]["S"] if last_key else None
+        items, next_key = query_page(self._client(), request, limit)
+        return [from_item(item) for item in items], next_key
 
     def replace(self, current: dict[str, Any], new: dict[str, Any]) -> None:
         """Write `new` over `current` if nobody changed it meanwhile; move the email claim

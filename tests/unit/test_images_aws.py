@@ -140,6 +140,9 @@ def test_label_listing_uses_queries_and_pages(
         f"/images?label={label.replace(' ', '%20')}&limit=2&cursor={first['next_cursor']}"
     )
     assert [i["image_id"] for i in second.json_body["items"]] == ids[:1]
+    assert second.json_body["next_cursor"] is None
+    exact = api.get("/images?limit=3").json_body  # a full last page: no cursor to an empty one
+    assert len(exact["items"]) == 3 and exact["next_cursor"] is None
     assert api.get("/images?label=unicorn").json_body == {"items": [], "next_cursor": None}
     everything = api.get("/images").json_body
     assert [i["image_id"] for i in everything["items"]] == ids[::-1], "only the caller's"
