@@ -8,7 +8,12 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 STAGE  ?= dev
 
-.PHONY: run test unit integration lint package deploy policies bench token fire load upload clean
+.PHONY: help run test unit integration lint package deploy policies bench token fire load upload clean
+.DEFAULT_GOAL := help
+
+## help: this list (a bare `make` shows it too)
+help:
+	@sed -n 's/^## //p' $(MAKEFILE_LIST)
 
 $(READY): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed (found %s); set PYTHON=python3.x" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -20,9 +25,9 @@ $(READY): requirements.txt requirements-dev.txt
 run: $(READY)
 	$(BIN)/python -m local.stack --stage $(STAGE)
 
-## token: a bearer token for a local user (created if needed): make token EMAIL=a@b.c [ADMIN=1]
+## token: sign in on the local stack, print the access token: make token EMAIL=a@b.c [PASSWORD=...] [ADMIN=1]
 token: $(READY)
-	@test -n "$(EMAIL)" || { echo "usage: make token EMAIL=you@example.com [ADMIN=1]" >&2; exit 2; }
+	@test -n "$(EMAIL)" || { echo "usage: make token EMAIL=you@example.com [PASSWORD=...] [ADMIN=1]" >&2; exit 2; }
 	@$(BIN)/python -m local.token "$(EMAIL)" $(if $(filter 1 true yes,$(ADMIN)),--admin)
 
 ## fire: run a scheduled job of the app now, on the local stack: make fire JOB=name (no JOB lists them)
@@ -33,15 +38,15 @@ fire: $(READY)
 load: $(READY)
 	@$(BIN)/python -m local.load $(ARGS)
 
-## upload: one image through the running stack, printing its record: make upload FILE=photo.jpg [EMAIL=...]
+## upload: one image through the running stack, printing its record: make upload [FILE=photo.jpg] [EMAIL=... PASSWORD=...]
 upload: $(READY)
-	@test -n "$(FILE)" || { echo "usage: make upload FILE=photo.jpg [EMAIL=you@example.com]" >&2; exit 2; }
-	@$(BIN)/python -m local.upload "$(FILE)" $(if $(EMAIL),--email "$(EMAIL)")
+	@$(BIN)/python -m local.upload $(if $(FILE),"$(FILE)") $(if $(EMAIL),--email "$(EMAIL)")
 
 ## test: unit and integration tests, on every core (pytest-xdist)
 test: $(READY)
 	$(BIN)/python -m pytest -n auto
 
+## unit, integration: one half of the tests
 unit: $(READY)
 	$(BIN)/python -m pytest tests/unit
 
@@ -54,7 +59,7 @@ lint: $(READY)
 	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint infra/resources.json
 
-## package: the deployable CloudFormation template (functions + resources) in out/$(STAGE)
+## package: the deployable CloudFormation template (functions + resources) in out/<stage>: make package STAGE=prod
 package: $(READY)
 	$(BIN)/python -m infra.package --stage $(STAGE)
 
@@ -66,9 +71,10 @@ deploy: $(READY)
 policies: $(READY)
 	$(BIN)/python -m infra.policies
 
-## bench: benchmarks; prints a table and writes bench/results/latest.json
+## bench: benchmarks, a table and bench/results/latest.json: make bench [ONLY=name,...] [QUICK=1] [ARGS="..."]
 bench: $(READY)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(if $(ONLY),--only "$(ONLY)") $(if $(filter 1 true yes,$(QUICK)),--quick) $(ARGS)
 
+## clean: remove the virtualenv, out/ and the local state
 clean:
 	rm -rf $(VENV) out .local .pytest_cache .ruff_cache

@@ -1,6 +1,7 @@
 """serverless-app: every entry point, each a few lines handing off to chalicelib."""
 
 import os
+import sys
 
 from chalice import Chalice, Response
 from chalice.app import (
@@ -21,6 +22,11 @@ from chalicelib.users.events import events_from_stream
 
 app = Chalice(app_name="serverless-app")
 http.install(app)
+
+if "chalice.cli" in sys.modules:  # loaded by the chalice CLI, never in Lambda
+    from infra.chalice_commands import check_command
+
+    check_command()
 
 # Event sources are named when Chalice loads the app (deploy, package, Lambda, `make run`), from
 # the stage's environment. The stream's ARN exists only once the table does: `chalice package`

@@ -24,12 +24,17 @@ PASS, FAIL, INFO = "pass", "FAIL", "info"
 
 @dataclass
 class Check:
-    """One measured value against its target (`passed` None: informational, no target)."""
+    """One measured value against its target (`passed` None: informational, no target).
+
+    A target on a ratio says in `note` what the floor is (measured in the same run) and what
+    the old absolute target was; `absolute` holds the figures the ratio was made of."""
 
     name: str
     value: Any
     target: str
     passed: bool | None
+    note: str = ""
+    absolute: dict[str, Any] | None = None
 
     @property
     def verdict(self) -> str:
@@ -55,8 +60,16 @@ class Result:
     def row(self, label: str, value: str) -> None:
         self.rows.append(Row(label, value))
 
-    def check(self, name: str, value: Any, target: str, passed: bool | None) -> None:
-        self.checks.append(Check(name, value, target, passed))
+    def check(
+        self,
+        name: str,
+        value: Any,
+        target: str,
+        passed: bool | None,
+        note: str = "",
+        absolute: dict[str, Any] | None = None,
+    ) -> None:
+        self.checks.append(Check(name, value, target, passed, note, absolute))
 
 
 def median(values: Sequence[float]) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import itertools
 import json
 import os
 import platform
@@ -16,7 +17,7 @@ import time
 import traceback
 from typing import Any
 
-from bench import RESULTS_DIR, Result
+from bench import RESULTS_DIR, Check, Result, Row
 
 BENCHMARKS = {
     "cold_start": "bench.cold_start",
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
+        load_start = os.getloadavg()
         try:
             result: Result = importlib.import_module(BENCHMARKS[name]).run(quick=args.quick)
         except Exception:
@@ -74,13 +76,17 @@ def main(argv: list[str] | None = None) -> int:
             entry = {
                 "status": "ok",
                 "title": result.title,
-                "checks": [
-                    {"name": c.name, "value": c.value, "target": c.target, "result": c.verdict}
-                    for c in result.checks
-                ],
+                "checks": [_check_json(c) for c in result.checks],
                 "metrics": result.metrics,
             }
-            print_result(result, time.perf_counter() - t0)
+        machine = {
+            "cpu_count": os.cpu_count(),
+            "load_average_at_start": load_start,
+            "load_average_at_end": os.getloadavg(),
+        }
+        entry["machine"] = machine
+        if entry["status"] == "ok":
+            print_result(result, time.perf_counter() - t0, machine)
         entry["duration_s"] = round(time.perf_counter() - t0, 2)
         report["benchmarks"][name] = entry
 
@@ -95,22 +101,49 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def print_result(result: Result, seconds: float) -> None:
+def _check_json(check: Check) -> dict[str, Any]:
+    out = {"name": check.name, "value": check.value, "target": check.target}
+    if check.note:
+        out["note"] = check.note
+    if check.absolute is not None:
+        out["absolute"] = check.absolute
+    out["result"] = check.verdict
+    return out
+
+
+def load_text(machine: dict[str, Any]) -> str:
+    start, end = (
+        " ".join(f"{v:.2f}" for v in machine[key])
+        for key in ("load_average_at_start", "load_average_at_end")
+    )
+    return f"{machine['cpu_count']} cores, load average (1/5/15 min) {start} -> {end}"
+
+
+def print_result(result: Result, seconds: float, machine: dict[str, Any]) -> None:
     print()
     print(f"== {result.name}: {result.title} ({seconds:.1f} s) ".ljust(WIDTH, "="))
     label_width = min(48, max((len(r.label) for r in result.rows), default=0))
-    for row in result.rows:
+    for row in [*result.rows, Row("machine", load_text(machine))]:
         wrapped = textwrap.wrap(row.value, WIDTH - label_width - 3) or [""]
         print(f"  {row.label:<{label_width}} {wrapped[0]}")
         for more in wrapped[1:]:
             print(f"  {'':<{label_width}} {more}")
     if result.checks:
+        name_w, value_w, verdict_w = 40, 12, 6
+        target_w = WIDTH - 2 - name_w - value_w - verdict_w - 3
         print(f"  {'-' * (WIDTH - 2)}")
-        print(f"  {'check':<46} {'measured':>18}  {'target':<22} result")
+        print(f"  {'check':<{name_w}} {'measured':>{value_w}} {'target':<{target_w}} result")
         for check in result.checks:
-            value = str(check.value)
-            print(f"  {check.name[:46]:<46} {value[:18]:>18}  {check.target[:22]:<22} "
-                  f"{check.verdict}")  # fmt: skip
+            names = textwrap.wrap(check.name, name_w) or [""]
+            targets = textwrap.wrap(check.target, target_w) or [""]
+            targets += textwrap.wrap(check.note, target_w - 2, initial_indent="  ",
+                                     subsequent_indent="  ")  # fmt: skip
+            value = str(check.value)[:value_w]
+            lines = itertools.zip_longest(names, targets, fillvalue="")
+            for i, (name, target) in enumerate(lines):
+                measured, verdict = (value, check.verdict) if i == 0 else ("", "")
+                line = f"  {name:<{name_w}} {measured:>{value_w}} {target:<{target_w}} {verdict}"
+                print(line.rstrip())
 
 
 def print_summary(report: dict[str, Any]) -> None:
@@ -125,13 +158,14 @@ def print_summary(report: dict[str, Any]) -> None:
         state = f"{len(missed)} target(s) missed" if missed else "all targets met"
         print(f"  {name:<12} {state:<22} ({verdicts.count('pass')} pass, "
               f"{verdicts.count('FAIL')} fail, {verdicts.count('info')} info)")  # fmt: skip
+        print(f"  {'':<12}   {load_text(entry['machine'])}")
         for check in missed:
             print(f"  {'':<12}   missed: {check}")
     start, end = (
         " ".join(f"{v:.2f}" for v in report[key])
         for key in ("load_average_at_start", "load_average_at_end")
     )
-    print(f"  load average (1/5/15 min) at start: {start}; at end: {end}")
+    print(f"  {os.cpu_count()} cores; load average (1/5/15 min) at start: {start}; at end: {end}")
 
 
 if __name__ == "__main__":

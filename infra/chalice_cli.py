@@ -45,7 +45,10 @@ def patch_chalice(runtime: str = TARGET_RUNTIME) -> None:
 def main() -> int:
     from chalice.cli import main as chalice_main
 
+    from infra.chalice_commands import allow_deploy_commands
+
     patch_chalice()
+    allow_deploy_commands()
     sys.argv[0] = "chalice"
     return int(chalice_main() or 0)
 

@@ -94,6 +94,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
+from chalicelib.core import clock
+
 log = logging.getLogger("local.events")
 
 #: SQS returns at most 10 messages a call, and long-polls at most 20 s.
@@ -300,7 +302,7 @@ class EventRuntime:
         if name not in jobs:
             listed = ", ".join(sorted(jobs)) or "none"
             raise KeyError(f"no scheduled job {name!r}; the app has: {listed}")
-        event = self._scheduled_event(name, at or datetime.now(UTC))
+        event = self._scheduled_event(name, at or clock.now())
         for attempt in range(1, ScheduledJob.ATTEMPTS + 1):
             result, invocation = self.invoke(name, "aws.events", event)
             failed = isinstance(result, Exception)
@@ -432,7 +434,7 @@ class ScheduledJob:
         self,
         runtime: EventRuntime,
         source: Any,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = clock.now,
         wait: Callable[[float], bool] | None = None,
     ) -> None:
         from local.schedules import parse

@@ -11,13 +11,13 @@ import os
 import sys
 from pathlib import Path
 
-from local.provision import PROJECT_DIR
+from local.provision import PROJECT_DIR, STATE_DIR
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("job", nargs="?", help="the scheduled function's name; none lists them")
-    parser.add_argument("--state-dir", type=Path, default=PROJECT_DIR / ".local")
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR)
     args = parser.parse_args(argv)
 
     from local.stack import EMULATOR_CREDENTIALS, running_state

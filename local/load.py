@@ -17,12 +17,12 @@ import random
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chalicelib.core import clock
 from local.inbox import drain, subscribe_inbox
-from local.provision import PROJECT_DIR, emulator_client
+from local.provision import STATE_DIR, emulator_client
 
 SOURCES = ["web-1", "web-2", "api-1", "worker-1"]
 #: Metric -> its normal range.
@@ -39,7 +39,7 @@ MERCHANTS = ["acme", "globex", "initech", "umbrella"]
 
 
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return clock.timestamp()
 
 
 def make_event(rng: random.Random, users: list[str]) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=100, help="events per request (1-500)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--wait", type=float, default=8.0, help="seconds to wait for results")
-    parser.add_argument("--state-dir", type=Path, default=PROJECT_DIR / ".local")
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR)
     args = parser.parse_args(argv)
 
     import requests

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+#: Where the running stack keeps stack.json and its lock (LOCAL_STATE_DIR moves it: tests).
+STATE_DIR = Path(os.environ.get("LOCAL_STATE_DIR") or PROJECT_DIR / ".local")
 RESOURCES_TEMPLATE = PROJECT_DIR / "infra" / "resources.json"
 
 #: Credentials and region for the emulator and for moto in tests: never real ones.
@@ -55,6 +58,9 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
         template = json.loads(RESOURCES_TEMPLATE.read_text())
         _create_cognito_resources(template, stage, cloudformation)
         subscriptions = _take(template, "AWS::SNS::Subscription")
+        queue_policies = _take(
+            template, "AWS::SQS::QueuePolicy"
+        )  # moto's CloudFormation skips them
         moto_log = logging.getLogger("moto")
         level = moto_log.level
         moto_log.setLevel(logging.ERROR)  # "No Moto CloudFormation support for ...Alarm"
@@ -67,6 +73,7 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
             )
             _subscribe(subscriptions, name, cloudformation)  # describing the stack warns too
             _configure_bucket_notifications(template, name, cloudformation)
+            _apply_queue_policies(queue_policies, name, stage, cloudformation)
         moto_log.setLevel(level)
         _verify_email_sender(stage, cloudformation)
     stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
@@ -141,8 +148,7 @@ def _configure_bucket_notifications(
     template: dict[str, Any], stack: str, cloudformation: Any
 ) -> None:
     """Apply the buckets' NotificationConfiguration (S3 -> SQS) with the S3 API: moto's
-    CloudFormation creates the bucket without it (and skips SQS queue policies, which the
-    emulator does not enforce)."""
+    CloudFormation creates the bucket without it."""
     s3, sqs = _client_like(cloudformation, "s3"), _client_like(cloudformation, "sqs")
     resources = cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
     physical = {r.get("LogicalResourceId"): r.get("PhysicalResourceId") for r in resources}
@@ -169,6 +175,42 @@ def _configure_bucket_notifications(
             Bucket=physical[logical_id],
             NotificationConfiguration={"QueueConfigurations": queues},
         )
+
+
+def _apply_queue_policies(
+    policies: dict[str, dict[str, Any]], stack: str, stage: str, cloudformation: Any
+) -> None:
+    """Give the queues the template's policies with the SQS API, so the emulator holds what
+    AWS would (moto does not enforce them, but `get_queue_attributes` shows them)."""
+    sqs = _client_like(cloudformation, "sqs")
+    resources = cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
+    physical = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in resources
+        if r.get("LogicalResourceId") and r.get("PhysicalResourceId")
+    }
+    queue_arns = {
+        (r["LogicalResourceId"], "Arn"): sqs.get_queue_attributes(
+            QueueUrl=r["PhysicalResourceId"], AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        for r in resources
+        if r.get("ResourceType") == "AWS::SQS::Queue" and r.get("LogicalResourceId") in physical
+    }
+    account = next(iter(queue_arns.values()), "arn:aws:sqs:r:000000000000:q").split(":")[4]
+    pseudo = {
+        "Stage": stage,
+        "AWS::Partition": "aws",
+        "AWS::Region": cloudformation.meta.region_name,
+        "AWS::AccountId": account,
+    }
+    for logical_id, resource in policies.items():
+        properties = _replace_references(resource["Properties"], {**physical, **pseudo}, queue_arns)
+        if "Ref" in json.dumps(properties) or "Fn::" in json.dumps(properties):
+            raise RuntimeError(f"{logical_id}: a reference the emulator cannot resolve")
+        for queue_url in properties["Queues"]:
+            sqs.set_queue_attributes(
+                QueueUrl=queue_url, Attributes={"Policy": json.dumps(properties["PolicyDocument"])}
+            )
 
 
 def _verify_email_sender(stage: str, cloudformation: Any) -> None:

@@ -27,9 +27,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from chalice.local import LocalDevServer, ThreadedHTTPServer
+from chalice.local import LocalDevServer
 
-from local.provision import PROJECT_DIR, provision, stage_environment
+from local.provision import PROJECT_DIR, STATE_DIR, provision, stage_environment
+from local.server import FastLocalServer, FramingRequestHandler
+from local.token import PASSWORDS_FILE
 
 HOST = "127.0.0.1"
 EMULATOR_CREDENTIALS = {
@@ -38,18 +40,6 @@ EMULATOR_CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
-
-
-class FastLocalServer(ThreadedHTTPServer):
-    """chalice local's threaded server with TCP_NODELAY and a realistic listen backlog."""
-
-    request_queue_size = 128
-    allow_reuse_address = True
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        connection, address = super().get_request()
-        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return connection, address
 
 
 def free_port() -> int:
@@ -83,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--emulator-port", type=int, default=int(os.environ.get("EMULATOR_PORT", 5000))
     )
-    parser.add_argument("--state-dir", type=Path, default=PROJECT_DIR / ".local")
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR)
     args = parser.parse_args(argv)
+    stages = list(json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())["stages"])
+    if args.stage not in stages:
+        print(f"Unknown stage {args.stage!r}: .chalice/config.json has {stages}.", file=sys.stderr)
+        return 2
     try:
         return run(args.stage, args.api_port, args.emulator_port, args.state_dir)
     except AlreadyRunning as exc:
@@ -102,6 +96,9 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
     if api_port == emulator_port:
         raise AlreadyRunning(f"The API and the emulator need two ports; both are {api_port}.")
     lock = _single_instance_lock(state_dir / "stack.lock", state_file)
+    # What the previous stack's users signed in with: its emulator, and they, are gone.
+    passwords = state_dir / PASSWORDS_FILE
+    passwords.unlink(missing_ok=True)
     for port, what in ((api_port, "API"), (emulator_port, "emulator")):
         if not _port_free(port):
             raise AlreadyRunning(
@@ -114,6 +111,10 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
         [sys.executable, "-m", "local.emulator", "--host", HOST, "--port", str(emulator_port)],
         cwd=PROJECT_DIR,
         preexec_fn=_die_with_parent,
+        # Its own process group: a Ctrl-C or a SIGTERM to the whole group reaches only this
+        # process, which stops the event runtime's pollers before it stops the emulator
+        # (else they would log a traceback each for the vanished emulator).
+        process_group=0,
     )
     server: LocalDevServer | None = None
     events: Any = None
@@ -129,12 +130,7 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
         signal.signal(signum, stop)
     try:
         _wait_until_up(f"{emulator_url}/moto-api/data.json", emulator, timeout=30)
-        # Only the emulator: no profile, per-service endpoint or "ignore endpoint" setting of
-        # the developer's may send the app elsewhere, and no proxy may sit in between.
-        for name in [n for n in os.environ if n.startswith("AWS_")]:
-            del os.environ[name]
-        os.environ.update({**EMULATOR_CREDENTIALS, "AWS_ENDPOINT_URL": emulator_url})
-        os.environ["NO_PROXY"] = os.environ["no_proxy"] = HOST
+        point_at_emulator(emulator_url)
 
         import boto3
 
@@ -150,6 +146,7 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
             "region": EMULATOR_CREDENTIALS["AWS_REGION"],
             "resources": outputs,
             "environment": stage_environment(stage),
+            "state_dir": str(state_dir),
             "pid": os.getpid(),
             "emulator_pid": emulator.pid,
         }
@@ -176,8 +173,19 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
         except subprocess.TimeoutExpired:
             emulator.kill()
         state_file.unlink(missing_ok=True)
+        passwords.unlink(missing_ok=True)
         lock.close()
     return 0
+
+
+def point_at_emulator(emulator_url: str) -> None:
+    """Send this process's AWS clients to the emulator and nowhere else: no profile,
+    per-service endpoint or "ignore endpoint" setting of the developer's may send the app
+    elsewhere, and no proxy may sit in between."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        del os.environ[name]
+    os.environ.update({**EMULATOR_CREDENTIALS, "AWS_ENDPOINT_URL": emulator_url})
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = HOST
 
 
 def _api_server(stage: str, port: int) -> LocalDevServer:
@@ -191,7 +199,14 @@ def _api_server(stage: str, port: int) -> LocalDevServer:
     factory = CLIFactory(project_dir=str(PROJECT_DIR), environ=os.environ)
     config = factory.create_config_obj(chalice_stage_name=stage)
     validate_routes(config.chalice_app.routes)
-    return LocalDevServer(config.chalice_app, config, HOST, port, server_cls=FastLocalServer)
+    return LocalDevServer(
+        config.chalice_app,
+        config,
+        HOST,
+        port,
+        handler_cls=FramingRequestHandler,
+        server_cls=FastLocalServer,
+    )
 
 
 def _die_with_parent() -> None:

@@ -1,15 +1,21 @@
-"""`make token EMAIL=ada@example.com [ADMIN=1]`: a valid token for a user of the local stack.
+"""`make token EMAIL=ada@example.com [PASSWORD=...] [ADMIN=1]`: sign in to the local stack.
 
-Creates the user (profile and sign-in, through `POST /register`) if it does not exist yet,
-gives it a fresh password, adds it to the `admins` group when asked, signs in against the
-emulator's user pool and prints the access token, ready for
-`curl -H "Authorization: Bearer $(make -s token EMAIL=...)" ...`.
+Signs in the way any client of the API does: Cognito's InitiateAuth (USER_PASSWORD_AUTH)
+against the emulator's user pool, with the user's own password, and prints the access token,
+ready for `curl -H "Authorization: Bearer $(make -s token EMAIL=... PASSWORD=...)" ...`.
+
+For quick local tests, without PASSWORD: a user that does not exist yet is registered
+through `POST /register` with a generated password, which is kept in the stack's state
+folder (`.local/`, gone when the stack stops) so the next `make token` for the same address
+signs in again. An existing user's password is never changed: a user registered some other
+way needs its password. ADMIN=1 adds the user to the `admins` group first.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import string
 import sys
@@ -18,7 +24,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from local.provision import PROJECT_DIR, emulator_client
+from local.provision import STATE_DIR, emulator_client
+
+PASSWORDS_FILE = "generated-passwords.json"
+
+
+class SignInFailed(Exception):
+    """Why no token could be had, in one line for the user."""
 
 
 def random_password() -> str:
@@ -31,39 +43,79 @@ def random_password() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("email")
+    parser.add_argument("--password", default=os.environ.get("PASSWORD") or None)
     parser.add_argument("--admin", action="store_true", help="add the user to the admins group")
     parser.add_argument("--id-token", action="store_true", help="print the ID token instead")
-    parser.add_argument("--state-dir", type=Path, default=PROJECT_DIR / ".local")
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR)
     args = parser.parse_args(argv)
     from local.stack import running_state
 
     state = running_state(args.state_dir)
     if state is None:
         return 1
-    print(issue_token(state, args.email, args.admin, args.id_token))
+    try:
+        tokens = sign_in(state, args.state_dir, args.email, args.password, admin=args.admin)
+    except SignInFailed as problem:
+        print(problem, file=sys.stderr)
+        return 1
+    print(tokens["IdToken" if args.id_token else "AccessToken"])
     return 0
 
 
-def issue_token(state: dict[str, Any], email: str, admin: bool, id_token: bool) -> str:
+def issue_token(
+    state: dict[str, Any], email: str, admin: bool = False, id_token: bool = False
+) -> str:
+    """A token for a local test user (registered on first use), for tools and tests."""
+    state_dir = Path(state.get("state_dir") or STATE_DIR)
+    tokens = sign_in(state, state_dir, email, None, admin=admin)
+    return str(tokens["IdToken" if id_token else "AccessToken"])
+
+
+def sign_in(
+    state: dict[str, Any], state_dir: Path, email: str, password: str | None, admin: bool
+) -> dict[str, Any]:
+    """Cognito's AuthenticationResult for `email` (IdToken, AccessToken, RefreshToken)."""
     idp = emulator_client(state, "cognito-idp")
     pool = state["resources"]["UserPoolId"]
-    client_id = state["resources"]["UserPoolClientId"]
-    password = random_password()
-    try:
-        username = idp.admin_get_user(UserPoolId=pool, Username=email)["Username"]
-        idp.admin_set_user_password(
-            UserPoolId=pool, Username=username, Password=password, Permanent=True
-        )
-    except idp.exceptions.UserNotFoundException:
-        username = _register(state["api_url"], email, password)
+    if password is None:
+        password = _test_user_password(state, state_dir, idp, pool, email)
     if admin:
-        idp.admin_add_user_to_group(UserPoolId=pool, Username=username, GroupName="admins")
-    result = idp.initiate_auth(
-        ClientId=client_id,
-        AuthFlow="USER_PASSWORD_AUTH",
-        AuthParameters={"USERNAME": email, "PASSWORD": password},
-    )["AuthenticationResult"]
-    return str(result["IdToken" if id_token else "AccessToken"])
+        try:
+            idp.admin_add_user_to_group(UserPoolId=pool, Username=email, GroupName="admins")
+        except idp.exceptions.UserNotFoundException:
+            raise SignInFailed(f"No user {email} is registered.") from None
+    try:
+        answer = idp.initiate_auth(
+            ClientId=state["resources"]["UserPoolClientId"],
+            AuthFlow="USER_PASSWORD_AUTH",
+            AuthParameters={"USERNAME": email, "PASSWORD": password},
+        )
+    except (idp.exceptions.NotAuthorizedException, idp.exceptions.UserNotFoundException):
+        raise SignInFailed(f"Sign-in refused for {email}: wrong email or password.") from None
+    return dict(answer["AuthenticationResult"])
+
+
+def _test_user_password(
+    state: dict[str, Any], state_dir: Path, idp: Any, pool: str, email: str
+) -> str:
+    """The generated password of a test user `make token` registered, registering it now if
+    the address is free. A user registered otherwise keeps its password, which we lack."""
+    stored_path = state_dir / PASSWORDS_FILE
+    stored: dict[str, str] = json.loads(stored_path.read_text()) if stored_path.exists() else {}
+    if email in stored:
+        return stored[email]
+    try:
+        idp.admin_get_user(UserPoolId=pool, Username=email)
+    except idp.exceptions.UserNotFoundException:
+        password = random_password()
+        _register(state["api_url"], email, password)
+        stored[email] = password
+        stored_path.touch(mode=0o600)
+        stored_path.write_text(json.dumps(stored, indent=2) + "\n")
+        return password
+    raise SignInFailed(
+        f"{email} is registered with its own password: make token EMAIL={email} PASSWORD=..."
+    )
 
 
 def _register(api_url: str, email: str, password: str) -> str:
@@ -78,7 +130,8 @@ def _register(api_url: str, email: str, password: str) -> str:
         with urllib.request.urlopen(request, timeout=10) as response:
             return str(json.load(response)["user_id"])
     except urllib.error.HTTPError as exc:
-        raise SystemExit(f"POST /register failed: {exc.code} {exc.read().decode()}") from None
+        detail = exc.read().decode(errors="replace")
+        raise SignInFailed(f"POST /register failed: {exc.code} {detail}") from None
 
 
 if __name__ == "__main__":

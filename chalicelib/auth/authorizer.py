@@ -21,6 +21,7 @@ from chalicelib.auth.tokens import (
     Principal,
     TokenVerifier,
     VerifiedTokens,
+    bearer_token,
 )
 from chalicelib.core.errors import ApiError, Unauthenticated
 from chalicelib.core.observability import logger
@@ -47,11 +48,8 @@ def verifier() -> VerifiedTokens:
 
 
 def authorize(auth_request: AuthRequest) -> AuthResponse:
-    token = auth_request.token or ""
-    if token[:7].lower() == "bearer ":
-        token = token[7:]
     try:
-        principal = verifier().verify(token.strip())
+        principal = verifier().verify(bearer_token(auth_request.token or ""))
     except InvalidToken as exc:
         logger.info("token rejected", reason=str(exc))
         raise Unauthorized() from None

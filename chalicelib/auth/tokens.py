@@ -9,6 +9,7 @@ version. Both are imported on first use: only the authorizer pays for them.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -18,10 +19,22 @@ from typing import Any
 ALGORITHM = "RS256"
 DEFAULT_LEEWAY_SECONDS = 30
 ADMIN_GROUP = "admins"
+#: `Authorization: Bearer <token>` (RFC 6750 2.1): the scheme is case-insensitive (RFC 7235
+#: 2.1) and one or more spaces separate it from the token.
+_BEARER = re.compile(r"bearer +(\S+)", re.IGNORECASE | re.ASCII)
 
 
 class InvalidToken(Exception):
     """The token must not be trusted; the message says why (for logs, never for clients)."""
+
+
+def bearer_token(authorization: str) -> str:
+    """The token in an Authorization header's value; a bare token (no `Bearer ` scheme) or
+    any other scheme is refused like a malformed token."""
+    match = _BEARER.fullmatch(authorization.strip())
+    if match is None:
+        raise InvalidToken("not a bearer token: Authorization must be 'Bearer <token>'")
+    return match.group(1)
 
 
 @dataclass(frozen=True)

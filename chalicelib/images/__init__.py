@@ -38,7 +38,7 @@ def images_service() -> ImagesService:
 
 @cache
 def image_analysis() -> ImageAnalysis:
-    from chalicelib.core import aws
+    from chalicelib.core import aws, clock
     from chalicelib.core.settings import get_settings
     from chalicelib.images.adapters import (
         DynamoImageRecords,
@@ -47,7 +47,6 @@ def image_analysis() -> ImageAnalysis:
         SqsThumbnailTasks,
     )
     from chalicelib.images.pipeline import ImageAnalysis
-    from chalicelib.users.service import utc_now
 
     settings = get_settings()
     bucket = settings.uploads_bucket_name
@@ -58,20 +57,20 @@ def image_analysis() -> ImageAnalysis:
         RekognitionLabels(bucket),
         DynamoImageRecords(settings.images_table_name, settings.image_labels_table_name),
         SqsThumbnailTasks(lambda: aws.queue_url(queue)),
-        clock=utc_now,
+        clock=clock.timestamp,
     )
 
 
 @cache
 def thumbnail_maker() -> ThumbnailMaker:
+    from chalicelib.core import clock
     from chalicelib.core.settings import get_settings
     from chalicelib.images.adapters import DynamoImageRecords, S3ImageStorage
     from chalicelib.images.pipeline import ThumbnailMaker
-    from chalicelib.users.service import utc_now
 
     settings = get_settings()
     return ThumbnailMaker(
         S3ImageStorage(settings.uploads_bucket_name),
         DynamoImageRecords(settings.images_table_name, settings.image_labels_table_name),
-        clock=utc_now,
+        clock=clock.timestamp,
     )

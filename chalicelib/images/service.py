@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from chalicelib.auth.tokens import Principal
+from chalicelib.core import clock
 from chalicelib.core.errors import Forbidden, NotFound
 from chalicelib.core.pagination import decode_cursor, encode_cursor
 from chalicelib.images.model import (
@@ -54,7 +55,7 @@ class ImagesService:
         signer: UrlSigner,
         catalog: ImageCatalog,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] = clock.now,
     ) -> None:
         self._signer = signer
         self._catalog = catalog

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
+from chalicelib.core import clock
 from chalicelib.core.errors import BadRequest, ServiceUnavailable, ValidationFailed
 from chalicelib.telemetry import STREAM_UNAVAILABLE
 from chalicelib.telemetry.model import MAX_EVENTS, Invalid, partition_key, validate_event
@@ -24,15 +25,11 @@ class RecordSink(Protocol):
     def put(self, records: Sequence[tuple[bytes, str]]) -> list[int]: ...
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class TelemetryIngest:
     def __init__(
         self,
         stream: RecordSink,
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] = clock.now,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._stream = stream

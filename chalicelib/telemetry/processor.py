@@ -56,6 +56,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from chalicelib.core import clock
 from chalicelib.core.observability import logger
 from chalicelib.telemetry import detection, encoding
 from chalicelib.telemetry.adapters import PutOutcome, quarantine_message
@@ -229,7 +230,7 @@ class TelemetryProcessor:
                 continue
             try:
                 payload = encoding.decode_payload(record.data)
-                now = datetime.fromtimestamp(record.arrival, UTC) if record.arrival else _now()
+                now = datetime.fromtimestamp(record.arrival, UTC) if record.arrival else clock.now()
                 stable_id = f"{record.shard}:{record.sequence}"
                 event = validate_event(payload, now, new_id=lambda i=stable_id: i)
                 record.table, record.item = encoding.table_and_item(event)
@@ -396,7 +397,3 @@ def _deadline(remaining_ms: Callable[[], int] | None) -> Callable[[], bool]:
         return lambda: False
     margin = min(DEADLINE_MARGIN_MS, remaining_ms() // 2)
     return lambda: remaining_ms() < margin
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

@@ -43,17 +43,17 @@ def user_events_publisher() -> SnsUserEventPublisher:
 @cache
 def user_onboarding() -> UserOnboarding:
     """Welcome email, default preferences and profile set-up, wired to AWS on first use."""
+    from chalicelib.core import clock
     from chalicelib.core.idempotency import OnceOnly
     from chalicelib.core.settings import get_settings
     from chalicelib.users.mailer import SesMailer
     from chalicelib.users.onboarding import UserOnboarding
     from chalicelib.users.repository import DynamoUserRepository
-    from chalicelib.users.service import utc_now
 
     settings = get_settings()
     return UserOnboarding(
         DynamoUserRepository(settings.users_table_name),
         SesMailer(settings.welcome_email_sender),
         OnceOnly(settings.idempotency_table_name, "welcome", WELCOME_DEDUPE_SECONDS),
-        clock=utc_now,
+        clock=clock.timestamp,
     )

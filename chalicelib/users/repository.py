@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from chalicelib.core import aws
+from chalicelib.core import aws, clock
 from chalicelib.core.dynamo import from_item, query_page, to_item
 from chalicelib.users.model import email_key
 
@@ -62,7 +62,7 @@ class DynamoUserRepository:
     def reserve_email(self, email: str) -> str:
         """Hold `email` for a registration in progress; returns the reservation id."""
         reservation = str(uuid.uuid4())
-        now = datetime.now(UTC)
+        now = clock.now()
         try:
             self._client().put_item(
                 TableName=self._table,

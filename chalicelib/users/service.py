@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from chalicelib.auth.policy import require_admin, require_self_or_admin
 from chalicelib.auth.tokens import Principal
+from chalicelib.core import clock
 from chalicelib.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from chalicelib.core.observability import logger
 from chalicelib.core.pagination import decode_cursor, encode_cursor
@@ -48,11 +48,6 @@ class IdentityDirectory(Protocol):
     def change_email(self, user_id: str, email: str) -> None: ...
 
 
-def utc_now() -> str:
-    """Microsecond ISO-8601 UTC: sorts as text, so it orders the list index."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 EMAIL_TAKEN = "A user with this email is already registered."
 #: Optimistic writes tried before a 409: enough to ride out the background handlers' changes.
 WRITE_ATTEMPTS = 3
@@ -63,7 +58,7 @@ class UsersService:
         self,
         repository: UserRepository,
         identities: IdentityDirectory,
-        clock: Callable[[], str] = utc_now,
+        clock: Callable[[], str] = clock.timestamp,
     ) -> None:
         self._users = repository
         self._identities = identities

@@ -34,7 +34,7 @@ def start_stack(state_dir: Path, api_port: int, emulator_port: int) -> subproces
 
 def stop(process: subprocess.Popen[Any], timeout: float = 20) -> bool:
     """SIGINT, as Ctrl-C; if that does not stop it in time, kill its whole process group
-    (its own session, so the emulator goes too). True if it stopped on SIGINT."""
+    (the emulator dies with the stack). True if it stopped on SIGINT."""
     if process.poll() is not None:
         return True
     process.send_signal(signal.SIGINT)

@@ -282,3 +282,57 @@ def test_make_token_creates_the_user_and_signs_in(api: str, stack: dict[str, Any
         command, cwd=PROJECT_DIR, capture_output=True, text=True, check=True, timeout=60
     ).stdout.strip()
     assert requests.get(f"{api}/users", headers={"Authorization": f"Bearer {again}"}, timeout=10)
+
+
+def test_make_token_signs_in_with_the_users_own_password_and_never_changes_it(
+    api: str, stack: dict[str, Any]
+) -> None:
+    import sys
+
+    from local.provision import PROJECT_DIR
+
+    email, password = new_email(), "Own-Passw0rd!"
+    body = {"email": email, "name": "Own", "password": password}
+    assert requests.post(f"{api}/register", json=body, timeout=10).status_code == 201
+    command = [sys.executable, "-m", "local.token", email, "--state-dir", str(stack["state_dir"])]
+
+    def make_token(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *extra], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60
+        )
+
+    refused = make_token()  # no PASSWORD: it is not a user `make token` registered
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.strip() == (
+        f"{email} is registered with its own password: make token EMAIL={email} PASSWORD=..."
+    )
+    wrong = make_token("--password", "Wrong-Passw0rd!")
+    assert wrong.returncode == 1 and "wrong email or password" in wrong.stderr
+    signed_in = make_token("--password", password)
+    assert signed_in.returncode == 0
+    headers = {"Authorization": f"Bearer {signed_in.stdout.strip()}"}
+    me = requests.get(f"{api}/users?limit=1", headers=headers, timeout=10)
+    assert me.status_code == 403  # a real token of an ordinary user
+    assert make_token("--password", password).returncode == 0  # the password still works
+
+
+def test_sigterm_to_the_process_group_stops_quietly(tmp_path: Any) -> None:
+    """What a process manager or a terminal closing does: every process gets SIGTERM."""
+    import os
+
+    process = spawn(
+        tmp_path, free_port(), free_port(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        state = wait_until_ready(process, tmp_path)
+        assert state is not None
+        time.sleep(1.5)  # the pollers are running
+        os.killpg(process.pid, signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0
+        assert "Traceback" not in output, output[-3000:]
+        assert "Stopping the local stack." in output
+        assert not Path(f"/proc/{state['emulator_pid']}").exists()
+    finally:
+        stop(process)

@@ -7,12 +7,12 @@ import base64
 import gzip
 import json
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import requests
 
+from chalicelib.core import clock
 from local.inbox import drain, subscribe_inbox
 from tests.integration.test_local_stack import eventually
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return clock.timestamp()
 
 
 def inbox_for(emulator: Any, topic_arn: str) -> str:

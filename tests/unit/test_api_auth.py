@@ -116,6 +116,26 @@ def test_rules(world: dict[str, Any], method: str, route: str, who: str, status:
         assert json.loads(response.body)["error"]["code"] == "forbidden"
 
 
+def test_a_bare_token_without_the_bearer_scheme_is_401(world: dict[str, Any]) -> None:
+    """The docs require `Authorization: Bearer <token>`; a valid token sent bare is refused."""
+    bare = world["tokens"]["owner"]
+    response = ApiClient(world["client"]).get(
+        f"/users/{world['owner']['user_id']}", headers={"Authorization": bare}
+    )
+    assert response.status_code == 401, response.body
+    error = json.loads(response.body)["error"]
+    assert (error["code"], error["message"]) == ("unauthorized", "Unauthorized")
+
+
+@pytest.mark.parametrize("scheme", ["bearer ", "BEARER ", "Bearer   "])
+def test_the_bearer_scheme_is_case_insensitive(world: dict[str, Any], scheme: str) -> None:
+    header = scheme + world["tokens"]["owner"]
+    response = ApiClient(world["client"]).get(
+        f"/users/{world['owner']['user_id']}", headers={"Authorization": header}
+    )
+    assert response.status_code == 200, response.body
+
+
 def test_id_tokens_work_too(world: dict[str, Any]) -> None:
     id_token = world["accounts"].sign_in("owner@example.com", kind="IdToken")
     assert call(world, "GET", "/users/{owner}", id_token).status_code == 200

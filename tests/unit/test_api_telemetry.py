@@ -4,34 +4,12 @@ authorizer included) and the Kinesis handler, against moto provisioned like the 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
 
-from tests.unit.test_telemetry_support import activity as _activity
-from tests.unit.test_telemetry_support import metric as _metric
-from tests.unit.test_telemetry_support import records
-from tests.unit.test_telemetry_support import transaction as _transaction
-
-
-def _now(event: dict[str, Any]) -> dict[str, Any]:
-    """The builders' events, stamped now: the API checks timestamps against the real clock."""
-    stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return {**event, "timestamp": stamp}
-
-
-def activity(n: int, **extra: Any) -> dict[str, Any]:
-    return _now(_activity(n, **extra))
-
-
-def metric(n: int, **extra: Any) -> dict[str, Any]:
-    return _now(_metric(n, **extra))
-
-
-def transaction(n: int, **extra: Any) -> dict[str, Any]:
-    return _now(_transaction(n, **extra))
+from tests.unit.test_telemetry_support import activity, metric, records, transaction
 
 
 def test_events_need_a_signed_in_caller(api: Any) -> None:

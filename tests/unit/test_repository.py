@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import boto3
 import pytest
 
 from chalicelib.core import aws as aws_clients
+from chalicelib.core import clock
 from chalicelib.users.repository import (
     RESERVATION_TTL,
     DynamoUserRepository,
@@ -86,7 +87,7 @@ def test_a_reservation_holds_the_email_until_released(repo: Repo) -> None:
 
 def test_a_stale_reservation_is_taken_over_but_not_a_fresh_one(repo: Repo) -> None:
     first = repo.reserve_email("crashed@example.com")
-    old = (datetime.now(UTC) - RESERVATION_TTL - timedelta(seconds=1)).isoformat()
+    old = (clock.now() - RESERVATION_TTL - timedelta(seconds=1)).isoformat()
     boto3.client("dynamodb").update_item(
         TableName=TABLE,
         Key={"pk": {"S": "EMAIL#crashed@example.com"}},
@@ -102,7 +103,7 @@ def test_a_stale_reservation_is_taken_over_but_not_a_fresh_one(repo: Repo) -> No
 
 def test_an_active_claim_is_never_taken_over(repo: Repo) -> None:
     repo.add(user(1))
-    old = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    old = (clock.now() - timedelta(days=1)).isoformat()
     boto3.client("dynamodb").update_item(
         TableName=TABLE,
         Key={"pk": {"S": "EMAIL#user1@example.com"}},

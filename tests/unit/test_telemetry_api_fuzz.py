@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from chalicelib.core import clock
+
 
 def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return clock.timestamp()
 
 
 def base(kind: int) -> dict[str, Any]:

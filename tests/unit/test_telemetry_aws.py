@@ -12,6 +12,7 @@ import gzip
 import json
 import random
 from collections.abc import Iterator
+from datetime import timedelta, timezone
 from typing import Any
 
 import boto3
@@ -19,6 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from chalicelib.core import clock
 from chalicelib.core.backoff import Backoff
 from chalicelib.telemetry import encoding
 from chalicelib.telemetry.adapters import (
@@ -421,7 +423,7 @@ def test_ingest_factory_puts_on_the_stream(telemetry: Any) -> None:
     from chalicelib.telemetry import telemetry_ingest
 
     event = {k: v for k, v in activity(1).items() if k != "event_id"}
-    event["timestamp"] = __import__("datetime").datetime.now().astimezone().isoformat()
+    event["timestamp"] = clock.now().astimezone(timezone(timedelta(hours=-5))).isoformat()
     result = telemetry_ingest().ingest({"events": [event]})
     assert result["accepted"] == 1
     (stored,) = stream_events()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from chalicelib.telemetry.adapters import PutOutcome
 from chalicelib.telemetry.detection import Baseline
+from tests.clock import TEST_NOW
 
-NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+NOW = TEST_NOW  # the unit tests' clock starts here (tests/unit/conftest.py)
 ARRIVAL = NOW.timestamp()
 SHARD = "shardId-000000000000"
 TABLES = {

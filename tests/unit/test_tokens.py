@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from chalicelib.auth.tokens import InvalidToken, JwksKeys, Principal, TokenVerifier
+from chalicelib.auth.tokens import (
+    InvalidToken,
+    JwksKeys,
+    Principal,
+    TokenVerifier,
+    bearer_token,
+)
 from tests.unit.auth_helpers import (
     CLIENT_ID,
     ISSUER,
@@ -88,6 +94,33 @@ def test_leeway_admits_small_clock_skew(verifier: TokenVerifier) -> None:
 def test_rejected(verifier: TokenVerifier, token: str, reason: str) -> None:
     with pytest.raises(InvalidToken):
         verifier.verify(token)
+
+
+@pytest.mark.parametrize(
+    "header", ["Bearer a.b.c", "bearer a.b.c", "BEARER   a.b.c", " Bearer a.b.c ", "bEaReR a.b.c"]
+)
+def test_bearer_scheme_is_case_insensitive_with_one_or_more_spaces(header: str) -> None:
+    assert bearer_token(header) == "a.b.c"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "a.b.c",
+        "",
+        "Bearer",
+        "Bearer ",
+        "Bearera.b.c",
+        "Bearer\ta.b.c",
+        "Bearer a.b c",
+        "Basic a.b.c",
+        "Token a.b.c",
+        "Bearer: a.b.c",
+    ],
+)
+def test_a_bare_token_or_another_scheme_is_refused(header: str) -> None:
+    with pytest.raises(InvalidToken):
+        bearer_token(header)
 
 
 def test_tampered_payload_is_rejected(verifier: TokenVerifier) -> None:

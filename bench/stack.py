@@ -1,0 +1,153 @@
+"""A local stack (`python -m local.stack`: emulator + API, 127.0.0.1) in a child process, for
+the benchmarks: free ports, waited for until `GET /health` answers, stopped with SIGINT (and
+both of its processes checked to be gone). CPU seconds of a process from /proc."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import STAGE
+from local.stack import free_port, spawn
+
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT_S = 90
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[bytes]
+    state_dir: Path
+    log_path: Path
+    api_port: int
+    emulator_port: int
+    emulator_pid: int | None = None
+    stopped_cleanly: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.api_port}"
+
+    def state(self) -> dict[str, Any]:
+        return dict(json.loads((self.state_dir / "stack.json").read_text()))
+
+    def log_tail(self, chars: int = 3000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-chars:]
+        return ""
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of a process, from /proc (0.0 if it cannot be read)."""
+    if pid is None:
+        return 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in {"Z", "X"}
+
+
+@contextlib.contextmanager
+def running_stack() -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
+        state_dir = Path(tmp)
+        log_path = state_dir / "stack.log"
+        api_port = free_port()
+        emulator_port = free_port()
+        while emulator_port == api_port:
+            emulator_port = free_port()
+        with log_path.open("wb") as log:
+            process = spawn(
+                state_dir,
+                api_port,
+                emulator_port,
+                STAGE,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # our own process group: a last-resort kill target
+            )
+        stack = Stack(process, state_dir, log_path, api_port, emulator_port)
+        try:
+            _wait_ready(stack)
+            yield stack
+        finally:
+            stack.stopped_cleanly = _stop(stack)
+
+
+def _wait_ready(stack: Stack) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    state_file = stack.state_dir / "stack.json"
+    while time.monotonic() < deadline:
+        if stack.process.poll() is not None:
+            raise RuntimeError(
+                f"local.stack exited with {stack.process.returncode}:\n{stack.log_tail()}"
+            )
+        if state_file.exists():
+            with contextlib.suppress(ValueError, OSError):
+                stack.emulator_pid = int(stack.state()["emulator_pid"])
+                break
+        time.sleep(0.05)
+    else:
+        raise RuntimeError(f"no {state_file} after {STARTUP_TIMEOUT_S} s:\n{stack.log_tail()}")
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            connection = http.client.HTTPConnection(HOST, stack.api_port, timeout=2)
+            try:
+                connection.request("GET", "/health")
+                response = connection.getresponse()
+                response.read()
+                if response.status == 200:
+                    return
+            finally:
+                connection.close()
+        time.sleep(0.05)
+    raise RuntimeError(f"the API did not answer 200 at {stack.url}:\n{stack.log_tail()}")
+
+
+def _stop(stack: Stack) -> bool:
+    """SIGINT, as Ctrl-C would; escalate only if the stack does not stop. True if both
+    processes went away on SIGINT alone."""
+    clean = True
+    process = stack.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            clean = False
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+    if stack.emulator_pid is not None:
+        deadline = time.monotonic() + 10
+        while _alive(stack.emulator_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(stack.emulator_pid):
+            clean = False
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the group we created for the stack
+    return clean and process.returncode == 0 and not _alive(stack.emulator_pid or process.pid)
