@@ -22,6 +22,7 @@ from bench import RESULTS_DIR, Check, Result, Row
 BENCHMARKS = {
     "cold_start": "bench.cold_start",
     "latency": "bench.latency",
+    "breakdown": "bench.breakdown",
     "aws_calls": "bench.aws_calls",
     "http_load": "bench.http_load",
     "search": "bench.search",

@@ -46,6 +46,9 @@ OLD_SEQUENTIAL_RPS, EMULATOR_SEQUENTIAL_REF_RPS = 300, 1350
 OLD_CONCURRENT_P99_S, HEALTH_CONCURRENT_REF_P99_S = 0.100, 0.061
 TARGET_SEQUENTIAL_RATIO = round(OLD_SEQUENTIAL_RPS / EMULATOR_SEQUENTIAL_REF_RPS, 2)
 TARGET_CONCURRENT_P99_RATIO = round(OLD_CONCURRENT_P99_S / HEALTH_CONCURRENT_REF_P99_S, 2)
+#: Issue 20: one keep-alive http.client (the floor's own client, so the client's share
+#: cancels out) at >= 0.6x the emulator's GetItem rate. requests.Session keeps the old target.
+TARGET_KEEP_ALIVE_RATIO = 0.6
 
 SEQ_SESSION, SEQ_RAW = "sequential_requests_session", "sequential_http_client"
 SEQ_HEALTH, SEQ_EMULATOR = "sequential_health", "sequential_emulator_get_item"
@@ -181,13 +184,14 @@ def run(quick: bool) -> Result:
     for name in (SEQ_SESSION, SEQ_RAW):
         key = "session" if name == SEQ_SESSION else "http_client"
         ratio = ratios[f"sequential_{key}_over_emulator_rps"]
+        target = TARGET_SEQUENTIAL_RATIO if key == "session" else TARGET_KEEP_ALIVE_RATIO
         result.check(
             f"(a) {'requests.Session' if key == 'session' else 'http.client'}: req/s / "
             "emulator GetItem/s",
             round(ratio, 3),
-            f">= {TARGET_SEQUENTIAL_RATIO}",
-            ratio >= TARGET_SEQUENTIAL_RATIO,
-            note=seq_note,
+            f">= {target}",
+            ratio >= target,
+            note=seq_note if key == "session" else seq_note.split(";")[0] + "; issue 20's goal",
             absolute={"req_per_s": round(rps[name], 1),
                       "floor_req_per_s": round(rps[SEQ_EMULATOR], 1)},
         )  # fmt: skip
@@ -234,6 +238,7 @@ def run(quick: bool) -> Result:
         "ratios": ratios,
         "targets": {
             "sequential_over_emulator_rps_min": TARGET_SEQUENTIAL_RATIO,
+            "sequential_http_client_over_emulator_rps_min": TARGET_KEEP_ALIVE_RATIO,
             "concurrent_p99_over_health_p99_max": TARGET_CONCURRENT_P99_RATIO,
             "derived_from": {
                 "sequential": f">= {OLD_SEQUENTIAL_RPS} req/s with the emulator floor at "

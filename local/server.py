@@ -139,11 +139,22 @@ class FramingRequestHandler(ChaliceRequestHandler):
     #: A request line without a version is refused, and errors before it is parsed still
     #: get a status line (HTTP/0.9 answers would have none).
     default_request_version = "HTTP/1.0"
+    #: Buffer what is written and send it once per answer (flushed after each request, after
+    #: a `100 Continue` and when the connection ends): unbuffered, status line + headers and
+    #: the body leave as two packets, and the client wakes up twice.
+    wbufsize = 64 * 1024
 
     def setup(self) -> None:
         super().setup()
         self._linger = False
+        self._timeout: float | str | None = "unset"
         self._reset()
+
+    def _set_timeout(self, seconds: float | None) -> None:
+        """`settimeout` only when it changes: each call is a system call."""
+        if seconds != self._timeout:
+            self.connection.settimeout(seconds)
+            self._timeout = seconds
 
     def _reset(self) -> None:
         self.requestline, self.command = "", None
@@ -190,7 +201,7 @@ class FramingRequestHandler(ChaliceRequestHandler):
             self.send_error(HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method {self.command!r}.")
             return
         # The app's answer is written with the idle timeout: it is not the client's request.
-        self.connection.settimeout(self.server.idle_timeout)
+        self._set_timeout(self.server.idle_timeout)
         method()
         self.wfile.flush()
 
@@ -198,14 +209,14 @@ class FramingRequestHandler(ChaliceRequestHandler):
         """The next request line; None when the connection ended or stayed idle. One empty
         line before it is ignored (RFC 9112 2.2)."""
         for attempt in range(2):
-            self.connection.settimeout(self.server.idle_timeout)
+            self._set_timeout(self.server.idle_timeout)
             try:
                 if not self.rfile.peek(1):
                     return None
             except TimeoutError:
                 return None  # an idle keep-alive connection: closed without an answer
             self._reading = True
-            self.connection.settimeout(self.server.read_timeout)
+            self._set_timeout(self.server.read_timeout)
             line = self.rfile.readline(MAX_LINE_BYTES + 1)
             if attempt or line not in (b"\r\n", b"\n"):
                 return line
@@ -231,7 +242,9 @@ class FramingRequestHandler(ChaliceRequestHandler):
     def handle_expect_100(self) -> bool:
         """Refuse a bad or too large body before the client sends it."""
         self._framing = self._check_framing()
-        return bool(super().handle_expect_100())
+        accepted = bool(super().handle_expect_100())
+        self.wfile.flush()  # the client waits for the `100 Continue` before it sends the body
+        return accepted
 
     def _check_framing(self) -> int:
         """The body's length from the headers, or -1 when it is chunked."""
