@@ -30,7 +30,7 @@ FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 #: Long side of each thumbnail, in pixels.
 THUMBNAIL_SIZES = (128, 512)
-#: Rekognition DetectLabels settings (the seeds' values).
+#: Rekognition DetectLabels settings: 10 labels at most, 80 % confidence or more.
 MAX_LABELS = 10
 MIN_CONFIDENCE = 80.0
 #: How often an SQS message of the pipeline is received before the queue dead-letters it

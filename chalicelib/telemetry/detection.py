@@ -1,18 +1,18 @@
 """Anomaly and fraud rules (pure, no AWS).
 
-Metrics (the seeds' rules, made real):
+Metrics:
 
 - threshold: `cpu_usage` > 90, `memory_usage` > 85, `disk_usage` > 90, `response_time` >
   5000 (ms), `error_rate` > 5 (%);
 - spike: any metric whose value is over 3x its rolling baseline for the same (source,
   metric), once that baseline has at least `MIN_SAMPLES` samples and a mean above 0. The
   baseline is the one stored before the batch (values of the batch do not hide each other).
-- severity, exactly the seeds' rule: `cpu_usage`, `memory_usage` or `error_rate` above 95 is
-  critical; otherwise any value above 90 is high, above 80 medium, else low. The rule looks at
-  the raw value whatever the metric, so a `response_time` of 6000 ms or a `request_count`
+- severity, by the raw value: `cpu_usage`, `memory_usage` or `error_rate` above 95 is
+  critical; otherwise any value above 90 is high, above 80 medium, else low. The rule looks
+  at the raw value whatever the metric, so a `response_time` of 6000 ms or a `request_count`
   spike to 5000 is "high", a `memory_usage` of 86 (over its threshold) "medium", and a
-  `request_count` spike from 10 to 40 "low". Kept as the seeds have it; only high and
-  critical anomalies are alerted.
+  `request_count` spike from 10 to 40 "low": simple and predictable for whoever reads an
+  alert, at the price of those oddities. Only high and critical anomalies are alerted.
 
 Baseline: a mean and a sample count per (source, metric). The mean is the plain average of
 the first 1/ALPHA samples, then an exponentially weighted mean (weight ALPHA for each new
@@ -70,7 +70,7 @@ class Sample:
 
 
 def severity(metric_name: str, value: float) -> str:
-    """The seeds' severity rule (see the module docstring)."""
+    """The severity rule (see the module docstring)."""
     if metric_name in CRITICAL_METRICS and value > 95:
         return "critical"
     if value > 90:
