@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,74 +78,69 @@ class Sample:
         }
 
 
+def _sequential(send: Callable[[], int], seconds: float, failures: tuple[type, ...]) -> Sample:
+    """Call `send` (one request, answering its status) back to back for `seconds`, after a
+    warm-up (connection, first-request paths); 200s are timed, anything else counted."""
+    sample = Sample()
+    for _ in range(WARMUP_REQUESTS):
+        send()
+    perf = time.perf_counter
+    started = perf()
+    deadline = started + seconds
+    for _ in range(MAX_REQUESTS_PER_LOOP):
+        t0 = perf()
+        if t0 >= deadline:
+            break
+        try:
+            status = send()
+        except failures as exc:
+            sample.error(repr(exc))
+            continue
+        if status == 200:
+            sample.latencies.append(perf() - t0)
+        else:
+            sample.error(f"HTTP {status}")
+    sample.elapsed = perf() - started
+    return sample
+
+
 def sequential_session(call: Call, seconds: float) -> Sample:
     """One requests.Session (keep-alive), one request at a time."""
     import requests
 
-    sample = Sample()
-    url = call.url
     with requests.Session() as session:
         session.headers.update(call.headers)
 
-        def send() -> Any:
-            return session.request(call.method, url, data=call.body or None, timeout=10)
+        def send() -> int:
+            response = session.request(call.method, call.url, data=call.body or None, timeout=10)
+            response.content  # noqa: B018  (read the body, as a client does)
+            return int(response.status_code)
 
-        for _ in range(WARMUP_REQUESTS):  # connection, first-request paths
-            send().content  # noqa: B018
-        perf = time.perf_counter
-        started = perf()
-        deadline = started + seconds
-        for _ in range(MAX_REQUESTS_PER_LOOP):
-            t0 = perf()
-            if t0 >= deadline:
-                break
-            try:
-                response = send()
-                response.content  # noqa: B018
-            except requests.RequestException as exc:
-                sample.error(repr(exc))
-                continue
-            if response.status_code == 200:
-                sample.latencies.append(perf() - t0)
-            else:
-                sample.error(f"HTTP {response.status_code}")
-        sample.elapsed = perf() - started
-    return sample
+        return _sequential(send, seconds, (requests.RequestException,))
 
 
 def sequential_http_client(call: Call, seconds: float) -> Sample:
-    """One bare http.client.HTTPConnection (keep-alive), one request at a time."""
-    sample = Sample()
+    """One bare http.client.HTTPConnection (keep-alive), one request at a time; a broken
+    connection is replaced and counted as an error."""
     body = call.body or None
     connection = http.client.HTTPConnection(HOST, call.port, timeout=10)
-    try:
-        for _ in range(WARMUP_REQUESTS):
+
+    def send() -> int:
+        nonlocal connection
+        try:
             connection.request(call.method, call.path, body=body, headers=call.headers)
-            connection.getresponse().read()
-        perf = time.perf_counter
-        started = perf()
-        deadline = started + seconds
-        for _ in range(MAX_REQUESTS_PER_LOOP):
-            t0 = perf()
-            if t0 >= deadline:
-                break
-            try:
-                connection.request(call.method, call.path, body=body, headers=call.headers)
-                response = connection.getresponse()
-                response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                sample.error(repr(exc))
-                connection.close()
-                connection = http.client.HTTPConnection(HOST, call.port, timeout=10)
-                continue
-            if response.status == 200:
-                sample.latencies.append(perf() - t0)
-            else:
-                sample.error(f"HTTP {response.status}")
-        sample.elapsed = perf() - started
+            response = connection.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            connection = http.client.HTTPConnection(HOST, call.port, timeout=10)
+            raise
+        return response.status
+
+    try:
+        return _sequential(send, seconds, (OSError, http.client.HTTPException))
     finally:
         connection.close()
-    return sample
 
 
 async def _one_client(

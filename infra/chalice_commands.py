@@ -82,14 +82,10 @@ def _prepare_chalice_local(argv: list[str]) -> None:
 
 
 def _running_stack() -> dict | None:
-    import json
+    from local.provision import STATE_DIR
+    from local.stack import running_state
 
-    from local.provision import STATE_DIR as state_dir
-    from local.stack import is_running
-
-    if not (state_dir / "stack.json").exists() or not is_running(state_dir):
-        return None
-    return dict(json.loads((state_dir / "stack.json").read_text()))
+    return running_state(STATE_DIR, quiet=True)
 
 
 def _option(argv: list[str], name: str) -> str | None:

@@ -219,12 +219,13 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def running_state(state_dir: Path) -> dict[str, Any] | None:
+def running_state(state_dir: Path, quiet: bool = False) -> dict[str, Any] | None:
     """The stack.json of the stack running on `state_dir`, or None (after telling the user
-    to start one): for the commands that talk to a running stack."""
+    to start one, unless `quiet`): for the commands that talk to a running stack."""
     state_file = state_dir / "stack.json"
     if not state_file.exists() or not is_running(state_dir):
-        print("No local stack is running: start one with `make run` first.", file=sys.stderr)
+        if not quiet:
+            print("No local stack is running: start one with `make run` first.", file=sys.stderr)
         return None
     return dict(json.loads(state_file.read_text()))
 
