@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 STAGE  ?= dev
 
-.PHONY: help run test unit integration lint package deploy policies bench token fire load upload clean
+.PHONY: help run test unit integration lint package deploy wiring bench token fire load upload clean
 .DEFAULT_GOAL := help
 
 ## help: this list (a bare `make` shows it too)
@@ -67,9 +67,9 @@ package: $(READY)
 deploy: $(READY)
 	$(BIN)/python -m infra.deploy --stage $(STAGE)
 
-## policies: regenerate .chalice/policy-*.json from infra/policies.py
-policies: $(READY)
-	$(BIN)/python -m infra.policies
+## wiring: rewrite each function's environment and IAM policy (.chalice/) from the template and the code
+wiring: $(READY)
+	$(BIN)/python -m infra.wiring
 
 ## bench: benchmarks, a table and bench/results/latest.json: make bench [ONLY=name,...] [QUICK=1] [ARGS="..."]
 bench: $(READY)

@@ -1,6 +1,5 @@
 """serverless-app: every entry point, each a few lines handing off to chalicelib."""
 
-import os
 import sys
 
 from chalice import Chalice, Response
@@ -16,8 +15,14 @@ from chalice.app import (
 from chalicelib.auth.authorizer import AUTHORIZER_CACHE_SECONDS, authorize, principal_of
 from chalicelib.core import http
 from chalicelib.core.pagination import parse_limit
+from chalicelib.core.resources import source_name, source_setting, source_stream_arn
 from chalicelib.core.sqs_batch import process_sqs_batch, process_sqs_messages
-from chalicelib.users import user_events_publisher, user_onboarding, users_service
+from chalicelib.users import (
+    profile_set_up,
+    user_events_publisher,
+    user_welcome,
+    users_service,
+)
 from chalicelib.users.events import events_from_stream
 
 app = Chalice(app_name="serverless-app")
@@ -28,13 +33,8 @@ if "chalice.cli" in sys.modules:  # loaded by the chalice CLI, never in Lambda
 
     check_command()
 
-# Event sources are named when Chalice loads the app (deploy, package, Lambda, `make run`), from
-# the stage's environment. The stream's ARN exists only once the table does: `chalice package`
-# replaces this value with the table's StreamArn (infra/functions.json), `chalice deploy`
-# takes it from the environment (README, path B), and `make run` sets it after provisioning.
-USERS_TABLE_STREAM_ARN = os.environ.get(
-    "USERS_TABLE_STREAM_ARN", "arn:aws:dynamodb:::table/users/stream/set-USERS_TABLE_STREAM_ARN"
-)
+# Event sources are named by their logical ids in infra/resources.json (`core.resources`).
+USERS_TABLE_STREAM_ARN = source_stream_arn("UsersTable")
 
 
 @app.authorizer(ttl_seconds=AUTHORIZER_CACHE_SECONDS)
@@ -106,9 +106,9 @@ def ingest_events() -> Response:
 
 
 @app.on_kinesis_record(
-    stream=os.environ["TELEMETRY_STREAM_NAME"],
-    batch_size=int(os.environ["TELEMETRY_BATCH_SIZE"]),
-    maximum_batching_window_in_seconds=int(os.environ["TELEMETRY_BATCH_WINDOW_SECONDS"]),
+    stream=source_name("TelemetryStream"),
+    batch_size=source_setting("TelemetryBatchSize"),
+    maximum_batching_window_in_seconds=source_setting("TelemetryBatchWindowSeconds"),
     starting_position="TRIM_HORIZON",
 )
 def process_telemetry(event: KinesisEvent) -> dict:
@@ -157,7 +157,7 @@ def get_image(image_id: str) -> dict:
     return images_service().get(principal_of(app.current_request), image_id)
 
 
-@app.on_sqs_message(queue=os.environ["IMAGE_UPLOADS_QUEUE_NAME"], batch_size=1)
+@app.on_sqs_message(queue=source_name("ImageUploadsQueue"), batch_size=1)
 def analyze_image(event: SQSEvent) -> None:
     """uploads/ notifications (S3 -> SQS) -> labels, image record, thumbnail task."""
     from chalicelib.images import image_analysis
@@ -165,7 +165,7 @@ def analyze_image(event: SQSEvent) -> None:
     process_sqs_messages(event.to_dict(), image_analysis().handle)
 
 
-@app.on_sqs_message(queue=os.environ["THUMBNAILS_QUEUE_NAME"], batch_size=1)
+@app.on_sqs_message(queue=source_name("ThumbnailsQueue"), batch_size=1)
 def make_thumbnails(event: SQSEvent) -> None:
     """Thumbnail tasks -> 128 and 512 px thumbnails; the DLQ takes what fails 5 times.
     One image per invocation: a timeout or out-of-memory costs only its own message."""
@@ -186,23 +186,23 @@ def publish_user_events(event: DynamoDBEvent) -> None:
 @app.on_dynamodb_record(stream_arn=USERS_TABLE_STREAM_ARN, starting_position="TRIM_HORIZON")
 def index_users_for_search(event: DynamoDBEvent) -> None:
     """users table stream -> search index. Idempotent, so a retried batch is harmless."""
-    from chalicelib.search import search_service
+    from chalicelib.search import search_index_keeper
 
-    search_service().apply_stream_records(event.to_dict()["Records"])
+    search_index_keeper().apply_stream_records(event.to_dict()["Records"])
 
 
-@app.on_sns_message(topic=os.environ["USER_CREATED_TOPIC_NAME"])
+@app.on_sns_message(topic=source_name("UserCreatedTopic"))
 def welcome_new_user(event: SNSEvent) -> None:
     """Default preferences and one welcome email (SES) per new user."""
-    user_onboarding().welcome(event.message, event.context)
+    user_welcome().welcome(event.message, event.context)
 
 
 @app.on_sqs_message(
-    queue=os.environ["ONBOARDING_QUEUE_NAME"], batch_size=10, maximum_batching_window_in_seconds=5
+    queue=source_name("OnboardingQueue"), batch_size=10, maximum_batching_window_in_seconds=5
 )
 def onboard_users(event: SQSEvent) -> None:
     """Profile set-up per new user; failed messages stay queued (DLQ after 3 receives)."""
-    process_sqs_batch(event.to_dict(), user_onboarding().set_up_profile)
+    process_sqs_batch(event.to_dict(), profile_set_up().set_up_profile)
 
 
 # --- CORS preflight (origins per stage: CORS_ALLOW_ORIGINS) -------------------------------

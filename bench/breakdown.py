@@ -183,7 +183,7 @@ def run(quick: bool) -> Result:
         from chalicelib.auth import authorizer as auth_module
         from chalicelib.core import aws
         from chalicelib.core import http as http_module
-        from chalicelib.core.settings import get_settings
+        from chalicelib.users import USERS_TABLE
         from chalicelib.users.repository import user_key
         from local.server import FramingRequestHandler
 
@@ -192,7 +192,7 @@ def run(quick: bool) -> Result:
         path = f"/users/{user_id}"
         token = env.http._auth["Authorization"]
         dynamodb = aws.client("dynamodb")
-        table, key = get_settings().users_table_name, {"pk": {"S": user_key(user_id)}}
+        table, key = USERS_TABLE.name, {"pk": {"S": user_key(user_id)}}
 
         def via_test_client() -> None:
             response = env.http.get(path)

@@ -18,13 +18,13 @@ def run(quick: bool) -> Result:
     bare_times: list[float] = []
     with in_process_app() as env:
         from chalicelib.core import aws
-        from chalicelib.core.settings import get_settings
+        from chalicelib.users import USERS_TABLE
         from chalicelib.users.repository import user_key
 
         user_id = env.register("latency@example.com")["user_id"]
         path = f"/users/{user_id}"
         http = env.http
-        table = get_settings().users_table_name
+        table = USERS_TABLE.name
         key = {"pk": {"S": user_key(user_id)}}
         dynamodb = aws.client("dynamodb")
 

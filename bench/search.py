@@ -120,11 +120,11 @@ def _store_and_index(service: Any, client: Any, users: list[dict[str, Any]]) -> 
     """Write the users (BatchWriteItem) and index them from their INSERT records."""
     from boto3.dynamodb.types import TypeSerializer
 
-    from chalicelib.core.settings import get_settings
+    from chalicelib.users import USERS_TABLE
     from chalicelib.users.repository import sort_key, user_key
 
     serializer = TypeSerializer()
-    table = get_settings().users_table_name
+    table = USERS_TABLE.name
     for start in range(0, len(users), STREAM_BATCH):
         batch = users[start : start + STREAM_BATCH]
         images = [

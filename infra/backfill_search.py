@@ -21,11 +21,6 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 PAGE = 100
 
 
-def stage_environment(stage: str) -> dict[str, str]:
-    config = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
-    return dict(config["stages"][stage]["environment_variables"])
-
-
 def user_records(dynamodb: Any, table: str) -> Iterator[list[dict[str, Any]]]:
     """Pages of users as the stream's INSERT records (NEW_AND_OLD_IMAGES) would carry them."""
     paginator = dynamodb.get_paginator("scan")
@@ -50,14 +45,16 @@ def user_records(dynamodb: Any, table: str) -> Iterator[list[dict[str, Any]]]:
 
 def backfill(stage: str) -> int:
     """Index every user of `stage`; returns how many."""
+    from infra.wiring import stage_environment
+
     for name, value in stage_environment(stage).items():
         os.environ.setdefault(name, value)
     from chalicelib.core import aws
-    from chalicelib.core.settings import get_settings
     from chalicelib.search import search_service
+    from chalicelib.users import USERS_TABLE
 
     indexed = 0
-    for records in user_records(aws.client("dynamodb"), get_settings().users_table_name):
+    for records in user_records(aws.client("dynamodb"), USERS_TABLE.name):
         search_service().apply_stream_records(records)
         indexed += len(records)
     return indexed

@@ -41,6 +41,8 @@ def chalice_command(argv: list[str]) -> str | None:
 def check_command(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
     command = chalice_command(argv)
+    if command is not None:
+        _set_stage_environment(_option(argv, "--stage") or "dev")
     if command in ("package", "deploy") and not _deploy_commands_allowed:
         _stop(
             f"`chalice {command}` alone leaves out this app's resources and event-source "
@@ -48,6 +50,20 @@ def check_command(argv: list[str] | None = None) -> None:
         )
     elif command == "local":
         _prepare_chalice_local(argv)
+
+
+def _set_stage_environment(stage: str) -> None:
+    """Chalice sets only the stage-wide variables while it loads the app; app.py's decorators
+    name every function's event source, and `chalice local` runs every route in one process:
+    both need all the stage's names (each function is still deployed with only its own)."""
+    from infra.wiring import stage_environment
+
+    try:
+        environment = stage_environment(stage)
+    except KeyError:
+        return  # an unknown stage: Chalice itself says so
+    for name, value in environment.items():
+        os.environ.setdefault(name, value)
 
 
 def _prepare_chalice_local(argv: list[str]) -> None:

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from infra.policies import function_name
+from infra.wiring import function_name
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 

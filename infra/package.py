@@ -130,7 +130,12 @@ def _function_names_in_process(stage: str) -> dict[str, str]:
     from chalice.deploy.appgraph import ApplicationGraphBuilder, DependencyBuilder
     from chalice.utils import to_cfn_resource_name
 
-    # As the chalice CLI does: the stage's environment is applied while the app is imported.
+    # As the chalice CLI does (with infra/chalice_commands.py): the stage's environment is
+    # applied while the app is imported.
+    from infra.wiring import stage_environment
+
+    for name, value in stage_environment(stage).items():
+        os.environ.setdefault(name, value)
     factory = CLIFactory(project_dir=str(PROJECT_DIR), environ=os.environ)
     config = factory.create_config_obj(chalice_stage_name=stage)
     application = ApplicationGraphBuilder().build(config, stage)
@@ -298,11 +303,9 @@ def _chalice_env() -> dict[str, str]:
     """The caller's environment without the stages' own variables: Chalice applies the
     stage's while it imports the app, and nothing else may leak in (a test's dev settings
     into a prod package, say)."""
-    stage_variables = {
-        name
-        for stage_config in chalice_config()["stages"].values()
-        for name in stage_config.get("environment_variables", {})
-    }
+    from infra.wiring import stage_environment
+
+    stage_variables = {name for stage in stages() for name in stage_environment(stage)}
     env = {k: v for k, v in os.environ.items() if k not in stage_variables}
     if not (env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION")):
         env["AWS_DEFAULT_REGION"] = DEFAULT_REGION

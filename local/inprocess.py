@@ -11,20 +11,20 @@ from typing import Any
 
 
 def reset_app_caches() -> None:
-    from chalicelib.auth.authorizer import verifier
-    from chalicelib.auth.config import cognito_config
-    from chalicelib.core import aws
-    from chalicelib.core.settings import get_settings
-    from chalicelib.images import image_analysis, images_service, thumbnail_maker
-    from chalicelib.search import search_service
-    from chalicelib.telemetry import telemetry_ingest, telemetry_processor
-    from chalicelib.users import user_events_publisher, user_onboarding, users_service
+    """Forget every cached factory and value of the app's loaded modules (each is a
+    `functools.cache` function defined in its module), and the boto3 clients."""
+    import sys
 
-    for cached in (get_settings, users_service, cognito_config, verifier, search_service,
-                   user_events_publisher, user_onboarding, telemetry_ingest,
-                   telemetry_processor, images_service, image_analysis,
-                   thumbnail_maker):  # fmt: skip
-        cached.cache_clear()
+    from chalicelib.core import aws
+
+    for module_name, module in list(sys.modules.items()):
+        if module is None or not module_name.startswith("chalicelib."):
+            continue
+        for value in list(vars(module).values()):
+            if callable(getattr(value, "cache_clear", None)) and (
+                getattr(value, "__module__", None) == module_name
+            ):
+                value.cache_clear()
     aws.reset_clients()
 
 

@@ -85,9 +85,11 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
 
 
 def stage_environment(stage: str) -> dict[str, str]:
-    """The environment variables `.chalice/config.json` gives the stage's functions."""
-    config = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
-    return dict(config["stages"][stage]["environment_variables"])
+    """Every variable `.chalice/config.json` gives some function of the stage: one process
+    runs them all here."""
+    from infra.wiring import stage_environment as every_functions_environment
+
+    return every_functions_environment(stage)
 
 
 # --- What moto's CloudFormation does not create: subscriptions, bucket notifications, SES

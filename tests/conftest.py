@@ -50,9 +50,21 @@ def client(aws: dict[str, str]) -> Iterator[Any]:
     from chalice.test import Client
 
     from app import app
+    from chalicelib.core import aws as app_aws
+    from tests.unit.iam_calls import Recorder, denied, watch
 
-    with Client(app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as test_client:
-        yield test_client
+    recorder = Recorder()
+    events = app_aws.session().events
+    events.register("before-parameter-build", recorder.before_parameter_build)
+    try:
+        with Client(app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as test_client:
+            watch(test_client, recorder)
+            yield test_client
+    finally:
+        events.unregister("before-parameter-build", recorder.before_parameter_build)
+    region = app_aws.session().region_name or os.environ["AWS_DEFAULT_REGION"]
+    refused = sorted(set(denied(recorder, region, "123456789012")))
+    assert not refused, f"the function's policy does not allow: {refused}"
 
 
 @pytest.fixture

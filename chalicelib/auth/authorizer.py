@@ -14,6 +14,7 @@ from typing import Any
 
 from chalice.app import AuthRequest, AuthResponse, Request
 
+from chalicelib.auth.config import COGNITO_CONFIG_READ
 from chalicelib.auth.tokens import (
     DEFAULT_LEEWAY_SECONDS,
     InvalidToken,
@@ -25,6 +26,7 @@ from chalicelib.auth.tokens import (
 )
 from chalicelib.core.errors import ApiError, Unauthenticated
 from chalicelib.core.observability import logger
+from chalicelib.core.resources import needs
 
 
 class Unauthorized(Exception):
@@ -47,6 +49,7 @@ def verifier() -> VerifiedTokens:
     return VerifiedTokens(tokens, ttl=AUTHORIZER_CACHE_SECONDS)
 
 
+@needs(COGNITO_CONFIG_READ)
 def authorize(auth_request: AuthRequest) -> AuthResponse:
     try:
         principal = verifier().verify(bearer_token(auth_request.token or ""))

@@ -1,7 +1,7 @@
 """Which user pool and app client tokens must come from.
 
 The ids are made when the resources are deployed, so they are not in the stage's config: the
-resources stack writes them to an SSM parameter (COGNITO_CONFIG_PARAMETER), read once per
+resources stack writes them to an SSM parameter (`CognitoConfigParameter`), read once per
 process. The JWKS URL follows the Cognito endpoint boto3 resolves: the real one in AWS, the
 emulator's (`/{pool_id}/.well-known/jwks.json`) locally. The issuer is always the AWS form.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from chalicelib.core import aws
-from chalicelib.core.settings import get_settings
+from chalicelib.core.resources import Resource
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,15 @@ class CognitoConfig:
         return f"https://cognito-idp.{self.region}.amazonaws.com/{self.user_pool_id}"
 
 
+#: The SSM parameter holding the pool and client ids; whoever reads `cognito_config()` needs
+#: `COGNITO_CONFIG_READ`.
+COGNITO_CONFIG_PARAMETER = Resource("CognitoConfigParameter")
+COGNITO_CONFIG_READ = COGNITO_CONFIG_PARAMETER.allow("ssm:GetParameter")
+
+
 @cache
 def cognito_config() -> CognitoConfig:
-    name = get_settings().cognito_config_parameter
+    name = COGNITO_CONFIG_PARAMETER.name
     value = json.loads(aws.client("ssm").get_parameter(Name=name)["Parameter"]["Value"])
     idp = aws.client("cognito-idp")
     pool_id = str(value["user_pool_id"])

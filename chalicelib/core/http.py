@@ -19,6 +19,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from chalice import Chalice, Response
 from chalice.app import Request
 
+from chalicelib.core import settings
 from chalicelib.core.errors import (
     CHALICE_CODES,
     ApiError,
@@ -28,7 +29,7 @@ from chalicelib.core.errors import (
     error_body,
 )
 from chalicelib.core.observability import emit_metrics, logger, start_tracing_if_enabled
-from chalicelib.core.settings import get_settings
+from chalicelib.core.resources import needs
 
 MAX_BODY_BYTES = 64 * 1024
 #: Routes that take bigger bodies: a batch of up to 500 telemetry events, each with up to
@@ -40,8 +41,9 @@ PREFLIGHT_MAX_AGE_SECONDS = 600
 ALLOWED_REQUEST_HEADERS = "Authorization,Content-Type,X-Correlation-Id"
 
 
+@needs(settings.CORS_ALLOW_ORIGINS.used())
 def install(app: Chalice) -> None:
-    """Register the HTTP middleware on `app`."""
+    """Register the HTTP middleware on `app` (it answers CORS for the stage's origins)."""
 
     def http_boundary(request: Request, get_response: Any) -> Response:
         started = time.perf_counter()
@@ -79,13 +81,13 @@ def json_object(request: Request) -> dict[str, Any]:
 
 
 def health() -> dict[str, str]:
-    return {"status": "ok", "stage": get_settings().stage}
+    return {"status": "ok", "stage": settings.stage()}
 
 
 def preflight(request: Request, methods: str) -> Response:
     """Answer a CORS preflight: 204 with the allowed methods for an allowed origin, else 403."""
     origin = request.headers.get("origin")
-    if origin is None or origin not in get_settings().cors_allow_origins:
+    if origin is None or origin not in settings.cors_allow_origins():
         raise Forbidden(f"Origin {origin!r} is not allowed.")
     return Response(
         body="",
@@ -137,7 +139,7 @@ def _correlation_id(request: Request) -> str:
 
 def _add_cors_headers(request: Request, response: Response) -> None:
     origin = request.headers.get("origin")
-    if origin and origin in get_settings().cors_allow_origins:
+    if origin and origin in settings.cors_allow_origins():
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = CORRELATION_HEADER
     response.headers["Vary"] = "Origin"

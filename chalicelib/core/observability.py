@@ -15,7 +15,7 @@ from functools import cache
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from chalicelib.core.settings import get_settings
+from chalicelib.core.settings import tracing_subsegments
 
 logger = Logger()
 
@@ -47,7 +47,7 @@ def emit_metrics(values: Iterable[tuple[str, MetricUnit, float]], **dimensions: 
 def start_tracing_if_enabled() -> None:
     """Patch boto3 with X-Ray subsegments when the stage asks for them (once per process)."""
     global _tracing_started
-    if _tracing_started or not get_settings().tracing_subsegments:
+    if _tracing_started or not tracing_subsegments():
         return
     with _tracing_lock:
         if _tracing_started:

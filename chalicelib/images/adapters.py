@@ -48,7 +48,7 @@ class S3ImageStorage:
         try:
             head = self._client().head_object(Bucket=self._bucket, Key=key)
         except ClientError as error:
-            # A 404 needs s3:ListBucket (infra/policies.py); without it S3 answers 403.
+            # A 404 needs s3:ListBucket (`image_analysis` asks for it); without it S3 answers 403.
             if error_code(error) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise

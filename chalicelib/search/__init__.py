@@ -10,17 +10,29 @@ from __future__ import annotations
 
 from functools import cache
 
+from chalicelib.core.resources import Resource, needs
 from chalicelib.search.service import SearchService
+from chalicelib.users import USERS_TABLE
+
+SEARCH_INDEX_TABLE = Resource("SearchIndexTable")
 
 
 @cache
+@needs(SEARCH_INDEX_TABLE.allow("dynamodb:Query"), USERS_TABLE.allow("dynamodb:BatchGetItem"))
 def search_service() -> SearchService:
-    """The process's search service, wired to DynamoDB on first use."""
-    from chalicelib.core.settings import get_settings
+    """The search behind `GET /users/search`, wired to DynamoDB on first use."""
     from chalicelib.search.repository import DynamoProfiles, DynamoSearchIndex
 
-    settings = get_settings()
     return SearchService(
-        DynamoSearchIndex(settings.search_table_name),
-        DynamoProfiles(settings.users_table_name),
+        DynamoSearchIndex(SEARCH_INDEX_TABLE.name),
+        DynamoProfiles(USERS_TABLE.name),
     )
+
+
+@cache
+@needs(SEARCH_INDEX_TABLE.allow("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"))
+def search_index_keeper() -> SearchService:
+    """The users table's stream consumer: writes the index, reads no profiles."""
+    from chalicelib.search.repository import DynamoSearchIndex
+
+    return SearchService(DynamoSearchIndex(SEARCH_INDEX_TABLE.name), profiles=None)

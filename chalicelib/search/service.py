@@ -184,9 +184,13 @@ class _Reads:
 
 
 class SearchService:
-    def __init__(self, index: SearchIndex, profiles: Profiles, max_workers: int = MAX_WORKERS):
+    def __init__(
+        self, index: SearchIndex, profiles: Profiles | None, max_workers: int = MAX_WORKERS
+    ):
+        """`profiles` is None for the stream consumer, which only keeps the index up to date
+        (and so has no access to the users table)."""
         self._index = index
-        self._profiles = profiles
+        self._profiles_reader = profiles
         self._max_workers = max_workers
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -337,6 +341,12 @@ class SearchService:
     ) -> str | None:
         finished = [q for q in query if reads.finished(matches[q])]
         return min(finished, key=lambda q: reads.size(matches[q]), default=None)
+
+    @property
+    def _profiles(self) -> Profiles:
+        if self._profiles_reader is None:
+            raise RuntimeError("this search service keeps the index only: it reads no profiles")
+        return self._profiles_reader
 
     def _profiles_of(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The profiles of `user_ids` that exist, PROFILE_BATCH per call, concurrently."""

@@ -1,15 +1,30 @@
-"""Users: profiles, registration and their events."""
+"""Users: profiles, registration and their events.
+
+The factories below wire the domain to AWS on first use, and say with `@needs` what each
+does with which resource of infra/resources.json (see `core.resources`).
+"""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import TYPE_CHECKING
 
+from chalicelib.auth.config import COGNITO_CONFIG_READ
+from chalicelib.core.resources import Resource, StageSetting, needs, on_arn
 from chalicelib.users.service import UsersService
 
 if TYPE_CHECKING:
     from chalicelib.users.events import SnsUserEventPublisher
-    from chalicelib.users.onboarding import UserOnboarding
+    from chalicelib.users.onboarding import ProfileSetUp, UserWelcome
+
+USERS_TABLE = Resource("UsersTable")
+USER_CREATED_TOPIC = Resource("UserCreatedTopic")
+USER_UPDATED_TOPIC = Resource("UserUpdatedTopic")
+IDEMPOTENCY_TABLE = Resource("IdempotencyTable")
+USER_POOL = Resource("UserPool")
+WELCOME_EMAIL_SENDER = StageSetting("WelcomeEmailSender")
+#: The index `GET /users` pages through (users.repository.LIST_INDEX).
+USERS_BY_CREATED = "/index/by-created"
 
 #: How long a sent welcome is remembered: longer than any redelivery (a stream record lives
 #: 24 h; SNS and Lambda retry within hours).
@@ -17,43 +32,82 @@ WELCOME_DEDUPE_SECONDS = 7 * 24 * 3600
 
 
 @cache
+@needs(
+    USERS_TABLE.allow(
+        "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"
+    ),
+    USERS_TABLE.allow("dynamodb:Query", within=USERS_BY_CREATED),
+    # The pool's id is made at deploy time: the grant names the pool by its tags.
+    USER_POOL.allow_by_tags(
+        "cognito-idp:AdminCreateUser",
+        "cognito-idp:AdminDeleteUser",
+        "cognito-idp:AdminGetUser",
+        "cognito-idp:AdminSetUserPassword",
+        "cognito-idp:AdminUpdateUserAttributes",
+    ),
+    COGNITO_CONFIG_READ,
+)
 def users_service() -> UsersService:
     """The process's service, wired to DynamoDB and Cognito on first use."""
     from chalicelib.auth.config import cognito_config
-    from chalicelib.core.settings import get_settings
     from chalicelib.users.identity import CognitoIdentityDirectory
     from chalicelib.users.repository import DynamoUserRepository
 
-    settings = get_settings()
     return UsersService(
-        DynamoUserRepository(settings.users_table_name),
+        DynamoUserRepository(USERS_TABLE.name),
         CognitoIdentityDirectory(lambda: cognito_config().user_pool_id),
     )
 
 
 @cache
+@needs(USER_CREATED_TOPIC.allow("sns:Publish"), USER_UPDATED_TOPIC.allow("sns:Publish"))
 def user_events_publisher() -> SnsUserEventPublisher:
     """Publishes the users table's stream as domain events (SNS)."""
-    from chalicelib.core.settings import get_settings
-    from chalicelib.users.events import SnsUserEventPublisher
+    from chalicelib.users.events import USER_CREATED, USER_UPDATED, SnsUserEventPublisher
 
-    return SnsUserEventPublisher(get_settings())
+    return SnsUserEventPublisher(
+        {USER_CREATED: USER_CREATED_TOPIC.name, USER_UPDATED: USER_UPDATED_TOPIC.name}
+    )
 
 
 @cache
-def user_onboarding() -> UserOnboarding:
-    """Welcome email, default preferences and profile set-up, wired to AWS on first use."""
+@needs(
+    USERS_TABLE.allow("dynamodb:GetItem", "dynamodb:UpdateItem"),
+    # Powertools' idempotency records (`core.idempotency`).
+    IDEMPOTENCY_TABLE.allow(
+        "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"
+    ),
+    WELCOME_EMAIL_SENDER.used(),
+    # SES authorises the sender's identity; the condition holds the function to the stage's
+    # own From address.
+    on_arn(
+        "arn:aws:ses:*:*:identity/*",
+        "ses:SendEmail",
+        condition=(("ses:FromAddress", WELCOME_EMAIL_SENDER.key),),
+    ),
+)
+def user_welcome() -> UserWelcome:
+    """Default preferences and the welcome email, wired to AWS on first use."""
     from chalicelib.core import clock
     from chalicelib.core.idempotency import OnceOnly
-    from chalicelib.core.settings import get_settings
     from chalicelib.users.mailer import SesMailer
-    from chalicelib.users.onboarding import UserOnboarding
+    from chalicelib.users.onboarding import UserWelcome
     from chalicelib.users.repository import DynamoUserRepository
 
-    settings = get_settings()
-    return UserOnboarding(
-        DynamoUserRepository(settings.users_table_name),
-        SesMailer(settings.welcome_email_sender),
-        OnceOnly(settings.idempotency_table_name, "welcome", WELCOME_DEDUPE_SECONDS),
+    return UserWelcome(
+        DynamoUserRepository(USERS_TABLE.name),
+        SesMailer(WELCOME_EMAIL_SENDER.value),
+        OnceOnly(IDEMPOTENCY_TABLE.name, "welcome", WELCOME_DEDUPE_SECONDS),
         clock=clock.timestamp,
     )
+
+
+@cache
+@needs(USERS_TABLE.allow("dynamodb:GetItem", "dynamodb:UpdateItem"))
+def profile_set_up() -> ProfileSetUp:
+    """Marks new users' profiles set up (the onboarding queue)."""
+    from chalicelib.core import clock
+    from chalicelib.users.onboarding import ProfileSetUp
+    from chalicelib.users.repository import DynamoUserRepository
+
+    return ProfileSetUp(DynamoUserRepository(USERS_TABLE.name), clock=clock.timestamp)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.core import aws
-from chalicelib.core.settings import Settings
 from chalicelib.users.model import PUBLIC_FIELDS, public_view
 from chalicelib.users.repository import USER_KEY_PREFIX, item_from_image
 
@@ -89,11 +88,8 @@ class SnsUserEventPublisher:
     """Publishes user events to their topics, 10 to a call; raises if any is refused, so the
     stream batch is retried (consumers drop the duplicates by `event_id`)."""
 
-    def __init__(self, settings: Settings, client: Callable[[str], Any] = aws.client) -> None:
-        self._topics = {
-            USER_CREATED: settings.user_created_topic_name,
-            USER_UPDATED: settings.user_updated_topic_name,
-        }
+    def __init__(self, topics: dict[str, str], client: Callable[[str], Any] = aws.client) -> None:
+        self._topics = topics  # event type -> topic name
         self._client = client
 
     def publish(self, events: list[UserEvent]) -> None:

@@ -1,13 +1,15 @@
 """What happens after a user is created, driven by the `user-created` event:
 
-- `welcome` (SNS subscription): default preferences stored, then one welcome email. Every
-  source delivers at least once, so each is done once per user through an idempotency
-  record; the preferences only fill in what the user has not set.
-- `set_up_profile` (the onboarding SQS queue, subscribed to the same topic): marks the
+- `UserWelcome.welcome` (SNS subscription): default preferences stored, then one welcome
+  email. Every source delivers at least once, so each is done once per user through an
+  idempotency record; the preferences only fill in what the user has not set.
+- `ProfileSetUp.set_up_profile` (the onboarding SQS queue, subscribed to the same topic): marks the
   profile set up. A message that is not a valid `user-created` event raises `InvalidEvent`;
   it fails each receive and the queue's redrive policy dead-letters it after 3.
 
 A user deleted before its event arrives is skipped: there is nobody left to greet.
+The two are separate classes because they run in separate functions, and the profile set-up
+has no business holding the mailer's or the idempotency table's permissions.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def parse_user_created(message: str) -> dict[str, Any]:
     return event
 
 
-class UserOnboarding:
+class UserWelcome:
     def __init__(
         self, profiles: Profiles, mailer: Mailer, once: Once, clock: Callable[[], str]
     ) -> None:
@@ -96,6 +98,12 @@ class UserOnboarding:
         defaults = dict(list(DEFAULT_PREFERENCES.items())[: max(room, 0)])
         if defaults:
             self._profiles.add_missing_preferences(user["user_id"], defaults, self._clock())
+
+
+class ProfileSetUp:
+    def __init__(self, profiles: Profiles, clock: Callable[[], str]) -> None:
+        self._profiles = profiles
+        self._clock = clock
 
     def set_up_profile(self, body: str) -> None:
         event = parse_user_created(body)

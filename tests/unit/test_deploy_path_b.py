@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 
 from infra.deploy import apply_function_settings, chalice_name, stream_arn
-from infra.policies import function_name
+from infra.wiring import function_name
 
 STREAM_CONSUMERS = ("publish_user_events", "index_users_for_search")
 PARTIAL_BATCH_CONSUMERS = ("process_telemetry",)

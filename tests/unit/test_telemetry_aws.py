@@ -443,15 +443,13 @@ def test_ingest_refuses_a_body_of_the_wrong_shape(body: Any) -> None:
 
 
 def test_missing_setting_raises_settings_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from chalicelib.core.settings import SettingsError, get_settings
+    from chalicelib.core.settings import SettingsError
     from chalicelib.telemetry import telemetry_processor
 
     monkeypatch.delenv("METRICS_TABLE_NAME", raising=False)
-    get_settings.cache_clear()
     telemetry_processor.cache_clear()
     with pytest.raises(SettingsError, match="METRICS_TABLE_NAME"):
         telemetry_processor()
-    get_settings.cache_clear()
     telemetry_processor.cache_clear()
 
 
