@@ -14,10 +14,10 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+from infra.paths import PROJECT_DIR
+
 PAGE = 100
 
 

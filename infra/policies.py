@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+from infra.paths import PROJECT_DIR
+
 CHALICE_DIR = PROJECT_DIR / ".chalice"
 STAGES = ("dev", "staging", "prod")
 APP = "serverless-app"

@@ -17,10 +17,11 @@ from chalicelib.search.service import SearchService
 def search_service() -> SearchService:
     """The process's search service, wired to DynamoDB on first use."""
     from chalicelib.core.settings import get_settings
-    from chalicelib.search.repository import DynamoProfiles, DynamoSearchIndex
+    from chalicelib.search.repository import DynamoSearchIndex
+    from chalicelib.users.public import DynamoPublicProfiles
 
     settings = get_settings()
     return SearchService(
         DynamoSearchIndex(settings.search_table_name),
-        DynamoProfiles(settings.users_table_name),
+        DynamoPublicProfiles(settings.users_table_name),
     )

@@ -35,8 +35,8 @@ from infra.package import (
     sam_transform,
 )
 from infra.package import function_names as package_function_names
+from infra.paths import PROJECT_DIR
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 CHALICELIB = PROJECT_DIR / "chalicelib"
 CONFIG = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
 RESOURCES = json.loads((PROJECT_DIR / "infra" / "resources.json").read_text())
