@@ -19,7 +19,8 @@ import subprocess
 import sys
 import time
 
-from bench import AWS_OVERRIDES, PROJECT_DIR, Result, median, ms, stage_env
+from bench import AWS_OVERRIDES, Result, median, ms, stage_env
+from infra.paths import PROJECT_DIR
 
 _TIMED = """\
 import json, resource, time

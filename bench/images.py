@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import AWS_OVERRIDES, PROJECT_DIR, Result, median, ms, percentile
+from bench import AWS_OVERRIDES, Result, median, ms, percentile
+from infra.paths import PROJECT_DIR
 
 SIZE = (4000, 3000)
 PHOTO_QUALITY = 90

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bench import AWS_OVERRIDES, PROJECT_DIR, STAGE, patched_environ, quiet_stdout, stage_env
+from bench import AWS_OVERRIDES, STAGE, patched_environ, quiet_stdout, stage_env
+from infra.paths import PROJECT_DIR
 
 PASSWORD = "Bench-Passw0rd!"
 

@@ -24,15 +24,12 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
+from infra.paths import PROJECT_DIR
 from infra.wiring import function_name
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-
 APP = "serverless-app"
-PROJECT_DIR = Path(__file__).resolve().parents[1]
 FUNCTION_SETTINGS = PROJECT_DIR / "infra" / "functions.json"
 RESOURCES = PROJECT_DIR / "infra" / "resources.json"
 #: Event source mapping settings the Lambda API takes as SAM names them; others (`Stream`)

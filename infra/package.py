@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from infra.chalice_cli import TARGET_RUNTIME
+from infra.paths import PROJECT_DIR
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 RESOURCES_TEMPLATE = PROJECT_DIR / "infra" / "resources.json"
 API_RESPONSES = PROJECT_DIR / "infra" / "api-responses.json"
 FUNCTION_SETTINGS = PROJECT_DIR / "infra" / "functions.json"

@@ -36,7 +36,8 @@ from pathlib import Path
 from types import FunctionType, ModuleType
 from typing import Any
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+from infra.paths import PROJECT_DIR
+
 CHALICE_DIR = PROJECT_DIR / ".chalice"
 CONFIG_FILE = CHALICE_DIR / "config.json"
 TEMPLATE_FILE = PROJECT_DIR / "infra" / "resources.json"

@@ -11,7 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from local.provision import PROJECT_DIR, STATE_DIR
+from infra.paths import PROJECT_DIR
+from local.provision import STATE_DIR
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import json
 from functools import cache
 from typing import Any
 
-from local.provision import PROJECT_DIR
+from infra.paths import PROJECT_DIR
 
 API_RESPONSES = PROJECT_DIR / "infra" / "api-responses.json"
 UNAUTHORIZED_BODY = b'{"message":"Unauthorized"}'

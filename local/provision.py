@@ -9,7 +9,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from infra.paths import PROJECT_DIR
+
 #: Where the running stack keeps stack.json and its lock (LOCAL_STATE_DIR moves it: tests).
 STATE_DIR = Path(os.environ.get("LOCAL_STATE_DIR") or PROJECT_DIR / ".local")
 RESOURCES_TEMPLATE = PROJECT_DIR / "infra" / "resources.json"

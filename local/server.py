@@ -72,7 +72,8 @@ ERROR_CODES: dict[int, str] = {
 }
 
 
-def error_code(status: int) -> str:
+def code_for_status(status: int) -> str:
+    """The API error code for a status the server answers with itself (`ERROR_CODES`)."""
     return ERROR_CODES.get(status) or (BadRequest.code if status < 500 else ApiError.code)
 
 
@@ -342,7 +343,7 @@ class FramingRequestHandler(ChaliceRequestHandler):
         status = HTTPStatus(code)
         text = f"{message}: {explain}" if message and explain else message or status.phrase
         request_id = str(uuid.uuid4())
-        body = json.dumps(error_body(error_code(status), text[:300], request_id)).encode()
+        body = json.dumps(error_body(code_for_status(status), text[:300], request_id)).encode()
         self.log_error("code %d, message %s", status.value, text[:300])
         self._reading = False
         self._linger = True

@@ -29,7 +29,8 @@ from typing import Any
 
 from chalice.local import LocalDevServer
 
-from local.provision import PROJECT_DIR, STATE_DIR, provision, stage_environment
+from infra.paths import PROJECT_DIR
+from local.provision import STATE_DIR, provision, stage_environment
 from local.server import FastLocalServer, FramingRequestHandler
 from local.token import PASSWORDS_FILE
 

@@ -10,9 +10,10 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from infra.paths import PROJECT_DIR
 from local.gateway import emulate_api_gateway
 from local.inprocess import reset_app_caches, serve_moto_jwks
-from local.provision import FAKE_CREDENTIALS, PROJECT_DIR, provision, stage_environment
+from local.provision import FAKE_CREDENTIALS, provision, stage_environment
 
 STAGE = "dev"
 

@@ -85,6 +85,31 @@ def error_code(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+#: Errors worth another try: throttling and AWS-side failures. Anything else (validation,
+#: access denied, missing resource) fails the same way again.
+RETRYABLE = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "KMSThrottlingException",
+        "RequestTimeout",
+    }
+)
+
+
+def retryable(exc: BaseException) -> bool:
+    """A throttling or server error, or a connection problem (botocore's own retries have
+    already run out on those)."""
+    code = error_code(exc)
+    return code in RETRYABLE or "Timeout" in code or "Connection" in code
+
+
 def reset_clients() -> None:
     """Forget every client and resolved name (tests switch emulators between runs)."""
     with _lock:

@@ -4,19 +4,27 @@
   fraction (DynamoDB gives Decimals, which JSON cannot encode), at any depth; floats go in
   as Decimals (DynamoDB refuses floats); attributes set to None are left out;
 - `query_page`: one page of a newest-first list in one Query;
-- `batch_get`: BatchGetItem, 100 keys a call, retrying what DynamoDB leaves unprocessed.
+- `batch_get`: BatchGetItem, 100 keys a call, retrying what DynamoDB leaves unprocessed;
+- `batch_write`: one BatchWriteItem's worth of puts and deletes (25 at most), retrying what
+  DynamoDB leaves unprocessed, up to a deadline if the caller has one.
+
+Both also retry a call that failed for a reason worth another try (`aws.retryable`:
+throttling, a fault on AWS's side), with the caller's backoff between any two calls.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
 from typing import Any
 
+from chalicelib.core.aws import retryable
 from chalicelib.core.backoff import Backoff
 
 READ_BATCH = 100  # BatchGetItem's limit
+WRITE_BATCH = 25  # BatchWriteItem's limit
 
 
 class Unprocessed(RuntimeError):
@@ -80,15 +88,22 @@ def query_page(
 def batch_get(
     client: Any, table: str, keys: Sequence[dict[str, Any]], backoff: Backoff, **options: Any
 ) -> list[dict[str, Any]]:
-    """The items found for `keys` (raw, in no particular order), 100 keys per call;
-    Unprocessed if some stay unprocessed after `backoff.max_attempts` calls."""
+    """The items found for `keys` (raw, in no particular order), 100 keys per call, `options`
+    (ProjectionExpression, ConsistentRead...) on every call. Unprocessed if some keys are
+    still unprocessed after `backoff.max_attempts` calls; the error of the last call if that
+    one failed too, or of any call failing for a reason not worth a retry."""
     found: list[dict[str, Any]] = []
     for start in range(0, len(keys), READ_BATCH):
         pending = {"Keys": list(keys[start : start + READ_BATCH]), **options}
         for attempt in range(backoff.max_attempts):
             if attempt:
                 backoff.wait(attempt)
-            response = client.batch_get_item(RequestItems={table: pending})
+            try:
+                response = client.batch_get_item(RequestItems={table: pending})
+            except Exception as exc:
+                if not retryable(exc) or attempt == backoff.max_attempts - 1:
+                    raise
+                continue
             found += response.get("Responses", {}).get(table, [])
             pending = response.get("UnprocessedKeys", {}).get(table)
             if not pending:
@@ -96,3 +111,47 @@ def batch_get(
         else:
             raise Unprocessed(f"{len(pending['Keys'])} reads of {table} left unprocessed")
     return found
+
+
+@dataclass
+class WriteLeft:
+    """What `batch_write` did not apply: `requests` (as sent, or as DynamoDB returned them
+    unprocessed), and `error`, the exception of the call that ended the retries when it was
+    not worth another try (None when the retries or the deadline ran out, or all is done)."""
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    error: Exception | None = None
+
+    def raise_if_any(self, table: str) -> None:
+        """For callers that need every write: raise `error`, or Unprocessed if any is left."""
+        if self.error is not None:
+            raise self.error
+        if self.requests:
+            raise Unprocessed(f"{len(self.requests)} writes to {table} left unprocessed")
+
+
+def batch_write(
+    client: Any,
+    table: str,
+    requests: Sequence[dict[str, Any]],
+    backoff: Backoff,
+    should_stop: Callable[[], bool] | None = None,
+) -> WriteLeft:
+    """Apply `requests` (PutRequest and DeleteRequest items, 25 at most, no key twice) with
+    BatchWriteItem, sending again what DynamoDB leaves unprocessed and the whole call after
+    a failure worth a retry, `backoff.max_attempts` calls at most. Once `should_stop()` (a
+    deadline) is true no call is started nor backoff slept. Returns what is left."""
+    pending = list(requests)
+    for attempt in range(backoff.max_attempts):
+        if not pending or (should_stop is not None and should_stop()):
+            break
+        if attempt:
+            backoff.wait(attempt)
+        try:
+            response = client.batch_write_item(RequestItems={table: pending})
+        except Exception as exc:
+            if retryable(exc):
+                continue
+            return WriteLeft(pending, exc)
+        pending = response.get("UnprocessedItems", {}).get(table, [])
+    return WriteLeft(pending)

@@ -11,12 +11,11 @@ import base64
 import binascii
 import re
 
+from chalicelib.core.clock import TIMESTAMP_PATTERN
 from chalicelib.core.errors import BadRequest
+from chalicelib.core.ids import UUID_PATTERN
 
-_SORT_KEY = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z"
-    r"#[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-)
+_SORT_KEY = re.compile(rf"^{TIMESTAMP_PATTERN}#{UUID_PATTERN}$")
 MAX_CURSOR_LENGTH = 200
 
 

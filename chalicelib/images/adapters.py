@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC
 from typing import Any
 
-from chalicelib.core import aws
+from chalicelib.core import aws, clock
 from chalicelib.core.aws import error_code
 from chalicelib.core.backoff import Backoff
 from chalicelib.core.dynamo import Unprocessed, batch_get, from_item, query_page, to_item
@@ -52,7 +51,7 @@ class S3ImageStorage:
             if error_code(error) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        modified = head["LastModified"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        modified = clock.timestamp(head["LastModified"], timespec="seconds")
         return StoredObject(
             size=int(head["ContentLength"]),
             etag=normalise_etag(str(head["ETag"])),

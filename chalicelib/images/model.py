@@ -21,6 +21,7 @@ from urllib.parse import unquote_plus
 
 from chalicelib.core.dynamo import plain
 from chalicelib.core.errors import ValidationFailed
+from chalicelib.core.ids import UUID_PATTERN, is_uuid
 
 #: Content types an upload may declare -> the key's extension.
 CONTENT_TYPES = {"image/jpeg": "jpg", "image/png": "png"}
@@ -42,9 +43,9 @@ MAX_LABEL_LENGTH = 100
 
 PROCESSING, READY, FAILED = "processing", "ready", "failed"
 
-_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_IMAGE_ID = re.compile(rf"^{_UUID}$")
-_UPLOAD_KEY = re.compile(rf"^uploads/(?P<owner>{_UUID})/(?P<image>{_UUID})\.(?P<ext>jpg|png)$")
+_UPLOAD_KEY = re.compile(
+    rf"^uploads/(?P<owner>{UUID_PATTERN})/(?P<image>{UUID_PATTERN})\.(?P<ext>jpg|png)$"
+)
 PUBLIC_FIELDS = (
     "image_id",
     "owner_id",
@@ -94,7 +95,7 @@ def thumbnail_key(owner_id: str, image_id: str, etag: str, size: int, extension:
 
 
 def is_image_id(value: str) -> bool:
-    return bool(_IMAGE_ID.fullmatch(value))
+    return is_uuid(value)
 
 
 def label_key(label: str) -> str:

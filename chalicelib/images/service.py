@@ -81,7 +81,7 @@ class ImagesService:
                 "fields": post["fields"],
                 "content_type": content_type,
                 "max_bytes": MAX_UPLOAD_BYTES,
-                "expires_at": expires_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "expires_at": clock.timestamp(expires_at, timespec="seconds"),
             },
         }
 

@@ -12,21 +12,18 @@ from functools import cache
 
 from chalicelib.core.resources import Resource, needs
 from chalicelib.search.service import SearchService
-from chalicelib.users import USERS_TABLE
+from chalicelib.users import PUBLIC_PROFILES_READ, public_profiles
 
 SEARCH_INDEX_TABLE = Resource("SearchIndexTable")
 
 
 @cache
-@needs(SEARCH_INDEX_TABLE.allow("dynamodb:Query"), USERS_TABLE.allow("dynamodb:BatchGetItem"))
+@needs(SEARCH_INDEX_TABLE.allow("dynamodb:Query"), PUBLIC_PROFILES_READ)
 def search_service() -> SearchService:
     """The search behind `GET /users/search`, wired to DynamoDB on first use."""
-    from chalicelib.search.repository import DynamoProfiles, DynamoSearchIndex
+    from chalicelib.search.repository import DynamoSearchIndex
 
-    return SearchService(
-        DynamoSearchIndex(SEARCH_INDEX_TABLE.name),
-        DynamoProfiles(USERS_TABLE.name),
-    )
+    return SearchService(DynamoSearchIndex(SEARCH_INDEX_TABLE.name), public_profiles())
 
 
 @cache

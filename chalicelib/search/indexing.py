@@ -14,27 +14,25 @@ a `created_at` that changed, since the posting key holds it. Every posting of th
 image is put again, not only the new ones, so that any change repairs an index that missed
 earlier records. Applying a batch again gives the same index: it can be retried whole.
 
-Only user items count (`pk = USER#<uuid>`); email claims (`EMAIL#...`) and anything else
-sharing the table are ignored, as are images without a well-formed `created_at` (never
-written by this app: they could not be paged through).
+Only user items count (the users domain tells them by key: `users.public.user_id_of_key`);
+email claims and anything else sharing the table are ignored, as are images without a
+well-formed `created_at` (never written by this app: they could not be paged through).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from chalicelib.core.clock import is_timestamp
 from chalicelib.search.text import distinct_words
-from chalicelib.users.model import is_user_id
+from chalicelib.users.public import user_id_of_key
 
-USER_PREFIX = "USER#"
 SEARCHED_FIELDS = ("name", "email", "bio")
 #: Far above what a valid profile yields (name 100, email 254, bio 1000 characters make at
 #: most ~450 words): a bound on the writes one record can cause, whatever the table holds.
 MAX_WORDS_PER_USER = 600
-_CREATED_AT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 
 class Posting(NamedTuple):
@@ -59,7 +57,7 @@ def postings_of(user_id: str, image: Mapping[str, Any] | None) -> set[Posting]:
     if not image:
         return set()
     created_at = _string(image, "created_at")
-    if created_at is None or not _CREATED_AT.fullmatch(created_at):
+    if created_at is None or not is_timestamp(created_at):
         return set()
     texts = [_string(image, name) for name in SEARCHED_FIELDS]
     return {
@@ -96,10 +94,7 @@ def index_changes(records: Iterable[Mapping[str, Any]]) -> IndexChanges:
 def _user_id(record: Mapping[str, Any]) -> str | None:
     """The user a record is about, or None for any other item of the table."""
     key = record.get("dynamodb", {}).get("Keys", {}).get("pk", {}).get("S", "")
-    if not key.startswith(USER_PREFIX):
-        return None
-    user_id = key[len(USER_PREFIX) :]
-    return user_id if is_user_id(user_id) else None
+    return user_id_of_key(key)
 
 
 def _string(image: Mapping[str, Any], name: str) -> str | None:

@@ -28,13 +28,15 @@ from collections.abc import Sequence
 from functools import cmp_to_key
 from typing import NamedTuple
 
+from chalicelib.core.clock import TIMESTAMP_PATTERN
 from chalicelib.core.errors import BadRequest
+from chalicelib.core.ids import UUID_PATTERN
 
 MAX_CURSOR_LENGTH = 200
 _CURSOR = re.compile(
     r"(?P<max>[0-2])\.(?P<sum>[0-9]{1,2})"
-    r"\.(?P<created>[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z)"
-    r"\.(?P<user>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    rf"\.(?P<created>{TIMESTAMP_PATTERN})"
+    rf"\.(?P<user>{UUID_PATTERN})"
     r"\.(?P<check>[0-9a-f]{12})",
     re.ASCII,
 )

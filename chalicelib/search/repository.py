@@ -1,4 +1,4 @@
-"""The search index table, and the batch read of profiles a result page needs, in DynamoDB.
+"""The search index table in DynamoDB.
 
 The index table has a `pk`/`sk` key and nothing else; items carry no other attribute:
 
@@ -19,8 +19,10 @@ periodic clean-up could drop them; nothing depends on it.
 Every read is a Query of one partition or a BatchGetItem of known keys: nothing here reads a
 partition that does not belong to a word of the query, so the cost never grows with the
 number of users, only with the matches. Batch writes and reads retry what DynamoDB leaves
-unprocessed, with backoff, and raise if some is still left, so the stream batch is retried.
-The write pool (`concurrent.futures`) is imported when the indexer first needs it.
+unprocessed, and throttled calls, with backoff (`core.dynamo`), and raise if some is still
+left, so the stream batch is retried. The profiles of a result page come from the users
+domain (`users.public`). The write pool (`concurrent.futures`) is imported when the indexer
+first needs it.
 """
 
 from __future__ import annotations
@@ -28,29 +30,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.core import aws
 from chalicelib.core.backoff import MAX_ATTEMPTS, Backoff
-from chalicelib.core.dynamo import Unprocessed, batch_get
+from chalicelib.core.dynamo import WRITE_BATCH, batch_get, batch_write
 from chalicelib.search.indexing import Posting
 from chalicelib.search.text import index_variants
-from chalicelib.users.model import PUBLIC_FIELDS
-from chalicelib.users.repository import user_key
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
-WRITE_BATCH = 25  # BatchWriteItem's limit
 WRITE_WORKERS = 8
-
-
-@cache
-def _deserializer() -> Any:
-    from boto3.dynamodb.types import TypeDeserializer
-
-    return TypeDeserializer()
 
 
 def posting_key(posting: Posting) -> dict[str, Any]:
@@ -69,7 +60,7 @@ def neighbourhood_key(variant: str, word: str) -> dict[str, Any]:
 
 
 class _Batches:
-    """BatchWriteItem / BatchGetItem with retries of what is left unprocessed."""
+    """BatchWriteItem / BatchGetItem (`core.dynamo`), the write calls running concurrently."""
 
     def __init__(
         self,
@@ -79,8 +70,7 @@ class _Batches:
         write_workers: int = WRITE_WORKERS,
     ) -> None:
         self._client = client
-        self._max_attempts = max_attempts
-        self._waits = Backoff(sleep, max_attempts)
+        self._backoff = Backoff(sleep, max_attempts)
         self._write_workers = write_workers
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -102,24 +92,13 @@ class _Batches:
         list(self._pool.map(lambda chunk: self._write_chunk(table, chunk), chunks))
 
     def _write_chunk(self, table: str, chunk: Sequence[dict[str, Any]]) -> None:
-        pending = list(chunk)
-        for attempt in range(self._max_attempts):
-            if attempt:
-                self._backoff(attempt)
-            response = self._client().batch_write_item(RequestItems={table: pending})
-            pending = response.get("UnprocessedItems", {}).get(table, [])
-            if not pending:
-                return
-        raise Unprocessed(f"{len(pending)} writes to {table} left unprocessed")
+        batch_write(self._client(), table, chunk, self._backoff).raise_if_any(table)
 
     def get(
         self, table: str, keys: Sequence[dict[str, Any]], **options: Any
     ) -> list[dict[str, Any]]:
         """The items found for `keys` (in no particular order), 100 keys per call."""
-        return batch_get(self._client(), table, keys, self._waits, **options)
-
-    def _backoff(self, attempt: int) -> None:
-        self._waits.wait(attempt)
+        return batch_get(self._client(), table, keys, self._backoff, **options)
 
 
 class DynamoSearchIndex:
@@ -216,33 +195,3 @@ class DynamoSearchIndex:
                 break
             request["ExclusiveStartKey"] = last
         return keys
-
-
-class DynamoProfiles:
-    """The users table, read by key only: the profiles of one result page."""
-
-    def __init__(
-        self,
-        table_name: str,
-        client: Callable[[], Any] | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        max_attempts: int = MAX_ATTEMPTS,
-    ) -> None:
-        self._table = table_name
-        self._batches = _Batches(client or (lambda: aws.client("dynamodb")), sleep, max_attempts)
-
-    def get_many(self, user_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The public fields of the users that exist among `user_ids`, by id; one
-        BatchGetItem per 100 ids."""
-        if not user_ids:
-            return {}
-        names = {f"#f{i}": name for i, name in enumerate(PUBLIC_FIELDS)}
-        found = self._batches.get(
-            self._table,
-            [{"pk": {"S": user_key(user_id)}} for user_id in dict.fromkeys(user_ids)],
-            ProjectionExpression=", ".join(names),
-            ExpressionAttributeNames=names,
-        )
-        deserializer = _deserializer()
-        users = [{k: deserializer.deserialize(v) for k, v in item.items()} for item in found]
-        return {user["user_id"]: user for user in users if "user_id" in user}

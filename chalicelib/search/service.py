@@ -91,7 +91,6 @@ from chalicelib.search.text import (
     tier,
     words,
 )
-from chalicelib.users.model import public_view
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -134,6 +133,8 @@ class SearchIndex(Protocol):
 
 
 class Profiles(Protocol):
+    """The public views of the users among some ids that exist, by id (`users.public`)."""
+
     def get_many(self, user_ids: Sequence[str]) -> dict[str, dict[str, Any]]: ...
 
 
@@ -366,7 +367,7 @@ class SearchService:
             batch = ranked[start : start + limit]
             more = start + limit < len(ranked)
             return {
-                "items": [public_view(profiles[hit.user_id]) for hit in batch],
+                "items": [profiles[hit.user_id] for hit in batch],
                 "next_cursor": encode_cursor(batch[-1], query) if more else None,
             }
         items: list[dict[str, Any]] = []
@@ -376,7 +377,7 @@ class SearchService:
             if not batch:
                 break
             found = self._profiles.get_many([hit.user_id for hit in batch])
-            items += [public_view(found[h.user_id]) for h in batch if h.user_id in found]
+            items += [found[h.user_id] for h in batch if h.user_id in found]
             position, last = position + len(batch), batch[-1]
         more = position < len(ranked) and last is not None
         return {"items": items, "next_cursor": encode_cursor(last, query) if more else None}

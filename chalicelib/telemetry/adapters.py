@@ -16,42 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.core import aws
-from chalicelib.core.aws import error_code
+from chalicelib.core.aws import error_code, retryable
 from chalicelib.core.backoff import Backoff
+from chalicelib.core.dynamo import WRITE_BATCH, batch_get, batch_write
 from chalicelib.telemetry.detection import Baseline
 from chalicelib.telemetry.encoding import computed_number
 
-WRITE_BATCH = 25  # BatchWriteItem
-READ_BATCH = 100  # BatchGetItem
 PUBLISH_BATCH = 10  # SNS PublishBatch
 SEND_BATCH = 10  # SQS SendMessageBatch
 PUT_RECORDS_BATCH = 500  # Kinesis PutRecords
 PUT_RECORDS_BYTES = 5 * 1024 * 1024
 SQS_MAX_BYTES = 256 * 1024
-
-#: Errors worth another try: throttling and AWS-side failures. Anything else (validation,
-#: access denied, missing resource) fails the same way again.
-RETRYABLE = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "InternalServerError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "KMSThrottlingException",
-        "RequestTimeout",
-    }
-)
-
-
-def retryable(exc: BaseException) -> bool:
-    """A throttling or server error, or a connection problem (botocore's own retries have
-    already run out on those)."""
-    code = error_code(exc)
-    return code in RETRYABLE or "Timeout" in code or "Connection" in code
 
 
 def _dynamodb() -> Any:
@@ -79,9 +54,9 @@ class PutOutcome:
 
 
 class DynamoItemWriter:
-    """BatchWriteItem, 25 puts per call, retrying UnprocessedItems and throttled calls. A call
-    refused for its items (`item_error`) is split in halves until the items refused are alone:
-    those are `rejected`, the others written."""
+    """BatchWriteItem (`core.dynamo.batch_write`), 25 puts per call, retrying UnprocessedItems
+    and throttled calls. A call refused for its items (`item_error`) is split in halves until
+    the items refused are alone: those are `rejected`, the others written."""
 
     def __init__(
         self, client: Callable[[], Any] = _dynamodb, backoff: Backoff | None = None
@@ -99,15 +74,9 @@ class DynamoItemWriter:
         `should_stop()` (the deadline) is true no call is started nor backoff slept: what
         is left is `failed`."""
         outcome = PutOutcome()
-        stop = should_stop or (lambda: False)
         for start in range(0, len(items), WRITE_BATCH):
-            self._put_chunk(
-                table,
-                items,
-                list(range(start, min(start + WRITE_BATCH, len(items)))),
-                outcome,
-                stop,
-            )
+            chunk = list(range(start, min(start + WRITE_BATCH, len(items))))
+            self._put_chunk(table, items, chunk, outcome, should_stop)
         outcome.failed.sort()
         return outcome
 
@@ -117,40 +86,22 @@ class DynamoItemWriter:
         items: Sequence[dict[str, Any]],
         chunk: list[int],
         outcome: PutOutcome,
-        stop: Callable[[], bool],
+        should_stop: Callable[[], bool] | None,
     ) -> None:
-        # Unprocessed items come back as the same requests: find their positions by key.
-        pending = {_key(items[i]): i for i in chunk}
-        for attempt in range(self._backoff.max_attempts):
-            if stop():
-                break
-            if attempt:
-                self._backoff.wait(attempt)
-            requests = [{"PutRequest": {"Item": items[i]}} for i in pending.values()]
-            try:
-                response = self._client().batch_write_item(RequestItems={table: requests})
-            except Exception as exc:
-                if retryable(exc):
-                    continue
-                left = sorted(pending.values())
-                if not item_error(exc):
-                    outcome.failed += left
-                elif len(left) == 1:
-                    outcome.rejected[left[0]] = f"{error_code(exc)}: {exc}"
-                else:
-                    half = len(left) // 2
-                    self._put_chunk(table, items, left[:half], outcome, stop)
-                    self._put_chunk(table, items, left[half:], outcome, stop)
-                return
-            unprocessed = response.get("UnprocessedItems", {}).get(table, [])
-            pending = {
-                key: pending[key]
-                for key in (_key(r["PutRequest"]["Item"]) for r in unprocessed)
-                if key in pending
-            }
-            if not pending:
-                return
-        outcome.failed += pending.values()
+        requests = [{"PutRequest": {"Item": items[i]}} for i in chunk]
+        left = batch_write(self._client(), table, requests, self._backoff, should_stop)
+        # What is left comes back as the same requests: find their positions by key.
+        positions = {_key(items[i]): i for i in chunk}
+        keys = (_key(request["PutRequest"]["Item"]) for request in left.requests)
+        unwritten = sorted({positions[key] for key in keys if key in positions})
+        if left.error is None or not item_error(left.error):
+            outcome.failed += unwritten
+        elif len(unwritten) == 1:
+            outcome.rejected[unwritten[0]] = f"{error_code(left.error)}: {left.error}"
+        else:
+            half = len(unwritten) // 2
+            self._put_chunk(table, items, unwritten[:half], outcome, should_stop)
+            self._put_chunk(table, items, unwritten[half:], outcome, should_stop)
 
 
 def _key(item: dict[str, Any]) -> tuple[str, str]:
@@ -177,29 +128,11 @@ class DynamoBaselines:
     def get_many(self, keys: Sequence[str]) -> dict[str, Baseline]:
         """The stored baselines of `keys` (missing ones are absent); raises when reads stay
         throttled after every retry."""
-        found: dict[str, Baseline] = {}
-        for start in range(0, len(keys), READ_BATCH):
-            pending: dict[str, Any] | None = {
-                "Keys": [{"pk": {"S": k}} for k in keys[start : start + READ_BATCH]],
-                "ConsistentRead": True,
-            }
-            for attempt in range(self._backoff.max_attempts):
-                if attempt:
-                    self._backoff.wait(attempt)
-                try:
-                    response = self._client().batch_get_item(RequestItems={self._table: pending})
-                except Exception as exc:
-                    if not retryable(exc) or attempt == self._backoff.max_attempts - 1:
-                        raise
-                    continue
-                for item in response.get("Responses", {}).get(self._table, []):
-                    found[item["pk"]["S"]] = _baseline(item)
-                pending = response.get("UnprocessedKeys", {}).get(self._table)
-                if not pending:
-                    break
-            else:
-                raise RuntimeError(f"reads of {self._table} left unprocessed")
-        return found
+        requested = [{"pk": {"S": key}} for key in keys]
+        found = batch_get(
+            self._client(), self._table, requested, self._backoff, ConsistentRead=True
+        )
+        return {item["pk"]["S"]: _baseline(item) for item in found}
 
     def store(self, key: str, seen: Baseline | None, new: Baseline) -> Baseline | None:
         """Write `new` if the stored baseline is still `seen` (by version): None when

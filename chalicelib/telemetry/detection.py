@@ -32,8 +32,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
+
+from chalicelib.core import clock
 
 THRESHOLDS: dict[str, float] = {
     "cpu_usage": 90.0,
@@ -121,26 +123,22 @@ def velocity_flags(
 ) -> dict[str, int]:
     """For one user: the number of distinct transactions in the 10 minutes up to each of the
     batch's transactions (inclusive). `batch` and `stored` are (occurred_at, transaction_id)
-    with occurred_at as `model.utc_iso` strings; `stored` is what the table already had."""
+    with occurred_at as `clock.timestamp` strings; `stored` is what the table already had."""
     times: dict[str, str] = dict((tid, at) for at, tid in stored)
     times.update((tid, at) for at, tid in batch)
     ordered = sorted(times.values())
     counts = {}
     for at, tid in batch:
-        start = _utc_string(datetime.fromisoformat(at) - VELOCITY_WINDOW)
+        start = clock.timestamp(clock.parse(at) - VELOCITY_WINDOW)
         counts[tid] = bisect.bisect_right(ordered, at) - bisect.bisect_left(ordered, start)
     return counts
-
-
-def _utc_string(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def velocity_window(occurred: Iterable[str]) -> tuple[str, str]:
     """The range of `occurred_at` to read for a user's batch transactions."""
     ordered = sorted(occurred)
-    start = datetime.fromisoformat(ordered[0]) - VELOCITY_WINDOW
-    return _utc_string(start), ordered[-1]
+    start = clock.parse(ordered[0]) - VELOCITY_WINDOW
+    return clock.timestamp(start), ordered[-1]
 
 
 def fraud_reasons(amount: float, velocity_count: int) -> list[str]:

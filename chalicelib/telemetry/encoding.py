@@ -26,10 +26,10 @@ import gzip
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact
 from typing import Any
 
+from chalicelib.core import clock
 from chalicelib.telemetry.model import SYSTEM_METRIC, TRANSACTION, USER_ACTIVITY
 
 ACTIVITY_TTL_SECONDS = 90 * 24 * 3600
@@ -139,10 +139,6 @@ def string_map(values: dict[str, str]) -> dict[str, Any]:
     return {"M": {k: {"S": v} for k, v in values.items()}}
 
 
-def _epoch(timestamp: str) -> int:
-    return int(datetime.fromisoformat(timestamp).timestamp())
-
-
 def table_and_item(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(`activities` | `metrics` | `transactions`, the item as attribute values)."""
     kind = event["event_type"]
@@ -158,7 +154,9 @@ def table_and_item(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             **common,
             "user_id": {"S": event["user_id"]},
             "activity_type": {"S": event["activity_type"]},
-            "expires_at": {"N": str(_epoch(event["timestamp"]) + ACTIVITY_TTL_SECONDS)},
+            "expires_at": {
+                "N": str(clock.epoch_seconds(event["timestamp"]) + ACTIVITY_TTL_SECONDS)
+            },
         }
         for name in ("session_id", "ip_address"):
             if name in event:
@@ -208,7 +206,7 @@ def item_key(item: dict[str, Any]) -> str:
 def archive_key(shard: str, first_sequence: str, last_sequence: str, arrival: float) -> str:
     """`telemetry/year=/month=/day=/hour=/<shard>-<first>-<last>.jsonl.gz`, the hour being
     the first record's arrival (UTC): a redelivered batch writes the same key."""
-    moment = datetime.fromtimestamp(arrival, UTC)
+    moment = clock.from_epoch(arrival)
     return (
         f"{ARCHIVE_PREFIX}/year={moment:%Y}/month={moment:%m}/day={moment:%d}/hour={moment:%H}/"
         f"{shard}-{first_sequence}-{last_sequence}.jsonl.gz"

@@ -29,9 +29,11 @@ import math
 import re
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+from chalicelib.core import clock
 
 USER_ACTIVITY = "user_activity"
 SYSTEM_METRIC = "system_metric"
@@ -78,16 +80,11 @@ class Invalid(ValueError):
     """The event is refused; the message says why (it goes back to the client)."""
 
 
-def utc_iso(moment: datetime) -> str:
-    """`moment` in UTC as a fixed-width ISO-8601 string ending in Z (sorts as time)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def parse_timestamp(value: Any) -> datetime:
     if not isinstance(value, str) or not 10 <= len(value) <= 40:
         raise Invalid("timestamp must be an ISO-8601 string with a time zone")
     try:
-        moment = datetime.fromisoformat(value)
+        moment = clock.parse(value)
     except ValueError:
         raise Invalid("timestamp must be an ISO-8601 string with a time zone") from None
     if moment.tzinfo is None:
@@ -210,7 +207,7 @@ def validate_event(
     clean: dict[str, Any] = {
         "event_type": event_type,
         "event_id": event_id,
-        "timestamp": utc_iso(moment),
+        "timestamp": clock.timestamp(moment),
     }
     if event_type == USER_ACTIVITY:
         clean["user_id"] = _id(raw, "user_id")

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from chalicelib.core import clock
@@ -230,7 +229,7 @@ class TelemetryProcessor:
                 continue
             try:
                 payload = encoding.decode_payload(record.data)
-                now = datetime.fromtimestamp(record.arrival, UTC) if record.arrival else clock.now()
+                now = clock.from_epoch(record.arrival) if record.arrival else clock.now()
                 stable_id = f"{record.shard}:{record.sequence}"
                 event = validate_event(payload, now, new_id=lambda i=stable_id: i)
                 record.table, record.item = encoding.table_and_item(event)

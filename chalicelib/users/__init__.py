@@ -16,6 +16,7 @@ from chalicelib.users.service import UsersService
 if TYPE_CHECKING:
     from chalicelib.users.events import SnsUserEventPublisher
     from chalicelib.users.onboarding import ProfileSetUp, UserWelcome
+    from chalicelib.users.public import DynamoPublicProfiles
 
 USERS_TABLE = Resource("UsersTable")
 USER_CREATED_TOPIC = Resource("UserCreatedTopic")
@@ -25,6 +26,9 @@ USER_POOL = Resource("UserPool")
 WELCOME_EMAIL_SENDER = StageSetting("WelcomeEmailSender")
 #: The index `GET /users` pages through (users.repository.LIST_INDEX).
 USERS_BY_CREATED = "/index/by-created"
+
+#: What another domain's factory declares when it reads `public_profiles()`.
+PUBLIC_PROFILES_READ = USERS_TABLE.allow("dynamodb:BatchGetItem")
 
 #: How long a sent welcome is remembered: longer than any redelivery (a stream record lives
 #: 24 h; SNS and Lambda retry within hours).
@@ -111,3 +115,11 @@ def profile_set_up() -> ProfileSetUp:
     from chalicelib.users.repository import DynamoUserRepository
 
     return ProfileSetUp(DynamoUserRepository(USERS_TABLE.name), clock=clock.timestamp)
+
+
+def public_profiles() -> DynamoPublicProfiles:
+    """Users' public fields by id, for other domains (search): they never see the table's
+    key layout. Whoever calls this declares `PUBLIC_PROFILES_READ`."""
+    from chalicelib.users.public import DynamoPublicProfiles
+
+    return DynamoPublicProfiles(USERS_TABLE.name)

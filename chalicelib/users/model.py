@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib.core.errors import ValidationFailed
+from chalicelib.core.ids import is_uuid
 
 # A pragmatic address check (RFC 5322 is far wider than what mail systems accept): one "@",
 # a dot-atom local part, a domain of labels with a TLD of two or more letters.
@@ -19,7 +20,6 @@ _EMAIL = re.compile(
     r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
 )
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _PREFERENCE_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 MAX_EMAIL_LENGTH = 254
@@ -52,7 +52,8 @@ def email_key(email: str) -> str:
 
 
 def is_user_id(value: str) -> bool:
-    return bool(_UUID.fullmatch(value))
+    """User ids are the Cognito `sub`s, UUIDs."""
+    return is_uuid(value)
 
 
 def validate_registration(body: Mapping[str, Any]) -> tuple[dict[str, Any], str]:

@@ -266,7 +266,7 @@ def test_make_token_creates_the_user_and_signs_in(api: str, stack: dict[str, Any
     import subprocess
     import sys
 
-    from local.provision import PROJECT_DIR
+    from infra.paths import PROJECT_DIR
 
     email = new_email()
     command = [sys.executable, "-m", "local.token", email, "--admin"]
@@ -289,7 +289,7 @@ def test_make_token_signs_in_with_the_users_own_password_and_never_changes_it(
 ) -> None:
     import sys
 
-    from local.provision import PROJECT_DIR
+    from infra.paths import PROJECT_DIR
 
     email, password = new_email(), "Own-Passw0rd!"
     body = {"email": email, "name": "Own", "password": password}

@@ -81,9 +81,11 @@ def needed(
         yield action, f"arn:aws:ssm:{region}:{account}:parameter{params['Name']}", {}
     elif service in ("email", "ses"):
         domain = params["Source"].rsplit("@", 1)[-1]
-        yield "ses:SendEmail", f"arn:aws:ses:{region}:{account}:identity/{domain}", {
-            "ses:FromAddress": params["Source"]
-        }
+        yield (
+            "ses:SendEmail",
+            f"arn:aws:ses:{region}:{account}:identity/{domain}",
+            {"ses:FromAddress": params["Source"]},
+        )
     elif service == "cognito-idp":
         pool = f"arn:aws:cognito-idp:{region}:{account}:userpool/{params['UserPoolId']}"
         tags = {"aws:ResourceTag/app": "serverless-app", "aws:ResourceTag/stage": STAGE}
@@ -141,4 +143,3 @@ def watch(test_client: Any, recorder: Recorder) -> None:
 
     http.request = request_as_api
     lambda_.invoke = invoke_as
-

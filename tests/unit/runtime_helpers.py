@@ -16,8 +16,8 @@ import requests
 from botocore.config import Config
 from moto import mock_aws
 
+from infra.paths import PROJECT_DIR
 from local.events import EventRuntime, Invocation
-from local.provision import PROJECT_DIR
 from local.stack import free_port
 from tests.fixtures import event_app
 

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from infra import chalice_commands
+from infra.paths import PROJECT_DIR
 from local import stack, upload
-from local.provision import PROJECT_DIR
 
 CHALICE = Path(sys.executable).with_name("chalice")
 

@@ -15,12 +15,10 @@ import pytest
 
 from chalicelib.core import aws as aws_clients
 from chalicelib.core.backoff import MAX_ATTEMPTS
-from chalicelib.search.repository import (
-    DynamoProfiles,
-    DynamoSearchIndex,
-    Unprocessed,
-)
+from chalicelib.core.dynamo import Unprocessed
+from chalicelib.search.repository import DynamoSearchIndex
 from chalicelib.search.service import SearchService
+from chalicelib.users.public import DynamoPublicProfiles
 from tests.unit.test_search_indexing import claim, image, insert, modify, remove, user
 from tests.unit.test_search_service import ADMIN
 
@@ -66,7 +64,7 @@ class Search:
         self.meter = Meter(self.client)
         self.index = DynamoSearchIndex(SEARCH_TABLE, sleep=self.sleeps.append)
         self.service = SearchService(
-            self.index, DynamoProfiles(USERS_TABLE, sleep=self.sleeps.append)
+            self.index, DynamoPublicProfiles(USERS_TABLE, sleep=self.sleeps.append)
         )
 
     def add(self, *profiles: dict[str, Any]) -> None:

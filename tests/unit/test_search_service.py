@@ -99,13 +99,15 @@ def _key(key: dict[str, Any]) -> tuple[str, str]:
 
 
 class MemoryProfiles:
+    """The Profiles port: the public views of the users stored, as the users domain gives."""
+
     def __init__(self) -> None:
         self.users: dict[str, dict[str, Any]] = {}
         self.batches: list[list[str]] = []
 
     def get_many(self, user_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         self.batches.append(list(user_ids))
-        return {u: self.users[u] for u in user_ids if u in self.users}
+        return {u: public_view(self.users[u]) for u in user_ids if u in self.users}
 
 
 class World:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from chalicelib.core import clock
 from chalicelib.telemetry import detection
 from chalicelib.telemetry.detection import Baseline, Sample
-from chalicelib.telemetry.model import utc_iso
 from tests.unit.test_telemetry_support import NOW
 
 
 def ts(seconds: float) -> str:
     from datetime import timedelta
 
-    return utc_iso(NOW + timedelta(seconds=seconds))
+    return clock.timestamp(NOW + timedelta(seconds=seconds))
 
 
 @pytest.mark.parametrize(
