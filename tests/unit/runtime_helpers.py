@@ -16,7 +16,7 @@ import requests
 from botocore.config import Config
 from moto import mock_aws
 
-from local.events import EventRuntime, Invocation
+from local.events.core import EventRuntime, Invocation
 from local.provision import PROJECT_DIR
 from local.stack import free_port
 from tests.fixtures import event_app
