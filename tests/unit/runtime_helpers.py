@@ -17,7 +17,7 @@ from botocore.config import Config
 from moto import mock_aws
 
 from infra.paths import PROJECT_DIR
-from local.events import EventRuntime, Invocation
+from local.events.core import EventRuntime, Invocation
 from local.stack import free_port
 from tests.fixtures import event_app
 

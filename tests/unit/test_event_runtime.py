@@ -17,13 +17,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local.events import (
-    EventRuntime,
-    Invocation,
-    ScheduledJob,
-    lambda_record,
-    reported_identifiers,
-)
+from local.events.core import EventRuntime, Invocation, reported_identifiers
+from local.events.schedules import ScheduledJob
+from local.events.sqs import lambda_record
 from tests.fixtures import event_app
 from tests.unit.runtime_helpers import IN_PROCESS, REGION
 

@@ -16,7 +16,8 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from local.events import AsyncDelivery, s3_record
+from local.events.async_delivery import AsyncDelivery
+from local.events.s3 import s3_record
 from tests.fixtures import event_app
 from tests.unit.runtime_helpers import REGION, Client, Run, fixture_aws, runtime_starter
 

@@ -19,13 +19,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from local.events import (
-    EventRuntime,
-    StreamPoller,
-    attribute_value_json,
-    dynamodb_table_of,
-    stream_batch_failures,
-)
+from local.events.core import EventRuntime
+from local.events.dynamodb_streams import attribute_value_json, dynamodb_table_of
+from local.events.streams import StreamPoller, stream_batch_failures
 from tests.fixtures import event_app
 from tests.unit.runtime_helpers import (
     REGION,

@@ -17,7 +17,7 @@ from botocore.stub import Stubber
 from PIL import Image
 
 from chalicelib.images.model import MAX_RECEIVES, MAX_UPLOAD_BYTES
-from local.events import lambda_record
+from local.events.sqs import lambda_record
 
 REGION = "us-east-1"
 BUCKET = "serverless-app-dev-uploads"

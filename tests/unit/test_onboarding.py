@@ -14,7 +14,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
 from chalicelib.users.onboarding import InvalidEvent
-from local.events import lambda_record
+from local.events.sqs import lambda_record
 from tests.unit.api_helpers import PASSWORD
 
 REGION = "us-east-1"

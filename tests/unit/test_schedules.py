@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from local.schedules import ScheduleError, parse
+from local.events.schedule_expressions import ScheduleError, parse
 
 T0 = datetime(2026, 11, 26, 1, 30, 15, tzinfo=UTC)  # a Thursday
 
