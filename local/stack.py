@@ -197,6 +197,9 @@ def _api_server(stage: str, port: int) -> LocalDevServer:
     from local.gateway import emulate_api_gateway
 
     emulate_api_gateway()
+    # Chalice applies only the stage-wide variables; this one process runs every function.
+    for name, value in stage_environment(stage).items():
+        os.environ.setdefault(name, value)
     factory = CLIFactory(project_dir=str(PROJECT_DIR), environ=os.environ)
     config = factory.create_config_obj(chalice_stage_name=stage)
     validate_routes(config.chalice_app.routes)

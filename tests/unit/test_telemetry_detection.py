@@ -42,13 +42,13 @@ def test_thresholds(metric: str, value: float, anomalous: bool) -> None:
         ("error_rate", 100, "critical"),
         ("cpu_usage", 95, "high"),
         ("disk_usage", 99, "high"),  # not a critical metric
-        ("response_time", 6000, "high"),  # the seeds' rule looks at the raw value
+        ("response_time", 6000, "high"),  # severity looks at the raw value, not its unit
         ("request_count", 5000, "high"),
         ("memory_usage", 86, "medium"),
         ("error_rate", 6, "low"),
     ],
 )
-def test_severity_is_the_seeds_rule(metric: str, value: float, severity: str) -> None:
+def test_severity_follows_per_metric_thresholds(metric: str, value: float, severity: str) -> None:
     assert detection.severity(metric, value) == severity
 
 
