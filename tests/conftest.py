@@ -57,6 +57,7 @@ def client(aws: dict[str, str]) -> Iterator[Any]:
     recorder = Recorder()
     events = app_aws.session().events
     events.register("before-parameter-build", recorder.before_parameter_build)
+    app_aws.reset_clients()  # clients copy the session's handlers when they are made
     try:
         with Client(app, stage_name=STAGE, project_dir=str(PROJECT_DIR)) as test_client:
             watch(test_client, recorder)
