@@ -6,8 +6,8 @@ refers to one by its logical id and says what it does with it:
     USERS_TABLE = Resource("UsersTable")
 
     @needs(USERS_TABLE.allow("dynamodb:GetItem", "dynamodb:UpdateItem"))
-    def user_onboarding() -> UserOnboarding:
-        return UserOnboarding(DynamoUserRepository(USERS_TABLE.name), ...)
+    def profile_set_up() -> ProfileSetUp:
+        return ProfileSetUp(DynamoUserRepository(USERS_TABLE.name), clock=clock.timestamp)
 
 `USERS_TABLE.name` is the stage's physical name, read from the function's environment
 (`USERS_TABLE_NAME`: the logical id in capitals, `_NAME` added). `@needs` records, on the
