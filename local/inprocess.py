@@ -11,22 +11,22 @@ from typing import Any
 
 
 def reset_app_caches() -> None:
-    """Forget the app's cached factories and values and the boto3 clients. The boto3
-    session stays, as in a warm Lambda: handlers registered on its events (call counters,
-    the tests' IAM recorder) keep seeing every client made after."""
-    from chalicelib.auth.authorizer import verifier
-    from chalicelib.auth.config import cognito_config
-    from chalicelib.core import aws, settings
-    from chalicelib.images import image_analysis, images_service, thumbnail_maker
-    from chalicelib.search import search_index_keeper, search_service
-    from chalicelib.telemetry import telemetry_ingest, telemetry_processor
-    from chalicelib.users import profile_set_up, user_events_publisher, user_welcome, users_service
+    """Forget every cached factory and value of the app's loaded modules (each a
+    `functools.cache` function defined in its module, so a new factory needs no entry here),
+    and the boto3 clients. The boto3 session stays, as in a warm Lambda: handlers registered
+    on its events (call counters, the tests' IAM recorder) reach the clients made after."""
+    import sys
 
-    for cached in (settings.cors_allow_origins, users_service, cognito_config, verifier,
-                   search_service, search_index_keeper, user_events_publisher, user_welcome,
-                   profile_set_up, telemetry_ingest, telemetry_processor, images_service,
-                   image_analysis, thumbnail_maker):  # fmt: skip
-        cached.cache_clear()
+    from chalicelib.core import aws
+
+    for module_name, module in list(sys.modules.items()):
+        if module is None or module is aws or not module_name.startswith("chalicelib."):
+            continue
+        for value in list(vars(module).values()):
+            if callable(getattr(value, "cache_clear", None)) and (
+                getattr(value, "__module__", None) == module_name
+            ):
+                value.cache_clear()
     aws.reset_clients()
 
 
