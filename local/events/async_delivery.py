@@ -15,7 +15,7 @@ import threading
 from typing import Any
 
 from chalicelib.core.aws import error_code
-from local.events.core import EventRuntime
+from local.events.core import EventRuntime, retry_until_done
 
 log = logging.getLogger(__name__)
 
@@ -84,27 +84,22 @@ class AsyncDelivery:
                 stopping.wait(1)
 
     def _set_up(self) -> bool:
-        warned = False
-        while not self._runtime.stopping.is_set():
-            try:
-                self._failed = self._create_queue(f"{self.queue_name}-failed", {})
-                self._queue = self._create_queue(
-                    self.queue_name, {"VisibilityTimeout": str(self.HANDLING_SECONDS)}
-                )
-                arn = self._sqs.get_queue_attributes(
-                    QueueUrl=self._queue, AttributeNames=["QueueArn"]
-                )["Attributes"]["QueueArn"]
-                self._connect(self._queue, arn)
-            except Exception as exc:
-                report = log.debug if warned else log.warning
-                report("%s: its events cannot be delivered yet (%s); trying again every %g s",
-                       self.name, exc, self.SETUP_RETRY_SECONDS)  # fmt: skip
-                warned = True
-                self._runtime.stopping.wait(self.SETUP_RETRY_SECONDS)
-                continue
-            self.ready.set()
-            return True
-        return False
+        problem = f"{self.name}: its events cannot be delivered yet"
+        if not retry_until_done(self._runtime, self._connect_queues, problem,
+                                self.SETUP_RETRY_SECONDS):  # fmt: skip
+            return False
+        self.ready.set()
+        return True
+
+    def _connect_queues(self) -> None:
+        self._failed = self._create_queue(f"{self.queue_name}-failed", {})
+        self._queue = self._create_queue(
+            self.queue_name, {"VisibilityTimeout": str(self.HANDLING_SECONDS)}
+        )
+        arn = self._sqs.get_queue_attributes(QueueUrl=self._queue, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        self._connect(self._queue, arn)
 
     def _create_queue(self, name: str, attributes: dict[str, str]) -> str:
         """The queue `name`, with `attributes` (also if it exists with others)."""

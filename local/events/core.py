@@ -230,6 +230,26 @@ class EventRuntime:
         return self._account_id
 
 
+def retry_until_done(
+    runtime: EventRuntime, attempt: Callable[[], None], problem: str, every_seconds: float
+) -> bool:
+    """Run `attempt` until it raises nothing (True) or the runtime stops (False): a source
+    whose queue or stream the emulator does not have yet keeps trying. The first failure is a
+    warning naming `problem`, the next ones debug lines, so a slow start fills no log."""
+    warned = False
+    while not runtime.stopping.is_set():
+        try:
+            attempt()
+        except Exception as exc:
+            report = log.debug if warned else log.warning
+            report("%s (%s); trying again every %g s", problem, exc, every_seconds)
+            warned = True
+            runtime.stopping.wait(every_seconds)
+            continue
+        return True
+    return False
+
+
 def delivery_of(source: Any) -> Callable[[EventRuntime, Any], Delivery] | None:
     """The delivery of a Chalice event source (one of `app.event_sources`), by its kind, as
     sources.py registers them; None for a kind not delivered locally."""

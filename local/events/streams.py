@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.core.aws import error_code
-from local.events.core import EventRuntime, reported_identifiers
+from local.events.core import EventRuntime, reported_identifiers, retry_until_done
 
 log = logging.getLogger(__name__)
 
@@ -120,33 +120,28 @@ class StreamPoller:
 
     def _set_up(self) -> bool:
         """Find the stream and its shards, and take the LATEST positions: until it works."""
-        warned = False
-        while not self._runtime.stopping.is_set():
-            try:
-                self.arn = self._find_stream()
-                shards = self._list_shards()
-                latest: dict[str, str] = {}
-                closed: set[str] = set()
-                if self._source.starting_position == "LATEST":
-                    for shard in shards:
-                        if shard.ending is None:
-                            latest[shard.shard_id] = self._iterator(shard.shard_id, "LATEST")
-                        else:  # closed before we started: nothing in it is "after now"
-                            closed.add(shard.shard_id)
-            except Exception as exc:
-                report = log.debug if warned else log.warning
-                report("%s: its stream cannot be read yet (%s); trying again every %g s",
-                       self.name, exc, self.SETUP_RETRY_SECONDS)  # fmt: skip
-                warned = True
-                self._runtime.stopping.wait(self.SETUP_RETRY_SECONDS)
-                continue
-            self._update_shards(shards)
-            with self._lock:
-                self._latest = latest
-                self._finished |= closed
-            self.ready.set()
-            return True
-        return False
+        problem = f"{self.name}: its stream cannot be read yet"
+        if not retry_until_done(self._runtime, self._find_positions, problem,
+                                self.SETUP_RETRY_SECONDS):  # fmt: skip
+            return False
+        self.ready.set()
+        return True
+
+    def _find_positions(self) -> None:
+        self.arn = self._find_stream()
+        shards = self._list_shards()
+        latest: dict[str, str] = {}
+        closed: set[str] = set()
+        if self._source.starting_position == "LATEST":
+            for shard in shards:
+                if shard.ending is None:
+                    latest[shard.shard_id] = self._iterator(shard.shard_id, "LATEST")
+                else:  # closed before we started: nothing in it is "after now"
+                    closed.add(shard.shard_id)
+        self._update_shards(shards)
+        with self._lock:
+            self._latest = latest
+            self._finished |= closed
 
     def _update_shards(self, shards: list[StreamShard]) -> None:
         with self._lock:
