@@ -30,9 +30,9 @@ token: $(READY)
 	@test -n "$(EMAIL)" || { echo "usage: make token EMAIL=you@example.com [PASSWORD=...] [ADMIN=1]" >&2; exit 2; }
 	@$(BIN)/python -m local.token "$(EMAIL)" $(if $(filter 1 true yes,$(ADMIN)),--admin)
 
-## fire: run a scheduled job of the app now, on the local stack: make fire JOB=name (no JOB lists them)
+## fire: run a scheduled job of the app now, on the local stack: make fire JOB=name [AT=2030-01-01T02:00:00Z] (no JOB lists them)
 fire: $(READY)
-	@$(BIN)/python -m local.fire $(JOB)
+	@$(BIN)/python -m local.fire $(JOB) $(if $(AT),--at "$(AT)")
 
 ## load: mixed telemetry traffic to POST /events on the running stack: make load [ARGS="--batches 50"]
 load: $(READY)

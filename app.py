@@ -1,11 +1,13 @@
 """serverless-app: every entry point, each a few lines handing off to chalicelib."""
 
 import sys
+from typing import Any
 
 from chalice import Chalice, Response
 from chalice.app import (
     AuthRequest,
     AuthResponse,
+    CloudWatchEvent,
     DynamoDBEvent,
     KinesisEvent,
     SNSEvent,
@@ -205,6 +207,148 @@ def onboard_users(event: SQSEvent) -> None:
     process_sqs_batch(event.to_dict(), profile_set_up().set_up_profile)
 
 
+# --- Orders ------------------------------------------------------------------------------
+
+
+@app.route("/orders", methods=["POST"], authorizer=cognito_jwt)
+def place_order() -> Response:
+    """Price the order from the catalog and start its workflow (202: it runs on). The same
+    `Idempotency-Key` again answers with the same order and starts nothing."""
+    from chalicelib.orders import orders_service
+
+    request = app.current_request
+    order, replayed = orders_service().place(
+        principal_of(request),
+        http.json_object(request),
+        request.headers.get("idempotency-key"),
+        http.correlation_id(request),
+    )
+    headers = {"Location": f"/orders/{order['order_id']}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(body=order, status_code=202, headers=headers)
+
+
+@app.route("/orders", methods=["GET"], authorizer=cognito_jwt)
+def list_orders() -> dict:
+    """The caller's orders, newest first."""
+    from chalicelib.orders import orders_service
+
+    params = app.current_request.query_params or {}
+    return orders_service().list(
+        principal_of(app.current_request), parse_limit(params.get("limit")), params.get("cursor")
+    )
+
+
+@app.route("/orders/{order_id}", methods=["GET"], authorizer=cognito_jwt)
+def get_order(order_id: str) -> dict:
+    from chalicelib.orders import orders_service
+
+    return orders_service().get(principal_of(app.current_request), order_id)
+
+
+@app.route("/orders/{order_id}/cancel", methods=["POST"], authorizer=cognito_jwt)
+def cancel_order(order_id: str) -> dict:
+    """Before it ships: stop the workflow, refund, release the stock."""
+    from chalicelib.orders import orders_service
+
+    return orders_service().cancel(principal_of(app.current_request), order_id)
+
+
+@app.route("/inventory/{sku}", methods=["GET"], authorizer=cognito_jwt)
+def get_product(sku: str) -> dict:
+    from chalicelib.orders import catalog_service
+
+    return catalog_service().get(sku)
+
+
+@app.route("/inventory/{sku}", methods=["PUT"], authorizer=cognito_jwt)
+def put_product(sku: str) -> dict:
+    """Admins set a product's name, price, stock and whether it is sold."""
+    from chalicelib.orders import catalog_service
+
+    body = http.json_object(app.current_request)
+    return catalog_service().put(principal_of(app.current_request), sku, body)
+
+
+# The order workflow's tasks (state machine `OrderWorkflow` in infra/resources.json). Their
+# exceptions' class names are the errors its Retry and Catch match (chalicelib/orders/steps.py).
+
+
+@app.lambda_function(name="validate_order")
+def validate_order(event: dict, context: Any) -> dict:
+    from chalicelib.orders import validate_step
+
+    return validate_step().validate(event)
+
+
+@app.lambda_function(name="reserve_inventory")
+def reserve_inventory(event: dict, context: Any) -> dict:
+    from chalicelib.orders import reserve_step
+
+    return reserve_step().reserve(event)
+
+
+@app.lambda_function(name="charge_payment")
+def charge_payment(event: dict, context: Any) -> dict:
+    from chalicelib.orders import payment_step
+
+    return payment_step().charge(event)
+
+
+@app.lambda_function(name="ship_order")
+def ship_order(event: dict, context: Any) -> dict:
+    from chalicelib.orders import ship_step
+
+    return ship_step().ship(event)
+
+
+@app.lambda_function(name="complete_order")
+def complete_order(event: dict, context: Any) -> dict:
+    from chalicelib.orders import outcome_step
+
+    return outcome_step().complete(event)
+
+
+@app.lambda_function(name="refund_payment")
+def refund_payment(event: dict, context: Any) -> dict:
+    from chalicelib.orders import payment_step
+
+    return payment_step().refund(event)
+
+
+@app.lambda_function(name="release_inventory")
+def release_inventory(event: dict, context: Any) -> dict:
+    from chalicelib.orders import release_step
+
+    return release_step().release(event)
+
+
+@app.lambda_function(name="fail_order")
+def fail_order(event: dict, context: Any) -> dict:
+    from chalicelib.orders import outcome_step
+
+    return outcome_step().fail(event)
+
+
+@app.on_sns_message(topic=source_name("OrderUpdatesTopic"))
+def email_order_update(event: SNSEvent) -> None:
+    """order-shipped / order-failed -> one email to the order's owner (SES)."""
+    from chalicelib.orders import order_update_mailer
+
+    order_update_mailer().handle(event.message, event.context)
+
+
+@app.schedule("cron(0 2 * * ? *)")
+def sweep_stuck_orders(event: CloudWatchEvent) -> None:
+    """Nightly: orders whose workflow ended without finishing them are settled."""
+    from chalicelib.core import clock
+    from chalicelib.orders import stuck_order_sweep
+
+    remaining_ms = getattr(event.context, "get_remaining_time_in_millis", None)
+    stuck_order_sweep().run(clock.parse(event.time), remaining_ms)
+
+
 # --- CORS preflight (origins per stage: CORS_ALLOW_ORIGINS) -------------------------------
 
 
@@ -241,3 +385,23 @@ def image_preflight(image_id: str) -> Response:
 @app.route("/users/{user_id}", methods=["OPTIONS"])
 def user_preflight(user_id: str) -> Response:
     return http.preflight(app.current_request, "GET,PUT,DELETE,OPTIONS")
+
+
+@app.route("/orders", methods=["OPTIONS"])
+def orders_preflight() -> Response:
+    return http.preflight(app.current_request, "GET,POST,OPTIONS")
+
+
+@app.route("/orders/{order_id}", methods=["OPTIONS"])
+def order_preflight(order_id: str) -> Response:
+    return http.preflight(app.current_request, "GET,OPTIONS")
+
+
+@app.route("/orders/{order_id}/cancel", methods=["OPTIONS"])
+def order_cancel_preflight(order_id: str) -> Response:
+    return http.preflight(app.current_request, "POST,OPTIONS")
+
+
+@app.route("/inventory/{sku}", methods=["OPTIONS"])
+def product_preflight(sku: str) -> Response:
+    return http.preflight(app.current_request, "GET,PUT,OPTIONS")

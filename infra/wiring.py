@@ -59,6 +59,7 @@ NAME_PROPERTY = {
     "AWS::Kinesis::Stream": "Name",
     "AWS::S3::Bucket": "BucketName",
     "AWS::Cognito::UserPool": "UserPoolName",
+    "AWS::StepFunctions::StateMachine": "StateMachineName",
 }
 #: A resource's ARN from its name. `*` for region and account: the policies never name either.
 ARN_FORMAT = {
@@ -68,6 +69,11 @@ ARN_FORMAT = {
     "AWS::SSM::Parameter": "arn:aws:ssm:*:*:parameter{name}",
     "AWS::Kinesis::Stream": "arn:aws:kinesis:*:*:stream/{name}",
     "AWS::S3::Bucket": "arn:aws:s3:::{name}",
+    "AWS::StepFunctions::StateMachine": "arn:aws:states:*:*:stateMachine:{name}",
+}
+#: Parts of a resource whose ARNs do not extend the resource's own: (type, `within`) -> ARN.
+PART_ARN_FORMAT = {
+    ("AWS::StepFunctions::StateMachine", "/executions"): "arn:aws:states:*:*:execution:{name}:*",
 }
 #: Resources whose ARN holds an id made at deploy time: granted by the app's and stage's tags.
 TAGGED_ARN = {"AWS::Cognito::UserPool": "arn:aws:cognito-idp:*:*:userpool/*"}
@@ -201,6 +207,8 @@ def app_functions(app_module: ModuleType, stage: str = "dev") -> dict[str, Funct
                 (DYNAMODB_STREAM_READER, by_name.get(table, table), "/stream/*")
             )
         found[source.name] = function
+    for pure in app.pure_lambda_functions:  # @app.lambda_function: invoked by name
+        found[pure.name] = Function(pure.name, needs_of(pure.func, namespace))
     decorator_env = _decorator_environment(app_module)
     for name, function in found.items():
         function.source_grants.extend(_failure_destinations(name))
@@ -285,7 +293,10 @@ def policy(stage: str, function: Function) -> dict[str, Any]:
             statement["Condition"] = condition
 
     def arn_of(logical_id: str, within: str) -> str:
-        return ARN_FORMAT[resources[logical_id]["Type"]].format(name=names[logical_id]) + within
+        kind = resources[logical_id]["Type"]
+        if (kind, within) in PART_ARN_FORMAT:
+            return PART_ARN_FORMAT[(kind, within)].format(name=names[logical_id])
+        return ARN_FORMAT[kind].format(name=names[logical_id]) + within
 
     for need in function.needs:
         if not need.actions:

@@ -86,13 +86,26 @@ class _KnownGaps(logging.Filter):
         )
 
 
-def serve(host: str, port: int, threads: int = 16) -> None:
+def serve(host: str, port: int, threads: int = 64, lambda_endpoint: str | None = None) -> None:
+    """Serve moto on host:port. `lambda_endpoint`: where Lambda invocations run (the local
+    runtime's invoke endpoint; see `local.fidelity`).
+
+    Each Lambda task a state machine runs holds a server thread while the handler runs, and the
+    handler's own AWS calls need others: `threads` bounds how many tasks can be in flight."""
     import waitress
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+    from local import fidelity
+
     os.environ["MOTO_PORT"] = str(port)  # moto's own call-backs (Step Functions) come here
+    fidelity.apply(lambda_endpoint)
     warnings.simplefilter("ignore")  # e.g. resource types moto's CloudFormation skips
     logging.getLogger("moto").addFilter(_KnownGaps())
+    # The ASL interpreter logs every failed state as an error with the state's whole repr: a
+    # Catch that works as designed (an order out of stock) is not an emulator error. Each
+    # execution's path is in its history (GetExecutionHistory), each task in the event
+    # runtime's log.
+    logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
     _cache_moto_lookups()
     _pass_through_dynamodb_attribute_values()
     app = DomainDispatcherApplication(create_backend_app)
@@ -114,9 +127,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=64)
+    parser.add_argument("--lambda-endpoint", help="the local runtime's Lambda invoke endpoint")
     args = parser.parse_args()
-    serve(args.host, args.port, args.threads)
+    serve(args.host, args.port, args.threads, args.lambda_endpoint)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,10 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
         queue_policies = _take(
             template, "AWS::SQS::QueuePolicy"
         )  # moto's CloudFormation skips them
+        # moto's CloudFormation reads only DefinitionString, into its non-executing backend.
+        for key in _state_machine_outputs(template, stage):
+            del template["Outputs"][key]  # the stack does not hold them (below)
+        state_machines = _take(template, "AWS::StepFunctions::StateMachine")
         moto_log = logging.getLogger("moto")
         level = moto_log.level
         moto_log.setLevel(logging.ERROR)  # "No Moto CloudFormation support for ...Alarm"
@@ -75,6 +79,7 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
             _subscribe(subscriptions, name, cloudformation)  # describing the stack warns too
             _configure_bucket_notifications(template, name, cloudformation)
             _apply_queue_policies(queue_policies, name, stage, cloudformation)
+            _create_state_machines(state_machines, name, stage, cloudformation)
         moto_log.setLevel(level)
         _verify_email_sender(stage, cloudformation)
     stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
@@ -82,7 +87,13 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
         raise RuntimeError(
             f"stack {name} is {stack['StackStatus']}: {stack.get('StackStatusReason')}"
         )
-    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    listed = _client_like(cloudformation, "stepfunctions").list_state_machines()
+    arns = {machine["name"]: machine["stateMachineArn"] for machine in listed["stateMachines"]}
+    template = json.loads(RESOURCES_TEMPLATE.read_text())
+    for key, machine_name in _state_machine_outputs(template, stage).items():
+        outputs[key] = arns[machine_name]
+    return outputs
 
 
 def stage_environment(stage: str) -> dict[str, str]:
@@ -217,11 +228,116 @@ def _apply_queue_policies(
 
 
 def _verify_email_sender(stage: str, cloudformation: Any) -> None:
-    """In AWS the sender's domain is verified once per account (README); the emulator's SES
-    refuses unverified senders just the same, so verify the stage's sender there."""
-    sender = stage_environment(stage).get("WELCOME_EMAIL_SENDER")
-    if sender:
-        _client_like(cloudformation, "ses").verify_email_identity(EmailAddress=sender)
+    """In AWS the senders' domain is verified once per account (README); the emulator's SES
+    refuses unverified senders just the same, so verify the stage's senders there."""
+    ses = _client_like(cloudformation, "ses")
+    for name, sender in stage_environment(stage).items():
+        if name.endswith("_EMAIL_SENDER"):
+            ses.verify_email_identity(EmailAddress=sender)
+
+
+def _create_state_machines(
+    machines: dict[str, dict[str, Any]], stack: str, stage: str, cloudformation: Any
+) -> None:
+    """Create the template's state machines with the Step Functions API, their
+    `DefinitionSubstitutions` applied as CloudFormation would."""
+    if not machines:
+        return
+    iam = _client_like(cloudformation, "iam")
+    sfn = _client_like(cloudformation, "stepfunctions")
+    resources = cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
+    physical = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in resources
+        if r.get("LogicalResourceId") and r.get("PhysicalResourceId")
+    }
+    region = cloudformation.meta.region_name
+    account = _client_like(cloudformation, "sts").get_caller_identity()["Account"]
+    attributes: dict[tuple[str, str], str] = {}
+    for r in resources:
+        logical_id, kind = r.get("LogicalResourceId"), r.get("ResourceType")
+        if kind == "AWS::IAM::Role":
+            role = iam.get_role(RoleName=r["PhysicalResourceId"])["Role"]
+            attributes[(logical_id, "Arn")] = role["Arn"]
+        elif kind == "AWS::Logs::LogGroup":
+            group = r["PhysicalResourceId"]
+            attributes[(logical_id, "Arn")] = f"arn:aws:logs:{region}:{account}:log-group:{group}:*"
+    pseudo = {"Stage": stage, "AWS::Partition": "aws", "AWS::Region": region,
+              "AWS::AccountId": account}  # fmt: skip
+    for logical_id, resource in machines.items():
+        properties = _replace_references(resource["Properties"], {**physical, **pseudo}, attributes)
+        definition = json.dumps(properties["Definition"])
+        for placeholder, value in properties.get("DefinitionSubstitutions", {}).items():
+            definition = definition.replace("${" + placeholder + "}", str(value))
+        if "${" in definition or "Fn::" in json.dumps(properties):
+            raise RuntimeError(f"{logical_id}: a reference the emulator cannot resolve")
+        sfn.create_state_machine(
+            name=properties["StateMachineName"],
+            definition=definition,
+            roleArn=properties["RoleArn"],
+            type=properties.get("StateMachineType", "STANDARD"),
+            loggingConfiguration=_api_names(properties.get("LoggingConfiguration", {})),
+            tracingConfiguration=_api_names(properties.get("TracingConfiguration", {})),
+            tags=[{"key": t["Key"], "value": t["Value"]} for t in properties.get("Tags", [])],
+        )
+
+
+def _api_names(value: Any) -> Any:
+    """CloudFormation's property names as Step Functions' API spells them (`Level` ->
+    `level`), at every depth."""
+    if isinstance(value, dict):
+        return {k[:1].lower() + k[1:]: _api_names(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_api_names(v) for v in value]
+    return value
+
+
+def _state_machine_outputs(template: dict[str, Any], stage: str) -> dict[str, str]:
+    """Output key -> the name of the state machine whose ARN it gives (`Ref`)."""
+    names = {
+        logical_id: resource["Properties"]["StateMachineName"]["Fn::Sub"].replace("${Stage}", stage)
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::StepFunctions::StateMachine"
+    }
+    return {
+        key: names[output["Value"]["Ref"]]
+        for key, output in template.get("Outputs", {}).items()
+        if isinstance(output["Value"], dict) and output["Value"].get("Ref") in names
+    }
+
+
+def create_functions(stage: str, names: list[str], lambda_client: Any, iam: Any) -> None:
+    """Lambda functions in the emulator for the app's functions (as `chalice deploy` names
+    them), so that invoking one (the Invoke API, a state machine's task) reaches the local
+    runtime (`local/fidelity.py`). Their code is a placeholder: the runtime runs the app's."""
+    import io
+    import zipfile
+
+    from infra.wiring import function_name
+
+    role_name = f"serverless-app-{stage}-local-functions"
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+             "Principal": {"Service": "lambda.amazonaws.com"}}]}  # fmt: skip
+    try:
+        role = iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))
+    except iam.exceptions.EntityAlreadyExistsException:
+        role = iam.get_role(RoleName=role_name)
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("app.py", "# the local runtime runs the app itself\n")
+    existing = {f["FunctionName"] for f in lambda_client.list_functions()["Functions"]}
+    for name in names:
+        deployed = function_name(stage, name)
+        if deployed in existing:
+            continue
+        lambda_client.create_function(
+            FunctionName=deployed,
+            Runtime="python3.12",
+            Role=role["Role"]["Arn"],
+            Handler=f"app.{name}",
+            Code={"ZipFile": code.getvalue()},
+            Tags={"app": "serverless-app", "stage": stage},
+        )
 
 
 #: CloudFormation property names that differ from the Cognito API's parameter names.

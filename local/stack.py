@@ -3,7 +3,9 @@
 1. starts the AWS emulator (moto server, `local.emulator`) on 127.0.0.1 in its own process;
 2. creates the app's resources in it from infra/resources.json, as CloudFormation;
 3. serves the Chalice app on 127.0.0.1 with the stage's environment, its AWS clients pointed
-   at the emulator through AWS_ENDPOINT_URL;
+   at the emulator through AWS_ENDPOINT_URL, with the event runtime beside it, and Lambda's
+   Invoke API for the emulator to run the app's functions (state machines' tasks, `aws lambda
+   invoke`); seeds the catalog (`local.seed`);
 4. writes what a client needs to `.local/stack.json`, prints it, and on Ctrl-C (or SIGTERM)
    stops everything and removes that file.
 
@@ -30,7 +32,9 @@ from typing import Any
 from chalice.local import LocalDevServer
 
 from infra.paths import PROJECT_DIR
-from local.provision import STATE_DIR, provision, stage_environment
+from local.events.invoke import InvokeEndpoint, app_functions
+from local.provision import STATE_DIR, create_functions, provision, stage_environment
+from local.seed import seed_catalog
 from local.server import FastLocalServer, FramingRequestHandler
 from local.token import PASSWORDS_FILE
 
@@ -108,8 +112,21 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
             )
 
     emulator_url = f"http://{HOST}:{emulator_port}"
+    # Where the emulator sends Lambda invocations (the Invoke API, state machines' tasks):
+    # bound now, so the emulator can be told; it answers once the app is loaded.
+    lambda_endpoint = InvokeEndpoint(HOST)
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "local.emulator", "--host", HOST, "--port", str(emulator_port)],
+        [
+            sys.executable,
+            "-m",
+            "local.emulator",
+            "--host",
+            HOST,
+            "--port",
+            str(emulator_port),
+            "--lambda-endpoint",
+            lambda_endpoint.url,
+        ],
         cwd=PROJECT_DIR,
         preexec_fn=_die_with_parent,
         # Its own process group: a Ctrl-C or a SIGTERM to the whole group reaches only this
@@ -140,10 +157,15 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
         os.environ["USERS_TABLE_STREAM_ARN"] = outputs["UsersTableStreamArn"]
         server = _api_server(stage, api_port)
         events = _event_runtime(server)
+        functions = app_functions(server.app_object)
+        create_functions(stage, functions, boto3.client("lambda"), boto3.client("iam"))
+        lambda_endpoint.serve(events, stage)
+        products = seed_catalog()
         state = {
             "stage": stage,
             "api_url": f"http://{HOST}:{api_port}",
             "emulator_url": emulator_url,
+            "lambda_endpoint": lambda_endpoint.url,
             "region": EMULATOR_CREDENTIALS["AWS_REGION"],
             "resources": outputs,
             "environment": stage_environment(stage),
@@ -153,6 +175,9 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
         }
         state_file.write_text(json.dumps(state, indent=2) + "\n")
         print(json.dumps(state, indent=2))
+        catalog = ", ".join(f"{p['sku']} ({p['available']} at {p['unit_amount']} cents)"
+                            for p in products)  # fmt: skip
+        print(f"\nCatalog: {catalog}", flush=True)
         print(
             f"\nReady in {time.perf_counter() - started:.1f} s: API {state['api_url']}, "
             f"emulator {emulator_url} (state in {state_file}). Ctrl-C stops everything.\n"
@@ -164,6 +189,7 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
     except KeyboardInterrupt:
         print("\nStopping the local stack.", flush=True)
     finally:
+        lambda_endpoint.stop()
         if events is not None:
             events.stop()
         if server is not None:

@@ -55,6 +55,11 @@ class Conflict(ApiError):
     code = "conflict"
 
 
+class UnprocessableEntity(ApiError):
+    status_code = 422
+    code = "unprocessable_entity"
+
+
 class PayloadTooLarge(ApiError):
     status_code = 413
     code = "payload_too_large"

@@ -38,7 +38,7 @@ MAX_BODY_BYTES_BY_ROUTE = {"/events": 4 * 1024 * 1024}
 CORRELATION_HEADER = "X-Correlation-Id"
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 PREFLIGHT_MAX_AGE_SECONDS = 600
-ALLOWED_REQUEST_HEADERS = "Authorization,Content-Type,X-Correlation-Id"
+ALLOWED_REQUEST_HEADERS = "Authorization,Content-Type,Idempotency-Key,X-Correlation-Id"
 
 
 @needs(settings.CORS_ALLOW_ORIGINS.used())
@@ -47,14 +47,14 @@ def install(app: Chalice) -> None:
 
     def http_boundary(request: Request, get_response: Any) -> Response:
         started = time.perf_counter()
-        correlation_id = _correlation_id(request)
-        logger.thread_safe_append_keys(correlation_id=correlation_id)
+        correlation = correlation_id(request)
+        logger.thread_safe_append_keys(correlation_id=correlation)
         try:
             start_tracing_if_enabled()
             response = _handle(request, get_response)
             if response.status_code >= 400:
-                _reshape_error(response, correlation_id)
-            response.headers[CORRELATION_HEADER] = correlation_id
+                _reshape_error(response, correlation)
+            response.headers[CORRELATION_HEADER] = correlation
             _add_cors_headers(request, response)
             _record(request, response, time.perf_counter() - started)
             return response
@@ -129,7 +129,9 @@ def _reshape_error(response: Response, correlation_id: str) -> None:
     response.headers["Content-Type"] = "application/json"
 
 
-def _correlation_id(request: Request) -> str:
+def correlation_id(request: Request) -> str:
+    """The request's correlation id: the caller's `X-Correlation-Id` if well formed, else
+    the API Gateway request id. Handlers pass it on to what they start (a workflow)."""
     supplied = request.headers.get(CORRELATION_HEADER.lower())
     if supplied and _CORRELATION_ID.fullmatch(supplied):
         return supplied

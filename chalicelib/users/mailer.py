@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
-from typing import Any
 
-from chalicelib.core import aws
-
-APP_NAME = "serverless-app"
+from chalicelib.core import mail
+from chalicelib.core.mail import APP_NAME
 
 
 def welcome_message(name: str) -> tuple[str, str, str]:
@@ -28,21 +25,6 @@ def welcome_message(name: str) -> tuple[str, str, str]:
     return subject, text, body
 
 
-class SesMailer:
-    def __init__(self, sender: str, client: Callable[[str], Any] = aws.client) -> None:
-        self._sender = sender
-        self._client = client
-
+class SesMailer(mail.SesMailer):
     def send_welcome(self, email: str, name: str) -> None:
-        subject, text, body = welcome_message(name)
-        self._client("ses").send_email(
-            Source=self._sender,
-            Destination={"ToAddresses": [email]},
-            Message={
-                "Subject": {"Data": subject, "Charset": "UTF-8"},
-                "Body": {
-                    "Text": {"Data": text, "Charset": "UTF-8"},
-                    "Html": {"Data": body, "Charset": "UTF-8"},
-                },
-            },
-        )
+        self.send(email, *welcome_message(name))

@@ -32,6 +32,9 @@ from typing import Any, Protocol
 
 log = logging.getLogger("local.events")
 
+#: The function that serves the REST API (Chalice's name for it).
+API_HANDLER = "api_handler"
+
 
 @dataclass
 class Invocation:
@@ -161,15 +164,24 @@ class EventRuntime:
     def stopping(self) -> threading.Event:
         return self._stop
 
-    def invoke(self, name: str, source: str, event: dict[str, Any]) -> tuple[Any, Invocation]:
-        """Run handler `name` on `event` as Lambda would; never raises."""
+    def invoke(
+        self, name: str, source: str, event: Any, *, timeout_ms: int = 60_000, memory_mb: int = 512
+    ) -> tuple[Any, Invocation]:
+        """Run handler `name` on `event` as Lambda would; never raises (a handler's exception
+        is returned as the result). `api_handler` is the REST API's function: the app itself,
+        given API Gateway's event. `timeout_ms` is what the context reports as remaining."""
         from chalice.local import LambdaContext
 
-        context = LambdaContext(function_name=name, memory_size=512, max_runtime_ms=60_000)
+        context = LambdaContext(
+            function_name=name, memory_size=memory_mb, max_runtime_ms=timeout_ms
+        )
         started = time.perf_counter()
-        batch = len(event["Records"]) if "Records" in event else 1  # EventBridge: one event
+        # A batch's size; one for EventBridge, a state machine's task or a direct invoke.
+        records = event.get("Records") if isinstance(event, dict) else None
+        batch = len(records) if isinstance(records, list) else 1
         try:
-            result = self.app.handler_map[name](event, context)
+            handler = self.app if name == API_HANDLER else self.app.handler_map[name]
+            result = handler(event, context)
             outcome = "ok"
         except Exception as exc:
             result = exc

@@ -77,6 +77,8 @@ def needed(
     elif service == "kinesis":
         name = params.get("StreamName") or params["StreamARN"].rsplit("/", 1)[-1]
         yield action, f"arn:aws:kinesis:{region}:{account}:stream/{name}", {}
+    elif service == "states":  # Step Functions: the call names the ARN itself
+        yield action, params.get("stateMachineArn") or params["executionArn"], {}
     elif service == "ssm":
         yield action, f"arn:aws:ssm:{region}:{account}:parameter{params['Name']}", {}
     elif service in ("email", "ses"):

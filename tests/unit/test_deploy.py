@@ -50,7 +50,8 @@ PACKAGED_STAGES = ["dev", "prod"]
 
 #: Services chalicelib may create clients for (those tests/unit/iam_calls.py can check).
 KNOWN_SERVICES = {
-    "dynamodb", "sns", "sqs", "sts", "ssm", "cognito-idp", "ses", "kinesis", "s3", "rekognition"
+    "dynamodb", "sns", "sqs", "sts", "ssm", "cognito-idp", "ses", "kinesis", "s3", "rekognition",
+    "stepfunctions",
 }  # fmt: skip
 #: Services whose operation names are looked for in the code: the known ones and others an
 #: app like this commonly adds, so that a call into a new service is noticed too.
@@ -524,14 +525,18 @@ def test_every_aws_call_is_declared_by_some_need() -> None:
     assert not missing, f"no function is granted what these calls need: {missing}"
 
 
+@pytest.mark.parametrize(
+    ("function", "setting"),
+    [("welcome_new_user", "WelcomeEmailSender"), ("email_order_update", "OrderEmailSender")],
+)
 @pytest.mark.parametrize("stage", STAGES)
-def test_welcome_email_may_only_come_from_the_stage_sender(stage: str) -> None:
+def test_emails_may_only_come_from_the_stage_sender(
+    stage: str, function: str, setting: str
+) -> None:
     [statement] = [
-        s
-        for s in load_policy(stage, "welcome_new_user")["Statement"]
-        if "ses:SendEmail" in s["Action"]
+        s for s in load_policy(stage, function)["Statement"] if "ses:SendEmail" in s["Action"]
     ]
-    sender = RESOURCES["Mappings"]["StageSettings"][stage]["WelcomeEmailSender"]
+    sender = RESOURCES["Mappings"]["StageSettings"][stage][setting]
     assert statement["Condition"] == {"StringEquals": {"ses:FromAddress": sender}}
 
 
@@ -543,10 +548,11 @@ def test_policy_is_least_privilege(stage: str, function: str) -> None:
         assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"}
         if "Condition" in statement:  # resources named at deploy time: pinned by tag instead
             condition = statement["Condition"]["StringEquals"]
-            sender = RESOURCES["Mappings"]["StageSettings"][stage]["WelcomeEmailSender"]
+            settings = RESOURCES["Mappings"]["StageSettings"][stage]
+            senders = [{"ses:FromAddress": settings[k]} for k in settings if k.endswith("Sender")]
             assert condition in (
                 {"aws:ResourceTag/app": "serverless-app", "aws:ResourceTag/stage": stage},
-                {"ses:FromAddress": sender},
+                *senders,
             ), condition
         assert not any("*" in a for a in as_list(statement["Action"]))
         if "*" in as_list(statement["Resource"]):

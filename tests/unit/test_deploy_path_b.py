@@ -15,6 +15,8 @@ from infra.wiring import function_name
 
 STREAM_CONSUMERS = ("publish_user_events", "index_users_for_search")
 PARTIAL_BATCH_CONSUMERS = ("process_telemetry",)
+#: Functions SNS invokes asynchronously -> their on-failure queue.
+ASYNC_EMAILERS = {"welcome_new_user": "welcome-dlq", "email_order_update": "order-updates-dlq"}
 
 
 def _code() -> bytes:
@@ -31,7 +33,7 @@ def _deploy_like_chalice(aws: dict[str, str]) -> Any:
         RoleName="serverless-app-dev",
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
     )["Role"]["Arn"]
-    for function in (*STREAM_CONSUMERS, *PARTIAL_BATCH_CONSUMERS, "welcome_new_user"):
+    for function in (*STREAM_CONSUMERS, *PARTIAL_BATCH_CONSUMERS, *ASYNC_EMAILERS):
         lam.create_function(
             FunctionName=function_name("dev", function),
             Runtime="python3.12",
@@ -58,11 +60,11 @@ def test_stream_arn_comes_from_the_resources_stack(aws: dict[str, str]) -> None:
     assert stream_arn(boto3.client("cloudformation"), "dev") == aws["UsersTableStreamArn"]
 
 
-def test_after_chalice_deploy_streams_and_the_welcome_lose_nothing(aws: dict[str, str]) -> None:
+def test_after_chalice_deploy_streams_and_the_emails_lose_nothing(aws: dict[str, str]) -> None:
     lam = _deploy_like_chalice(aws)
     sqs = boto3.client("sqs")
     done = apply_function_settings("dev", lam, sqs)
-    assert len(done) == 4
+    assert len(done) == 5
     [telemetry] = lam.list_event_source_mappings(
         FunctionName=function_name("dev", "process_telemetry")
     )["EventSourceMappings"]
@@ -78,12 +80,11 @@ def test_after_chalice_deploy_streams_and_the_welcome_lose_nothing(aws: dict[str
         assert mapping["BisectBatchOnFunctionError"] is True
         assert mapping["MaximumRetryAttempts"] == 10
         assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == failures
-    welcome = lam.get_function_event_invoke_config(
-        FunctionName=function_name("dev", "welcome_new_user")
-    )
-    assert welcome["MaximumRetryAttempts"] == 2
-    destination = welcome["DestinationConfig"]["OnFailure"]["Destination"]
-    assert destination.endswith(":serverless-app-dev-welcome-dlq")
+    for function, queue in ASYNC_EMAILERS.items():
+        config = lam.get_function_event_invoke_config(FunctionName=function_name("dev", function))
+        assert config["MaximumRetryAttempts"] == 2
+        destination = config["DestinationConfig"]["OnFailure"]["Destination"]
+        assert destination.endswith(f":serverless-app-dev-{queue}")
     assert apply_function_settings("dev", lam, sqs) == done  # applying twice changes nothing
 
 

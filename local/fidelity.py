@@ -1,0 +1,198 @@
+"""What the emulator does the way AWS does it where stock moto (5.2.5) does not. Applied by
+`local.emulator` in the emulator's process, before it serves anything.
+
+- **Atomic DynamoDB writes.** moto checks a condition and then applies the write as two
+  steps, with no lock, on the server's threads: two concurrent conditional updates of one
+  item can both pass their check (two orders for the last unit would both get it), and a
+  transaction that fails restores whole deep-copied tables, erasing what other threads wrote
+  meanwhile. Here every write (PutItem, UpdateItem, DeleteItem, BatchWriteItem's items,
+  TransactWriteItems) holds one lock, and a transaction checks all its conditions before it
+  applies anything, so a cancelled one changes nothing and a failing one undoes only its own
+  items. `tests/unit/test_fidelity.py` races them.
+- **Lambda runs the app's own handlers.** moto runs a function's code in Docker, which this
+  machine has not. Every invocation moto makes (the Invoke API, so `aws lambda invoke`, and
+  Step Functions' Lambda tasks) goes to the local runtime's invoke endpoint
+  (`local/events/invoke.py`, in the stack's process) in Lambda's wire format; the handler's
+  result, or its error (`errorType`, which Step Functions' Retry and Catch match), comes back
+  as Lambda answers it.
+- **State machines execute.** moto's executing Step Functions backend (an ASL interpreter)
+  is switched on before anything is created: the two backends keep separate state.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+#: Held by every DynamoDB write in the emulator.
+DYNAMODB_WRITE_LOCK = threading.RLock()
+#: Added to a function's own timeout for the HTTP call to the local runtime, which enforces
+#: the function's timeout itself.
+INVOKE_MARGIN_SECONDS = 30
+
+
+def apply(lambda_endpoint: str | None) -> None:
+    """Everything above; without `lambda_endpoint` Lambda invocations are left to moto."""
+    atomic_dynamodb_writes()
+    execute_state_machines()
+    if lambda_endpoint:
+        run_lambdas_in_local_runtime(lambda_endpoint)
+
+
+def execute_state_machines() -> None:
+    from moto.core.config import default_user_config
+
+    default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
+
+
+# --- DynamoDB -----------------------------------------------------------------------------
+
+
+def atomic_dynamodb_writes() -> None:
+    from moto.dynamodb.models import DynamoDBBackend
+
+    if getattr(DynamoDBBackend, "_writes_are_atomic", False):
+        return
+    for name in ("put_item", "update_item", "delete_item"):
+        setattr(DynamoDBBackend, name, _locked(getattr(DynamoDBBackend, name)))
+    DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    DynamoDBBackend._writes_are_atomic = True  # type: ignore[attr-defined]
+
+
+def _locked(method: Any) -> Any:
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with DYNAMODB_WRITE_LOCK:
+            return method(*args, **kwargs)
+
+    locked.__wrapped__ = method  # type: ignore[attr-defined]
+    return locked
+
+
+def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+    """TransactWriteItems as DynamoDB does it: all or nothing, isolated from other writes,
+    with moto's own errors (CancellationReasons in request order)."""
+    from moto.dynamodb.comparisons import get_filter_expression
+    from moto.dynamodb.exceptions import (
+        ConditionalCheckFailed,
+        MockValidationException,
+        MultipleTransactionsException,
+        TooManyTransactionsException,
+        TransactionCanceledException,
+        TransactWriteSingleOpException,
+    )
+
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    with DYNAMODB_WRITE_LOCK:
+        planned: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        reasons: list[tuple[Any, Any, Any]] = []
+        seen: set[tuple[str, str]] = set()
+        for entry in transact_items:
+            if len(entry) > 1:
+                raise TransactWriteSingleOpException
+            op_type, op = next(iter(entry.items()))
+            if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+                raise MockValidationException("Unsupported transaction operation")
+            table = self.get_table(op["TableName"])
+            if op_type == "Put":
+                key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = op["Item"][table.range_key_attr]
+            else:
+                key = op["Key"]
+            marker = (str(op["TableName"]), str(dict(sorted(key.items()))))
+            if marker in seen:
+                raise MultipleTransactionsException()
+            seen.add(marker)
+            current = self.get_item(op["TableName"], key)
+            condition = op.get("ConditionExpression")
+            passed = condition is None or get_filter_expression(
+                condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            ).expr(current)
+            if passed:
+                reasons.append((None, None, None))
+            else:
+                old = None
+                if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                    old = current.to_json()["Attributes"]
+                reasons.append(("ConditionalCheckFailed", ConditionalCheckFailed().message, old))
+            planned.append((op_type, op, key))
+        if any(code is not None for code, _, _ in reasons):
+            raise TransactionCanceledException(reasons)
+
+        undo: list[tuple[str, dict[str, Any], Any]] = []
+        try:
+            for op_type, op, key in planned:
+                if op_type == "ConditionCheck":
+                    continue
+                undo.append(
+                    (op["TableName"], key, copy.deepcopy(self.get_item(op["TableName"], key)))
+                )
+                names, values = (
+                    op.get("ExpressionAttributeNames"),
+                    op.get("ExpressionAttributeValues"),
+                )
+                if op_type == "Put":
+                    self.put_item(op["TableName"], op["Item"])
+                elif op_type == "Delete":
+                    self.delete_item(op["TableName"], key)
+                else:
+                    self.update_item(op["TableName"], key, op["UpdateExpression"], names, values)
+        except Exception:
+            for table_name, key, before in reversed(undo):
+                if before is None:
+                    self.delete_item(table_name, key)
+                else:
+                    self.put_item(table_name, before.to_json()["Attributes"])
+            raise
+
+
+# --- Lambda -------------------------------------------------------------------------------
+
+
+def run_lambdas_in_local_runtime(endpoint: str) -> None:
+    """Send every Lambda invocation moto makes to the local runtime's invoke endpoint."""
+    from moto.awslambda.models import LambdaFunction
+
+    def invoke_in_local_runtime(self: Any, event: Any = None) -> tuple[str, bool, str]:
+        return invoke_endpoint(
+            endpoint, self.function_name, event, float(self.timeout) + INVOKE_MARGIN_SECONDS
+        )
+
+    def no_docker(self: Any) -> Any:
+        raise AttributeError("functions run in the local runtime, not in Docker")
+
+    LambdaFunction._invoke_lambda = invoke_in_local_runtime  # type: ignore[method-assign]
+    # moto's state dump (`/moto-api/data.json`) reads every attribute, and this one connects
+    # to Docker, failing the whole dump; the dump skips attributes that raise AttributeError.
+    LambdaFunction.docker_client = property(no_docker)  # type: ignore[assignment,method-assign]
+
+
+def invoke_endpoint(
+    endpoint: str, function_name: str, event: Any, timeout: float
+) -> tuple[str, bool, str]:
+    """(payload, errored, logs) of one invocation at the local runtime, as moto's
+    `_invoke_lambda` returns them. An unreachable runtime is an error of Lambda's service,
+    which Step Functions retries like AWS's own (`Lambda.ServiceException`)."""
+    name = urllib.parse.quote(function_name, safe="")
+    request = urllib.request.Request(
+        f"{endpoint}/2015-03-31/functions/{name}/invocations",
+        data=json.dumps({} if event is None else event).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = response.read().decode()
+            return payload, bool(response.headers.get("X-Amz-Function-Error")), ""
+    except urllib.error.HTTPError as error:
+        message = error.read().decode(errors="replace")[:500]
+    except OSError as error:
+        message = f"the local Lambda runtime at {endpoint} did not answer: {error}"
+    failure = {"errorType": "Lambda.ServiceException", "errorMessage": message}
+    return json.dumps(failure), True, ""
