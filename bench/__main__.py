@@ -28,6 +28,7 @@ BENCHMARKS = {
     "search": "bench.search",
     "telemetry": "bench.telemetry",
     "images": "bench.images",
+    "orders": "bench.orders",
 }
 WIDTH = 100
 

@@ -6,17 +6,21 @@
   item can both pass their check (two orders for the last unit would both get it), and a
   transaction that fails restores whole deep-copied tables, erasing what other threads wrote
   meanwhile. Here every write (PutItem, UpdateItem, DeleteItem, BatchWriteItem's items,
-  TransactWriteItems) holds one lock, and a transaction checks all its conditions before it
-  applies anything, so a cancelled one changes nothing and a failing one undoes only its own
-  items. `tests/unit/test_fidelity.py` races them.
+  TransactWriteItems) holds one lock, from reading the item it returns values of to the
+  write, and a transaction checks all its conditions before it applies anything, so a
+  cancelled one changes nothing and a failing one undoes only its own items, leaving no
+  record on the table's stream (which is read under the same lock).
+  `tests/unit/test_fidelity.py` races them.
 - **Lambda runs the app's own handlers.** moto runs a function's code in Docker, which this
   machine has not. Every invocation moto makes (the Invoke API, so `aws lambda invoke`, and
   Step Functions' Lambda tasks) goes to the local runtime's invoke endpoint
   (`local/events/invoke.py`, in the stack's process) in Lambda's wire format; the handler's
   result, or its error (`errorType`, which Step Functions' Retry and Catch match), comes back
-  as Lambda answers it.
+  as Lambda answers it (`Unhandled`, where moto says `Handled`).
 - **State machines execute.** moto's executing Step Functions backend (an ASL interpreter)
-  is switched on before anything is created: the two backends keep separate state.
+  is switched on before anything is created: the two backends keep separate state. A stopped
+  execution stays ABORTED: moto let a task that failed after the stop (its Retry and Catch
+  no longer run) turn the execution FAILED.
 """
 
 from __future__ import annotations
@@ -40,14 +44,32 @@ def apply(lambda_endpoint: str | None) -> None:
     """Everything above; without `lambda_endpoint` Lambda invocations are left to moto."""
     atomic_dynamodb_writes()
     execute_state_machines()
+    dump_without_docker()
     if lambda_endpoint:
         run_lambdas_in_local_runtime(lambda_endpoint)
 
 
 def execute_state_machines() -> None:
     from moto.core.config import default_user_config
+    from moto.stepfunctions.parser.asl.eval.environment import Environment
+    from moto.stepfunctions.parser.asl.eval.program_state import ProgramRunning
 
     default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
+    if getattr(Environment, "_ends_once", False):
+        return
+
+    def only_while_running(method: Any) -> Any:
+        def end(self: Any, *args: Any, **kwargs: Any) -> None:
+            with self._state_mutex:  # an RLock in moto
+                if isinstance(self._program_state, ProgramRunning):
+                    method(self, *args, **kwargs)
+
+        return end
+
+    # As set_stop and set_ended already do: an execution ends once, as whatever ended it first.
+    Environment.set_error = only_while_running(Environment.set_error)  # type: ignore[method-assign]
+    Environment.set_timed_out = only_while_running(Environment.set_timed_out)  # type: ignore[method-assign]
+    Environment._ends_once = True  # type: ignore[attr-defined]
 
 
 # --- DynamoDB -----------------------------------------------------------------------------
@@ -55,11 +77,16 @@ def execute_state_machines() -> None:
 
 def atomic_dynamodb_writes() -> None:
     from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import StreamShard
+    from moto.dynamodb.responses import DynamoHandler
 
     if getattr(DynamoDBBackend, "_writes_are_atomic", False):
         return
     for name in ("put_item", "update_item", "delete_item"):
         setattr(DynamoDBBackend, name, _locked(getattr(DynamoDBBackend, name)))
+        # The handler reads the item it returns old values of before it calls the backend.
+        setattr(DynamoHandler, name, _locked(getattr(DynamoHandler, name)))
+    StreamShard.get = _locked(StreamShard.get)  # type: ignore[method-assign]
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     DynamoDBBackend._writes_are_atomic = True  # type: ignore[attr-defined]
 
@@ -126,6 +153,11 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
             raise TransactionCanceledException(reasons)
 
         undo: list[tuple[str, dict[str, Any], Any]] = []
+        streams = {
+            name: (table.stream_shard, len(table.stream_shard.items))
+            for name in {op["TableName"] for _, op, _ in planned}
+            if (table := self.get_table(name)).stream_shard is not None
+        }
         try:
             for op_type, op, key in planned:
                 if op_type == "ConditionCheck":
@@ -149,6 +181,8 @@ def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> No
                     self.delete_item(table_name, key)
                 else:
                     self.put_item(table_name, before.to_json()["Attributes"])
+            for shard, mark in streams.values():  # DynamoDB streams nothing it undid
+                del shard.items[mark:]
             raise
 
 
@@ -164,12 +198,27 @@ def run_lambdas_in_local_runtime(endpoint: str) -> None:
             endpoint, self.function_name, event, float(self.timeout) + INVOKE_MARGIN_SECONDS
         )
 
+    original_invoke = LambdaFunction.invoke
+
+    def invoke(self: Any, body: str, request_headers: Any, response_headers: Any) -> Any:
+        answer = original_invoke(self, body, request_headers, response_headers)
+        if "x-amz-function-error" in response_headers:  # an exception the handler let out
+            response_headers["x-amz-function-error"] = "Unhandled"
+        return answer
+
+    LambdaFunction._invoke_lambda = invoke_in_local_runtime  # type: ignore[method-assign]
+    LambdaFunction.invoke = invoke  # type: ignore[method-assign]
+
+
+def dump_without_docker() -> None:
+    """moto's state dump (`/moto-api/data.json`) reads every attribute of every object, and a
+    function's `docker_client` connects to Docker, failing the whole dump once a function
+    exists; the dump skips attributes that raise AttributeError."""
+    from moto.awslambda.models import LambdaFunction
+
     def no_docker(self: Any) -> Any:
         raise AttributeError("functions run in the local runtime, not in Docker")
 
-    LambdaFunction._invoke_lambda = invoke_in_local_runtime  # type: ignore[method-assign]
-    # moto's state dump (`/moto-api/data.json`) reads every attribute, and this one connects
-    # to Docker, failing the whole dump; the dump skips attributes that raise AttributeError.
     LambdaFunction.docker_client = property(no_docker)  # type: ignore[assignment,method-assign]
 
 

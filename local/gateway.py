@@ -6,6 +6,11 @@
 - API Gateway's own errors (no token, access denied, no such route) are shaped by the
   gateway responses in infra/api-responses.json once packaged; `chalice local` answers with
   API Gateway's defaults. Here they get the same shape and status as deployed.
+- Lambda runs one request at a time per execution environment; `chalice local` serves
+  requests on threads of one process, and Chalice keeps the request being handled in one
+  attribute of the app (`app.current_request`, `app.lambda_context`): a request arriving
+  meanwhile replaces it, so a view could read another request's body or caller. Here each
+  thread has its own.
 
 Used by the local stack and by the tests' `chalice.test.Client`.
 """
@@ -13,6 +18,7 @@ Used by the local stack and by the tests' `chalice.test.Client`.
 from __future__ import annotations
 
 import json
+import threading
 from functools import cache
 from typing import Any
 
@@ -30,6 +36,43 @@ def emulate_api_gateway() -> None:
         return
     _reject_like_api_gateway(local)
     _shape_like_api_gateway(local)
+    _one_request_per_thread(local)
+
+
+class PerThread:
+    """An attribute whose value belongs to the thread that set it (a data descriptor, so it
+    takes precedence over the instance's own attribute of that name)."""
+
+    def __init__(self) -> None:
+        self._values = threading.local()
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        return self if instance is None else getattr(self._values, "value", None)
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        self._values.value = value
+
+
+def requests_per_thread(app: Any) -> None:
+    """Give `app` a `current_request` and a `lambda_context` of each thread's own
+    (idempotent)."""
+    if getattr(type(app), "requests_per_thread", False):
+        return
+    attributes = {"current_request": PerThread(), "lambda_context": PerThread(),
+                  "requests_per_thread": True}  # fmt: skip
+    app.__class__ = type(type(app).__name__, (type(app),), attributes)
+    for name in ("current_request", "lambda_context"):
+        app.__dict__.pop(name, None)
+
+
+def _one_request_per_thread(local: Any) -> None:
+    original = local.LocalGateway.__init__
+
+    def __init__(self: Any, app_object: Any, config: Any) -> None:
+        requests_per_thread(app_object)
+        original(self, app_object, config)
+
+    local.LocalGateway.__init__ = __init__
 
 
 def _reject_like_api_gateway(local: Any) -> None:

@@ -13,7 +13,8 @@ the two never disagree and a step run twice moves nothing twice:
 - ship: `reserved -= q` (the units left the warehouse), and the order `shipping -> shipped`.
 
 Concurrent transactions on one product may be cancelled by DynamoDB with
-`TransactionConflict`; they are retried here with backoff, then reported as unavailable.
+`TransactionConflict` (or throttling); they are retried here with backoff, then reported as
+unavailable. A transaction cancelled for another reason raises: it never passes for done.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ from chalicelib.core.backoff import Backoff
 from chalicelib.core.dynamo import batch_get, from_item, to_item
 from chalicelib.orders.model import CURRENCY
 from chalicelib.orders.records import StatusConflict, order_update
+
+#: Why DynamoDB may cancel a transaction that would succeed if tried again.
+TRANSIENT_REASONS = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded",
+     "RequestLimitExceeded"}
+)  # fmt: skip
 
 
 class InventoryBusy(Exception):
@@ -162,8 +169,9 @@ class DynamoInventory:
                 client.transact_write_items(TransactItems=[order, *moves])
                 return []
             except client.exceptions.TransactionCanceledException as exc:
+                cancelled = exc
                 reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if "TransactionConflict" in reasons:
+            if TRANSIENT_REASONS.intersection(reasons):
                 continue
             if reasons and reasons[0] == "ConditionalCheckFailed":
                 current = client.get_item(
@@ -176,9 +184,12 @@ class DynamoInventory:
                 raise StatusConflict(
                     order_id, from_item(current).get("status") if current else None
                 )
-            return [
+            failed = [
                 i - 1 for i, code in enumerate(reasons) if i and code == "ConditionalCheckFailed"
             ]
+            if not failed:  # cancelled for a reason of its own (validation): nothing was done
+                raise cancelled
+            return failed
         raise InventoryBusy(f"the stock of order {order_id}'s products kept changing; try again")
 
 

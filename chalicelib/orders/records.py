@@ -167,7 +167,8 @@ class DynamoOrders:
             )
         except client.exceptions.TransactionCanceledException as exc:
             reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
-            if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+            # The key is taken, or being taken right now by the same request sent twice.
+            if len(reasons) > 1 and reasons[1] in ("ConditionalCheckFailed", "TransactionConflict"):
                 found = self.find_claim(order["owner_id"], key)
                 if found is not None:
                     raise ClaimTaken(*found) from None

@@ -91,6 +91,8 @@ class OrdersService:
         and release what was held. Safe to repeat; an order left `cancelling` by a failure
         half-way is finished by the next call, or by the nightly sweep."""
         order = self._visible(principal, order_id)
+        if order["status"] == model.CANCELLED:  # a retried request: done already
+            return model.order_view(order)
         allowed = (*model.CANCELLABLE, model.CANCELLING)
         started = clock.timestamp()
         try:

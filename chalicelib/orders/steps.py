@@ -281,7 +281,7 @@ class OrderSteps:
             **notification_entry("NotifyFailure", event),
             **step.entry(f"failed: {failure['code']}"),
         }
-        open_statuses = [s for s in (*model.CANCELLABLE, model.SHIPPING, model.FAILED)]
+        open_statuses = (*model.CANCELLABLE, model.SHIPPING, model.FAILED)
         try:
             self._orders.update(
                 step.order_id,

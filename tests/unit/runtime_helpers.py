@@ -30,12 +30,15 @@ Client = Callable[[str], Any]
 
 
 @contextlib.contextmanager
-def emulator() -> Iterator[str]:
-    """The local stack's emulator (moto server under waitress) in a process of its own."""
+def emulator(lambda_endpoint: str | None = None) -> Iterator[str]:
+    """The local stack's emulator (moto server under waitress) in a process of its own;
+    `lambda_endpoint`: where it sends Lambda invocations (`--lambda-endpoint`), as the stack
+    tells it."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local.emulator", "--port", str(port)], cwd=PROJECT_DIR
-    )
+    command = [sys.executable, "-m", "local.emulator", "--port", str(port)]
+    if lambda_endpoint is not None:
+        command += ["--lambda-endpoint", lambda_endpoint]
+    process = subprocess.Popen(command, cwd=PROJECT_DIR)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -352,3 +352,36 @@ def test_expect_100_continue_with_an_acceptable_body_gets_100_then_the_answer(
         sock.sendall(body)
         response = read_response(reader)
         assert (response.status, response.json()["length"]) == (200, len(body))
+
+
+def test_concurrent_requests_each_see_their_own_request() -> None:
+    """Chalice keeps the request in one attribute of the app; the local server handles
+    requests on threads. Two requests in flight at once must not swap bodies (or callers)."""
+    from chalice.local import LocalGateway
+
+    from local.gateway import emulate_api_gateway
+
+    emulate_api_gateway()
+    app = Chalice(app_name="per-thread")
+    arrived = threading.Barrier(8, timeout=5)
+
+    @app.route("/mine", methods=["POST"])
+    def mine() -> dict[str, Any]:
+        before = app.current_request.json_body
+        arrived.wait()  # every request has been taken in before any reads its body again
+        return {"before": before, "after": app.current_request.json_body}
+
+    gateway = LocalGateway(app, Config.create(chalice_app=app, app_name="per-thread"))
+    answers: dict[int, Any] = {}
+
+    def send(n: int) -> None:
+        body = json.dumps({"n": n}).encode()
+        headers = {"content-type": "application/json", "host": "localhost"}
+        answers[n] = json.loads(gateway.handle_request("POST", "/mine", headers, body)["body"])
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert answers == {n: {"before": {"n": n}, "after": {"n": n}} for n in range(8)}
