@@ -20,7 +20,8 @@
 - **State machines execute.** moto's executing Step Functions backend (an ASL interpreter)
   is switched on before anything is created: the two backends keep separate state. A stopped
   execution stays ABORTED: moto let a task that failed after the stop (its Retry and Catch
-  no longer run) turn the execution FAILED.
+  no longer run) turn the execution FAILED. Its tasks share one AWS client per service (moto made one per
+  task, most of the emulator's CPU for an order).
 """
 
 from __future__ import annotations
@@ -70,6 +71,31 @@ def execute_state_machines() -> None:
     Environment.set_error = only_while_running(Environment.set_error)  # type: ignore[method-assign]
     Environment.set_timed_out = only_while_running(Environment.set_timed_out)  # type: ignore[method-assign]
     Environment._ends_once = True  # type: ignore[attr-defined]
+    _one_client_per_service()
+
+
+def _one_client_per_service() -> None:
+    """moto's interpreter makes a new boto3 client for every task it runs (tens of ms of CPU
+    each: most of the emulator's work for an order); they are all alike, so keep one per
+    region and service."""
+    import sys
+
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    original = boto_client.boto_client_for
+    clients: dict[tuple[str, str], Any] = {}
+    lock = threading.Lock()
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        with lock:
+            if (region, service) not in clients:
+                clients[(region, service)] = original(region, service, state_credentials)
+            return clients[(region, service)]
+
+    boto_client.boto_client_for = boto_client_for
+    for module in list(sys.modules.values()):  # those that imported it by name already
+        if getattr(module, "boto_client_for", None) is original:
+            module.boto_client_for = boto_client_for
 
 
 # --- DynamoDB -----------------------------------------------------------------------------
