@@ -20,8 +20,8 @@
 - **State machines execute.** moto's executing Step Functions backend (an ASL interpreter)
   is switched on before anything is created: the two backends keep separate state. A stopped
   execution stays ABORTED: moto let a task that failed after the stop (its Retry and Catch
-  no longer run) turn the execution FAILED. Its tasks share one AWS client per service (moto made one per
-  task, most of the emulator's CPU for an order).
+  no longer run) turn the execution FAILED. Its tasks share one AWS client per service (moto
+  made one per task, most of the emulator's CPU for an order).
 """
 
 from __future__ import annotations

@@ -118,6 +118,19 @@ def _client_like(cloudformation: Any, service: str) -> Any:
     return boto3.client(service, endpoint_url=custom, region_name=cloudformation.meta.region_name)
 
 
+def _stack_resources(
+    stack: str, cloudformation: Any
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The stack's resources, and their physical ids by logical id."""
+    resources = cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
+    physical = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in resources
+        if r.get("LogicalResourceId") and r.get("PhysicalResourceId")
+    }
+    return resources, physical
+
+
 def _take(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     """Remove and return the template's resources of type `kind`."""
     resources = template["Resources"]
@@ -127,8 +140,7 @@ def _take(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 def _subscribe(subscriptions: dict[str, dict[str, Any]], stack: str, cloudformation: Any) -> None:
     """Create the template's SNS subscriptions (to queues of the stack) with the SNS API."""
     sns, sqs = _client_like(cloudformation, "sns"), _client_like(cloudformation, "sqs")
-    resources = cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
-    physical = {r.get("LogicalResourceId"): r.get("PhysicalResourceId") for r in resources}
+    _, physical = _stack_resources(stack, cloudformation)
 
     def resolve(value: Any) -> str:
         if isinstance(value, dict) and "Ref" in value:
@@ -164,8 +176,7 @@ def _configure_bucket_notifications(
     """Apply the buckets' NotificationConfiguration (S3 -> SQS) with the S3 API: moto's
     CloudFormation creates the bucket without it."""
     s3, sqs = _client_like(cloudformation, "s3"), _client_like(cloudformation, "sqs")
-    resources = cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
-    physical = {r.get("LogicalResourceId"): r.get("PhysicalResourceId") for r in resources}
+    _, physical = _stack_resources(stack, cloudformation)
     for logical_id, resource in template["Resources"].items():
         settings = resource.get("Properties", {}).get("NotificationConfiguration")
         if resource["Type"] != "AWS::S3::Bucket" or not settings:
@@ -197,12 +208,7 @@ def _apply_queue_policies(
     """Give the queues the template's policies with the SQS API, so the emulator holds what
     AWS would (moto does not enforce them, but `get_queue_attributes` shows them)."""
     sqs = _client_like(cloudformation, "sqs")
-    resources = cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
-    physical = {
-        r["LogicalResourceId"]: r["PhysicalResourceId"]
-        for r in resources
-        if r.get("LogicalResourceId") and r.get("PhysicalResourceId")
-    }
+    resources, physical = _stack_resources(stack, cloudformation)
     queue_arns = {
         (r["LogicalResourceId"], "Arn"): sqs.get_queue_attributes(
             QueueUrl=r["PhysicalResourceId"], AttributeNames=["QueueArn"]
@@ -245,12 +251,7 @@ def _create_state_machines(
         return
     iam = _client_like(cloudformation, "iam")
     sfn = _client_like(cloudformation, "stepfunctions")
-    resources = cloudformation.describe_stack_resources(StackName=stack)["StackResources"]
-    physical = {
-        r["LogicalResourceId"]: r["PhysicalResourceId"]
-        for r in resources
-        if r.get("LogicalResourceId") and r.get("PhysicalResourceId")
-    }
+    resources, physical = _stack_resources(stack, cloudformation)
     region = cloudformation.meta.region_name
     account = _client_like(cloudformation, "sts").get_caller_identity()["Account"]
     attributes: dict[tuple[str, str], str] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -218,6 +218,38 @@ def open_shard(order_id: str, shards: int = OPEN_SHARDS) -> str:
     """The partition of the sweep's index an open order sits in (`open#0` ...): spread, so
     that no single partition takes every order's writes."""
     return f"open#{int(order_id[:8], 16) % shards}"
+
+
+def new_order(
+    order_id: str,
+    owner_id: str,
+    lines: Sequence[tuple[str, str, int, int]],
+    shipping_address: Mapping[str, str],
+    payment_method: str,
+    now: str,
+) -> dict[str, Any]:
+    """A pending order as it is stored: `lines` are (sku, name, quantity, unit amount) as the
+    catalog priced them; it is open, so it sits in a shard of the sweep's index."""
+    priced = [
+        {"sku": sku, "name": name, "quantity": quantity, "unit_amount": unit,
+         "amount": unit * quantity}
+        for sku, name, quantity, unit in lines
+    ]  # fmt: skip
+    return {
+        "order_id": order_id,
+        "owner_id": owner_id,
+        "status": PENDING,
+        "lines": priced,
+        "currency": CURRENCY,
+        "total_amount": sum(line["amount"] for line in priced),
+        "shipping_address": dict(shipping_address),
+        "payment_method": payment_method,
+        "steps": {},
+        "created_at": now,
+        "updated_at": now,
+        "created_key": f"{now}#{order_id}",
+        "open_shard": open_shard(order_id),
+    }
 
 
 def order_view(order: Mapping[str, Any]) -> dict[str, Any]:

@@ -254,10 +254,6 @@ class DynamoOrders:
         return [_order(item) for item in items], last
 
 
-def sort_key(order: Mapping[str, Any]) -> str:
-    return f"{order['created_at']}#{order['order_id']}"
-
-
 def line_quantities(order: Mapping[str, Any]) -> Sequence[tuple[str, int]]:
     return [(line["sku"], int(line["quantity"])) for line in order["lines"]]
 

@@ -31,7 +31,7 @@ from chalicelib.orders import model
 from chalicelib.orders.compensation import finish_cancellation
 from chalicelib.orders.payments import PaymentProvider
 from chalicelib.orders.ports import Catalog, Orders, Workflow
-from chalicelib.orders.records import ClaimTaken, StatusConflict, sort_key
+from chalicelib.orders.records import ClaimTaken, StatusConflict
 
 
 class OrdersService:
@@ -126,28 +126,18 @@ class OrdersService:
         ]
         if problems:
             raise ValidationFailed("The order is not valid.", problems)
-        lines = []
-        for sku, quantity in request.lines:
-            unit = int(products[sku]["unit_amount"])
-            lines.append({"sku": sku, "name": products[sku]["name"], "quantity": quantity,
-                          "unit_amount": unit, "amount": unit * quantity})  # fmt: skip
-        now = clock.timestamp()
-        order = {
-            "order_id": self._new_id(),
-            "owner_id": owner_id,
-            "status": model.PENDING,
-            "lines": lines,
-            "currency": model.CURRENCY,
-            "total_amount": sum(line["amount"] for line in lines),
-            "shipping_address": request.shipping_address,
-            "payment_method": request.payment_method,
-            "steps": {},
-            "created_at": now,
-            "updated_at": now,
-        }
-        order["created_key"] = sort_key(order)
-        order["open_shard"] = model.open_shard(order["order_id"])
-        return order
+        lines = [
+            (sku, products[sku]["name"], quantity, int(products[sku]["unit_amount"]))
+            for sku, quantity in request.lines
+        ]
+        return model.new_order(
+            self._new_id(),
+            owner_id,
+            lines,
+            request.shipping_address,
+            request.payment_method,
+            clock.timestamp(),
+        )
 
     def _replay(
         self, found: tuple[str, str], request: model.OrderRequest, correlation_id: str

@@ -13,7 +13,6 @@ import pytest
 
 from chalicelib.core import clock
 from chalicelib.orders import model
-from chalicelib.orders.records import sort_key
 
 ORDERS = "serverless-app-dev-orders"
 INVENTORY = "serverless-app-dev-inventory"
@@ -35,28 +34,16 @@ def new_order(
     order_id = str(uuid.uuid4())
     while shard and model.open_shard(order_id) != shard:
         order_id = str(uuid.uuid4())
-    priced = []
-    for sku, quantity in lines:
-        name, unit = CATALOG.get(sku, (sku.title(), 100))
-        priced.append({"sku": sku, "name": name, "quantity": quantity, "unit_amount": unit,
-                       "amount": unit * quantity})  # fmt: skip
-    now = clock.timestamp()
-    order = {
-        "order_id": order_id,
-        "owner_id": owner_id,
-        "status": model.PENDING,
-        "lines": priced,
-        "currency": model.CURRENCY,
-        "total_amount": sum(line["amount"] for line in priced),
-        "shipping_address": dict(ADDRESS),
-        "payment_method": "pm_card_visa",
-        "steps": {},
-        "created_at": now,
-        "updated_at": now,
-    }
-    order["created_key"] = sort_key(order)
-    order["open_shard"] = model.open_shard(order_id)
-    return order
+    priced = [(sku, *CATALOG.get(sku, (sku.title(), 100))) for sku, _ in lines]
+    quantities = dict(lines)
+    return model.new_order(
+        order_id,
+        owner_id,
+        [(sku, name, quantities[sku], unit) for sku, name, unit in priced],
+        ADDRESS,
+        "pm_card_visa",
+        clock.timestamp(),
+    )
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from chalicelib.core import clock
 from chalicelib.orders import model
 from chalicelib.orders.inventory import InventoryBusy, Reservation
 from chalicelib.orders.payments import Charge, ProviderTimeout, ProviderUnavailable
-from chalicelib.orders.records import ClaimTaken, StatusConflict, sort_key
+from chalicelib.orders.records import ClaimTaken, StatusConflict
 from chalicelib.orders.shipping import Shipment, ShippingError
 
 ADDRESS = {"name": "Ada", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115",
@@ -229,27 +229,15 @@ def make_order(
     **extra: Any,
 ) -> dict[str, Any]:
     """An order as the API stores it; `lines` are (sku, quantity, unit amount)."""
-    now = clock.timestamp()
-    order = {
-        "order_id": str(uuid.uuid4()),
-        "owner_id": owner_id or str(uuid.uuid4()),
-        "status": status,
-        "lines": [
-            {"sku": s, "name": s.title(), "quantity": q, "unit_amount": u, "amount": q * u}
-            for s, q, u in lines
-        ],
-        "currency": "EUR",
-        "total_amount": sum(q * u for _, q, u in lines),
-        "shipping_address": dict(ADDRESS),
-        "payment_method": "pm_card_visa",
-        "steps": {},
-        "created_at": now,
-        "updated_at": now,
-        **extra,
-    }
-    order["created_key"] = sort_key(order)
-    order["open_shard"] = model.open_shard(order["order_id"])
-    return order
+    order = model.new_order(
+        str(uuid.uuid4()),
+        owner_id or str(uuid.uuid4()),
+        [(sku, sku.title(), quantity, unit) for sku, quantity, unit in lines],
+        ADDRESS,
+        "pm_card_visa",
+        clock.timestamp(),
+    )
+    return {**order, "status": status, **extra}
 
 
 def task_event(order_id: str, state: str, retry_count: int = 0, **extra: Any) -> dict[str, Any]:

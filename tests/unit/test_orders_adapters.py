@@ -17,7 +17,7 @@ from chalicelib.core import aws as aws_clients
 from chalicelib.core import clock
 from chalicelib.orders import model
 from chalicelib.orders.executions import StepFunctionsWorkflow
-from chalicelib.orders.records import ClaimTaken, DynamoOrders, StatusConflict, sort_key
+from chalicelib.orders.records import ClaimTaken, DynamoOrders, StatusConflict
 from tests.clock import RunningClock
 from tests.unit.orders_aws import ALICE, BOB, ORDERS, STATE_MACHINE, new_order
 
@@ -204,7 +204,7 @@ def test_the_sweep_reads_open_orders_of_a_shard_oldest_first(
     orders.create(new_order(shard=shard), None)  # too recent
     for terminal in (model.COMPLETED, model.FAILED, model.CANCELLED):
         ended = new_order(shard=shard)
-        ended["created_key"] = sort_key({**ended, "created_at": made[0]["created_at"]})
+        ended["created_key"] = f"{made[0]['created_at']}#{ended['order_id']}"
         orders.create(ended, None)
         gone = orders.update(ended["order_id"], status=terminal)
         assert "open_shard" not in gone
