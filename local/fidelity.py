@@ -10,7 +10,7 @@
   write, and a transaction checks all its conditions before it applies anything, so a
   cancelled one changes nothing and a failing one undoes only its own items, leaving no
   record on the table's stream (which is read under the same lock).
-  `tests/unit/test_fidelity.py` races them.
+  `tests/unit/test_fidelity_dynamodb.py` races them.
 - **Lambda runs the app's own handlers.** moto runs a function's code in Docker, which this
   machine has not. Every invocation moto makes (the Invoke API, so `aws lambda invoke`, and
   Step Functions' Lambda tasks) goes to the local runtime's invoke endpoint
