@@ -62,12 +62,13 @@ def finish_cancellation(
     payments: PaymentProvider,
     order: Mapping[str, Any],
     started: str,
-) -> None:
-    """Refund and release what a cancelled order holds, then mark it cancelled."""
+) -> dict[str, Any] | None:
+    """Refund and release what a cancelled order holds, then mark it cancelled; the order as
+    it is then (None if another caller marked it cancelled first)."""
     refund_order(orders, payments, order, manual_step("RefundPayment", started))
     release_order(orders, inventory, order, manual_step("ReleaseInventory", started))
     try:
-        orders.update(
+        return orders.update(
             order["order_id"],
             status=model.CANCELLED,
             from_statuses=(model.CANCELLING,),
@@ -76,6 +77,7 @@ def finish_cancellation(
     except StatusConflict as conflict:
         if conflict.status != model.CANCELLED:
             raise
+        return None
 
 
 def manual_step(state: str, started: str) -> Callable[..., dict[str, Any]]:

@@ -160,7 +160,9 @@ class DynamoInventory:
         """Run the order's update and the moves in one transaction, retrying conflicts.
         Returns the indexes (in `moves`) of moves whose condition failed; StatusConflict if
         the order's own condition failed."""
-        order = {"Update": order_update(self._orders, order_id, now=clock.timestamp(), **change)}
+        update = order_update(self._orders, order_id, now=clock.timestamp(), **change)
+        # A failed condition on the order says its status (the order as it was) at once.
+        order = {"Update": {**update, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
         client = self._client()
         for attempt in range(self._backoff.max_attempts):
             if attempt:
@@ -170,20 +172,14 @@ class DynamoInventory:
                 return []
             except client.exceptions.TransactionCanceledException as exc:
                 cancelled = exc
-                reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+                found = exc.response.get("CancellationReasons", [])
+                reasons = [r.get("Code") for r in found]
             if TRANSIENT_REASONS.intersection(reasons):
                 continue
             if reasons and reasons[0] == "ConditionalCheckFailed":
-                current = client.get_item(
-                    TableName=self._orders,
-                    Key=order["Update"]["Key"],
-                    ConsistentRead=True,
-                    ProjectionExpression="#s",
-                    ExpressionAttributeNames={"#s": "status"},
-                ).get("Item")
-                raise StatusConflict(
-                    order_id, from_item(current).get("status") if current else None
-                )
+                current = found[0].get("Item")
+                status = from_item(current).get("status") if current else None
+                raise StatusConflict(order_id, status)
             failed = [
                 i - 1 for i, code in enumerate(reasons) if i and code == "ConditionalCheckFailed"
             ]

@@ -17,7 +17,8 @@ driven on purpose.
 - any other `pm_...`: declined (`unknown_payment_method`).
 
 The ledger's items (`pk`): `CHARGE#<key>` (approved or declined, with its amount), `REFUND#<key>`,
-and `ATTEMPTS#<key>` (how often a charge was tried: what the test-mode failures count).
+and `ATTEMPTS#<key>` (how often a charge with a failing test method was tried: what those
+failures count).
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ class DynamoPaymentLedger:
     def charge(self, key: str, amount: int, currency: str, method: str) -> Charge:
         """Charge `amount` once per `key`: a charge already made under the key (approved or
         declined) is answered again, whatever the method says now."""
-        attempt = self._count_attempt(key)
         unavailable, lost = _UNAVAILABLE.fullmatch(method), _TIMEOUT.fullmatch(method)
+        # Only the failing test methods depend on how often they were tried.
+        attempt = self._count_attempt(key) if unavailable or lost else 1
         answer_lost = bool(lost) and attempt <= int(lost.group(1))  # type: ignore[union-attr]
         existing = self.find_charge(key)
         if existing is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from chalicelib.auth.tokens import Principal
 from chalicelib.core import clock
+from chalicelib.core.aws import retryable
 from chalicelib.core.errors import (
     Conflict,
     Forbidden,
@@ -108,8 +109,8 @@ class OrdersService:
             ) from None
         who = "an admin" if principal.user_id != order["owner_id"] else "its owner"
         self._workflow.stop(order_id, f"cancelled by {who}")
-        finish_cancellation(self._orders, self._inventory, self._payments, order, started)
-        return model.order_view(self._orders.get(order_id) or order)
+        ended = finish_cancellation(self._orders, self._inventory, self._payments, order, started)
+        return model.order_view(ended or self._orders.get(order_id) or order)
 
     def _visible(self, principal: Principal, order_id: str) -> dict[str, Any]:
         order = self._orders.get(order_id) if model.is_order_id(order_id) else None
@@ -163,8 +164,6 @@ class OrdersService:
         try:
             self._workflow.start(order["order_id"], execution_input)
         except Exception as exc:
-            from chalicelib.core.aws import retryable
-
             if not retryable(exc):
                 raise
             raise ServiceUnavailable(

@@ -98,7 +98,9 @@ class Step:
         return {self.name: record}
 
 
-def task(action: Callable[[Any, Any], dict[str, Any]]) -> Callable[[Any, Any], dict[str, Any]]:
+def task(
+    action: Callable[[Any, Step, Any], dict[str, Any]],
+) -> Callable[[Any, Any], dict[str, Any]]:
     """A step run as a Lambda task: its correlation id and order on every log line; an AWS
     failure worth a retry reported as `StepUnavailable` for the state machine's Retry; and a
     failed attempt recorded in the order's step entry before the error goes to Step Functions
@@ -109,7 +111,7 @@ def task(action: Callable[[Any, Any], dict[str, Any]]) -> Callable[[Any, Any], d
         step = Step.from_event(event)
         logger.thread_safe_append_keys(correlation_id=step.correlation_id, order_id=step.order_id)
         try:
-            return action(self, event)
+            return action(self, step, event)
         except Exception as exc:
             error = _step_error(exc)
             self._record_failure(step, error)
@@ -147,8 +149,7 @@ class OrderSteps:
         self._carrier = carrier
 
     @task
-    def validate(self, event: Any) -> dict[str, Any]:
-        step = Step.from_event(event)
+    def validate(self, step: Step, event: Any) -> dict[str, Any]:
         order = self._order(step)
         if order["status"] != model.PENDING:
             self._not_cancelled(order)
@@ -162,8 +163,7 @@ class OrderSteps:
         return {"valid": True}
 
     @task
-    def reserve(self, event: Any) -> dict[str, Any]:
-        step = Step.from_event(event)
+    def reserve(self, step: Step, event: Any) -> dict[str, Any]:
         order = self._order(step)
         if order.get("reserved_at"):
             return {"in_stock": True, "message": "reserved"}
@@ -188,8 +188,7 @@ class OrderSteps:
         return {"in_stock": False, "message": message}
 
     @task
-    def charge(self, event: Any) -> dict[str, Any]:
-        step = Step.from_event(event)
+    def charge(self, step: Step, event: Any) -> dict[str, Any]:
         order = self._order(step)
         payment = order.get("payment") or {}
         if payment.get("status") == "approved":
@@ -225,8 +224,7 @@ class OrderSteps:
         return {"approved": True, "payment_id": charge.payment_id, "message": "approved"}
 
     @task
-    def ship(self, event: Any) -> dict[str, Any]:
-        step = Step.from_event(event)
+    def ship(self, step: Step, event: Any) -> dict[str, Any]:
         order = self._order(step)
         if order.get("shipped_at"):
             return {"tracking_number": order["tracking_number"]}
@@ -251,31 +249,27 @@ class OrderSteps:
         return {"tracking_number": shipment.tracking_number, "carrier": shipment.carrier}
 
     @task
-    def complete(self, event: Any) -> dict[str, Any]:
-        step = Step.from_event(event)
+    def complete(self, step: Step, event: Any) -> dict[str, Any]:
         steps = {**notification_entry("NotifyCustomer", event), **step.entry("completed")}
         self._update(step, model.COMPLETED, (model.SHIPPED, model.COMPLETED), steps)
         return {"status": model.COMPLETED}
 
     @task
-    def refund(self, event: Any) -> dict[str, Any]:
-        step = Step.from_event(event)
+    def refund(self, step: Step, event: Any) -> dict[str, Any]:
         order = self._order(step)
         assert self._payments is not None
         refunded = refund_order(self._orders, self._payments, order, step.entry)
         return {"refunded": refunded}
 
     @task
-    def release(self, event: Any) -> dict[str, Any]:
-        step = Step.from_event(event)
+    def release(self, step: Step, event: Any) -> dict[str, Any]:
         order = self._order(step)
         assert self._inventory is not None
         return {"released": release_order(self._orders, self._inventory, order, step.entry)}
 
     @task
-    def fail(self, event: Any) -> dict[str, Any]:
+    def fail(self, step: Step, event: Any) -> dict[str, Any]:
         """Mark the order failed with the reason; an order cancelled meanwhile stays so."""
-        step = Step.from_event(event)
         failure = describe_failure(event.get("failure"))
         steps = {
             **notification_entry("NotifyFailure", event),

@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 from infra.paths import PROJECT_DIR
 from infra.wiring import function_name
-from local.events.core import API_HANDLER, EventRuntime
+from local.events.core import API_HANDLER, EventRuntime, Invocation
 
 SOURCE = "lambda:invoke"
 PATH_PREFIX = "/2015-03-31/functions/"
@@ -142,9 +142,7 @@ def _error_body(exc: Exception) -> bytes:
     return json.dumps(body).encode()
 
 
-def _timed_out(name: str, timeout_s: int) -> Any:
-    from local.events.core import Invocation
-
+def _timed_out(name: str, timeout_s: int) -> Invocation:
     return Invocation(name, SOURCE, 1, timeout_s * 1000.0, f"error: timed out after {timeout_s} s")
 
 
