@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 STAGE  ?= dev
 
-.PHONY: help run test unit integration lint package deploy wiring bench token fire load upload clean
+.PHONY: help run test unit integration lint package deploy wiring bench token fire load lake query upload clean
 .DEFAULT_GOAL := help
 
 ## help: this list (a bare `make` shows it too)
@@ -37,6 +37,15 @@ fire: $(READY)
 ## load: mixed telemetry traffic to POST /events on the running stack: make load [ARGS="--batches 50"]
 load: $(READY)
 	@$(BIN)/python -m local.load $(ARGS)
+
+## lake: telemetry straight into the local data lake, for reports: make lake [EVENTS=20000] [DAYS=7]
+lake: $(READY)
+	@$(BIN)/python -m local.lake --events $(or $(EVENTS),20000) --days $(or $(DAYS),7)
+
+## query: one Athena query on the local lake, as a table: make query SQL="SELECT count(*) FROM telemetry_events"
+query: $(READY)
+	@test -n "$(SQL)" || { echo 'usage: make query SQL="SELECT event_type, count(*) FROM telemetry_events GROUP BY 1"' >&2; exit 2; }
+	@$(BIN)/python -m local.query "$$SQL"
 
 ## upload: one image through the running stack, printing its record: make upload [FILE=photo.jpg] [EMAIL=... PASSWORD=...]
 upload: $(READY)

@@ -349,6 +349,62 @@ def sweep_stuck_orders(event: CloudWatchEvent) -> None:
     stuck_order_sweep().run(clock.parse(event.time), remaining_ms)
 
 
+# --- Analytics (admins) ------------------------------------------------------------------
+
+
+@app.schedule("cron(15 0 * * ? *)")
+def run_daily_analytics(event: CloudWatchEvent) -> None:
+    """00:15 UTC: yesterday's report queries start (their ends arrive as events, below)."""
+    from chalicelib.analytics import analytics_service
+    from chalicelib.core import clock
+
+    analytics_service().run_scheduled(clock.parse(event.time), event.to_dict()["id"])
+
+
+@app.on_cw_event({
+    "source": ["aws.athena"],
+    "detail-type": ["Athena Query State Change"],
+    "detail": {"currentState": ["SUCCEEDED", "FAILED", "CANCELLED"],
+               "workgroupName": [source_name("AnalyticsWorkGroup")]},
+})  # fmt: skip
+def complete_analytics_query(event: CloudWatchEvent) -> None:
+    """A report query ended: its rows into its job, and the report once all have ended."""
+    from chalicelib.analytics import report_completion
+
+    report_completion().query_changed(event.detail["queryExecutionId"])
+
+
+@app.route("/analytics/daily", methods=["GET"], authorizer=cognito_jwt)
+def list_daily_reports() -> dict:
+    from chalicelib.analytics import analytics_service
+
+    params = app.current_request.query_params or {}
+    return analytics_service().recent(
+        principal_of(app.current_request), parse_limit(params.get("limit"), 7, 90),
+        params.get("cursor"),
+    )  # fmt: skip
+
+
+@app.route("/analytics/daily/{day}", methods=["GET"], authorizer=cognito_jwt)
+def get_daily_report(day: str) -> dict:
+    """One day's report; while it runs, its jobs' states."""
+    from chalicelib.analytics import analytics_service
+
+    return analytics_service().get(principal_of(app.current_request), day)
+
+
+@app.route("/analytics/daily/{day}/run", methods=["POST"], authorizer=cognito_jwt)
+def run_daily_report(day: str) -> Response:
+    """Compute (again) one day's report (202: it runs on; 409 while it already runs)."""
+    from chalicelib.analytics import analytics_service
+
+    request = app.current_request
+    report = analytics_service().rerun(
+        principal_of(request), day, request.context.get("requestId") or http.correlation_id(request)
+    )
+    return Response(body=report, status_code=202, headers={"Location": f"/analytics/daily/{day}"})
+
+
 # --- CORS preflight (origins per stage: CORS_ALLOW_ORIGINS) -------------------------------
 
 

@@ -29,6 +29,7 @@ BENCHMARKS = {
     "telemetry": "bench.telemetry",
     "images": "bench.images",
     "orders": "bench.orders",
+    "analytics": "bench.analytics",
 }
 WIDTH = 100
 

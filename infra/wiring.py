@@ -60,6 +60,8 @@ NAME_PROPERTY = {
     "AWS::S3::Bucket": "BucketName",
     "AWS::Cognito::UserPool": "UserPoolName",
     "AWS::StepFunctions::StateMachine": "StateMachineName",
+    "AWS::Athena::WorkGroup": "Name",
+    "AWS::Glue::Database": "DatabaseInput.Name",
 }
 #: A resource's ARN from its name. `*` for region and account: the policies never name either.
 ARN_FORMAT = {
@@ -70,10 +72,13 @@ ARN_FORMAT = {
     "AWS::Kinesis::Stream": "arn:aws:kinesis:*:*:stream/{name}",
     "AWS::S3::Bucket": "arn:aws:s3:::{name}",
     "AWS::StepFunctions::StateMachine": "arn:aws:states:*:*:stateMachine:{name}",
+    "AWS::Athena::WorkGroup": "arn:aws:athena:*:*:workgroup/{name}",
+    "AWS::Glue::Database": "arn:aws:glue:*:*:database/{name}",
 }
 #: Parts of a resource whose ARNs do not extend the resource's own: (type, `within`) -> ARN.
 PART_ARN_FORMAT = {
     ("AWS::StepFunctions::StateMachine", "/executions"): "arn:aws:states:*:*:execution:{name}:*",
+    ("AWS::Glue::Database", "/tables"): "arn:aws:glue:*:*:table/{name}/*",
 }
 #: Resources whose ARN holds an id made at deploy time: granted by the app's and stage's tags.
 TAGGED_ARN = {"AWS::Cognito::UserPool": "arn:aws:cognito-idp:*:*:userpool/*"}
@@ -104,7 +109,9 @@ def resource_names(stage: str) -> dict[str, str]:
     for logical_id, resource in template()["Resources"].items():
         prop = NAME_PROPERTY.get(resource["Type"])
         if prop:
-            value = resource["Properties"][prop]
+            value = resource["Properties"]
+            for part in prop.split("."):  # a nested property: "DatabaseInput.Name"
+                value = value[part]
             if isinstance(value, dict):
                 value = value["Fn::Sub"].replace("${Stage}", stage)
             names[logical_id] = value
@@ -312,7 +319,8 @@ def policy(stage: str, function: Function) -> dict[str, Any]:
         elif need.scope == "any":
             grant("AnyResource", need.actions, "*")
         else:
-            condition = {"StringEquals": {key: settings[s] for key, s in need.condition}}
+            equals = {key: settings[s] for key, s in need.condition}
+            condition = {"StringEquals": equals} if equals else None
             service = need.within.split(":")[2]
             grant(_sid(service, need.within.split(":")[-1]), need.actions, need.within, condition)
     for actions, logical_id, within in function.source_grants:

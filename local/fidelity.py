@@ -43,8 +43,11 @@ INVOKE_MARGIN_SECONDS = 30
 
 def apply(lambda_endpoint: str | None) -> None:
     """Everything above; without `lambda_endpoint` Lambda invocations are left to moto."""
+    from local import athena
+
     atomic_dynamodb_writes()
     execute_state_machines()
+    athena.install()  # queries run for real, on DuckDB (local/athena/)
     dump_without_docker()
     if lambda_endpoint:
         run_lambdas_in_local_runtime(lambda_endpoint)

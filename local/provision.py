@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.paths import PROJECT_DIR
+from local import provision_catalog
 
 #: Where the running stack keeps stack.json and its lock (LOCAL_STATE_DIR moves it: tests).
 STATE_DIR = Path(os.environ.get("LOCAL_STATE_DIR") or PROJECT_DIR / ".local")
@@ -66,6 +67,7 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
         for key in _state_machine_outputs(template, stage):
             del template["Outputs"][key]  # the stack does not hold them (below)
         state_machines = _take(template, "AWS::StepFunctions::StateMachine")
+        catalog, _ = provision_catalog.take(template, stage)  # moto creates none of them
         moto_log = logging.getLogger("moto")
         level = moto_log.level
         moto_log.setLevel(logging.ERROR)  # "No Moto CloudFormation support for ...Alarm"
@@ -80,6 +82,15 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
             _configure_bucket_notifications(template, name, cloudformation)
             _apply_queue_policies(queue_policies, name, stage, cloudformation)
             _create_state_machines(state_machines, name, stage, cloudformation)
+            provision_catalog.create(
+                catalog, _stack_resources(name, cloudformation)[1], stage,
+                template.get("Mappings", {}), _client_like(cloudformation, "glue"),
+                _client_like(cloudformation, "athena"),
+            )  # fmt: skip
+            provision_catalog.apply_lifecycles(
+                template, _stack_resources(name, cloudformation)[1],
+                _client_like(cloudformation, "s3"),
+            )  # fmt: skip
         moto_log.setLevel(level)
         _verify_email_sender(stage, cloudformation)
     stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
@@ -93,6 +104,7 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
     template = json.loads(RESOURCES_TEMPLATE.read_text())
     for key, machine_name in _state_machine_outputs(template, stage).items():
         outputs[key] = arns[machine_name]
+    outputs.update(provision_catalog.take(template, stage)[1])
     return outputs
 
 

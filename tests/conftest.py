@@ -11,6 +11,7 @@ import pytest
 from moto import mock_aws
 
 from infra.paths import PROJECT_DIR
+from local import athena as local_athena
 from local.gateway import emulate_api_gateway
 from local.inprocess import reset_app_caches, serve_moto_jwks
 from local.provision import FAKE_CREDENTIALS, provision, stage_environment
@@ -22,6 +23,7 @@ STAGE = "dev"
 for _name, _value in stage_environment(STAGE).items():
     os.environ.setdefault(_name, _value)
 emulate_api_gateway()
+local_athena.install()  # Athena runs queries (DuckDB), in process as in the emulator
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from typing import Any
 from infra.wiring import API_HANDLER, CHALICE_DIR, policy_file
 
 STAGE = "dev"
+STAGE_PREFIX = f"serverless-app-{STAGE}"  # resources' names start with it
 #: Operations authorised as another action than their name, or as none.
 ACTION_OF = {
     ("s3", "HeadObject"): "s3:GetObject",
@@ -92,6 +93,15 @@ def needed(
         pool = f"arn:aws:cognito-idp:{region}:{account}:userpool/{params['UserPoolId']}"
         tags = {"aws:ResourceTag/app": "serverless-app", "aws:ResourceTag/stage": STAGE}
         yield action, pool, tags
+    elif service == "athena":
+        if "WorkGroup" in params:  # StartQueryExecution names its workgroup
+            yield action, f"arn:aws:athena:{region}:{account}:workgroup/{params['WorkGroup']}", {}
+        else:
+            # GetQueryExecution, GetQueryResults, StopQueryExecution name only the execution
+            # id; IAM authorises them on the workgroup the query ran in, which the call does
+            # not show. The app runs its queries in the dev analytics workgroup only.
+            workgroup = f"{STAGE_PREFIX}-analytics"
+            yield action, f"arn:aws:athena:{region}:{account}:workgroup/{workgroup}", {}
     else:  # Rekognition and other services without resource-level permissions
         yield action, "*", {}
 

@@ -51,7 +51,7 @@ PACKAGED_STAGES = ["dev", "prod"]
 #: Services chalicelib may create clients for (those tests/unit/iam_calls.py can check).
 KNOWN_SERVICES = {
     "dynamodb", "sns", "sqs", "sts", "ssm", "cognito-idp", "ses", "kinesis", "s3", "rekognition",
-    "stepfunctions",
+    "stepfunctions", "athena",
 }  # fmt: skip
 #: Services whose operation names are looked for in the code: the known ones and others an
 #: app like this commonly adds, so that a call into a new service is noticed too.
@@ -286,7 +286,7 @@ def test_every_event_source_refers_to_its_resource_so_it_is_created_first(
     template = packaged(stage).template
     for logical_id, function in functions(template).items():
         for name, source in function["Properties"].get("Events", {}).items():
-            if source["Type"] == "Api":
+            if source["Type"] in ("Api", "CloudWatchEvent"):  # (an event pattern names nothing)
                 continue
             target = next(
                 source["Properties"][key] for key in ("Stream", "Queue", "Topic", "Schedule")

@@ -16,7 +16,13 @@ from infra.wiring import function_name
 STREAM_CONSUMERS = ("publish_user_events", "index_users_for_search")
 PARTIAL_BATCH_CONSUMERS = ("process_telemetry",)
 #: Functions SNS invokes asynchronously -> their on-failure queue.
-ASYNC_EMAILERS = {"welcome_new_user": "welcome-dlq", "email_order_update": "order-updates-dlq"}
+#: Functions invoked asynchronously (SNS, EventBridge) -> their dead-letter queue.
+ASYNC_FUNCTIONS = {
+    "welcome_new_user": "welcome-dlq",
+    "email_order_update": "order-updates-dlq",
+    "run_daily_analytics": "analytics-dlq",
+    "complete_analytics_query": "analytics-dlq",
+}
 
 
 def _code() -> bytes:
@@ -33,7 +39,7 @@ def _deploy_like_chalice(aws: dict[str, str]) -> Any:
         RoleName="serverless-app-dev",
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
     )["Role"]["Arn"]
-    for function in (*STREAM_CONSUMERS, *PARTIAL_BATCH_CONSUMERS, *ASYNC_EMAILERS):
+    for function in (*STREAM_CONSUMERS, *PARTIAL_BATCH_CONSUMERS, *ASYNC_FUNCTIONS):
         lam.create_function(
             FunctionName=function_name("dev", function),
             Runtime="python3.12",
@@ -64,7 +70,7 @@ def test_after_chalice_deploy_streams_and_the_emails_lose_nothing(aws: dict[str,
     lam = _deploy_like_chalice(aws)
     sqs = boto3.client("sqs")
     done = apply_function_settings("dev", lam, sqs)
-    assert len(done) == 5
+    assert len(done) == 3 + len(ASYNC_FUNCTIONS)
     [telemetry] = lam.list_event_source_mappings(
         FunctionName=function_name("dev", "process_telemetry")
     )["EventSourceMappings"]
@@ -80,7 +86,7 @@ def test_after_chalice_deploy_streams_and_the_emails_lose_nothing(aws: dict[str,
         assert mapping["BisectBatchOnFunctionError"] is True
         assert mapping["MaximumRetryAttempts"] == 10
         assert mapping["DestinationConfig"]["OnFailure"]["Destination"] == failures
-    for function, queue in ASYNC_EMAILERS.items():
+    for function, queue in ASYNC_FUNCTIONS.items():
         config = lam.get_function_event_invoke_config(FunctionName=function_name("dev", function))
         assert config["MaximumRetryAttempts"] == 2
         destination = config["DestinationConfig"]["OnFailure"]["Destination"]
