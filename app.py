@@ -352,9 +352,9 @@ def sweep_stuck_orders(event: CloudWatchEvent) -> None:
 # --- Analytics (admins) ------------------------------------------------------------------
 
 
-@app.schedule("cron(15 0 * * ? *)")
+@app.schedule("cron(30 0 * * ? *)")
 def run_daily_analytics(event: CloudWatchEvent) -> None:
-    """00:15 UTC: yesterday's report queries start (their ends arrive as events, below)."""
+    """00:30 UTC: yesterday's report queries start (their ends arrive as events, below)."""
     from chalicelib.analytics import analytics_service
     from chalicelib.core import clock
 

@@ -1,6 +1,6 @@
 """Analytics: the telemetry archive queried daily with Athena.
 
-    schedule 00:15 UTC ─► `run_daily_analytics`: yesterday's report queries (Athena, one
+    schedule 00:30 UTC ─► `run_daily_analytics`: yesterday's report queries (Athena, one
       workgroup, partition predicates so one day is scanned), a job record per query
     Athena Query State Change (EventBridge) ─► `complete_analytics_query`: the results into
       the job, and the report once every job has ended
@@ -45,7 +45,7 @@ READ_RESULTS = (
 #: Running a query: Athena plans it with the caller's Glue and S3 rights, and writes the
 #: results with them.
 RUN_QUERIES = (
-    ANALYTICS_WORKGROUP.allow("athena:StartQueryExecution", "athena:StopQueryExecution"),
+    ANALYTICS_WORKGROUP.allow("athena:StartQueryExecution"),
     ANALYTICS_DATABASE.allow("glue:GetDatabase"),
     ANALYTICS_DATABASE.allow("glue:GetTable", "glue:GetPartitions", within="/tables"),
     on_arn("arn:aws:glue:*:*:catalog", "glue:GetDatabase", "glue:GetTable", "glue:GetPartitions"),
@@ -60,14 +60,14 @@ RUN_QUERIES = (
 )
 
 
-def _service() -> AnalyticsService:
+def _service(database: str | None) -> AnalyticsService:
     from chalicelib.analytics.adapters import AthenaQueries, DynamoAnalyticsJobs
     from chalicelib.analytics.service import AnalyticsService
 
     return AnalyticsService(
         DynamoAnalyticsJobs(ANALYTICS_JOBS_TABLE.name),
         AthenaQueries(ANALYTICS_WORKGROUP.name),
-        ANALYTICS_DATABASE.name,
+        database,
         TELEMETRY_EVENTS_TABLE,
     )
 
@@ -81,12 +81,12 @@ def _service() -> AnalyticsService:
 )
 def analytics_service() -> AnalyticsService:
     """Everything: the schedule and the API start runs, settle open ones, read reports."""
-    return _service()
+    return _service(ANALYTICS_DATABASE.name)
 
 
 @cache
 @needs(*READ_REPORTS, *READ_RESULTS, ANALYTICS_JOBS_TABLE.allow("dynamodb:UpdateItem"))
 def report_completion() -> AnalyticsService:
     """For the completion handler: it reads a query's results and records them; it cannot
-    start a query."""
-    return _service()
+    start a query (nor name the database its queries read)."""
+    return _service(None)

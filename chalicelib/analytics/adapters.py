@@ -17,7 +17,7 @@ from typing import Any
 from chalicelib.analytics import model
 from chalicelib.analytics.ports import QueryExecution, QueryResult, RunExists
 from chalicelib.core import aws, clock
-from chalicelib.core.dynamo import from_item, to_item
+from chalicelib.core.dynamo import from_item, query_page, to_item
 
 RECENT_INDEX = "recent"
 REPORT_KIND = "daily"
@@ -216,8 +216,8 @@ class DynamoAnalyticsJobs:
                 TableName=self._table,
                 Key=_key(day, _job_sk(run, query)),
                 UpdateExpression=f"SET {sets}",
-                ConditionExpression="attribute_exists(pk) AND NOT #f0 IN (:s, :f, :c)",
-                ExpressionAttributeNames=names,
+                ConditionExpression="attribute_exists(pk) AND NOT #state IN (:s, :f, :c)",
+                ExpressionAttributeNames={**names, "#state": "state"},
                 ExpressionAttributeValues={
                     **{f":v{i}": value for i, value in enumerate(values.values())},
                     ":s": {"S": model.SUCCEEDED},
@@ -252,6 +252,8 @@ class DynamoAnalyticsJobs:
         return True
 
     def recent(self, limit: int, before: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """From the `recent` index (a report's summary attributes): pages of `limit`, each
+        continuing before the last day of the previous one."""
         request: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": RECENT_INDEX,
@@ -260,9 +262,6 @@ class DynamoAnalyticsJobs:
             "ExpressionAttributeValues": {":kind": {"S": REPORT_KIND}}
             | ({":before": {"S": before}} if before else {}),
             "ScanIndexForward": False,
-            "Limit": limit + 1,
         }
-        items = [from_item(item) for item in self._client().query(**request).get("Items", [])]
-        if len(items) > limit:
-            return items[:limit], items[limit - 1]["report_date"]
-        return items, None
+        items, last = query_page(self._client(), request, limit, "report_date")
+        return [from_item(item) for item in items], last

@@ -1,6 +1,6 @@
 """The daily report: start its queries, complete its jobs as Athena says they ended, serve it.
 
-    schedule (00:15 UTC) ─► run_daily(yesterday) ─► one job record + StartQueryExecution per
+    schedule (00:30 UTC) ─► run_daily(yesterday) ─► one job record + StartQueryExecution per
       query (no function waits on a query)
     Athena Query State Change (EventBridge) ─► query_changed(id) ─► GetQueryExecution, page
       GetQueryResults, record the job's end ─► once every job has ended, the report
@@ -9,9 +9,10 @@
 At least once, everywhere: a retried schedule resumes the run it began (same request id) and
 Athena's ClientRequestToken makes a restarted query the same execution; a redelivered state
 change finds the job already ended and changes nothing; the report is written once, by
-whichever completion sees the last job end (and again, identically, if two do).
-A run whose completion events were all lost is finished by the next scheduled run, which
-asks Athena about every job still open (`settle_open_runs`).
+whichever completion sees the last job end (the write is conditional on the run still
+running). A run whose completion events were lost, or whose start broke half way, is
+settled by the next scheduled run, which asks Athena about every job still open
+(`settle_open_runs`), or by an admin's re-run of that day.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from chalicelib.analytics import model, queries
 from chalicelib.analytics.ports import JobStore, QueryEngine, RunExists
 from chalicelib.auth.tokens import Principal
 from chalicelib.core import clock
-from chalicelib.core.errors import Conflict, Forbidden, NotFound
+from chalicelib.core.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
 
 logger = Logger(child=True)
 
@@ -43,7 +44,7 @@ class AnalyticsService:
         self,
         store: JobStore,
         engine: QueryEngine,
-        database: str,
+        database: str | None,
         table: str,
         now: Callable[[], datetime] = clock.now,
     ) -> None:
@@ -56,38 +57,71 @@ class AnalyticsService:
     # --- starting ------------------------------------------------------------------------
 
     def run_scheduled(self, fired_at: datetime, request_id: str) -> dict[str, Any] | None:
-        """The schedule's run: yesterday's report (UTC), unless the day already has one. Runs
-        left open (lost completion events) are settled first."""
-        self.settle_open_runs()
+        """The schedule's run: yesterday's report (UTC), unless the day already has one; then
+        runs left open (lost completion events) are settled."""
         day = (fired_at - timedelta(days=1)).date()
         try:
-            return self.run_daily(day, requested_by=SCHEDULE, request_id=request_id)
+            started = self.run_daily(day, requested_by=SCHEDULE, request_id=request_id)
         except RunExists as exists:
             logger.info("day already reported", day=day.isoformat(), state=exists.report["state"])
-            return None
+            started = None
+        self.settle_open_runs()
+        return started
 
     def rerun(self, principal: Principal, day_text: str, request_id: str) -> dict[str, Any]:
-        """An admin's run of one day (again, if it has a report); 409 while one runs."""
+        """An admin's run of one day (again, if it has a report); 409 while one runs, 503 if
+        Athena or DynamoDB refuse its start (the run is then over: try again)."""
         if not principal.is_admin:
             raise Forbidden("Only admins may run analytics.")
         day = model.parse_day(day_text, self._now().date())
-        try:
-            return self.run_daily(
-                day, requested_by=principal.user_id, request_id=request_id, force=True
-            )
-        except RunExists as exists:
-            raise Conflict(f"The report of {day.isoformat()} is being computed.") from exists
+        by = principal.user_id
+        for attempt in (1, 2):
+            try:
+                return self.run_daily(
+                    day, requested_by=by, request_id=request_id, force=True, fail_fast=True
+                )
+            except RunExists as exists:
+                # a run left open for long (lost events, a start that broke) is settled first
+                if attempt == 2 or not self._settle(exists.report):
+                    message = f"The report of {day.isoformat()} is being computed."
+                    raise Conflict(message) from exists
+            except Exception as error:
+                message = "The report's queries could not be started; try again in a minute."
+                raise ServiceUnavailable(message) from error
+        raise AssertionError("unreachable")
 
     def run_daily(
-        self, day: date, *, requested_by: str, request_id: str, force: bool = False
+        self,
+        day: date,
+        *,
+        requested_by: str,
+        request_id: str,
+        force: bool = False,
+        fail_fast: bool = False,
     ) -> dict[str, Any]:
+        """Start `day`'s report queries. If a start fails, the error is raised: a retry of the
+        same request resumes the run (the schedule's, by Lambda's retries). With `fail_fast`
+        (an admin's request, whose retry is a new request) the jobs not started fail and the
+        run ends now, so that the day can be run again at once."""
         now = clock.timestamp(self._now())
         names = list(queries.QUERY_NAMES)
+        if not self._database:
+            raise RuntimeError("this service was made to complete runs, not to start them")
         run = self._store.begin_run(day, names, requested_by, request_id, force, now)
-        for name, sql in queries.report_queries(self._database, self._table, day, run).items():
-            self._store.add_job(day, run, name, now)
-            execution_id = self._engine.start(sql, _token(day, run, name))
-            self._store.set_execution(day, run, name, execution_id)
+        started: list[str] = []
+        try:
+            for name, sql in queries.report_queries(self._database, self._table, day, run).items():
+                self._store.add_job(day, run, name, now)
+                execution_id = self._engine.start(sql, _token(day, run, name))
+                self._store.set_execution(day, run, name, execution_id)
+                started.append(name)
+        except Exception as error:
+            logger.exception("report queries failed to start", day=day.isoformat(), run=run)
+            if fail_fast:
+                for name in names[len(started) :]:
+                    self._fail_unstarted(day, run, name, f"not started: {error}")
+                self._finish_run_if_done(day, run)
+            raise
         logger.info("report queries started", day=day.isoformat(), run=run, queries=len(names))
         return self.report_of(day)
 
@@ -98,7 +132,8 @@ class AnalyticsService:
         was done (for the log)."""
         execution = self._engine.describe(execution_id)
         tag = queries.job_tag(execution.query)
-        if tag is None:
+        if tag is None:  # the rule delivers this workgroup's queries: an ad-hoc one
+            logger.warning("a query of the workgroup that is no report's", execution=execution_id)
             return "not a report query"
         if execution.state not in model.FINAL_STATES:
             return f"still {execution.state}"
@@ -123,30 +158,39 @@ class AnalyticsService:
         return f"{tag.name} {execution.state.lower()}" if recorded else "already recorded"
 
     def settle_open_runs(self) -> int:
-        """Ask Athena about the jobs of runs open for over 30 minutes; returns how many
-        jobs were settled."""
+        """Settle the runs open for over 30 minutes among the recent reports; returns how
+        many were settled. One that cannot be settled now is logged and left for later."""
         settled = 0
-        cutoff = clock.timestamp(self._now() - SETTLE_AFTER)
         reports, _ = self._store.recent(30, None)
         for report in reports:
-            if report["state"] != model.RUNNING or report["requested_at"] > cutoff:
-                continue
-            day = date.fromisoformat(report["report_date"])
-            jobs = {job["query"]: job for job in self._store.jobs(day, report["run"])}
-            for name in report["queries"]:
-                job = jobs.get(name, {})
-                if job.get("state") in model.FINAL_STATES:
-                    continue
-                if not job.get("query_execution_id"):  # its start never happened
-                    if not job:
-                        self._store.add_job(day, report["run"], name, clock.timestamp(self._now()))
-                    never = {"state": model.FAILED, "error": "the query was never started"}
-                    self._store.finish_job(day, report["run"], name, never)
-                else:
-                    self.query_changed(job["query_execution_id"])
-                settled += 1
-            self._finish_run_if_done(day, report["run"])
+            try:
+                settled += self._settle(report)
+            except Exception:
+                logger.exception("an open run could not be settled", day=report["report_date"])
         return settled
+
+    def _settle(self, report: dict[str, Any]) -> bool:
+        """Ask Athena about each job of `report`'s run if it has been open for over 30 minutes
+        (a job never started fails); True if it was such a run."""
+        cutoff = clock.timestamp(self._now() - SETTLE_AFTER)
+        if report["state"] != model.RUNNING or report["requested_at"] > cutoff:
+            return False
+        day, run = date.fromisoformat(report["report_date"]), report["run"]
+        jobs = {job["query"]: job for job in self._store.jobs(day, run)}
+        for name in report["queries"]:
+            job = jobs.get(name, {})
+            if job.get("state") in model.FINAL_STATES:
+                continue
+            if job.get("query_execution_id"):
+                self.query_changed(job["query_execution_id"])
+            else:
+                self._fail_unstarted(day, run, name, "the query was never started")
+        self._finish_run_if_done(day, run)
+        return True
+
+    def _fail_unstarted(self, day: date, run: int, name: str, reason: str) -> None:
+        self._store.add_job(day, run, name, clock.timestamp(self._now()))
+        self._store.finish_job(day, run, name, {"state": model.FAILED, "error": reason})
 
     def _finish_run_if_done(self, day: date, run: int) -> None:
         report = self._store.report(day)
@@ -163,6 +207,7 @@ class AnalyticsService:
             "parts": parts,
             "errors": errors,
             "bytes_scanned": sum(job.get("bytes_scanned", 0) for job in jobs),
+            "events": sum(row.get("events", 0) for row in parts.get("by_kind", [])),
             "completed_at": clock.timestamp(self._now()),
         })  # fmt: skip
         logger.info("report finished", day=day.isoformat(), run=run, state=state)
@@ -203,15 +248,11 @@ def _token(day: date, run: int, name: str) -> str:
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
-    shown = {k: report.get(k) for k in ("report_date", "state", "run", "requested_at",
-             "requested_by", "completed_at", "bytes_scanned")}  # fmt: skip
-    daily = report.get("parts", {}).get("daily", [])
-    same_day = [row for row in daily if row.get("event_date") == report["report_date"]]
-    by_kind = report.get("parts", {}).get("by_kind", [])
-    shown["events"] = sum(row.get("events", 0) for row in by_kind) if by_kind else (
-        same_day[0]["events"] if same_day else 0)  # fmt: skip
+    """What a list shows of a report (the `recent` index holds these attributes only)."""
+    shown = {k: report.get(k) for k in ("state", "run", "requested_at", "requested_by",
+             "completed_at", "bytes_scanned", "events")}  # fmt: skip
     shown["failed_queries"] = sorted(report.get("errors", {}))
-    return {"date": shown.pop("report_date"), **shown}
+    return {"date": report["report_date"], **shown}
 
 
 def _shown(report: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str, Any]:

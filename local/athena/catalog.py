@@ -4,8 +4,9 @@ and the lake objects of the partitions a query can reach.
 Nothing here is canned: the table is read from the emulator's Glue (what provisioning created
 from infra/resources.json), and the objects from its S3. Partition projection works as on AWS:
 a partition exists if its values are within the projected ranges and objects are under its
-path (`storage.location.template`, or the Hive layout `key=value/` below the location); no
-crawler, `MSCK REPAIR` or registered partition is looked at.
+path, the Hive layout `key=value/` below the location (a `storage.location.template` in
+another layout is refused: NOT_SUPPORTED); no crawler, `MSCK REPAIR` or registered partition
+is looked at. Hidden objects (`_...`, `.…`) are skipped, as Athena skips them.
 """
 
 from __future__ import annotations
@@ -147,6 +148,14 @@ def glue_table(glue_backend: Any, database: str, name: str) -> Table:
             parts = key.split(".")
             if len(parts) == 3 and parts[0] == "projection":
                 projection.setdefault(parts[1].lower(), {})[parts[2]] = value
+    template = parameters.get("storage.location.template")
+    if projection and template is not None:
+        hive = location.rstrip("/") + "/" + "/".join(f"{k}=${{{k}}}" for k in partition_keys)
+        if template.rstrip("/") != hive:
+            raise CatalogError(
+                f"NOT_SUPPORTED: the local engine reads partitions in the Hive layout under the "
+                f"location ({hive}/), not the template {template}"
+            )
     serde = descriptor.get("SerdeInfo", {}).get("SerializationLibrary", "")
     if "json" not in serde.lower():
         raise CatalogError(
@@ -162,13 +171,15 @@ def lake_objects(s3_backend: Any, table: Table) -> list[LakeObject]:
         bucket = s3_backend.get_bucket(table.bucket)
     except Exception:
         raise CatalogError(
-            f"HIVE_PATH_ALREADY_EXISTS: the table's bucket {table.bucket} does not exist"
+            f"HIVE_FILESYSTEM_ERROR: the table's bucket {table.bucket} does not exist"
         ) from None
     found = []
     for name in [k for k in list(bucket.keys.keys()) if k.startswith(table.prefix)]:
         stored = bucket.keys.get(name)
         if stored is None or not hasattr(stored, "value") or name.endswith("/"):
             continue  # a delete marker or a "folder"
+        if name.rsplit("/", 1)[-1].startswith(("_", ".")):
+            continue  # Athena skips hidden files (`_SUCCESS`, `.tmp`)
         partition = _partition_of(name[len(table.prefix) :], table.partition_keys)
         if partition is None or not table.in_projection(partition):
             continue

@@ -100,7 +100,7 @@ class Execution:
             },
             "WorkGroup": self.workgroup,
             "EngineVersion": {
-                "SelectedEngineVersion": "AUTO",
+                "SelectedEngineVersion": "Athena engine version 3",
                 "EffectiveEngineVersion": "Athena engine version 3",
             },
         }
@@ -307,7 +307,8 @@ class LocalAthena:
             kept = {row[0] for row in connection.execute(
                 f"SELECT partition_path FROM (VALUES {rows}) AS lake_partitions({names}) "
                 f"WHERE {where}").fetchall()}  # fmt: skip
-        except Exception:  # a predicate DuckDB cannot run alone: read every partition
+        except Exception as error:  # Athena too prunes only with what it can evaluate
+            log.warning("local Athena: partitions not pruned by %s (%s)", where, error)
             return found
         return [o for o in found if "/".join(o.partition[k] for k in keys) in kept]
 

@@ -1,6 +1,6 @@
 """The daily report through the app's entry points (Chalice's test client, real tokens, each
 function's AWS calls checked against its own IAM policy): the admin routes, the completion
-handler fed Athena's state-change events, and the 00:15 schedule. The app's clock is pinned
+handler fed Athena's state-change events, and the 00:30 schedule. The app's clock is pinned
 (tests/unit/conftest.py: 2026-11-26 12:00 UTC, or set here)."""
 
 from __future__ import annotations
