@@ -407,57 +407,32 @@ def run_daily_report(day: str) -> Response:
 
 # --- CORS preflight (origins per stage: CORS_ALLOW_ORIGINS) -------------------------------
 
-
-@app.route("/register", methods=["OPTIONS"])
-def register_preflight() -> Response:
-    return http.preflight(app.current_request, "POST,OPTIONS")
-
-
-@app.route("/users", methods=["OPTIONS"])
-def users_preflight() -> Response:
-    return http.preflight(app.current_request, "GET,OPTIONS")
-
-
-@app.route("/events", methods=["OPTIONS"])
-def events_preflight() -> Response:
-    return http.preflight(app.current_request, "POST,OPTIONS")
-
-
-@app.route("/users/search", methods=["OPTIONS"])
-def search_preflight() -> Response:
-    return http.preflight(app.current_request, "GET,OPTIONS")
+#: Each route's methods, as a browser's preflight (OPTIONS) is answered for it.
+PREFLIGHTS = {
+    "/register": "POST",
+    "/users": "GET",
+    "/users/{user_id}": "GET,PUT,DELETE",
+    "/users/search": "GET",
+    "/events": "POST",
+    "/images": "GET,POST",
+    "/images/{image_id}": "GET",
+    "/orders": "GET,POST",
+    "/orders/{order_id}": "GET",
+    "/orders/{order_id}/cancel": "POST",
+    "/inventory/{sku}": "GET,PUT",
+    "/analytics/daily": "GET",
+    "/analytics/daily/{day}": "GET",
+    "/analytics/daily/{day}/run": "POST",
+}
 
 
-@app.route("/images", methods=["OPTIONS"])
-def images_preflight() -> Response:
-    return http.preflight(app.current_request, "GET,POST,OPTIONS")
+def _preflight(methods: str) -> Any:
+    def preflight(**_path_params: str) -> Response:
+        return http.preflight(app.current_request, f"{methods},OPTIONS")
+
+    return preflight
 
 
-@app.route("/images/{image_id}", methods=["OPTIONS"])
-def image_preflight(image_id: str) -> Response:
-    return http.preflight(app.current_request, "GET,OPTIONS")
-
-
-@app.route("/users/{user_id}", methods=["OPTIONS"])
-def user_preflight(user_id: str) -> Response:
-    return http.preflight(app.current_request, "GET,PUT,DELETE,OPTIONS")
-
-
-@app.route("/orders", methods=["OPTIONS"])
-def orders_preflight() -> Response:
-    return http.preflight(app.current_request, "GET,POST,OPTIONS")
-
-
-@app.route("/orders/{order_id}", methods=["OPTIONS"])
-def order_preflight(order_id: str) -> Response:
-    return http.preflight(app.current_request, "GET,OPTIONS")
-
-
-@app.route("/orders/{order_id}/cancel", methods=["OPTIONS"])
-def order_cancel_preflight(order_id: str) -> Response:
-    return http.preflight(app.current_request, "POST,OPTIONS")
-
-
-@app.route("/inventory/{sku}", methods=["OPTIONS"])
-def product_preflight(sku: str) -> Response:
-    return http.preflight(app.current_request, "GET,PUT,OPTIONS")
+for _path, _methods in PREFLIGHTS.items():
+    _name = "preflight_" + "_".join(p.strip("{}") for p in _path.strip("/").split("/"))
+    app.route(_path, methods=["OPTIONS"], name=_name)(_preflight(_methods))

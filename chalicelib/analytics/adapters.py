@@ -207,44 +207,42 @@ class DynamoAnalyticsJobs:
             )
 
     def finish_job(self, day: date, run: int, query: str, outcome: dict[str, Any]) -> bool:
-        client = self._client()
-        values = to_item(outcome)
-        names = {f"#f{i}": name for i, name in enumerate(values)}
-        sets = ", ".join(f"#f{i} = :v{i}" for i in range(len(values)))
-        try:
-            client.update_item(
-                TableName=self._table,
-                Key=_key(day, _job_sk(run, query)),
-                UpdateExpression=f"SET {sets}",
-                ConditionExpression="attribute_exists(pk) AND NOT #state IN (:s, :f, :c)",
-                ExpressionAttributeNames={**names, "#state": "state"},
-                ExpressionAttributeValues={
-                    **{f":v{i}": value for i, value in enumerate(values.values())},
-                    ":s": {"S": model.SUCCEEDED},
-                    ":f": {"S": model.FAILED},
-                    ":c": {"S": model.CANCELLED},
-                },
-            )
-        except client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+        return self._set_if(
+            _key(day, _job_sk(run, query)),
+            outcome,
+            "attribute_exists(pk) AND NOT #state IN (:s, :f, :c)",
+            {"#state": "state"},
+            {":s": {"S": model.SUCCEEDED}, ":f": {"S": model.FAILED},
+             ":c": {"S": model.CANCELLED}},
+        )  # fmt: skip
 
     def finish_run(self, day: date, run: int, outcome: dict[str, Any]) -> bool:
+        return self._set_if(
+            _key(day),
+            outcome,
+            "#run = :run AND #state = :running",
+            {"#run": "run", "#state": "state"},
+            {":run": {"N": str(run)}, ":running": {"S": model.RUNNING}},
+        )
+
+    def _set_if(
+        self, key: dict[str, Any], fields: dict[str, Any], condition: str,
+        condition_names: dict[str, str], condition_values: dict[str, Any],
+    ) -> bool:  # fmt: skip
+        """SET every field of `fields` on the item if `condition` holds; False if not."""
         client = self._client()
-        values = to_item(outcome)
+        values = to_item(fields)
         names = {f"#f{i}": name for i, name in enumerate(values)}
-        sets = ", ".join(f"#f{i} = :v{i}" for i in range(len(values)))
         try:
             client.update_item(
                 TableName=self._table,
-                Key=_key(day),
-                UpdateExpression=f"SET {sets}",
-                ConditionExpression="#run = :run AND #state = :running",
-                ExpressionAttributeNames={**names, "#run": "run", "#state": "state"},
+                Key=key,
+                UpdateExpression="SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(values))),
+                ConditionExpression=condition,
+                ExpressionAttributeNames={**names, **condition_names},
                 ExpressionAttributeValues={
                     **{f":v{i}": value for i, value in enumerate(values.values())},
-                    ":run": {"N": str(run)},
-                    ":running": {"S": model.RUNNING},
+                    **condition_values,
                 },
             )
         except client.exceptions.ConditionalCheckFailedException:

@@ -10,7 +10,8 @@ source `aws.athena`), so rules and `@app.on_cw_event` handlers see it. Running a
    allow, evaluated by DuckDB on the partition values: Athena's partition pruning. The bytes
    scanned are those objects' sizes (times the reads of a WITH query used twice), checked
    against the workgroup's cutoff before anything is read;
-3. copy those objects to a scratch directory in their Hive layout and run the query with
+3. have those objects as files in their Hive layout (each copied once per ETag, into a
+   directory the process removes at exit) and run the query with
    `read_json(..., columns=<the Glue schema>, hive_partitioning=true)` for each table;
 4. write the result as Athena does: `<output>/<id>.csv` (every value quoted) and
    `<id>.csv.metadata`, and keep the rows for GetQueryResults.
