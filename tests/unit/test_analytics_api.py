@@ -155,3 +155,34 @@ def test_the_schedule_reports_the_day_before_it_fires(client, api, aws):
         event["id"] = "another-delivery"
         client.lambda_.invoke("run_daily_analytics", event)  # the day has its report
         assert api.get("/analytics/daily/2026-12-05").json_body["run"] == 1
+
+
+def test_a_late_object_in_a_reported_day_counts_once_the_day_is_run_again(client, api, aws):
+    """A batch archived into the day after its report ran (the processor retrying past the
+    schedule), plus another copy of an object already read: the re-run counts the late
+    events, and the copy's events once."""
+    seed(aws, DAY)
+    first = api.post(f"/analytics/daily/{DAY}/run", None).json_body
+    complete(client, first)
+    before = api.get(f"/analytics/daily/{DAY}").json_body
+    check_complete(before, DAY)
+
+    late = datetime.fromisoformat(DAY).replace(hour=23, minute=59, tzinfo=UTC)
+    s3, bucket = boto3.client("s3"), aws["DataLakeBucketName"]
+    put_events(
+        s3,
+        bucket,
+        late,
+        "shardId-0-9",
+        [activity("late-1", late, "u3", "s9"), transaction("t1", late, "u2", 12_500.0)],
+    )
+    assert api.get(f"/analytics/daily/{DAY}").json_body["events"] == 4  # the report stands
+
+    second = api.post(f"/analytics/daily/{DAY}/run", None).json_body
+    complete(client, second)
+    report = api.get(f"/analytics/daily/{DAY}").json_body
+    assert report["run"] == 2 and report["state"] == "complete"
+    assert report["events"] == 5  # t1 again is the same event: counted once
+    assert {r["event_type"]: r["events"] for r in report["by_kind"]} == {
+        "transaction": 2, "user_activity": 3}  # fmt: skip
+    assert report["bytes_scanned"] > before["bytes_scanned"]  # the late object was read
