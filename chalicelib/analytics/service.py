@@ -82,7 +82,7 @@ class AnalyticsService:
                 )
             except RunExists as exists:
                 # a run left open for long (lost events, a start that broke) is settled first
-                if attempt == 2 or not self._settle(exists.report):
+                if attempt == 2 or not self._settled(exists.report):
                     message = f"The report of {day.isoformat()} is being computed."
                     raise Conflict(message) from exists
             except Exception as error:
@@ -160,14 +160,16 @@ class AnalyticsService:
     def settle_open_runs(self) -> int:
         """Settle the runs open for over 30 minutes among the recent reports; returns how
         many were settled. One that cannot be settled now is logged and left for later."""
-        settled = 0
         reports, _ = self._store.recent(30, None)
-        for report in reports:
-            try:
-                settled += self._settle(report)
-            except Exception:
-                logger.exception("an open run could not be settled", day=report["report_date"])
-        return settled
+        return sum(self._settled(report) for report in reports)
+
+    def _settled(self, report: dict[str, Any]) -> bool:
+        """`_settle`, a failure logged and taken as "not settled" (it is tried again later)."""
+        try:
+            return self._settle(report)
+        except Exception:
+            logger.exception("an open run could not be settled", day=report["report_date"])
+            return False
 
     def _settle(self, report: dict[str, Any]) -> bool:
         """Ask Athena about each job of `report`'s run if it has been open for over 30 minutes

@@ -128,3 +128,15 @@ def test_hidden_objects_are_not_read() -> None:
 
     table = catalog.glue_table(_Glue(_table(None)), "db", "t")
     assert [o.key for o in catalog.lake_objects(S3(), table)] == ["t/day=1/a.json"]
+
+
+def test_a_run_that_cannot_be_settled_is_a_409_and_does_not_stop_the_night(parts: Any) -> None:
+    _, engine, now, service = parts
+    service.run_daily(DAY, requested_by="schedule", request_id="req-1")
+    engine.executions.clear()  # Athena no longer knows the executions (history expired)
+    now.at += timedelta(minutes=31)
+    with pytest.raises(Conflict):
+        service.rerun(ADMIN, DAY.isoformat(), "req-admin")
+    assert service.settle_open_runs() == 0  # logged, left for later: no exception
+    tonight = service.run_scheduled(now.at + timedelta(days=1), "next-night")
+    assert tonight is not None and tonight["date"] == (DAY + timedelta(days=1)).isoformat()
