@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 STAGE  ?= dev
 
-.PHONY: help run test unit integration lint package deploy wiring bench token fire load lake query upload clean
+.PHONY: help run test unit integration lint package deploy wiring bench token fire load lake query report upload clean
 .DEFAULT_GOAL := help
 
 ## help: this list (a bare `make` shows it too)
@@ -46,6 +46,11 @@ lake: $(READY)
 query: $(READY)
 	@test -n "$(SQL)" || { echo 'usage: make query SQL="SELECT event_type, count(*) FROM telemetry_events GROUP BY 1"' >&2; exit 2; }
 	@$(BIN)/python -m local.query "$$SQL"
+
+## report: one day's analytics report now, again if it has one, and its summary: make report DAY=2026-12-05
+report: $(READY)
+	@test -n "$(DAY)" || { echo "usage: make report DAY=YYYY-MM-DD" >&2; exit 2; }
+	@$(BIN)/python -m local.report "$(DAY)"
 
 ## upload: one image through the running stack, printing its record: make upload [FILE=photo.jpg] [EMAIL=... PASSWORD=...]
 upload: $(READY)
