@@ -12,7 +12,6 @@ import json
 import threading
 from typing import Any
 
-_engines: dict[tuple[str, str], Any] = {}
 _lock = threading.Lock()
 
 
@@ -42,13 +41,18 @@ class MotoBackends:
 
 
 def engine_for(account: str, region: str) -> Any:
-    """The local Athena of one account and region (created on first use)."""
+    """The local Athena of one account and region, kept on moto's Athena backend: a new moto
+    session (each test's `mock_aws`) is a new AWS, with its own executions and tokens."""
+    from moto.athena.models import athena_backends
+
     from local.athena.engine import LocalAthena
 
+    backend = athena_backends[account][region]
     with _lock:
-        if (account, region) not in _engines:
-            _engines[(account, region)] = LocalAthena(MotoBackends(account, region))
-        return _engines[(account, region)]
+        engine = backend.__dict__.get("local_engine")
+        if engine is None:
+            engine = backend.__dict__["local_engine"] = LocalAthena(MotoBackends(account, region))
+        return engine
 
 
 def install() -> None:

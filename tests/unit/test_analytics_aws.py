@@ -187,9 +187,8 @@ def test_describe_gives_the_executions_fields(aws, samples):
 
 
 def test_athena_answers_in_a_second_moto_session(stage_env):
-    """BUG (local/athena/__init__.py `engine_for`): the engine of an account and region is
-    made once per process with the moto backends of that moment; a later mock_aws session
-    (the next test) has new backends, and every query fails with TABLE_NOT_FOUND."""
+    """A later mock_aws session (the next test) has new moto backends: the local Athena reads
+    that session's Glue and S3, not the first one's (which gave TABLE_NOT_FOUND)."""
     states = []
     for _ in range(2):
         with mock_aws():
@@ -199,3 +198,25 @@ def test_athena_answers_in_a_second_moto_session(stage_env):
             status = execution["Status"]
             states.append((status["State"], status.get("StateChangeReason")))
     assert states == [("SUCCEEDED", None)] * 2
+
+
+def test_a_client_token_of_an_earlier_moto_session_is_not_remembered(stage_env):
+    """Each moto session (each test) is a new AWS: a ClientRequestToken used in an earlier
+    one must start a new query on this one's data, not answer with the earlier execution."""
+    counts = []
+    for rows in (1, 3):
+        with mock_aws():
+            outputs = provision("dev", boto3.client("cloudformation"))
+            at = datetime(2026, 11, 25, 9, tzinfo=UTC)
+            events = [metric(f"m{n}", at, "api", "cpu_usage", 1.0) for n in range(rows)]
+            put_events(boto3.client("s3"), outputs["DataLakeBucketName"], at, "s-1", events)
+            athena = boto3.client("athena")
+            started = athena.start_query_execution(
+                QueryString=lake_query(outputs, "SELECT count(*) AS n"),
+                WorkGroup=outputs["AnalyticsWorkGroupName"],
+                ClientRequestToken="the-same-token-in-both-sessions-0001",
+            )
+            wait(athena, started["QueryExecutionId"])
+            page = athena.get_query_results(QueryExecutionId=started["QueryExecutionId"])
+            counts.append(int(page["ResultSet"]["Rows"][1]["Data"][0]["VarCharValue"]))
+    assert counts == [1, 3]

@@ -273,9 +273,9 @@ def test_an_empty_day_gives_an_empty_report(aws, lake):
 
 
 def test_velocity_counts_distinct_transactions_as_the_live_rule_does(aws):
-    """BUG: detection.py counts a user's *distinct transactions* in [t - 10 min, t]; the
-    alerts query counts events, so one transaction reported twice (pending, then completed:
-    two event ids, one transaction id) makes 5 transactions look like 6."""
+    """detection.py counts a user's *distinct transactions* in [t - 10 min, t]: one
+    transaction reported twice (pending, then completed: two event ids, one transaction id)
+    must not make 5 transactions look like 6."""
     day = DAY_A
     events = [transaction(f"v{i}", _at(day, 8, minute=i), "payer", 40.0) for i in range(5)]
     events.append(transaction("v4-done", _at(day, 8, minute=5), "payer", 40.0,

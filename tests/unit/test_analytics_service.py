@@ -303,9 +303,8 @@ def test_settling_fails_a_job_that_never_started(service, store, engine, now):
 def test_settling_ends_a_run_whose_start_broke_before_its_last_job_record(
     service, store, engine, now
 ):
-    """BUG: run_daily writes each job's record just before its start, so a start that fails
-    leaves the later queries without a record; settle_open_runs only looks at the records,
-    so the run stays `running` for ever (and every admin rerun of the day is a 409)."""
+    """A start that fails leaves the later queries without a job record: settling goes by
+    the run's list of queries, so the run still ends (and the day can be run again)."""
     engine.failing_starts.add("top_users")
     with pytest.raises(ConnectionError):
         service.run_daily(DAY, requested_by="schedule", request_id="req-1")
