@@ -12,8 +12,8 @@ to SUCCEEDED (GetQueryExecution polled every 5 ms), EngineExecutionTimeInMillis 
 DataScannedInBytes, medians of several runs.
 
 Overhead: the same translated SQL (local.athena.translate) run by DuckDB directly, over the
-same objects (the partitions the engine keeps) already on local disk in their Hive layout,
-with views made as engine.py's `_view` makes them and the same connection settings; only the
+same files the engine reads (its own pruning and `view_sql`, the objects already on disk),
+with the same connection settings; only the
 query (execute + fetch) is timed. Emulator and direct runs alternate, so load hits both. The
 direct rows are checked equal to the emulator's. Ratio: emulator wall / direct.
 
@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import time
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 from bench import AWS_OVERRIDES, STAGE, Result, median, patched_environ, quiet_stdout, stage_env
@@ -108,9 +105,10 @@ def _athena_rows(athena: Any, execution_id: str) -> list[tuple[Any, ...]]:
 
 
 class Direct:
-    """The translated SQL on DuckDB over local copies of the objects the engine would read."""
+    """The translated SQL on DuckDB over the same files the engine reads (its own pruning
+    and views, the objects already on disk): only DuckDB's query is timed."""
 
-    def __init__(self, sql: str, database: str, scratch: Path) -> None:
+    def __init__(self, sql: str, database: str) -> None:
         import duckdb
 
         from local.athena import catalog, engine_for
@@ -127,37 +125,14 @@ class Direct:
         self.objects, self.prune_s = 0, 0.0
         connection = duckdb.connect()
         try:
-            for scan in self.translation.scans:  # the engine's own partition pruning
+            for scan in self.translation.scans:
                 started = time.perf_counter()
-                objects = self.engine._objects(connection, scan)
+                objects = self.engine.objects_read(connection, scan)
                 self.prune_s += time.perf_counter() - started
-                paths = []
-                for stored in objects:
-                    path = scratch / scan.table.bucket / stored.key
-                    if not path.exists():
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        data = catalog.object_bytes(backends.s3, scan.table.bucket, stored.key)
-                        path.write_bytes(data)
-                    paths.append(str(path))
-                self.objects += len(paths)
-                self.views.append(self._view(scan, paths))
+                self.objects += len(objects)
+                self.views.append(self.engine.view_sql(scan, objects))
         finally:
             connection.close()
-
-    @staticmethod
-    def _view(scan: Any, paths: list[str]) -> str:
-        """As engine.py's `_view` (the same read_json options)."""
-        from local.athena import catalog
-
-        table = scan.table
-        data = {k: catalog.duckdb_type(v) for k, v in table.data_columns.items()}
-        hive = {k: catalog.duckdb_type(table.columns[k]) for k in table.partition_keys}
-        names = ", ".join(f'"{k}"' for k in [*data, *hive])
-        return (
-            f"CREATE TEMP VIEW {scan.view} AS SELECT {names} FROM read_json({paths!r}, "
-            f"format='newline_delimited', compression='auto', columns={data!r}, "
-            f"hive_partitioning=true, hive_types={hive!r}, hive_types_autocast=false)"
-        )
 
     def run(self) -> tuple[float, list[tuple[Any, ...]]]:
         import duckdb
@@ -177,12 +152,12 @@ class Direct:
         return elapsed, [tuple(results.text(v) for v in row) for row in fetched]
 
 
-def _measure(athena: Any, outputs: dict[str, str], repeats: int, scratch: Path) -> dict[str, Any]:
+def _measure(athena: Any, outputs: dict[str, str], repeats: int) -> dict[str, Any]:
     database, workgroup = outputs["AnalyticsDatabaseName"], outputs["AnalyticsWorkGroupName"]
     out: dict[str, Any] = {}
     for name, sql in _queries(database).items():
         first = _through_athena(athena, sql, database, workgroup)  # warm-up, and the rows
-        direct = Direct(sql, database, scratch)
+        direct = Direct(sql, database)
         _, direct_rows = direct.run()
         if sorted(_athena_rows(athena, first["id"]), key=str) != sorted(direct_rows, key=str):
             raise RuntimeError(f"{name}: the emulator's rows differ from DuckDB's own")
@@ -240,12 +215,7 @@ def run(quick: bool) -> Result:
             s3, athena = boto3.client("s3"), boto3.client("athena")
             for size in sizes:
                 lakes[size] = _fill_lake(s3, outputs["DataLakeBucketName"], size)
-                scratch = Path(tempfile.mkdtemp(prefix="bench-analytics-"))
-                try:
-                    measured[size] = _measure(athena, outputs, 3 if size >= 1_000_000 else repeats,
-                                              scratch)  # fmt: skip
-                finally:
-                    shutil.rmtree(scratch, ignore_errors=True)
+                measured[size] = _measure(athena, outputs, 3 if size >= 1_000_000 else repeats)
     return _report(sizes, lakes, measured, quick)
 
 

@@ -26,17 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR)
     args = parser.parse_args(argv)
 
-    from local.stack import EMULATOR_CREDENTIALS, running_state
+    from local.stack import running_state, use_stack_environment
 
     state = running_state(args.state_dir)
     if state is None:
         return 1
-    for name in [n for n in os.environ if n.startswith("AWS_")]:
-        del os.environ[name]
-    os.environ.update({**EMULATOR_CREDENTIALS, "AWS_ENDPOINT_URL": state["emulator_url"]})
-    # Every function's names and settings, as the stack's own process has them (Chalice
-    # applies only the stage-wide ones; the app's decorators read the rest when it loads).
-    os.environ.update(state["environment"])
+    use_stack_environment(state)
 
     import boto3
     from chalice.cli.factory import CLIFactory

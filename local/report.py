@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import uuid
@@ -32,15 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.day!r} is not a day (YYYY-MM-DD)", file=sys.stderr)
         return 2
 
-    from local.stack import EMULATOR_CREDENTIALS, running_state
+    from local.stack import running_state, use_stack_environment
 
     state = running_state(args.state_dir)
     if state is None:
         return 1
-    for name in [n for n in os.environ if n.startswith("AWS_")]:
-        del os.environ[name]
-    os.environ.update({**EMULATOR_CREDENTIALS, "AWS_ENDPOINT_URL": state["emulator_url"],
-                       "AWS_DEFAULT_REGION": state["region"], **state["environment"]})  # fmt: skip
+    use_stack_environment(state)
 
     from chalicelib.analytics import analytics_service
     from chalicelib.analytics.ports import RunExists

@@ -249,6 +249,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def use_stack_environment(state: dict[str, Any]) -> None:
+    """Make this process see the running stack as its functions do: pointed at its emulator,
+    with every function's names and settings (Chalice applies only the stage-wide ones; the
+    app's decorators read the rest when it loads). For the commands that run the app's code
+    against a stack (`make fire`, `make report`)."""
+    point_at_emulator(state["emulator_url"])
+    os.environ.update(state["environment"])
+
+
 def running_state(state_dir: Path, quiet: bool = False) -> dict[str, Any] | None:
     """The stack.json of the stack running on `state_dir`, or None (after telling the user
     to start one, unless `quiet`): for the commands that talk to a running stack."""

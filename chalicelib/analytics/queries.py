@@ -130,14 +130,12 @@ def _alerts() -> str:
     window = int(detection.VELOCITY_WINDOW.total_seconds() // 60)
     return (
         ", transactions AS (\n"
-        '  SELECT user_id, amount, from_iso8601_timestamp("timestamp") AS at\n'
-        "  FROM events WHERE event_type = 'transaction'\n"
-        "), transactions_by_id AS (\n"
-        '  SELECT user_id, transaction_id AS id, from_iso8601_timestamp("timestamp") AS at\n'
+        "  SELECT user_id, transaction_id, amount,\n"
+        '    from_iso8601_timestamp("timestamp") AS at\n'
         "  FROM events WHERE event_type = 'transaction'\n"
         # the live rule tells transactions apart by id: one row per transaction
         "), distinct_transactions AS (\n"
-        "  SELECT user_id, min(at) AS at FROM transactions_by_id GROUP BY user_id, id\n"
+        "  SELECT user_id, min(at) AS at FROM transactions GROUP BY user_id, transaction_id\n"
         "), velocity AS (\n"
         "  SELECT count(*) OVER (PARTITION BY user_id ORDER BY at\n"
         f"    RANGE BETWEEN INTERVAL '{window}' MINUTE PRECEDING AND CURRENT ROW) AS recent\n"

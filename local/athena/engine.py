@@ -264,7 +264,7 @@ class LocalAthena:
         connection = duckdb.connect(config={"autoinstall_known_extensions": False,
                                             "TimeZone": "UTC", "threads": 2})  # fmt: skip
         try:
-            plans = [(scan, self._objects(connection, scan)) for scan in translation.scans]
+            plans = [(scan, self.objects_read(connection, scan)) for scan in translation.scans]
             scanned = sum(sum(o.size for o in objects) * scan.times_read for scan, objects in plans)
             if execution.cutoff is not None and scanned > execution.cutoff:
                 raise _Cancelled(
@@ -273,7 +273,7 @@ class LocalAthena:
                     execution.cutoff,
                 )
             for scan, objects in plans:
-                connection.execute(self._view(scan, objects))
+                connection.execute(self.view_sql(scan, objects))
             started = time.perf_counter()
             cursor = connection.execute(translation.sql)
             described = cursor.description or []
@@ -288,7 +288,7 @@ class LocalAthena:
     def _table(self, database: str, name: str) -> catalog.Table:
         return catalog.glue_table(self._backends.glue, database, name)
 
-    def _objects(self, connection: Any, scan: TableScan) -> list[catalog.LakeObject]:
+    def objects_read(self, connection: Any, scan: TableScan) -> list[catalog.LakeObject]:
         """The objects of the partitions the query's partition predicates allow."""
         found = catalog.lake_objects(self._backends.s3, scan.table)
         if not scan.partition_filters or not found:
@@ -313,7 +313,9 @@ class LocalAthena:
             return found
         return [o for o in found if "/".join(o.partition[k] for k in keys) in kept]
 
-    def _view(self, scan: TableScan, objects: list[catalog.LakeObject]) -> str:
+    def view_sql(self, scan: TableScan, objects: list[catalog.LakeObject]) -> str:
+        """The view DuckDB reads `scan`'s table from: `objects` as files (copied once per
+        ETag) through `read_json` with the Glue schema."""
         table = scan.table
         data = {k: catalog.duckdb_type(v) for k, v in table.data_columns.items()}
         hive = {k: catalog.duckdb_type(table.columns[k]) for k in table.partition_keys}
