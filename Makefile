@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 STAGE  ?= dev
 
-.PHONY: help run test unit integration lint package deploy wiring bench token fire load lake query report upload clean
+.PHONY: help run test unit integration lint package deploy wiring bench token code fire load lake query report upload clean
 .DEFAULT_GOAL := help
 
 ## help: this list (a bare `make` shows it too)
@@ -25,10 +25,19 @@ $(READY): requirements.txt requirements-dev.txt
 run: $(READY)
 	$(BIN)/python -m local.stack --stage $(STAGE)
 
-## token: sign in on the local stack, print the access token: make token EMAIL=a@b.c [PASSWORD=...] [ADMIN=1]
+## token: sign in on the local stack, print the access token: make token EMAIL=a@b.c [PASSWORD=...] [ADMIN=1]; a trusted producer's: make token MACHINE=1
 token: $(READY)
-	@test -n "$(EMAIL)" || { echo "usage: make token EMAIL=you@example.com [PASSWORD=...] [ADMIN=1]" >&2; exit 2; }
+ifneq ($(filter 1 true yes,$(MACHINE)),)
+	@$(BIN)/python -m local.token --machine
+else
+	@test -n "$(EMAIL)" || { echo "usage: make token EMAIL=you@example.com [PASSWORD=...] [ADMIN=1], or make token MACHINE=1" >&2; exit 2; }
 	@$(BIN)/python -m local.token "$(EMAIL)" $(if $(filter 1 true yes,$(ADMIN)),--admin)
+endif
+
+## code: the newest verification code the local stack mailed to an address: make code EMAIL=a@b.c
+code: $(READY)
+	@test -n "$(EMAIL)" || { echo "usage: make code EMAIL=you@example.com" >&2; exit 2; }
+	@$(BIN)/python -m local.mailbox "$(EMAIL)"
 
 ## fire: run a scheduled job of the app now, on the local stack: make fire JOB=name [AT=2030-01-01T02:00:00Z] (no JOB lists them)
 fire: $(READY)
@@ -67,11 +76,20 @@ unit: $(READY)
 integration: $(READY)
 	$(BIN)/python -m pytest tests/integration
 
-## lint: ruff and cfn-lint
-lint: $(READY)
+# checkov has its own virtualenv (it pins an older boto3): installed by the first `make lint`.
+CHECKOV := $(VENV)/checkov/.installed
+$(CHECKOV): requirements-checkov.txt | $(READY)
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	@touch $@
+
+## lint: ruff, cfn-lint, and checkov on the templates (resources, packaged prod; skips with reasons in infra/checkov-skips.json)
+lint: $(READY) $(CHECKOV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint infra/resources.json
+	$(BIN)/python -m infra.package --stage prod
+	$(BIN)/python -m infra.checkov_scan infra/resources.json out/prod/sam.json
 
 ## package: the deployable CloudFormation template (functions + resources) in out/<stage>: make package STAGE=prod
 package: $(READY)

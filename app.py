@@ -21,6 +21,7 @@ from chalicelib.core.resources import source_name, source_setting, source_stream
 from chalicelib.core.sqs_batch import process_sqs_batch, process_sqs_messages
 from chalicelib.users import (
     profile_set_up,
+    registration_service,
     user_events_publisher,
     user_welcome,
     users_service,
@@ -56,7 +57,17 @@ def health() -> dict:
 
 @app.route("/register", methods=["POST"])
 def register() -> Response:
-    user = users_service().register(http.json_object(app.current_request))
+    """Mails a code to the address (202, the same answer whether or not it is taken)."""
+    request = app.current_request
+    answer = registration_service().register(http.json_object(request), http.client_ip(request))
+    return Response(body=answer, status_code=202)
+
+
+@app.route("/register/confirm", methods=["POST"])
+def confirm_registration() -> Response:
+    """The mailed code proves the address: the account is made (and usable) now."""
+    request = app.current_request
+    user = registration_service().confirm(http.json_object(request), http.client_ip(request))
     return Response(body=user, status_code=201, headers={"Location": f"/users/{user['user_id']}"})
 
 
@@ -89,10 +100,35 @@ def update_user(user_id: str) -> dict:
     return users_service().update(principal_of(app.current_request), user_id, body)
 
 
+@app.route("/users/{user_id}/email/confirm", methods=["POST"], authorizer=cognito_jwt)
+def confirm_email_change(user_id: str) -> dict:
+    """The code mailed to the new address (PUT /users/{id}) makes it the sign-in email."""
+    body = http.json_object(app.current_request)
+    return users_service().confirm_email(principal_of(app.current_request), user_id, body)
+
+
 @app.route("/users/{user_id}", methods=["DELETE"], authorizer=cognito_jwt)
 def delete_user(user_id: str) -> Response:
     users_service().delete(principal_of(app.current_request), user_id)
     return Response(body="", status_code=204)
+
+
+@app.route("/users/{user_id}/export", methods=["GET"], authorizer=cognito_jwt)
+def export_user(user_id: str) -> Response:
+    """Everything stored about the user, as one JSON document (`users/export.py`)."""
+    from chalicelib.images import image_owner_export
+    from chalicelib.orders import order_owner_export
+    from chalicelib.telemetry import telemetry_owner_export
+    from chalicelib.users.export import attachment_name
+    from chalicelib.users.privacy import user_export
+
+    exporter = user_export(telemetry_owner_export(), image_owner_export(), order_owner_export())
+    document = exporter.export(principal_of(app.current_request), user_id)
+    headers = {
+        "Content-Type": "application/json",
+        "Content-Disposition": f'attachment; filename="{attachment_name(user_id)}"',
+    }
+    return Response(body=document, headers=headers)
 
 
 # --- Telemetry ---------------------------------------------------------------------------
@@ -100,10 +136,12 @@ def delete_user(user_id: str) -> Response:
 
 @app.route("/events", methods=["POST"], authorizer=cognito_jwt)
 def ingest_events() -> Response:
-    """1 to 500 events onto the telemetry stream; the answer says, per event, if it was taken."""
+    """1 to 500 events onto the telemetry stream; the answer says, per event, if it was taken.
+    The caller's own events; system metrics from machine identities (or admins) only."""
     from chalicelib.telemetry import telemetry_ingest
 
-    result = telemetry_ingest().ingest(http.json_object(app.current_request))
+    caller = principal_of(app.current_request, allow_machine=True)
+    result = telemetry_ingest().ingest(http.json_object(app.current_request), caller)
     return Response(body=result, status_code=202)
 
 
@@ -128,7 +166,8 @@ def process_telemetry(event: KinesisEvent) -> dict:
 
 @app.route("/images", methods=["POST"], authorizer=cognito_jwt)
 def create_image_upload() -> Response:
-    """A presigned POST for one JPEG or PNG of up to 20 MB; the pipeline takes it from S3."""
+    """A presigned POST for one JPEG or PNG of its declared size (20 MB at most), within the
+    caller's daily quotas (429); the pipeline takes it from S3."""
     from chalicelib.images import images_service
 
     body = http.json_object(app.current_request)
@@ -157,6 +196,15 @@ def get_image(image_id: str) -> dict:
     from chalicelib.images import images_service
 
     return images_service().get(principal_of(app.current_request), image_id)
+
+
+@app.route("/images/{image_id}", methods=["DELETE"], authorizer=cognito_jwt)
+def delete_image(image_id: str) -> Response:
+    """The image, its thumbnails, record and labels (owner or admin); 404 once gone."""
+    from chalicelib.images import images_service
+
+    images_service().delete(principal_of(app.current_request), image_id)
+    return Response(body="", status_code=204)
 
 
 @app.on_sqs_message(queue=source_name("ImageUploadsQueue"), batch_size=1)
@@ -205,6 +253,29 @@ def welcome_new_user(event: SNSEvent) -> None:
 def onboard_users(event: SQSEvent) -> None:
     """Profile set-up per new user; failed messages stay queued (DLQ after 3 receives)."""
     process_sqs_batch(event.to_dict(), profile_set_up().set_up_profile)
+
+
+@app.on_sqs_message(queue=source_name("UserErasureQueue"), batch_size=1)
+def erase_users(event: SQSEvent) -> None:
+    """user-deleted -> everything of the user erased, in idempotent passes (users/erasure.py);
+    a failing message comes back, and after 5 receives goes to the DLQ."""
+    from chalicelib.images import image_owner_data
+    from chalicelib.orders import order_owner_data
+    from chalicelib.telemetry import telemetry_owner_data
+    from chalicelib.users.privacy import user_erasure
+
+    eraser = user_erasure(telemetry_owner_data(), image_owner_data(), order_owner_data())
+    process_sqs_batch(event.to_dict(), eraser.handle)
+
+
+@app.schedule("cron(15 3 * * ? *)")
+def sweep_abandoned_signups(event: CloudWatchEvent) -> None:
+    """Nightly: the disabled identities of sign-ups nobody confirmed are deleted."""
+    from chalicelib.core import clock
+    from chalicelib.users import abandoned_signup_sweep
+
+    remaining_ms = getattr(event.context, "get_remaining_time_in_millis", None)
+    abandoned_signup_sweep().run(clock.parse(event.time), remaining_ms)
 
 
 # --- Orders ------------------------------------------------------------------------------
@@ -407,32 +478,5 @@ def run_daily_report(day: str) -> Response:
 
 # --- CORS preflight (origins per stage: CORS_ALLOW_ORIGINS) -------------------------------
 
-#: Each route's methods, as a browser's preflight (OPTIONS) is answered for it.
-PREFLIGHTS = {
-    "/register": "POST",
-    "/users": "GET",
-    "/users/{user_id}": "GET,PUT,DELETE",
-    "/users/search": "GET",
-    "/events": "POST",
-    "/images": "GET,POST",
-    "/images/{image_id}": "GET",
-    "/orders": "GET,POST",
-    "/orders/{order_id}": "GET",
-    "/orders/{order_id}/cancel": "POST",
-    "/inventory/{sku}": "GET,PUT",
-    "/analytics/daily": "GET",
-    "/analytics/daily/{day}": "GET",
-    "/analytics/daily/{day}/run": "POST",
-}
-
-
-def _preflight(methods: str) -> Any:
-    def preflight(**_path_params: str) -> Response:
-        return http.preflight(app.current_request, f"{methods},OPTIONS")
-
-    return preflight
-
-
-for _path, _methods in PREFLIGHTS.items():
-    _name = "preflight_" + "_".join(p.strip("{}") for p in _path.strip("/").split("/"))
-    app.route(_path, methods=["OPTIONS"], name=_name)(_preflight(_methods))
+# Last, once every route is declared: each gets an OPTIONS route naming exactly its methods.
+http.add_preflights(app, not_for_browsers={"/health"})

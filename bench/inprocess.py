@@ -37,12 +37,18 @@ class InProcess:
     http: Any = None  # AuthorizedHTTP as an admin, once `sign_in_admin` ran
 
     def register(self, email: str, name: str = "Bench User") -> dict[str, Any]:
+        """Both steps of a registration: the code is read from moto's SES."""
+        from local.inprocess import mailed_code
+
+        headers = {"Content-Type": "application/json"}
+        body = {"email": email, "name": name, "password": PASSWORD}
+        response = self.client.http.post("/register", headers=headers, body=_json(body))
+        expect(response, 202, "POST /register")
+        confirmation = {"email": email, "code": mailed_code(email)}
         response = self.client.http.post(
-            "/register",
-            headers={"Content-Type": "application/json"},
-            body=_json({"email": email, "name": name, "password": PASSWORD}),
+            "/register/confirm", headers=headers, body=_json(confirmation)
         )
-        expect(response, 201, "POST /register")
+        expect(response, 201, "POST /register/confirm")
         return _load(response)
 
     def sign_in_admin(self, email: str = "bench-admin@example.com") -> None:

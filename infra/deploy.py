@@ -13,7 +13,8 @@ the Lambda API, so both paths deploy the same functions:
   invocations).
 
 Chalice does not touch these settings when it deploys again, and applying them twice changes
-nothing.
+nothing. Then the REST API gets what `make package` merges from infra/api-responses.json
+(gateway responses, stage throttling, in prod the web ACL): `infra/deploy_api.py`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import subprocess
 import sys
 from typing import Any
 
+from infra import deploy_api
 from infra.paths import PROJECT_DIR
 from infra.wiring import function_name
 
@@ -125,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         [*chalice, "deploy", "--stage", args.stage], env=env, check=True, cwd=PROJECT_DIR
     )
     for line in apply_function_settings(args.stage, boto3.client("lambda"), boto3.client("sqs")):
+        print(line)
+    api = deploy_api.rest_api_id(args.stage)
+    config = json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())
+    clients = boto3.client("apigateway"), boto3.client("wafv2")
+    for line in deploy_api.apply_api_settings(args.stage, *clients, api, config):
         print(line)
     print(json.dumps({"stage": args.stage, "users_table_stream_arn": arn}))
     return 0

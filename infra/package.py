@@ -5,7 +5,9 @@ Writes out/<stage>/sam.json and out/<stage>/deployment.zip, without talking to A
 1. Merge document: infra/resources.json with its `Stage` parameter pinned to the stage
    (`Default` = stage, `AllowedValues` = [stage]), so the packaged template cannot be deployed
    with another stage's resource names under this stage's function config; plus
-   infra/api-responses.json and infra/functions.json (settings Chalice cannot express).
+   infra/api-responses.json (the REST API's error responses with CORS, its stage's throttling
+   and, in prod, the web ACL's association with that stage) and infra/functions.json
+   (settings Chalice cannot express). `make deploy` applies the same (infra/deploy*.py).
 2. `chalice package --stage <stage> --merge-template <merge document> out/<stage>`
    (out/<stage> is emptied first).
 3. Post-processing of sam.json (`finalize_template`, deterministic and idempotent): every
@@ -87,9 +89,10 @@ def stages() -> list[str]:
 
 
 def merge_document(stage: str, resources: dict[str, Any] | None = None) -> dict[str, Any]:
-    """infra/resources.json with the Stage parameter pinned to `stage`, plus API Gateway's
-    error responses in the app's shape (infra/api-responses.json) and the function settings
-    Chalice cannot express (infra/functions.json)."""
+    """infra/resources.json with the Stage parameter pinned to `stage`, plus the REST API's
+    settings (infra/api-responses.json: API Gateway's errors in the app's shape, throttling,
+    the prod web ACL's association) and the function settings Chalice cannot express
+    (infra/functions.json)."""
     document = copy.deepcopy(resources if resources is not None else load_json(RESOURCES_TEMPLATE))
     for extra in (API_RESPONSES, FUNCTION_SETTINGS):
         for logical_id, resource in load_json(extra).get("Resources", {}).items():

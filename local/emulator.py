@@ -95,7 +95,7 @@ def serve(host: str, port: int, threads: int = 64, lambda_endpoint: str | None =
     import waitress
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    from local import fidelity
+    from local import fidelity, oauth2
 
     os.environ["MOTO_PORT"] = str(port)  # moto's own call-backs (Step Functions) come here
     fidelity.apply(lambda_endpoint)
@@ -108,7 +108,8 @@ def serve(host: str, port: int, threads: int = 64, lambda_endpoint: str | None =
     logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
     _cache_moto_lookups()
     _pass_through_dynamodb_attribute_values()
-    app = DomainDispatcherApplication(create_backend_app)
+    # The user pool's OAuth 2.0 token endpoint (client credentials), which moto lacks.
+    app = oauth2.TokenEndpoint(DomainDispatcherApplication(create_backend_app))
     waitress.serve(
         app,
         host=host,

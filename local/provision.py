@@ -362,14 +362,18 @@ def _create_cognito_resources(template: dict[str, Any], stage: str, cloudformati
     template, and put their ids wherever the rest of the template refers to them."""
     region = cloudformation.meta.region_name
     cognito = _client_like(cloudformation, "cognito-idp")
+    account = _client_like(cloudformation, "sts").get_caller_identity()["Account"]
+    pseudo = {"Stage": stage, "AWS::AccountId": account, "AWS::Region": region}
     resources = template["Resources"]
     physical: dict[str, str] = {}
     attributes: dict[tuple[str, str], str] = {}
-    for kind in ("AWS::Cognito::UserPool", "AWS::Cognito::UserPoolClient",
+    # In dependency order: a client's OAuth scopes are a resource server's.
+    for kind in ("AWS::Cognito::UserPool", "AWS::Cognito::UserPoolResourceServer",
+                 "AWS::Cognito::UserPoolDomain", "AWS::Cognito::UserPoolClient",
                  "AWS::Cognito::UserPoolGroup"):  # fmt: skip
         for logical_id in [k for k, r in resources.items() if r["Type"] == kind]:
             properties = _replace_references(
-                resources.pop(logical_id).get("Properties", {}), {**physical, "Stage": stage}, {}
+                resources.pop(logical_id).get("Properties", {}), {**physical, **pseudo}, {}
             )
             params = {_COGNITO_RENAMES.get(k, k): v for k, v in properties.items()}
             if kind == "AWS::Cognito::UserPool":
@@ -379,6 +383,12 @@ def _create_cognito_resources(template: dict[str, Any], stage: str, cloudformati
                 attributes[(logical_id, "ProviderURL")] = (
                     f"cognito-idp.{region}.amazonaws.com/{pool['Id']}"
                 )
+            elif kind == "AWS::Cognito::UserPoolResourceServer":
+                cognito.create_resource_server(**params)
+                physical[logical_id] = params["Identifier"]
+            elif kind == "AWS::Cognito::UserPoolDomain":
+                cognito.create_user_pool_domain(**params)
+                physical[logical_id] = params["Domain"]
             elif kind == "AWS::Cognito::UserPoolClient":
                 client = cognito.create_user_pool_client(**params)["UserPoolClient"]
                 physical[logical_id] = client["ClientId"]

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         WorkGroup=resources["AnalyticsWorkGroupName"],
         QueryExecutionContext={"Database": resources["AnalyticsDatabaseName"]},
     )["QueryExecutionId"]
-    while True:
+    for _ in range(6000):  # 5 min of polls; a query still running then is reported so
         execution = athena.get_query_execution(QueryExecutionId=execution_id)["QueryExecution"]
         if execution["Status"]["State"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
             break

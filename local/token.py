@@ -1,14 +1,22 @@
 """`make token EMAIL=ada@example.com [PASSWORD=...] [ADMIN=1]`: sign in to the local stack.
+`make token MACHINE=1`: a trusted producer's token (client credentials) instead.
 
 Signs in the way any client of the API does: Cognito's InitiateAuth (USER_PASSWORD_AUTH)
 against the emulator's user pool, with the user's own password, and prints the access token,
 ready for `curl -H "Authorization: Bearer $(make -s token EMAIL=... PASSWORD=...)" ...`.
 
 For quick local tests, without PASSWORD: a user that does not exist yet is registered
-through `POST /register` with a generated password, which is kept in the stack's state
+through `POST /register` with a generated password (and `POST /register/confirm` with the
+code the emulator's SES kept for the address), which is kept in the stack's state
 folder (`.local/`, gone when the stack stops) so the next `make token` for the same address
 signs in again. An existing user's password is never changed: a user registered some other
 way needs its password. ADMIN=1 adds the user to the `admins` group first.
+
+MACHINE=1 signs in as the telemetry producers' app client (`TelemetryMachineClient`), the way
+a producer does it: the client-credentials grant at the pool's OAuth 2.0 token endpoint (the
+emulator's `/oauth2/token`, `local/oauth2.py`), with the client's id and secret (read with
+DescribeUserPoolClient, as an operator reads it in AWS), and prints the access token (scope
+`telemetry/metrics.write`: system metrics on `POST /events`).
 """
 
 from __future__ import annotations
@@ -42,7 +50,10 @@ def random_password() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("email")
+    parser.add_argument("email", nargs="?")
+    parser.add_argument(
+        "--machine", action="store_true", help="a trusted producer's client-credentials token"
+    )
     parser.add_argument("--password", default=os.environ.get("PASSWORD") or None)
     parser.add_argument("--admin", action="store_true", help="add the user to the admins group")
     parser.add_argument("--id-token", action="store_true", help="print the ID token instead")
@@ -50,9 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from local.stack import running_state
 
+    if not args.machine and not args.email:
+        parser.error("an EMAIL is needed (or --machine)")
     state = running_state(args.state_dir)
     if state is None:
         return 1
+    if args.machine:
+        try:
+            print(machine_token(state))
+        except SignInFailed as problem:
+            print(problem, file=sys.stderr)
+            return 1
+        return 0
     try:
         tokens = sign_in(state, args.state_dir, args.email, args.password, admin=args.admin)
     except SignInFailed as problem:
@@ -108,7 +128,7 @@ def _test_user_password(
         idp.admin_get_user(UserPoolId=pool, Username=email)
     except idp.exceptions.UserNotFoundException:
         password = random_password()
-        _register(state["api_url"], email, password)
+        _register(state, email, password)
         stored[email] = password
         stored_path.touch(mode=0o600)
         stored_path.write_text(json.dumps(stored, indent=2) + "\n")
@@ -118,20 +138,61 @@ def _test_user_password(
     )
 
 
-def _register(api_url: str, email: str, password: str) -> str:
-    body = json.dumps({"email": email, "name": email.split("@")[0], "password": password})
+def machine_token(state: dict[str, Any], scope: str | None = None) -> str:
+    """A client-credentials access token of the telemetry producers' app client, from the
+    emulator's token endpoint (`scope`: the client's allowed scopes when None)."""
+    import base64
+    import urllib.parse
+
+    idp = emulator_client(state, "cognito-idp")
+    client_id = state["resources"]["TelemetryMachineClientId"]
+    client = idp.describe_user_pool_client(
+        UserPoolId=state["resources"]["UserPoolId"], ClientId=client_id
+    )["UserPoolClient"]
+    form = {"grant_type": "client_credentials", **({"scope": scope} if scope else {})}
+    basic = base64.b64encode(f"{client_id}:{client['ClientSecret']}".encode()).decode()
     request = urllib.request.Request(
-        f"{api_url}/register",
-        data=body.encode(),
+        f"{state['emulator_url'].rstrip('/')}/oauth2/token",
+        data=urllib.parse.urlencode(form).encode(),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Authorization": f"Basic {basic}",
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return str(json.load(response)["access_token"])
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        raise SignInFailed(f"The token endpoint refused: {exc.code} {detail}") from None
+
+
+def _register(state: dict[str, Any], email: str, password: str) -> str:
+    """Both steps of a registration, the code read from the emulator's mail (`mailbox`)."""
+    from local.mailbox import mails_to, wait_for_code
+
+    before = len(mails_to(state["emulator_url"], email))
+    _post(state["api_url"], "/register",
+          {"email": email, "name": email.split("@")[0], "password": password})  # fmt: skip
+    code = wait_for_code(state["emulator_url"], email, after=before)
+    user = _post(state["api_url"], "/register/confirm", {"email": email, "code": code})
+    return str(user["user_id"])
+
+
+def _post(api_url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{api_url}{path}",
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return str(json.load(response)["user_id"])
+            return dict(json.load(response))
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")
-        raise SignInFailed(f"POST /register failed: {exc.code} {detail}") from None
+        raise SignInFailed(f"POST {path} failed: {exc.code} {detail}") from None
 
 
 if __name__ == "__main__":

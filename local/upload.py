@@ -49,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     token = tokens["AccessToken"]
     with requests.Session() as http:
         http.headers["Authorization"] = f"Bearer {token}"
+        size = args.file.stat().st_size
         asked = http.post(
-            f"{state['api_url']}/images", json={"content_type": content_type}, timeout=10
+            f"{state['api_url']}/images",
+            json={"content_type": content_type, "size": size},
+            timeout=10,
         )
         if asked.status_code != 201:
             print(asked.text, file=sys.stderr)

@@ -1,8 +1,9 @@
 """The API's Lambda authorizer and what handlers learn from it.
 
 The authorizer allows every route to a valid token (API Gateway caches its answer per token
-for all routes); the rules of who may do what live in the service (`policy`). The user id
-and groups reach handlers through the authorizer's context, never from the request body.
+for all routes); the rules of who may do what live in the service (`policy`). The user id,
+groups, scopes and whether the caller is a machine identity reach handlers through the
+authorizer's context, never from the request body.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from chalicelib.auth.tokens import (
     VerifiedTokens,
     bearer_token,
 )
-from chalicelib.core.errors import ApiError, Unauthenticated
+from chalicelib.core.errors import ApiError, Forbidden, Unauthenticated
 from chalicelib.core.observability import logger
 from chalicelib.core.resources import needs
 
@@ -45,7 +46,12 @@ def verifier() -> VerifiedTokens:
     from chalicelib.auth.config import cognito_config
 
     config = cognito_config()
-    tokens = TokenVerifier(config.issuer, config.client_id, JwksKeys(config.jwks_url))
+    tokens = TokenVerifier(
+        config.issuer,
+        config.client_id,
+        JwksKeys(config.jwks_url),
+        machine_client_ids=config.machine_client_ids,
+    )
     return VerifiedTokens(tokens, ttl=AUTHORIZER_CACHE_SECONDS)
 
 
@@ -66,12 +72,16 @@ def authorize(auth_request: AuthRequest) -> AuthResponse:
             "user_id": principal.user_id,
             "groups": json.dumps(sorted(principal.groups)),
             "expires_at": int(principal.expires_at),
+            "scopes": json.dumps(sorted(principal.scopes)),
+            "machine": 1 if principal.is_machine else 0,
         },
     )
 
 
-def principal_of(request: Request) -> Principal:
-    """The caller, as the authorizer established it."""
+def principal_of(request: Request, allow_machine: bool = False) -> Principal:
+    """The caller, as the authorizer established it. A machine identity (a trusted
+    producer's client-credentials token) is refused (403) unless the route accepts one
+    (`allow_machine`): it is nobody's user, so it can never act as one."""
     context: dict[str, Any] = (request.context or {}).get("authorizer") or {}
     user_id = context.get("user_id")
     if not user_id:
@@ -82,4 +92,13 @@ def principal_of(request: Request) -> Principal:
     if expires_at and expires_at + DEFAULT_LEEWAY_SECONDS < time.time():
         raise Unauthenticated("The token has expired.")
     groups = frozenset(json.loads(context.get("groups") or "[]"))
-    return Principal(user_id=str(user_id), groups=groups, expires_at=expires_at)
+    machine = str(context.get("machine") or "0") not in ("0", "")
+    if machine and not allow_machine:
+        raise Forbidden("A machine identity may not call this route.")
+    return Principal(
+        user_id=str(user_id),
+        groups=frozenset() if machine else groups,
+        expires_at=expires_at,
+        scopes=frozenset(json.loads(context.get("scopes") or "[]")),
+        is_machine=machine,
+    )

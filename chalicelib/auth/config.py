@@ -1,9 +1,11 @@
-"""Which user pool and app client tokens must come from.
+"""Which user pool and app clients tokens must come from.
 
 The ids are made when the resources are deployed, so they are not in the stage's config: the
 resources stack writes them to an SSM parameter (`CognitoConfigParameter`), read once per
-process. The JWKS URL follows the Cognito endpoint boto3 resolves: the real one in AWS, the
-emulator's (`/{pool_id}/.well-known/jwks.json`) locally. The issuer is always the AWS form.
+process: `{"user_pool_id", "client_id", "machine_client_id"}`, the last the app client of
+trusted producers (system metrics, client-credentials grant). The JWKS URL follows the
+Cognito endpoint boto3 resolves: the real one in AWS, the emulator's
+(`/{pool_id}/.well-known/jwks.json`) locally. The issuer is always the AWS form.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ class CognitoConfig:
     client_id: str
     region: str
     jwks_url: str
+    #: App clients of trusted producers (client-credentials grant): their access tokens
+    #: make machine principals. Empty for a parameter written before they existed.
+    machine_client_ids: tuple[str, ...] = ()
 
     @property
     def issuer(self) -> str:
@@ -45,4 +50,5 @@ def cognito_config() -> CognitoConfig:
         client_id=str(value["client_id"]),
         region=idp.meta.region_name,
         jwks_url=f"{idp.meta.endpoint_url.rstrip('/')}/{pool_id}/.well-known/jwks.json",
+        machine_client_ids=tuple(str(v) for v in [value.get("machine_client_id")] if v),
     )

@@ -7,7 +7,8 @@ from chalicelib.core.errors import Forbidden
 
 
 def require_self_or_admin(principal: Principal, user_id: str) -> None:
-    if principal.user_id != user_id and not principal.is_admin:
+    # A machine identity's id is its app client's: never a user's, whatever it matches.
+    if principal.is_machine or (principal.user_id != user_id and not principal.is_admin):
         raise Forbidden("You may only access your own profile.")
 
 

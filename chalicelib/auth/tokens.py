@@ -12,7 +12,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,14 +39,22 @@ def bearer_token(authorization: str) -> str:
 
 @dataclass(frozen=True)
 class Principal:
+    """Who calls. A user (a person, signed in through the user app client), or a machine:
+    a trusted producer signed in with the client-credentials grant of a machine app client,
+    whose `user_id` is that client's id. A machine is nobody's user: it has no groups, is
+    never an admin, and may call only the routes that say they accept one."""
+
     user_id: str
     groups: frozenset[str]
     #: When the token it came from expires (epoch seconds); not part of who it is.
     expires_at: float = field(default=0.0, compare=False)
+    #: The access token's OAuth scopes (`scope`, split on spaces); none for an ID token.
+    scopes: frozenset[str] = frozenset()
+    is_machine: bool = False
 
     @property
     def is_admin(self) -> bool:
-        return ADMIN_GROUP in self.groups
+        return ADMIN_GROUP in self.groups and not self.is_machine
 
 
 def fetch_json(url: str, timeout: float = 3.0) -> dict[str, Any]:
@@ -113,15 +121,25 @@ class JwksKeys:
 
 class TokenVerifier:
     """Checks signature, `exp`/`nbf`/`iat` (with leeway), issuer, audience (ID tokens) or
-    `client_id` (access tokens) and `token_use`. Only RS256; no shared secret anywhere."""
+    `client_id` (access tokens) and `token_use`. Only RS256; no shared secret anywhere.
+
+    Access tokens of `machine_client_ids` are accepted only as Cognito issues them for the
+    client-credentials grant (`sub` is the client id, no username, no groups): a machine
+    `Principal` with the token's scopes. Those clients' ID tokens are refused."""
 
     def __init__(
-        self, issuer: str, client_id: str, keys: JwksKeys, leeway: int = DEFAULT_LEEWAY_SECONDS
+        self,
+        issuer: str,
+        client_id: str,
+        keys: JwksKeys,
+        leeway: int = DEFAULT_LEEWAY_SECONDS,
+        machine_client_ids: Collection[str] = (),
     ) -> None:
         self._issuer = issuer
         self._client_id = client_id
         self._keys = keys
         self._leeway = leeway
+        self._machine_clients = frozenset(machine_client_ids) - {client_id}
 
     def verify(self, token: str) -> Principal:
         import jwt
@@ -158,19 +176,32 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from None
         token_use = claims["token_use"]
+        machine = False
         if token_use == "id":
             if claims.get("aud") != self._client_id:
                 raise InvalidToken("ID token for another app client")
         elif token_use == "access":
-            if claims.get("client_id") != self._client_id:
+            client = claims.get("client_id")
+            if isinstance(client, str) and client in self._machine_clients:
+                machine = True
+                if claims["sub"] != client or "username" in claims or "cognito:groups" in claims:
+                    raise InvalidToken("machine client's token is not a client-credentials one")
+            elif client != self._client_id:
                 raise InvalidToken("access token for another app client")
         else:
             raise InvalidToken(f"token_use {token_use!r}")
         groups = claims.get("cognito:groups") or []
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
             raise InvalidToken("cognito:groups is not a list of names")
+        scope = claims.get("scope", "") if token_use == "access" else ""
+        if not isinstance(scope, str):
+            raise InvalidToken("scope is not a string")
         return Principal(
-            user_id=str(claims["sub"]), groups=frozenset(groups), expires_at=float(claims["exp"])
+            user_id=str(claims["sub"]),
+            groups=frozenset(groups),
+            expires_at=float(claims["exp"]),
+            scopes=frozenset(scope.split()),
+            is_machine=machine,
         )
 
 

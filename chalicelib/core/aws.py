@@ -7,6 +7,7 @@ rules, so `AWS_ENDPOINT_URL` points every client at the local emulator.
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import cache
 from typing import Any
@@ -15,11 +16,14 @@ _clients: dict[str, Any] = {}
 _lock = threading.Lock()
 
 #: Explicit client behaviour: standard retry mode (exponential backoff with jitter, throttling
-#: aware), short connect timeout, a read timeout well under the function timeout.
+#: aware), short connect timeout, a read timeout well under the function timeout. Attempts are
+#: `total_max_attempts` (botocore's `max_attempts` counts retries: 3 would mean 4 attempts).
+#: This is what functions with minutes to run get (stream and batch processing, images, the
+#: sweep, analytics): one call at its worst, retries and backoff included, is 25 s.
 CLIENT_CONFIG_ARGS: dict[str, Any] = {
-    "retries": {"mode": "standard", "max_attempts": 3},
-    "connect_timeout": 2,
-    "read_timeout": 5,
+    "retries": {"mode": "standard", "total_max_attempts": 3},
+    "connect_timeout": 1,
+    "read_timeout": 3,
     "max_pool_connections": 50,
     "tcp_keepalive": True,
 }
@@ -33,6 +37,74 @@ SERVICE_CONFIG_ARGS: dict[str, dict[str, Any]] = {
     "s3": {"signature_version": "s3v4"},
     "rekognition": {"read_timeout": 10},
 }
+#: Per kind of function, over both of the above: a function with a 10 s timeout cannot wait
+#: for retries (one retry may sleep 6 s: 1 s of throttling backoff plus up to 5 s that AWS
+#: may ask for with `x-amz-retry-after`), so its caller retries instead (Lambda's event
+#: source, the state machine's Retry, the API's client), and one call failing at its worst
+#: still leaves time for the compensations after it. tests/unit/test_aws_budget.py checks
+#: every function against its timeout, with its compensations counted.
+PROFILE_CONFIG_ARGS: dict[str, dict[str, Any]] = {
+    # Behind API Gateway: a call fails within 1.5 s, so an order's cancellation (a failing
+    # call, then five more) ends within the 10 s timeout, far under API Gateway's 29 s.
+    "api": {
+        "retries": {"mode": "standard", "total_max_attempts": 1},
+        "connect_timeout": 0.5,
+        "read_timeout": 1,
+    },
+    # Any other function with 10 s to run.
+    "short": {
+        "retries": {"mode": "standard", "total_max_attempts": 1},
+        "connect_timeout": 1,
+        "read_timeout": 3,
+    },
+    "long": {},
+}
+API_FUNCTIONS = frozenset({"api_handler", "cognito_jwt"})
+#: Functions with a timeout of a minute or more (config.json); any other is "short".
+LONG_RUNNING_FUNCTIONS = frozenset(
+    {
+        "process_telemetry",
+        "analyze_image",
+        "make_thumbnails",
+        "sweep_stuck_orders",
+        "run_daily_analytics",
+        "complete_analytics_query",
+        "erase_users",
+        "sweep_abandoned_signups",
+    }
+)
+APP_NAME = "serverless-app"
+
+
+def function_profile(function: str | None) -> str:
+    """The profile of a function (its Chalice name); outside Lambda (None: the local stack,
+    tools, tests) the patient defaults."""
+    if function is None:
+        return "long"
+    if function in API_FUNCTIONS:
+        return "api"
+    return "long" if function in LONG_RUNNING_FUNCTIONS else "short"
+
+
+def current_function() -> str | None:
+    """The Chalice name of the Lambda function this process runs, None outside Lambda:
+    `serverless-app-<stage>` is the API's handler, `serverless-app-<stage>-<name>` the others."""
+    deployed = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+    if not deployed:
+        return None
+    prefix = f"{APP_NAME}-{os.environ.get('APP_STAGE', '')}"
+    if deployed == prefix:
+        return "api_handler"
+    return deployed.removeprefix(prefix + "-")
+
+
+def config_args(service: str, function: str | None) -> dict[str, Any]:
+    """The botocore Config arguments of `service`'s client in `function`."""
+    return {
+        **CLIENT_CONFIG_ARGS,
+        **SERVICE_CONFIG_ARGS.get(service, {}),
+        **PROFILE_CONFIG_ARGS[function_profile(function)],
+    }
 
 
 def client(service: str) -> Any:
@@ -45,7 +117,7 @@ def client(service: str) -> Any:
             import boto3
             from botocore.config import Config
 
-            args = {**CLIENT_CONFIG_ARGS, **SERVICE_CONFIG_ARGS.get(service, {})}
+            args = config_args(service, current_function())
             config = Config(**args, user_agent=_user_agent(boto3.__version__))
             _clients[service] = session().client(service, config=config)
         return _clients[service]

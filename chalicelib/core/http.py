@@ -100,6 +100,27 @@ def preflight(request: Request, methods: str) -> Response:
     )
 
 
+def add_preflights(app: Chalice, not_for_browsers: set[str]) -> None:
+    """An OPTIONS route for every route of `app` declared so far (except those browsers
+    never call cross-origin), answering a preflight with exactly that route's methods: the
+    list is derived from the routes, so it cannot drift from them."""
+    for path, entries in list(app.routes.items()):
+        methods = sorted(m for m in entries if m != "OPTIONS")
+        if path in not_for_browsers or not methods or "OPTIONS" in entries:
+            continue
+        name = "preflight_" + "_".join(p.strip("{}") for p in path.strip("/").split("/"))
+        app.route(path, methods=["OPTIONS"], name=name)(_preflight_view(app, methods))
+
+
+def _preflight_view(app: Chalice, methods: list[str]) -> Any:
+    allowed = ",".join([*methods, "OPTIONS"])
+
+    def answer_preflight(**_path_params: str) -> Response:
+        return preflight(app.current_request, allowed)
+
+    return answer_preflight
+
+
 def _handle(request: Request, get_response: Any) -> Response:
     route = (request.context or {}).get("resourcePath", "")
     limit = MAX_BODY_BYTES_BY_ROUTE.get(route, MAX_BODY_BYTES)
@@ -115,7 +136,9 @@ def _api_error_response(exc: ApiError) -> Response:
     body: dict[str, Any] = {"Code": exc.code, "Message": exc.message}
     if exc.details:
         body["Details"] = exc.details
-    return Response(body=body, status_code=exc.status_code)
+    # An error may say when to come back (a quota's `Retry-After`).
+    headers = dict(getattr(exc, "headers", None) or {})
+    return Response(body=body, status_code=exc.status_code, headers=headers)
 
 
 def _reshape_error(response: Response, correlation_id: str) -> None:
@@ -137,6 +160,12 @@ def correlation_id(request: Request) -> str:
         return supplied
     request_id = (request.context or {}).get("requestId")
     return str(request_id) if request_id else str(uuid.uuid4())
+
+
+def client_ip(request: Request) -> str:
+    """The caller's address as API Gateway saw it (never a header the client can set)."""
+    identity = (request.context or {}).get("identity") or {}
+    return str(identity.get("sourceIp") or "unknown")
 
 
 def _add_cors_headers(request: Request, response: Response) -> None:

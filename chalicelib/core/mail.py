@@ -14,6 +14,17 @@ from chalicelib.core import aws
 APP_NAME = "serverless-app"
 
 
+def user_text(text: str, limit: int) -> str:
+    """What a user wrote, fit for one line of a mail: control characters and line breaks
+    gone, spaces collapsed, at most `limit` characters (an ellipsis marks a cut). Escape it
+    too in HTML."""
+    import unicodedata
+
+    printable = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in text)
+    line = " ".join(printable.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "\u2026"
+
+
 class SesMailer:
     def __init__(self, sender: str, client: Callable[[str], Any] = aws.client) -> None:
         self._sender = sender

@@ -3,7 +3,8 @@ interfaces of `pipeline` and `service`.
 
 Tables:
 - images (`image_id`): one record per image; the sparse `by-owner` index (`owner_id`,
-  `created_key`) lists an owner's images newest first;
+  `created_key`) lists an owner's images newest first (and tombstones whose removal is not
+  finished; forgotten tombstones and erased-owner markers have neither key);
 - image labels (`owner_label` = `<owner_id>#<label, casefolded>`, `created_key`): one entry
   per label of an image, so `GET /images?label=Dog` is one Query, never a Scan. Entries are
   written in the same transaction as their record, so the two never disagree.
@@ -12,7 +13,7 @@ Tables:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from chalicelib.core import aws, clock
@@ -20,7 +21,13 @@ from chalicelib.core.aws import error_code
 from chalicelib.core.backoff import Backoff
 from chalicelib.core.dynamo import Unprocessed, batch_get, from_item, query_page, to_item
 from chalicelib.core.errors import ServiceUnavailable
-from chalicelib.images.model import MAX_LABELS, MIN_CONFIDENCE, label_key, normalise_etag
+from chalicelib.images.model import (
+    MAX_LABELS,
+    MIN_CONFIDENCE,
+    erased_owner_marker,
+    label_key,
+    normalise_etag,
+)
 from chalicelib.images.pipeline import ObjectGone, StoredObject
 
 OWNER_INDEX = "by-owner"
@@ -82,6 +89,17 @@ class S3ImageStorage:
             ContentType=content_type,
             CacheControl=THUMBNAIL_CACHE_CONTROL,
         )
+
+    def remove(self, key: str) -> None:
+        """Delete the object (S3 answers a missing key with success too)."""
+        self._client().delete_object(Bucket=self._bucket, Key=key)
+
+    def keys_under(self, prefix: str) -> Iterator[str]:
+        """Every key under `prefix`, page after page (1,000 a page)."""
+        pages = self._client().get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=self._bucket, Prefix=prefix):
+            for found in page.get("Contents", []):
+                yield str(found["Key"])
 
     # --- presigned links (API) ----------------------------------------------------------
 
@@ -157,6 +175,19 @@ class DynamoImageRecords:
             TableName=self._images, Key={"image_id": {"S": image_id}}, ConsistentRead=True
         )
         return from_item(answer["Item"]) if "Item" in answer else None
+
+    def owner_erased(self, owner_id: str) -> bool:
+        return self.get(erased_owner_marker(owner_id)) is not None
+
+    def mark_owner_erased(self, owner_id: str, erased_at: str, expires_at: int) -> None:
+        """The marker (images table, TTL) an upload of an erased owner is checked against:
+        keyed by a digest of the owner's id, and holding nothing else of the owner."""
+        marker = {
+            "image_id": erased_owner_marker(owner_id),
+            "erased_at": erased_at,
+            "expires_at": expires_at,
+        }
+        self._client().put_item(TableName=self._images, Item=to_item(marker))
 
     def save(self, record: dict[str, Any], previous: dict[str, Any] | None) -> bool:
         """Store `record` (and its label entries) if the stored record is still `previous`;

@@ -8,6 +8,20 @@ with the previous upload's. Its record (images table) goes through these states:
     processing  labels stored, thumbnails being made
     ready       thumbnails made
     failed      `reason` says why; `retryable` when it was an outage, not the file
+    deleted     a tombstone (DELETE /images/{id}, or the owner's data erased): no labels,
+                gone from the API; the pipeline never writes over it and removes what it
+                finds of the image. It expires (TTL) after TOMBSTONE_DAYS, longer than any
+                notification or task can wait in a queue.
+
+A tombstone names its owner only while the image's objects are being removed (`tombstone`:
+it stays in the owner's index, so an interrupted delete or erasure finds it and finishes);
+then it becomes `forgotten`: the image id, the status, when and until when, nothing that
+names or leads to the owner (no owner, key or index keys). The pipeline checks tombstones
+by image id only.
+
+An owner whose data was erased has a marker item for as long (`erased_owner_marker`, keyed
+by a digest of the owner's id, never the id): an upload posted afterwards with a link issued
+before is removed, not analysed; the pipeline finds the marker from the upload key's owner.
 """
 
 from __future__ import annotations
@@ -41,7 +55,10 @@ MIN_CONFIDENCE = 80.0
 MAX_RECEIVES = 5
 MAX_LABEL_LENGTH = 100
 
-PROCESSING, READY, FAILED = "processing", "ready", "failed"
+PROCESSING, READY, FAILED, DELETED = "processing", "ready", "failed", "deleted"
+#: How long tombstones and erased-owner markers are kept: above the queues' retention
+#: (4 days) plus their dead-letter queues' (14 days), so a late message still finds them.
+TOMBSTONE_DAYS = 30
 
 _UPLOAD_KEY = re.compile(
     rf"^uploads/(?P<owner>{UUID_PATTERN})/(?P<image>{UUID_PATTERN})\.(?P<ext>jpg|png)$"
@@ -89,6 +106,15 @@ def parse_upload_key(key: str) -> UploadKey | None:
     return UploadKey(found["owner"], found["image"], found["ext"])
 
 
+def uploads_prefix(owner_id: str) -> str:
+    return f"uploads/{owner_id}/"
+
+
+def thumbnails_prefix(owner_id: str, image_id: str | None = None) -> str:
+    """Where an owner's thumbnails (or one image's, of every upload under its id) live."""
+    return f"thumbnails/{owner_id}/{image_id}/" if image_id else f"thumbnails/{owner_id}/"
+
+
 def thumbnail_key(owner_id: str, image_id: str, etag: str, size: int, extension: str) -> str:
     version = re.sub(r"[^0-9A-Za-z]", "", etag)[:16] or "v"
     return f"thumbnails/{owner_id}/{image_id}/{version}-{size}.{extension}"
@@ -116,9 +142,10 @@ def validate_label(raw: str | None) -> str | None:
     return key
 
 
-def validate_upload_request(body: Mapping[str, Any]) -> tuple[str, int | None]:
-    """A `POST /images` body checked: (content type, declared size or None); or
-    ValidationFailed listing every problem."""
+def validate_upload_request(body: Mapping[str, Any]) -> tuple[str, int]:
+    """A `POST /images` body checked: (content type, declared size in bytes); or
+    ValidationFailed listing every problem. The size is required: the presigned POST pins
+    the upload to at most that many bytes, and the daily byte quota counts it."""
     problems = [
         {"field": str(name), "issue": "is not a known field"}
         for name in body
@@ -130,15 +157,13 @@ def validate_upload_request(body: Mapping[str, Any]) -> tuple[str, int | None]:
             {"field": "content_type", "issue": f"must be one of {', '.join(CONTENT_TYPES)}"}
         )
     size = body.get("size")
-    if size is not None and (
-        isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_UPLOAD_BYTES
-    ):
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_UPLOAD_BYTES:
         problems.append(
             {"field": "size", "issue": f"must be a whole number of bytes, 1 to {MAX_UPLOAD_BYTES}"}
         )
     if problems:
         raise ValidationFailed("The upload request is not valid.", problems)
-    return str(content_type).lower(), size
+    return str(content_type).lower(), int(size)
 
 
 @dataclass(frozen=True)
@@ -189,3 +214,60 @@ def public_view(record: Mapping[str, Any]) -> dict[str, Any]:
     """The record as the API shows it (bookkeeping attributes left out), JSON-ready."""
     view = {name: record[name] for name in PUBLIC_FIELDS if record.get(name) is not None}
     return plain(view)
+
+
+def is_deleted(record: Mapping[str, Any] | None) -> bool:
+    return record is not None and record.get("status") == DELETED
+
+
+def tombstone(
+    image_id: str,
+    owner_id: str,
+    previous: Mapping[str, Any] | None,
+    deleted_at: str,
+    expires_at: int,
+) -> dict[str, Any]:
+    """What replaces a deleted image's record (or stands for an upload never recorded) while
+    its objects are removed: no labels (so its label entries go in the same write), a TTL,
+    and the owner and index keys, so the owner's index still lists it and an interrupted
+    removal is found and finished (then the tombstone is `forgotten`)."""
+    created_key = (previous or {}).get("created_key") or f"{deleted_at}#{image_id}"
+    return {
+        "image_id": image_id,
+        "owner_id": owner_id,
+        "created_key": created_key,
+        "status": DELETED,
+        "deleted_at": deleted_at,
+        "expires_at": expires_at,
+        "version": int(previous["version"]) + 1 if previous else 1,
+    }
+
+
+#: What a forgotten tombstone keeps (besides `version`): nothing about the owner.
+FORGOTTEN_FIELDS = ("image_id", "status", "deleted_at", "expires_at")
+
+
+def forgotten(stone: Mapping[str, Any]) -> dict[str, Any]:
+    """A tombstone whose image's objects are gone: the owner, the upload key and the index
+    keys dropped (out of the owner's index), the status and the TTL kept."""
+    kept = {name: stone[name] for name in FORGOTTEN_FIELDS if name in stone}
+    return {**kept, "version": int(stone["version"]) + 1}
+
+
+def names_owner(record: Mapping[str, Any]) -> bool:
+    """Whether a tombstone still says whose image it was (its removal not finished)."""
+    return any(name not in FORGOTTEN_FIELDS and name != "version" for name in record)
+
+
+def owner_digest(owner_id: str) -> str:
+    """How an erased owner is named in the images table: a SHA-256 digest (hex) of the id,
+    computed again from an upload key to check it, never turned back into the id."""
+    import hashlib
+
+    return hashlib.sha256(owner_id.encode()).hexdigest()
+
+
+def erased_owner_marker(owner_id: str) -> str:
+    """The images table key of the marker saying an owner's images were erased (never an
+    image id: those are UUIDs; never the owner's id: its digest)."""
+    return f"erased-owner#{owner_digest(owner_id)}"

@@ -21,6 +21,13 @@ Every source delivers at least once, so both steps are decided by what is stored
   with `retryable: true` before raising, and the queue then moves the message to its
   dead-letter queue. Redriving it from there runs the step again. (A receive the handler
   never sees, such as a timeout, leaves the record as it was; the DLQ's alarm still fires.)
+- a deleted image (its record a tombstone, see `removal`) is never brought back: every
+  write is conditional on the version read, so a write racing the delete fails, and the
+  retry finds the tombstone. An upload for a deleted id, or of an owner whose images were
+  erased, is removed instead of analysed; thumbnails written while the image was being
+  deleted are removed by the task that wrote them once it finds the tombstone. Both checks
+  need nothing of the owner stored: the tombstone is found by image id, the erased-owner
+  marker by a digest of the owner id in the upload's key (`model.erased_owner_marker`).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from chalicelib.images.model import (
     CreatedObject,
     UploadKey,
     created_objects,
+    is_deleted,
     label_key,
     parse_upload_key,
     thumbnail_key,
@@ -70,6 +78,7 @@ class ImageStorage(Protocol):
     def describe(self, key: str) -> StoredObject | None: ...
     def read(self, key: str, etag: str, first_bytes: int | None = None) -> bytes: ...
     def write(self, key: str, data: bytes, content_type: str) -> None: ...
+    def remove(self, key: str) -> None: ...
 
 
 class LabelDetector(Protocol):
@@ -81,6 +90,7 @@ class ImageRecords(Protocol):
     def get(self, image_id: str) -> dict[str, Any] | None: ...
     def save(self, record: dict[str, Any], previous: dict[str, Any] | None) -> bool: ...
     def update(self, previous: dict[str, Any], changes: dict[str, Any]) -> bool: ...
+    def owner_erased(self, owner_id: str) -> bool: ...
 
 
 class ThumbnailTasks(Protocol):
@@ -124,8 +134,16 @@ class ImageAnalysis:
             # Deleted, or overwritten by a newer upload, whose own event will come.
             logger.info("upload gone or replaced; event ignored", key=upload.key)
             return
+        if self._records.owner_erased(upload.owner_id):
+            self._storage.remove(upload.key)  # posted with a link issued before the erasure
+            logger.info("upload of an erased owner removed", image_id=upload.image_id)
+            return
         for _ in range(WRITE_ATTEMPTS):
             previous = self._records.get(upload.image_id)
+            if is_deleted(previous):
+                self._storage.remove(upload.key)  # deleted meanwhile, or posted again after
+                logger.info("upload of a deleted image removed", image_id=upload.image_id)
+                return
             if previous is not None and not self._replaces(previous, stored):
                 if previous["etag"] == stored.etag and previous["status"] == PROCESSING:
                     self._queue_thumbnails(previous)  # the first run may have died before
@@ -230,8 +248,10 @@ class ImageAnalysis:
         try:
             previous = self._records.get(upload.image_id)
             if previous is not None and (
-                previous["etag"] != created.etag or previous["status"] != FAILED
+                previous.get("etag") != created.etag or previous["status"] != FAILED
             ):
+                return  # also a tombstone: a deleted image stays deleted
+            if previous is None and self._records.owner_erased(upload.owner_id):
                 return
             stored = StoredObject(created.size, created.etag, created.event_time)
             record = {
@@ -298,28 +318,39 @@ class ThumbnailMaker:
                 "width": thumbnail.width,
                 "height": thumbnail.height,
             }
-        self._finish(image_id, etag, {"status": READY, "thumbnails": made})
+        if not self._finish(image_id, etag, {"status": READY, "thumbnails": made}):
+            self._remove_if_deleted(image_id, [m["key"] for m in made.values()])
+
+    def _remove_if_deleted(self, image_id: str, keys: list[str]) -> None:
+        """The image was deleted while its thumbnails were made: the delete may have listed
+        its thumbnails before these were written, so they are this task's to remove."""
+        current = self._records.get(image_id)
+        if current is None or is_deleted(current):
+            for key in keys:
+                self._storage.remove(key)
+            logger.info("image deleted meanwhile; its new thumbnails removed", image_id=image_id)
 
     @staticmethod
     def _failed(reason: str, retryable: bool) -> dict[str, Any]:
         return {"status": FAILED, "reason": reason, "retryable": retryable}
 
-    def _finish(self, image_id: str, etag: str, changes: dict[str, Any]) -> None:
-        """Apply `changes` to the record while it still waits for these thumbnails."""
+    def _finish(self, image_id: str, etag: str, changes: dict[str, Any]) -> bool:
+        """Apply `changes` to the record while it still waits for these thumbnails; False
+        if it no longer does (done by another run, replaced, deleted)."""
         for _ in range(WRITE_ATTEMPTS):
             record = self._records.get(image_id)
             if not _waits_for_thumbnails(record, etag):
-                return
+                return False
             if self._records.update(record, {**changes, "updated_at": self._clock()}):
                 logger.info("thumbnails finished", image_id=image_id, status=changes["status"])
-                return
+                return True
         raise RuntimeError(f"image {image_id} kept changing; retried by SQS")
 
 
 def _waits_for_thumbnails(record: dict[str, Any] | None, etag: str) -> bool:
     """Whether a thumbnail task for upload `etag` still has work: the record is of that
     upload and waits for them, or failed for a passing reason (a task redriven from the DLQ)."""
-    if record is None or record["etag"] != etag:
+    if record is None or record.get("etag") != etag:  # a tombstone has no etag
         return False
     failed_retryably = record["status"] == FAILED and bool(record.get("retryable"))
     return record["status"] == PROCESSING or failed_retryably

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from chalicelib.orders.executions import StepFunctionsWorkflow
     from chalicelib.orders.inventory import DynamoInventory
     from chalicelib.orders.notifications import OrderUpdateMailer
+    from chalicelib.orders.owner_data import DynamoOrderOwnerData
     from chalicelib.orders.payments import DynamoPaymentLedger
     from chalicelib.orders.records import DynamoOrders
     from chalicelib.orders.service import CatalogService, OrdersService
@@ -199,3 +200,26 @@ def order_update_mailer() -> OrderUpdateMailer:
         SesMailer(ORDER_EMAIL_SENDER.value),
         OnceOnly(IDEMPOTENCY_TABLE.name, "order-update", UPDATE_DEDUPE_SECONDS),
     )
+
+
+@cache
+@needs(
+    ORDERS_TABLE.allow("dynamodb:Query", within=ORDERS_BY_OWNER),
+    # Pseudonymise an ended order; delete its Idempotency-Key claim.
+    ORDERS_TABLE.allow("dynamodb:DeleteItem", "dynamodb:UpdateItem"),
+    SHIPMENTS_TABLE.allow("dynamodb:GetItem", "dynamodb:UpdateItem"),
+)
+def order_owner_data() -> DynamoOrderOwnerData:
+    """A user's orders: `export(user_id)` and `erase(user_id)` (`owner_data`)."""
+    from chalicelib.orders.owner_data import DynamoOrderOwnerData
+
+    return DynamoOrderOwnerData(ORDERS_TABLE.name, SHIPMENTS_TABLE.name)
+
+
+@cache
+@needs(ORDERS_TABLE.allow("dynamodb:Query", within=ORDERS_BY_OWNER))
+def order_owner_export() -> DynamoOrderOwnerData:
+    """A user's orders for `export(user_id)` only: the API's role may read them, not erase."""
+    from chalicelib.orders.owner_data import DynamoOrderOwnerData
+
+    return DynamoOrderOwnerData(ORDERS_TABLE.name, SHIPMENTS_TABLE.name)

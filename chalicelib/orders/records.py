@@ -124,7 +124,11 @@ class DynamoOrders:
         """Store a new order and, with an Idempotency-Key (`claim`: key, fingerprint), the
         claim that binds the key to it, in one transaction: ClaimTaken if the key is already
         bound (and not expired)."""
-        item = to_item({**order, "pk": ORDER_PREFIX + order["order_id"]})
+        stored = {**order, "pk": ORDER_PREFIX + order["order_id"]}
+        if claim is not None:
+            # Its key holds the owner's id: an erasure of the owner deletes it by this.
+            stored["idempotency_claim"] = claim_key(order["owner_id"], claim[0])["pk"]["S"]
+        item = to_item(stored)
         if claim is None:
             self._client().put_item(
                 TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
@@ -261,4 +265,5 @@ def line_quantities(order: Mapping[str, Any]) -> Sequence[tuple[str, int]]:
 def _order(item: Mapping[str, Any]) -> dict[str, Any]:
     order = from_item(dict(item))
     order.pop("pk", None)
+    order.pop("idempotency_claim", None)  # bookkeeping for the owner's erasure
     return order

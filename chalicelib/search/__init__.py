@@ -2,7 +2,8 @@
 the users table's stream, and queried by word, prefix and typo.
 
 DynamoDB actions used: the search route `Query` on the search table and `BatchGetItem` on
-the users table; the stream consumer `BatchWriteItem` and `BatchGetItem` on the search table.
+the users table; the stream consumer `BatchWriteItem`, `BatchGetItem` and `Query` (whether a
+removed user's words are still anyone's) on the search table.
 No Scan anywhere.
 """
 
@@ -27,7 +28,11 @@ def search_service() -> SearchService:
 
 
 @cache
-@needs(SEARCH_INDEX_TABLE.allow("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"))
+@needs(
+    SEARCH_INDEX_TABLE.allow("dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"),
+    # Whether a removed user's word is still anyone's (`SearchService._prune`).
+    SEARCH_INDEX_TABLE.allow("dynamodb:Query"),
+)
 def search_index_keeper() -> SearchService:
     """The users table's stream consumer: writes the index, reads no profiles."""
     from chalicelib.search.repository import DynamoSearchIndex

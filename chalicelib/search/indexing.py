@@ -8,6 +8,10 @@ delete:
     put    = the postings of the user's last image (none if the last record is a REMOVE);
     delete = every posting of any image of the user in the batch, old or new, minus `put`.
 
+The words of a user whose last record is a REMOVE are also listed (`removed_words`): the
+service drops from the vocabulary those no other user has (`service`), so that nothing
+derived from a deleted user's name, email or bio stays in the index.
+
 That is the state the records would leave if applied one by one, reached with the fewest
 writes and with no key written twice (BatchWriteItem refuses duplicate keys); it also covers
 a `created_at` that changed, since the posting key holds it. Every posting of the current
@@ -45,6 +49,8 @@ class Posting(NamedTuple):
 class IndexChanges:
     put: set[Posting] = field(default_factory=set)
     delete: set[Posting] = field(default_factory=set)
+    #: The words of the users removed by the batch that no put posting keeps.
+    removed_words: set[str] = field(default_factory=set)
 
     @property
     def words(self) -> set[str]:
@@ -88,6 +94,9 @@ def index_changes(records: Iterable[Mapping[str, Any]]) -> IndexChanges:
         )
         changes.put |= final
         changes.delete |= seen - final
+        if last.get("eventName") == "REMOVE":
+            changes.removed_words |= {posting.word for posting in seen}
+    changes.removed_words -= changes.words
     return changes
 
 

@@ -11,8 +11,10 @@ The index table has a `pk`/`sk` key and nothing else; items carry no other attri
 
 Prefix and neighbourhood entries form the vocabulary, shared by all users and written once
 per word: the neighbourhood entries first, then the prefix entry, which thereby marks the
-word as complete and is what `unknown_words` checks. Vocabulary is never deleted: a word no
-user has any more costs one Query that finds no posting; the service skips such words when
+word as complete and is what `unknown_words` checks. Vocabulary is deleted only for the
+words of a removed user that nobody else has (`remove_words`, in the opposite order: the
+prefix entry first); a word a changed profile no longer has stays, and costs one Query that
+finds no posting; the service skips such words when
 it picks a query word's expansions, looking at a bounded number of them (`service`). A
 periodic clean-up could drop them; nothing depends on it.
 
@@ -167,6 +169,23 @@ class DynamoSearchIndex:
         self._batches.write(self._table, neighbourhood)
         self._batches.write(
             self._table, [{"PutRequest": {"Item": prefix_key(word)}} for word in ordered]
+        )
+
+    def remove_words(self, words: Iterable[str]) -> None:
+        """Delete the vocabulary entries of `words`: the prefix entries first, so a word
+        being removed counts as unknown (an indexer adding it meanwhile writes it again
+        whole), then the neighbourhood entries."""
+        ordered = sorted(set(words))
+        self._batches.write(
+            self._table, [{"DeleteRequest": {"Key": prefix_key(word)}} for word in ordered]
+        )
+        self._batches.write(
+            self._table,
+            [
+                {"DeleteRequest": {"Key": neighbourhood_key(variant, word)}}
+                for word in ordered
+                for variant in sorted(index_variants(word))
+            ],
         )
 
     # --- helpers ------------------------------------------------------------------------

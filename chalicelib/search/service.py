@@ -130,6 +130,7 @@ class SearchIndex(Protocol):
     def unknown_words(self, words: Iterable[str]) -> set[str]: ...
     def write_postings(self, put: Iterable[Posting], delete: Iterable[Posting]) -> None: ...
     def add_words(self, words: Iterable[str]) -> None: ...
+    def remove_words(self, words: Iterable[str]) -> None: ...
 
 
 class Profiles(Protocol):
@@ -395,13 +396,30 @@ class SearchService:
         unknown = self._index.unknown_words(changes.words)
         if unknown:
             self._index.add_words(unknown)
+        removed = self._prune(changes.removed_words)
         logger.info(
             "search index updated",
             records=len(records),
             postings_put=len(changes.put),
             postings_deleted=len(changes.delete),
             words_added=len(unknown),
+            words_removed=removed,
         )
+
+    def _prune(self, words: set[str]) -> int:
+        """Drop from the vocabulary the words of removed users that no posting holds any
+        more. A user indexed meanwhile with such a word is not lost: its posting is written
+        before its indexer checks the vocabulary, and the words are looked at again after
+        their removal, and written back whole if a posting appeared (or the indexer, finding
+        them unknown, writes them itself). Returns how many were removed."""
+        dead = sorted(w for w in words if not self._index.postings(w, 1))
+        if not dead:
+            return 0
+        self._index.remove_words(dead)
+        revived = [w for w in dead if self._index.postings(w, 1)]
+        if revived:
+            self._index.add_words(revived)
+        return len(dead) - len(revived)
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -1,12 +1,19 @@
 """Telemetry: `POST /events` onto a Kinesis stream, and the stream's processor.
 
-- `telemetry_ingest().ingest(body) -> dict` for `POST /events` (`ingest`): the 202 answer,
-  or an ApiError (400, 503) when no event was accepted;
+- `telemetry_ingest().ingest(body, principal) -> dict` for `POST /events` (`ingest`): the
+  202 answer, or an ApiError: 403 (an event its caller may not send), 429 (over the caller's
+  events per minute), 400 or 503 (no event accepted);
 - `telemetry_processor().process(records, remaining_ms) -> {"batchItemFailures": [...]}`
   for the `@app.on_kinesis_record` handler, given `event.to_dict()["Records"]` and the
   context's `get_remaining_time_in_millis` (a deadline; None: none) (`processor`). It
   prints its EMF metrics itself (Powertools `flush_metrics`), so the handler needs no
-  decorator.
+  decorator;
+- `telemetry_owner_data()`: a user's telemetry, `export(user_id)` (`{"activities": [...],
+  "transactions": [...]}`) and `erase(user_id)` (activities deleted, transactions
+  pseudonymised, the data lake's identity forgotten; `{"activities": n, "transactions": n,
+  "lake_identities": n}`), for the user erasure (`owner_data`);
+- `telemetry_owner_export()`: the same `export(user_id)` with read grants only, for the
+  API's `GET /users/{id}/export` (its function may not erase anything).
 
 Resource names are read when a factory is first called; each factory says with `@needs`
 what it does with which resource (`core.resources`).
@@ -17,10 +24,14 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING
 
-from chalicelib.core.resources import Resource, needs
+from chalicelib.core.resources import Resource, StageSetting, needs
 
 if TYPE_CHECKING:
     from chalicelib.telemetry.ingest import TelemetryIngest
+    from chalicelib.telemetry.owner_data import (
+        DynamoTelemetryOwnerData,
+        DynamoTelemetryOwnerExport,
+    )
     from chalicelib.telemetry.processor import TelemetryProcessor
 
 TELEMETRY_STREAM = Resource("TelemetryStream")
@@ -31,18 +42,78 @@ BASELINES_TABLE = Resource("BaselinesTable")
 ANOMALY_ALERTS_TOPIC = Resource("AnomalyAlertsTopic")
 DATA_LAKE_BUCKET = Resource("DataLakeBucket")
 TELEMETRY_QUARANTINE_QUEUE = Resource("TelemetryQuarantineQueue")
+#: A digest of the user id -> the data lake's pseudonym and secret (`pseudonyms`); never
+#: read by analytics.
+TELEMETRY_PSEUDONYMS_TABLE = Resource("TelemetryPseudonymsTable")
+QUOTAS_TABLE = Resource("QuotasTable")
 TRANSACTIONS_BY_USER_INDEX = "by-user"
 STREAM_UNAVAILABLE = "stream unavailable, retry"  # the reason `ingest` gives (ingest.py)
+#: Events one user (or one machine identity) may have accepted per minute (`ingest`).
+EVENTS_PER_MINUTE = StageSetting("TelemetryEventsPerMinute")
+MACHINE_EVENTS_PER_MINUTE = StageSetting("TelemetryMachineEventsPerMinute")
 
 
 @cache
-@needs(TELEMETRY_STREAM.allow("kinesis:PutRecords"))
+@needs(
+    TELEMETRY_STREAM.allow("kinesis:PutRecords"),
+    QUOTAS_TABLE.allow("dynamodb:UpdateItem"),
+    EVENTS_PER_MINUTE.used(),
+    MACHINE_EVENTS_PER_MINUTE.used(),
+)
 def telemetry_ingest() -> TelemetryIngest:
-    """The `POST /events` service, putting records on the telemetry stream."""
-    from chalicelib.telemetry.adapters import KinesisStream
-    from chalicelib.telemetry.ingest import TelemetryIngest
+    """The `POST /events` service: per-caller quotas, records on the telemetry stream."""
+    from chalicelib.core.quotas import DynamoQuotas, Quota
+    from chalicelib.telemetry.delivery import KinesisStream
+    from chalicelib.telemetry.ingest import QUOTA_WINDOW_SECONDS, TelemetryIngest
 
-    return TelemetryIngest(KinesisStream(TELEMETRY_STREAM.name))
+    return TelemetryIngest(
+        KinesisStream(TELEMETRY_STREAM.name),
+        DynamoQuotas(QUOTAS_TABLE.name),
+        Quota("events", int(EVENTS_PER_MINUTE.value), QUOTA_WINDOW_SECONDS),
+        Quota("machine-events", int(MACHINE_EVENTS_PER_MINUTE.value), QUOTA_WINDOW_SECONDS),
+    )
+
+
+#: What reading a user's telemetry takes (the export).
+OWNER_READS = (
+    ACTIVITIES_TABLE.allow("dynamodb:Query"),
+    TRANSACTIONS_TABLE.allow("dynamodb:Query", within=f"/index/{TRANSACTIONS_BY_USER_INDEX}"),
+    TRANSACTIONS_TABLE.allow("dynamodb:BatchGetItem"),
+)
+
+
+@cache
+@needs(*OWNER_READS)
+def telemetry_owner_export() -> DynamoTelemetryOwnerExport:
+    """A user's telemetry for `export(user_id)` only: the API's role may read it, not erase."""
+    from chalicelib.telemetry.owner_data import DynamoTelemetryOwnerExport
+
+    return DynamoTelemetryOwnerExport(
+        ACTIVITIES_TABLE.name, TRANSACTIONS_TABLE.name, TRANSACTIONS_BY_USER_INDEX
+    )
+
+
+@cache
+@needs(
+    *OWNER_READS,
+    ACTIVITIES_TABLE.allow("dynamodb:BatchWriteItem"),
+    # Pseudonymises each transaction in a transaction (authorised per item as PutItem and
+    # DeleteItem).
+    TRANSACTIONS_TABLE.allow("dynamodb:PutItem", "dynamodb:DeleteItem"),
+    # The lake identity becomes a tombstone.
+    TELEMETRY_PSEUDONYMS_TABLE.allow("dynamodb:PutItem"),
+)
+def telemetry_owner_data() -> DynamoTelemetryOwnerData:
+    """A user's telemetry: `export(user_id)` and `erase(user_id)` (`owner_data`)."""
+    from chalicelib.telemetry.owner_data import DynamoTelemetryOwnerData
+    from chalicelib.telemetry.pseudonyms import DynamoPseudonyms
+
+    return DynamoTelemetryOwnerData(
+        ACTIVITIES_TABLE.name,
+        TRANSACTIONS_TABLE.name,
+        DynamoPseudonyms(TELEMETRY_PSEUDONYMS_TABLE.name),
+        TRANSACTIONS_BY_USER_INDEX,
+    )
 
 
 @cache
@@ -56,19 +127,22 @@ def telemetry_ingest() -> TelemetryIngest:
     ANOMALY_ALERTS_TOPIC.allow("sns:Publish"),
     DATA_LAKE_BUCKET.allow("s3:PutObject", within="/telemetry/*"),
     TELEMETRY_QUARANTINE_QUEUE.allow("sqs:GetQueueUrl", "sqs:SendMessage"),
+    # The lake identities: read, created once per user (a conditional put, then a read).
+    TELEMETRY_PSEUDONYMS_TABLE.allow(
+        "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:GetItem"
+    ),
 )
 def telemetry_processor() -> TelemetryProcessor:
     """The stream processor, wired to DynamoDB, SNS, SQS and S3 on first use."""
     from chalicelib.core import aws
-    from chalicelib.telemetry.adapters import (
+    from chalicelib.telemetry.delivery import S3Archive, SnsAlerts, SqsQuarantine
+    from chalicelib.telemetry.processor import TelemetryProcessor
+    from chalicelib.telemetry.pseudonyms import CachedPseudonyms, DynamoPseudonyms
+    from chalicelib.telemetry.tables import (
         DynamoBaselines,
         DynamoItemWriter,
         DynamoTransactionHistory,
-        S3Archive,
-        SnsAlerts,
-        SqsQuarantine,
     )
-    from chalicelib.telemetry.processor import TelemetryProcessor
 
     tables = {
         "activities": ACTIVITIES_TABLE.name,
@@ -85,4 +159,5 @@ def telemetry_processor() -> TelemetryProcessor:
         SnsAlerts(lambda: aws.topic_arn(topic)),
         SqsQuarantine(lambda: aws.queue_url(queue)),
         S3Archive(DATA_LAKE_BUCKET.name),
+        CachedPseudonyms(DynamoPseudonyms(TELEMETRY_PSEUDONYMS_TABLE.name)),
     )

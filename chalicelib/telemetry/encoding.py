@@ -7,9 +7,23 @@ producer put twice, overwrites the same item):
   time order; `expires_at` (epoch seconds) 90 days after the event, the table's TTL.
 - metrics: `pk` = `<source>#<metric_name>`, `sk` = `<timestamp>#<event_id>`: one series per
   (source, metric) in time order.
-- transactions: `pk` = `TXN#<transaction_id>` (no sort key), with `user_id` and `occurred_at`
-  for the `by-user` index. The transaction id, not the event id, is the identity: two events
-  about one transaction leave one item (the last written).
+- transactions: `pk` = `TXN#<user_id>#<transaction_id>` (no sort key), with `user_id` and
+  `occurred_at` for the `by-user` index. A transaction id is its owner's: the same id sent
+  by two users is two transactions, and nobody can overwrite another user's. The (owner,
+  transaction id), not the event id, is the identity: two events about one transaction leave
+  one item (the last written). Items stored before ids were per owner (`TXN#<transaction_id>`)
+  are still read (`transaction_id_of`).
+
+The sender's stamp (`model.STAMP_FIELDS`) is checked by the processor and stored nowhere: the
+items keep the event as its sender described it.
+
+The archive (the data lake) keeps less, and no person (`lake_fields`, `pseudonymised`): of
+each event the fields in `LAKE_FIELDS` (what the reports read, and what describes an event
+without naming anyone); a user's event under the user's pseudonym, its client-chosen
+identifiers (`LAKE_DIGESTS`) as keyed digests (`pseudonyms.LakeIdentity`). Free text
+(`details`, `merchant`, `category`) and the `ip_address` stay in the tables only, where the
+erasure reaches them. `activity_type` (a slug) and a metric's `tags` are kept: categories
+and machine labels, which clients must not fill with personal data.
 
 Numbers are written as DynamoDB `N` strings made by `Decimal` exactly as boto3's
 TypeSerializer does (`str(Decimal(repr(float)))`); the serializer here is a small fast path
@@ -27,10 +41,13 @@ import json
 import math
 from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.core import clock
-from chalicelib.telemetry.model import SYSTEM_METRIC, TRANSACTION, USER_ACTIVITY
+from chalicelib.telemetry.model import STAMP_FIELDS, SYSTEM_METRIC, TRANSACTION, USER_ACTIVITY
+
+if TYPE_CHECKING:
+    from chalicelib.telemetry.pseudonyms import LakeIdentity
 
 ACTIVITY_TTL_SECONDS = 90 * 24 * 3600
 ARCHIVE_PREFIX = "telemetry"
@@ -50,7 +67,7 @@ class Record:
     reason: str | None = None  # why it is quarantined
     table: str = ""  # where `item` goes (`table_and_item`), when the event is valid
     item: dict[str, Any] | None = None
-    line: bytes = b""  # its line in the archive (`archive_line`)
+    lake: dict[str, Any] | None = None  # what the archive keeps of it (`lake_fields`)
 
 
 class Malformed(ValueError):
@@ -178,7 +195,7 @@ def table_and_item(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return "metrics", item
     if kind == TRANSACTION:
         item = {
-            "pk": {"S": f"TXN#{event['transaction_id']}"},
+            "pk": {"S": transaction_key(event["user_id"], event["transaction_id"])},
             **common,
             "transaction_id": {"S": event["transaction_id"]},
             "user_id": {"S": event["user_id"]},
@@ -192,6 +209,17 @@ def table_and_item(event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 item[name] = {"S": event[name]}
         return "transactions", item
     raise ValueError(f"unknown event_type {kind}")
+
+
+def transaction_key(user_id: str, transaction_id: str) -> str:
+    """The transactions table's `pk`: the transaction id within its owner's."""
+    return f"TXN#{user_id}#{transaction_id}"
+
+
+def transaction_id_of(pk: str) -> str:
+    """The transaction id in a `pk` (`TXN#<user>#<id>`, or `TXN#<id>` as stored before ids
+    were per owner): ids never hold `#`."""
+    return pk.rsplit("#", 1)[-1]
 
 
 def item_key(item: dict[str, Any]) -> str:
@@ -213,15 +241,73 @@ def archive_key(shard: str, first_sequence: str, last_sequence: str, arrival: fl
     )
 
 
+#: What the archive keeps of each type of event (`lake_fields`).
+LAKE_FIELDS: dict[str, tuple[str, ...]] = {
+    USER_ACTIVITY: (
+        *("event_type", "event_id", "timestamp"),
+        *("user_id", "activity_type", "session_id"),
+    ),
+    SYSTEM_METRIC: (
+        *("event_type", "event_id", "timestamp"),
+        *("source", "metric_name", "value", "tags"),
+    ),
+    TRANSACTION: (
+        *("event_type", "event_id", "timestamp"),
+        *("transaction_id", "user_id", "amount", "currency", "status"),
+    ),
+}
+#: The identifiers a client chooses for a user's events: keyed digests in the archive.
+LAKE_DIGESTS = ("event_id", "session_id", "transaction_id")
+
+
+def lake_fields(event: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a (validated) event that the archive keeps, not pseudonymised yet."""
+    return {name: event[name] for name in LAKE_FIELDS[event["event_type"]] if name in event}
+
+
+def pseudonymised(kept: dict[str, Any], identity: LakeIdentity | None) -> dict[str, Any]:
+    """`kept` (`lake_fields`) as the archive holds it: a user's event (one with a `user_id`)
+    under the user's pseudonym, its identifiers as the identity's digests. Events of no user
+    (system metrics) are left as they are; a user's event without an identity is an error."""
+    if "user_id" not in kept:
+        return kept
+    if identity is None:
+        raise ValueError("a user's event is archived only under the user's pseudonym")
+    lake = {**kept, "user_id": identity.pseudonym}
+    for name in LAKE_DIGESTS:
+        if name in lake:
+            lake[name] = identity.digest(name, lake[name])
+    return lake
+
+
 def archive_line(event: dict[str, Any]) -> bytes:
-    """One event as a line of the archive (UTF-8 JSON)."""
+    """One archived event (`pseudonymised`) as a line of the archive (UTF-8 JSON), never
+    with its sender's stamp."""
+    if any(name in event for name in STAMP_FIELDS):
+        event = {k: v for k, v in event.items() if k not in STAMP_FIELDS}
     return json.dumps(event, separators=(",", ":")).encode() + b"\n"
 
 
 def archive_body(events: list[dict[str, Any]]) -> bytes:
-    """The events as gzip JSON lines (mtime 0: the same batch gives the same bytes)."""
+    """Archived events (`pseudonymised`) as gzip JSON lines (mtime 0: the same batch gives
+    the same bytes)."""
     return gzip_lines([archive_line(event) for event in events])
 
 
 def gzip_lines(lines: list[bytes]) -> bytes:
     return gzip.compress(b"".join(lines), compresslevel=5, mtime=0)
+
+
+def quarantine_message(record: Record, reason: str) -> dict[str, Any]:
+    """The quarantine message of a record. `dedup_id` (`<shardId>:<sequenceNumber>`, also a
+    message attribute) is the record's identity: a record redelivered after its message was
+    sent is quarantined again, with the same id, for consumers to drop."""
+    return {
+        "dedup_id": f"{record.shard}:{record.sequence}",
+        "reason": reason,
+        "data": record.data,
+        "shard_id": record.shard,
+        "sequence_number": record.sequence,
+        "partition_key": record.partition_key,
+        "approximate_arrival_timestamp": record.arrival,
+    }

@@ -19,6 +19,14 @@ Unknown fields are refused. `validate_event` returns the normalised event (times
 as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, so that strings sort as times; an `event_id` always set)
 or the reason it is refused. The `event_id` is what makes every downstream write idempotent.
 Identifiers never contain `#`, which separates the parts of the tables' keys.
+
+Who sent an event: the ingest stamps the verified caller into every event it puts on the
+stream (`stamp`): `submitted_by` (the caller's id) and `submitted_as` (`user`, `admin` or
+`machine`). A client cannot send them (unknown fields); the processor requires them
+(`validate_event(..., stamped=True)`) and refuses a record whose stamp does not allow it
+(`submitter_problem`): a user's own activity and transactions, anyone's for an admin, system
+metrics from a machine identity or an admin only. So a record on the stream is never taken
+on the word of its body.
 """
 
 from __future__ import annotations
@@ -76,8 +84,54 @@ FIELDS: dict[str, frozenset[str]] = {
 }
 
 
+SUBMITTED_BY = "submitted_by"
+SUBMITTED_AS = "submitted_as"
+STAMP_FIELDS = (SUBMITTED_BY, SUBMITTED_AS)
+AS_USER, AS_ADMIN, AS_MACHINE = "user", "admin", "machine"
+SUBMITTER_KINDS = (AS_USER, AS_ADMIN, AS_MACHINE)
+#: The OAuth scope a machine identity needs to send system metrics.
+METRICS_WRITE_SCOPE = "telemetry/metrics.write"
+#: The events that belong to a user (`user_id`).
+USER_EVENTS = (USER_ACTIVITY, TRANSACTION)
+
+
 class Invalid(ValueError):
     """The event is refused; the message says why (it goes back to the client)."""
+
+
+def submitter_problem(event: dict[str, Any], submitted_by: str, submitted_as: str) -> str | None:
+    """Why a caller (`submitted_by`, acting `submitted_as`) may not send `event` (a
+    validated one), or None if it may: the rules of who sends what, for the ingest and again
+    for the processor."""
+    if event["event_type"] == SYSTEM_METRIC:
+        if submitted_as in (AS_MACHINE, AS_ADMIN):
+            return None
+        return (
+            "system metrics are taken only from a trusted producer (a machine identity "
+            f"with the {METRICS_WRITE_SCOPE} scope) or an admin"
+        )
+    if submitted_as == AS_MACHINE:
+        return "a machine identity sends system metrics only"
+    if submitted_as == AS_USER and event.get("user_id") != submitted_by:
+        return "user_id must be the caller's own (only admins send events for other users)"
+    return None
+
+
+def stamp(event: dict[str, Any], submitted_by: str, submitted_as: str) -> dict[str, Any]:
+    """`event` with its sender stamped in (the ingest, after authorising it)."""
+    return {**event, SUBMITTED_BY: submitted_by, SUBMITTED_AS: submitted_as}
+
+
+def _check_stamp(raw: dict[str, Any], clean: dict[str, Any]) -> None:
+    by, kind = raw.get(SUBMITTED_BY), raw.get(SUBMITTED_AS)
+    if not isinstance(by, str) or not _ID.fullmatch(by):
+        raise Invalid("submitted_by is missing or not an id: not stamped by the ingest")
+    if kind not in SUBMITTER_KINDS:
+        raise Invalid("submitted_as is missing or unknown: not stamped by the ingest")
+    problem = submitter_problem(clean, by, kind)
+    if problem is not None:
+        raise Invalid(f"not allowed for its sender: {problem}")
+    clean[SUBMITTED_BY], clean[SUBMITTED_AS] = by, kind
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -180,10 +234,14 @@ def _text(event: dict[str, Any], name: str) -> str | None:
 
 
 def validate_event(
-    raw: Any, now: datetime, new_id: Callable[[], str] = lambda: str(uuid.uuid4())
+    raw: Any,
+    now: datetime,
+    new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    stamped: bool = False,
 ) -> dict[str, Any]:
     """The event checked and normalised, or `Invalid` with the first reason found. `now`
-    bounds the timestamp (5 minutes ahead, 7 days back)."""
+    bounds the timestamp (5 minutes ahead, 7 days back). `stamped` (a record read from the
+    stream): the sender's stamp is required, checked against the event, and kept."""
     if not isinstance(raw, dict):
         raise Invalid("an event must be a JSON object")
     event_type = raw.get("event_type")
@@ -193,7 +251,8 @@ def validate_event(
             if event_type is None
             else f"unknown event_type; expected one of {', '.join(EVENT_TYPES)}"
         )
-    unknown = sorted(_printable(str(k)) for k in raw if k not in FIELDS[event_type])
+    allowed = FIELDS[event_type] | frozenset(STAMP_FIELDS) if stamped else FIELDS[event_type]
+    unknown = sorted(_printable(str(k)) for k in raw if k not in allowed)
     if unknown:
         raise Invalid(f"unknown field(s) for {event_type}: {', '.join(unknown)}")
     for name, value in raw.items():
@@ -283,6 +342,8 @@ def validate_event(
             if status not in STATUSES:
                 raise Invalid(f"status must be one of {', '.join(STATUSES)}")
             clean["status"] = status
+    if stamped:
+        _check_stamp(raw, clean)
     return clean
 
 

@@ -3,11 +3,14 @@
 Steps, for a batch (one shard, in sequence order):
 
 1. decode, validate and encode every record (the window of the timestamp check is the
-   record's arrival time, so a replay is not refused for its age); a record that cannot be
-   processed, for whatever reason (malformed, invalid, or any exception of its own), is set
-   aside with its reason, to be quarantined: one bad record never fails the batch;
+   record's arrival time, so a replay is not refused for its age); the record must carry
+   the sender the ingest verified (`submitted_by`, `submitted_as`), allowed to send that
+   event (`model.submitter_problem`); a record that cannot be processed, for whatever
+   reason (malformed, invalid, unstamped or not its sender's to send, or any exception of
+   its own), is set aside with its reason, to be quarantined: one bad record never fails the
+   batch;
 2. detection reads: the metrics' baselines (one BatchGetItem), each transacting user's recent
-   transactions (one Query per user on `by-user`);
+   transactions (one Query per user on `by-user`: that owner's only);
 3. writes: items, 25 per BatchWriteItem per table (duplicates of a key within the batch
    written once). An item DynamoDB refuses for good (a call refused for its items is split
    until the bad ones are alone) is set aside like a malformed record: quarantined, not
@@ -29,10 +32,12 @@ Steps, for a batch (one shard, in sequence order):
    record (moves the cut). Each message has `dedup_id` = `<shardId>:<sequenceNumber>` (in
    the body and as a message attribute): a record quarantined before a later step moved the
    cut back over it is sent again on redelivery, with the same id, for consumers to drop;
-8. archive (one PutObject), last, of the valid events before the final cut: the next
-   invocation starts at that cut, so no event is archived twice. If it fails the whole
-   batch comes back (every write and fold is idempotent; its alerts and quarantine messages
-   are sent again; the archive key is the same);
+8. archive (one PutObject), last, of the valid events before the final cut, as the lake
+   keeps them (`encoding.lake_fields`), each user's under the user's pseudonym
+   (`pseudonyms`: cached, else one BatchGetItem, and a conditional PutItem per new user):
+   the next invocation starts at that cut, so no event is archived twice. If it fails
+   (pseudonyms included) the whole batch comes back (every write and fold is idempotent;
+   its alerts and quarantine messages are sent again; the archive key is the same);
 9. EMF metrics (counts), printed (no PutMetricData).
 
 Time budget: given `remaining_ms` (the Lambda context's `get_remaining_time_in_millis`), no
@@ -52,13 +57,12 @@ record.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from chalicelib.core import clock
 from chalicelib.core.observability import logger
 from chalicelib.telemetry import detection, encoding
-from chalicelib.telemetry.adapters import PutOutcome, quarantine_message
 from chalicelib.telemetry.detection import Baseline, Sample
 from chalicelib.telemetry.model import (
     SYSTEM_METRIC,
@@ -67,41 +71,20 @@ from chalicelib.telemetry.model import (
     Invalid,
     validate_event,
 )
+from chalicelib.telemetry.ports import (
+    Alerts,
+    Archive,
+    Baselines,
+    ItemWriter,
+    Pseudonyms,
+    Quarantine,
+    TransactionHistory,
+)
 
 TABLES = ("activities", "metrics", "transactions")
 MAX_BASELINE_CONFLICTS = 5
 #: Time kept back for alerts, baselines, quarantine and the archive (the function has 60 s).
 DEADLINE_MARGIN_MS = 10_000
-
-
-class ItemWriter(Protocol):
-    def put_all(
-        self,
-        table: str,
-        items: Sequence[dict[str, Any]],
-        should_stop: Callable[[], bool] | None = None,
-    ) -> PutOutcome: ...
-
-
-class Baselines(Protocol):
-    def get_many(self, keys: Sequence[str]) -> dict[str, Baseline]: ...
-    def store(self, key: str, seen: Baseline | None, new: Baseline) -> Baseline | None: ...
-
-
-class TransactionHistory(Protocol):
-    def between(self, user_id: str, start: str, end: str) -> list[tuple[str, str]]: ...
-
-
-class Alerts(Protocol):
-    def send_alerts(self, alerts: Sequence[dict[str, Any]]) -> list[int]: ...
-
-
-class Quarantine(Protocol):
-    def send(self, messages: Sequence[dict[str, Any]]) -> list[int]: ...
-
-
-class Archive(Protocol):
-    def put(self, key: str, body: bytes) -> None: ...
 
 
 def emit_counts(counts: dict[str, int]) -> None:
@@ -126,6 +109,7 @@ class TelemetryProcessor:
         alerts: Alerts,
         quarantine: Quarantine,
         archive: Archive,
+        pseudonyms: Pseudonyms,
         emit: Callable[[dict[str, int]], None] = emit_counts,
     ) -> None:
         self._tables = tables  # "activities" | "metrics" | "transactions" -> table name
@@ -135,6 +119,7 @@ class TelemetryProcessor:
         self._alerts = alerts
         self._quarantine = quarantine
         self._archive = archive
+        self._pseudonyms = pseudonyms
         self._emit = emit
 
     def process(
@@ -182,7 +167,7 @@ class TelemetryProcessor:
         quarantined = [r for r in batch if r.reason is not None and r.index < cut]
         if quarantined:
             not_sent = self._quarantine.send(
-                [quarantine_message(r, r.reason or "") for r in quarantined]
+                [encoding.quarantine_message(r, r.reason or "") for r in quarantined]
             )
             failed.update(quarantined[position].index for position in not_sent)
             cut = min(failed, default=len(batch))
@@ -231,9 +216,10 @@ class TelemetryProcessor:
                 payload = encoding.decode_payload(record.data)
                 now = clock.from_epoch(record.arrival) if record.arrival else clock.now()
                 stable_id = f"{record.shard}:{record.sequence}"
-                event = validate_event(payload, now, new_id=lambda i=stable_id: i)
+                # stamped: the sender the ingest verified must be allowed to send it
+                event = validate_event(payload, now, new_id=lambda i=stable_id: i, stamped=True)
                 record.table, record.item = encoding.table_and_item(event)
-                record.line = encoding.archive_line(event)
+                record.lake = encoding.lake_fields(event)
                 record.event = event
             except (encoding.Malformed, Invalid) as problem:
                 record.reason = str(problem)
@@ -374,15 +360,24 @@ class TelemetryProcessor:
                 failed.update(r.index for r in members)
 
     def _archive_before(self, batch: list[encoding.Record], cut: int) -> bool:
-        """Archive the valid events of the records before the cut; False if that failed."""
+        """Archive the valid events of the records before the cut, each user's under the
+        user's lake identity; False if that failed."""
         head = batch[:cut]
-        lines = [r.line for r in head if r.event is not None]
-        if not lines:
+        kept = [r.lake or {} for r in head if r.event is not None]
+        if not kept:
             return True
         key = encoding.archive_key(
             head[0].shard, head[0].sequence, head[-1].sequence, head[0].arrival
         )
+        users = {event["user_id"] for event in kept if "user_id" in event}
         try:
+            identities = self._pseudonyms.identities(users) if users else {}
+            lines = [
+                encoding.archive_line(
+                    encoding.pseudonymised(event, identities.get(event.get("user_id", "")))
+                )
+                for event in kept
+            ]
             self._archive.put(key, encoding.gzip_lines(lines))
         except Exception:
             logger.exception("archive failed; the whole batch will be redelivered", key=key)

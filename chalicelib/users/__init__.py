@@ -17,13 +17,31 @@ if TYPE_CHECKING:
     from chalicelib.users.events import SnsUserEventPublisher
     from chalicelib.users.onboarding import ProfileSetUp, UserWelcome
     from chalicelib.users.public import DynamoPublicProfiles
+    from chalicelib.users.registration import RegistrationLimits, RegistrationService
+    from chalicelib.users.signup_sweep import SignupSweep
 
 USERS_TABLE = Resource("UsersTable")
 USER_CREATED_TOPIC = Resource("UserCreatedTopic")
 USER_UPDATED_TOPIC = Resource("UserUpdatedTopic")
+USER_DELETED_TOPIC = Resource("UserDeletedTopic")
 IDEMPOTENCY_TABLE = Resource("IdempotencyTable")
+QUOTAS_TABLE = Resource("QuotasTable")
 USER_POOL = Resource("UserPool")
 WELCOME_EMAIL_SENDER = StageSetting("WelcomeEmailSender")
+REGISTRATION_LIMITS = (
+    StageSetting("RegistrationsPerClientHour"),
+    StageSetting("ConfirmationsPerClientHour"),
+    StageSetting("VerificationMailsPerAddressDay"),
+)
+#: Sending a code or a notice: only from the stage's own sender address.
+SEND_USER_MAIL = (
+    WELCOME_EMAIL_SENDER.used(),
+    on_arn(
+        "arn:aws:ses:*:*:identity/*",
+        "ses:SendEmail",
+        condition=(("ses:FromAddress", WELCOME_EMAIL_SENDER.key),),
+    ),
+)
 #: The index `GET /users` pages through (users.repository.LIST_INDEX).
 USERS_BY_CREATED = "/index/by-created"
 
@@ -35,6 +53,13 @@ PUBLIC_PROFILES_READ = USERS_TABLE.allow("dynamodb:BatchGetItem")
 WELCOME_DEDUPE_SECONDS = 7 * 24 * 3600
 
 
+def registration_limits() -> RegistrationLimits:
+    from chalicelib.users.registration import RegistrationLimits
+
+    per_client, confirmations, mails = (int(setting.value) for setting in REGISTRATION_LIMITS)
+    return RegistrationLimits(per_client, confirmations, mails)
+
+
 @cache
 @needs(
     USERS_TABLE.allow(
@@ -43,34 +68,116 @@ WELCOME_DEDUPE_SECONDS = 7 * 24 * 3600
     USERS_TABLE.allow("dynamodb:Query", within=USERS_BY_CREATED),
     # The pool's id is made at deploy time: the grant names the pool by its tags.
     USER_POOL.allow_by_tags(
-        "cognito-idp:AdminCreateUser",
         "cognito-idp:AdminDeleteUser",
-        "cognito-idp:AdminGetUser",
-        "cognito-idp:AdminSetUserPassword",
         "cognito-idp:AdminUpdateUserAttributes",
+        "cognito-idp:AdminUserGlobalSignOut",
     ),
     COGNITO_CONFIG_READ,
+    QUOTAS_TABLE.allow("dynamodb:UpdateItem"),
+    *(setting.used() for setting in REGISTRATION_LIMITS),
+    *SEND_USER_MAIL,
 )
 def users_service() -> UsersService:
-    """The process's service, wired to DynamoDB and Cognito on first use."""
+    """The process's service, wired to DynamoDB, Cognito and SES on first use."""
     from chalicelib.auth.config import cognito_config
+    from chalicelib.core.quotas import DynamoQuotas
     from chalicelib.users.identity import CognitoIdentityDirectory
+    from chalicelib.users.mailer import SesMailer
+    from chalicelib.users.pending import DynamoPendingRecords
     from chalicelib.users.repository import DynamoUserRepository
 
     return UsersService(
         DynamoUserRepository(USERS_TABLE.name),
         CognitoIdentityDirectory(lambda: cognito_config().user_pool_id),
+        DynamoPendingRecords(USERS_TABLE.name),
+        SesMailer(WELCOME_EMAIL_SENDER.value),
+        DynamoQuotas(QUOTAS_TABLE.name),
+        registration_limits(),
     )
 
 
 @cache
-@needs(USER_CREATED_TOPIC.allow("sns:Publish"), USER_UPDATED_TOPIC.allow("sns:Publish"))
+@needs(
+    USERS_TABLE.allow(
+        "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"
+    ),
+    USER_POOL.allow_by_tags(
+        "cognito-idp:AdminCreateUser",
+        "cognito-idp:AdminDeleteUser",
+        "cognito-idp:AdminDisableUser",
+        "cognito-idp:AdminEnableUser",
+        "cognito-idp:AdminGetUser",
+        "cognito-idp:AdminSetUserPassword",
+        "cognito-idp:AdminUpdateUserAttributes",
+    ),
+    COGNITO_CONFIG_READ,
+    QUOTAS_TABLE.allow("dynamodb:UpdateItem"),
+    *(setting.used() for setting in REGISTRATION_LIMITS),
+    *SEND_USER_MAIL,
+)
+def registration_service() -> RegistrationService:
+    """`POST /register` and `/register/confirm`, wired to DynamoDB, Cognito and SES."""
+    from chalicelib.auth.config import cognito_config
+    from chalicelib.core.quotas import DynamoQuotas
+    from chalicelib.users.identity import CognitoIdentityDirectory
+    from chalicelib.users.mailer import SesMailer
+    from chalicelib.users.pending import DynamoPendingRecords
+    from chalicelib.users.registration import RegistrationService
+    from chalicelib.users.repository import DynamoUserRepository
+
+    return RegistrationService(
+        DynamoUserRepository(USERS_TABLE.name),
+        DynamoPendingRecords(USERS_TABLE.name),
+        CognitoIdentityDirectory(lambda: cognito_config().user_pool_id),
+        SesMailer(WELCOME_EMAIL_SENDER.value),
+        DynamoQuotas(QUOTAS_TABLE.name),
+        registration_limits(),
+    )
+
+
+@cache
+@needs(
+    USERS_TABLE.allow("dynamodb:DeleteItem", "dynamodb:GetItem"),
+    USER_POOL.allow_by_tags("cognito-idp:AdminDeleteUser", "cognito-idp:ListUsers"),
+    COGNITO_CONFIG_READ,
+)
+def abandoned_signup_sweep() -> SignupSweep:
+    """The nightly sweep of abandoned sign-ups (`signup_sweep`), wired to Cognito and the
+    users table: profiles read, sign-up records read and removed."""
+    from chalicelib.auth.config import cognito_config
+    from chalicelib.users.identity import CognitoIdentityDirectory
+    from chalicelib.users.pending import DynamoPendingRecords
+    from chalicelib.users.repository import DynamoUserRepository
+    from chalicelib.users.signup_sweep import SignupSweep
+
+    return SignupSweep(
+        CognitoIdentityDirectory(lambda: cognito_config().user_pool_id),
+        DynamoPendingRecords(USERS_TABLE.name),
+        DynamoUserRepository(USERS_TABLE.name),
+    )
+
+
+@cache
+@needs(
+    USER_CREATED_TOPIC.allow("sns:Publish"),
+    USER_UPDATED_TOPIC.allow("sns:Publish"),
+    USER_DELETED_TOPIC.allow("sns:Publish"),
+)
 def user_events_publisher() -> SnsUserEventPublisher:
     """Publishes the users table's stream as domain events (SNS)."""
-    from chalicelib.users.events import USER_CREATED, USER_UPDATED, SnsUserEventPublisher
+    from chalicelib.users.events import (
+        USER_CREATED,
+        USER_DELETED,
+        USER_UPDATED,
+        SnsUserEventPublisher,
+    )
 
     return SnsUserEventPublisher(
-        {USER_CREATED: USER_CREATED_TOPIC.name, USER_UPDATED: USER_UPDATED_TOPIC.name}
+        {
+            USER_CREATED: USER_CREATED_TOPIC.name,
+            USER_UPDATED: USER_UPDATED_TOPIC.name,
+            USER_DELETED: USER_DELETED_TOPIC.name,
+        }
     )
 
 
@@ -81,14 +188,9 @@ def user_events_publisher() -> SnsUserEventPublisher:
     IDEMPOTENCY_TABLE.allow(
         "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"
     ),
-    WELCOME_EMAIL_SENDER.used(),
     # SES authorises the sender's identity; the condition holds the function to the stage's
     # own From address.
-    on_arn(
-        "arn:aws:ses:*:*:identity/*",
-        "ses:SendEmail",
-        condition=(("ses:FromAddress", WELCOME_EMAIL_SENDER.key),),
-    ),
+    *SEND_USER_MAIL,
 )
 def user_welcome() -> UserWelcome:
     """Default preferences and the welcome email, wired to AWS on first use."""

@@ -3,9 +3,14 @@ the write: a crash between the write and the publish cannot lose an event, and a
 that was undone never announced anything.
 
 Each event carries a deterministic `event_id` (`user-created:<user_id>`,
-`user-updated:<user_id>:<version>`), so the copies that at-least-once delivery produces (a
-stream batch retried, SNS delivering twice) are recognisably the same event to consumers.
+`user-updated:<user_id>:<version>`, `user-deleted:<user_id>`), so the copies that
+at-least-once delivery produces (a stream batch retried, SNS delivering twice) are
+recognisably the same event to consumers.
 `event_type` is also a message attribute, for subscription filter policies.
+
+`user-deleted` (the user's item removed: `DELETE /users/{id}`) carries the user's id and
+when it was removed, and nothing else: no address or name travels through the topic and the
+erasure queue (and its dead-letter queue) that it feeds (`erasure.py`).
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.core import aws
+from chalicelib.core import aws, clock
 from chalicelib.users.model import PUBLIC_FIELDS, public_view
 from chalicelib.users.repository import USER_KEY_PREFIX, item_from_image
 
 USER_CREATED = "user-created"
 USER_UPDATED = "user-updated"
+USER_DELETED = "user-deleted"
 #: Fields whose change is bookkeeping, not news.
 _NOT_NEWS = {"updated_at"}
 #: SNS PublishBatch takes at most 10 messages.
@@ -48,7 +54,8 @@ def events_from_stream(records: Iterable[Mapping[str, Any]]) -> list[UserEvent]:
     """The domain events a batch of users-table stream records stands for, in stream order.
 
     INSERT of a user → user-created; MODIFY of a user that changed a public field →
-    user-updated with the changed fields. Email claims and removals announce nothing.
+    user-updated with the changed fields; REMOVE of a user → user-deleted (its id only).
+    Email claims and other items announce nothing.
     """
     events = []
     for record in records:
@@ -81,7 +88,19 @@ def events_from_stream(records: Iterable[Mapping[str, Any]]) -> list[UserEvent]:
                         {"user": public_view(new), "changed_fields": changed},
                     )
                 )
+        elif record.get("eventName") == "REMOVE":
+            events.append(_deleted(key[len(USER_KEY_PREFIX) :], change))
     return events
+
+
+def _deleted(user_id: str, change: Mapping[str, Any]) -> UserEvent:
+    """user-deleted, stamped with when the stream saw the removal."""
+    seen = change.get("ApproximateCreationDateTime")
+    when = clock.from_epoch(float(seen)) if seen is not None else clock.now()
+    at = clock.timestamp(when)
+    return UserEvent(
+        USER_DELETED, f"{USER_DELETED}:{user_id}", at, {"user_id": user_id, "deleted_at": at}
+    )
 
 
 class SnsUserEventPublisher:

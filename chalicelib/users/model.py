@@ -51,6 +51,11 @@ def email_key(email: str) -> str:
     return email.casefold()
 
 
+def is_email(value: str) -> bool:
+    """An address registration and email changes accept."""
+    return _check_email(value)[1] is None
+
+
 def is_user_id(value: str) -> bool:
     """User ids are the Cognito `sub`s, UUIDs."""
     return is_uuid(value)

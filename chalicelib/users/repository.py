@@ -22,12 +22,15 @@ from typing import Any
 from chalicelib.core import aws, clock
 from chalicelib.core.dynamo import from_item, query_page, to_item
 from chalicelib.users.model import email_key
+from chalicelib.users.pending import email_change_key
 
 USER_ENTITY = "USER"
 USER_KEY_PREFIX = "USER#"
 LIST_INDEX = "by-created"
 RESERVATION_TTL = timedelta(minutes=5)
 PENDING, ACTIVE = "pending", "active"
+#: Conditional writes tried against concurrent changes before giving up (StaleUser).
+WRITE_ATTEMPTS = 5
 
 
 class EmailTaken(Exception):
@@ -129,6 +132,17 @@ class DynamoUserRepository:
             ]
         )
 
+    def email_owner(self, email: str) -> str | None:
+        """The user whose confirmed address `email` is (compared without case), if any; a
+        claim still reserved by a registration in progress counts as nobody's yet."""
+        item = (
+            self._client()
+            .get_item(TableName=self._table, Key={"pk": {"S": email_claim_key(email)}})
+            .get("Item")
+        )
+        claim = from_item(item) if item else {}
+        return str(claim["user_id"]) if claim.get("status") == ACTIVE else None
+
     def get(self, user_id: str) -> dict[str, Any] | None:
         response = self._client().get_item(
             TableName=self._table, Key={"pk": {"S": user_key(user_id)}}
@@ -186,7 +200,8 @@ class DynamoUserRepository:
         )
 
     def remove(self, user: dict[str, Any]) -> None:
-        """Delete the user and release its email, if nobody changed it meanwhile."""
+        """Delete the user, release its email and drop an email change it had waiting for
+        its code, if nobody changed the user meanwhile."""
         self._transact(
             [
                 {
@@ -204,6 +219,12 @@ class DynamoUserRepository:
                         "Key": {"pk": {"S": email_claim_key(user["email"])}},
                     }
                 },
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": {"pk": {"S": email_change_key(user["user_id"])}},
+                    }
+                },
             ]
         )
 
@@ -211,8 +232,9 @@ class DynamoUserRepository:
         """Give the user each default preference it has not set; False if the user is gone.
 
         A conditional write on the version read, retried on a race, so a concurrent update
-        is neither overwritten nor lost; the version goes up like any other change."""
-        while True:
+        is neither overwritten nor lost; the version goes up like any other change. After
+        WRITE_ATTEMPTS lost races StaleUser: the event is delivered again later."""
+        for _ in range(WRITE_ATTEMPTS):
             user = self.get(user_id)
             if user is None:
                 return False
@@ -224,10 +246,12 @@ class DynamoUserRepository:
                 user, {"preferences": {**current, **missing}, "updated_at": now}
             ):
                 return True
+        raise StaleUser()
 
     def mark_onboarded(self, user_id: str, now: str) -> bool:
-        """Record that the user's profile is set up (once); False if the user is gone."""
-        while True:
+        """Record that the user's profile is set up (once); False if the user is gone;
+        StaleUser after WRITE_ATTEMPTS lost races (the message is delivered again)."""
+        for _ in range(WRITE_ATTEMPTS):
             user = self.get(user_id)
             if user is None:
                 return False
@@ -235,6 +259,7 @@ class DynamoUserRepository:
                 return True
             if self._update_if_unchanged(user, {"onboarded_at": now, "updated_at": now}):
                 return True
+        raise StaleUser()
 
     def _update_if_unchanged(self, user: dict[str, Any], changes: dict[str, Any]) -> bool:
         """SET `changes` and bump the version, if the version is still the one read."""

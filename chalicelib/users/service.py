@@ -1,20 +1,17 @@
-"""The Users use cases: register, read, list, update and delete, and who may do each.
+"""The Users use cases once an account exists: read, list, update (with a mailed code to
+move the email) and delete, and who may do each. Registration is `registration.py`.
 
-Depends on two small ports (a repository and an identity directory), so it runs in unit
-tests with in-memory fakes and in Lambda with DynamoDB and Cognito. Events are not sent
-from here: the users table's stream publishes them from what was stored (`events.py`).
+Depends on small ports (a repository, an identity directory, codes waiting, a mailer,
+quotas), so it runs in unit tests with in-memory fakes and in Lambda with DynamoDB, Cognito
+and SES. Events are not sent from here: the users table's stream publishes them from what
+was stored (`events.py`).
 
-Registration is a saga over Cognito and DynamoDB: reserve the email, create the sign-in
-identity, store the profile. A failing step undoes the ones before it, newest first, and
-stops at an undo that fails, so what is left is always a state the next attempt repairs: a
-reservation that expires, or an identity without a profile, which the next registration of
-that email removes (an identity whose profile exists is never touched). The same holds for
-an update that moves the sign-in email: if Cognito refuses, the profile change is undone.
+Moving the sign-in email is a saga over DynamoDB and Cognito: if Cognito refuses the new
+address, the profile change is undone.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -24,15 +21,15 @@ from chalicelib.core import clock
 from chalicelib.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from chalicelib.core.observability import logger
 from chalicelib.core.pagination import decode_cursor, encode_cursor
-from chalicelib.users import model
-from chalicelib.users.identity import IdentityExists, WeakPassword
+from chalicelib.core.quotas import Quota, Quotas
+from chalicelib.users import model, verification
+from chalicelib.users.model import email_key
+from chalicelib.users.pending import PendingRecords, email_change_key
+from chalicelib.users.registration import DEFAULT_LIMITS, RegistrationLimits, address_subject
 from chalicelib.users.repository import EmailTaken, StaleUser
 
 
 class UserRepository(Protocol):
-    def reserve_email(self, email: str) -> str: ...
-    def release_email(self, email: str, reservation: str) -> None: ...
-    def add(self, user: dict[str, Any], reservation: str) -> None: ...
     def get(self, user_id: str) -> dict[str, Any] | None: ...
     def list_page(
         self, limit: int, after: str | None
@@ -42,13 +39,17 @@ class UserRepository(Protocol):
 
 
 class IdentityDirectory(Protocol):
-    def create(self, email: str, name: str, password: str) -> str: ...
-    def find(self, email: str) -> str | None: ...
+    def sign_out_everywhere(self, user_id: str) -> None: ...
     def delete(self, user_id: str) -> None: ...
     def change_email(self, user_id: str, email: str) -> None: ...
 
 
+class CodeMailer(Protocol):
+    def send_code(self, email: str, code: str, purpose: str) -> None: ...
+
+
 EMAIL_TAKEN = "A user with this email is already registered."
+CODE_REFUSED = "The code is wrong or has expired. Ask for a new one by changing the email again."
 #: Optimistic writes tried before a 409: enough to ride out the background handlers' changes.
 WRITE_ATTEMPTS = 3
 
@@ -58,62 +59,19 @@ class UsersService:
         self,
         repository: UserRepository,
         identities: IdentityDirectory,
+        pending: PendingRecords,
+        mailer: CodeMailer,
+        quotas: Quotas,
+        limits: RegistrationLimits = DEFAULT_LIMITS,
         clock: Callable[[], str] = clock.timestamp,
     ) -> None:
         self._users = repository
         self._identities = identities
+        self._pending = pending
+        self._mailer = mailer
+        self._quotas = quotas
+        self._mails_quota: Quota = limits.mails
         self._clock = clock
-
-    # --- register (public) --------------------------------------------------------------
-
-    def register(self, body: dict[str, Any]) -> dict[str, Any]:
-        fields, password = model.validate_registration(body)
-        email = fields["email"]
-        try:
-            reservation = self._users.reserve_email(email)
-        except EmailTaken:
-            raise Conflict(EMAIL_TAKEN) from None
-        undo: list[Callable[[], None]] = [lambda: self._users.release_email(email, reservation)]
-        try:
-            user_id = self._create_identity(email, fields["name"], password)
-            undo.append(lambda: self._identities.delete(user_id))
-            now = self._clock()
-            user = {**fields, "user_id": user_id, "created_at": now, "updated_at": now}
-            user["version"] = 1
-            # Undone even if `add` reports a failure: it may have committed all the same.
-            undo.append(lambda: self._remove_if_stored(user))
-            self._users.add(user, reservation)
-        except (WeakPassword, Conflict) as exc:
-            self._undo(undo, "registration")
-            if isinstance(exc, Conflict):
-                raise
-            raise ValidationFailed(
-                "The password was refused.", [{"field": "password", "issue": str(exc)}]
-            ) from None
-        except Exception:
-            logger.exception("registration failed; undoing it", email_domain=email.split("@")[-1])
-            self._undo(undo, "registration")
-            raise ServiceUnavailable("Registration could not be completed; retry it.") from None
-        return model.public_view(user)
-
-    def _create_identity(self, email: str, name: str, password: str) -> str:
-        try:
-            return self._identities.create(email, name, password)
-        except IdentityExists:
-            pass
-        # We hold the email's reservation, so no *claim* has this address; but an identity
-        # may, either left by an earlier attempt that failed half-way (no profile: replace
-        # it) or belonging to a user whose email change is under way (a profile: refuse).
-        existing = self._identities.find(email)
-        if existing is not None and self._users.get(existing) is not None:
-            raise Conflict(EMAIL_TAKEN)
-        if existing is not None:
-            self._identities.delete(existing)
-        return self._identities.create(email, name, password)
-
-    def _remove_if_stored(self, user: dict[str, Any]) -> None:
-        with contextlib.suppress(StaleUser):  # never stored (or already gone): nothing to undo
-            self._users.remove(user)
 
     # --- read, list ---------------------------------------------------------------------
 
@@ -133,11 +91,59 @@ class UsersService:
     # --- update, delete -----------------------------------------------------------------
 
     def update(self, principal: Principal, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Set the given fields. The client sends no version, so a change stored meanwhile
-        by someone else (the onboarding handlers, say) is no conflict for it: the change is
-        re-applied on what is now stored, a few times, before the client hears 409."""
+        """Set the given fields. A new email address is not set here: a code is mailed to
+        it, and `confirm_email` sets it once the code comes back (the answer shows it as
+        `pending_email`); only a change of case applies at once."""
         require_self_or_admin(principal, user_id)
         changes = model.validate_changes(body)
+        new_email = changes.get("email")
+        current = self._existing(user_id)
+        moves = new_email is not None and email_key(new_email) != email_key(current["email"])
+        if moves:
+            del changes["email"]
+        user = self._apply(user_id, changes) if changes else model.public_view(current)
+        if moves:
+            assert new_email is not None
+            self._request_email_change(user_id, new_email)
+            user["pending_email"] = new_email
+        return user
+
+    def confirm_email(
+        self, principal: Principal, user_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The code mailed to the new address came back: it becomes the sign-in email."""
+        require_self_or_admin(principal, user_id)
+        unknown = [{"field": str(k), "issue": "is not a known field"} for k in body if k != "code"]
+        if unknown:
+            raise ValidationFailed("The confirmation is not valid.", unknown)
+        code = verification.check_code_format(body.get("code"))
+        self._existing(user_id)
+        key = email_change_key(user_id)
+        pending = self._pending.get(key)
+        if not verification.usable(pending, clock.now()):
+            raise _code_refused()
+        assert pending is not None
+        if not verification.matches(pending, code):
+            self._pending.count_miss(key, pending["code_digest"])
+            raise _code_refused()
+        user = self._apply(user_id, {"email": pending["email"]})
+        self._pending.delete(key, pending["code_digest"])
+        return user
+
+    def _request_email_change(self, user_id: str, email: str) -> None:
+        self._quotas.take(address_subject(email), [(self._mails_quota, 1)])
+        code = verification.issue(clock.now())
+        self._pending.put(email_change_key(user_id), {"email": email, **code.stored()})
+        try:
+            self._mailer.send_code(email, code.code, "email-change")
+        except Exception:
+            logger.exception("email change code not sent", user_id=user_id)
+            raise ServiceUnavailable("The code could not be mailed; retry the change.") from None
+
+    def _apply(self, user_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Store `changes`. The client sends no version, so a change stored meanwhile by
+        someone else (the onboarding handlers, say) is no conflict for it: the change is
+        re-applied on what is now stored, a few times, before the client hears 409."""
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             current = self._existing(user_id)
             changed = sorted(k for k, v in changes.items() if current.get(k) != v)
@@ -165,11 +171,21 @@ class UsersService:
         return model.public_view(new)
 
     def delete(self, principal: Principal, user_id: str) -> None:
-        """The sign-in identity goes first: a profile left behind by a failure can still be
-        deleted by its owner's unexpired token or by an admin; a sign-in left without a
-        profile could not."""
+        """Close the account now; the rest of the user's data goes by the erasure.
+
+        In the request, so that the account is unusable at once, however long the erasure
+        waits in its queue: the refresh tokens are revoked (AdminUserGlobalSignOut) and the
+        sign-in identity deleted, so nobody can sign in or get a new token; then the profile
+        and its email claim are removed. That removal is the commit point: its stream record
+        publishes `user-deleted`, whose erasure (`erasure.py`, idempotent, retried,
+        dead-lettered) removes everything else, the identity again included. The identity
+        goes first: a profile left behind by a failure can still be deleted by its owner's
+        unexpired token or by an admin; a sign-in left without a profile could not. It is
+        deleted, not only disabled: a disabled identity would keep the address and name in
+        Cognito until the erasure, and look to registration like a sign-up in progress."""
         require_self_or_admin(principal, user_id)
         user = self._existing(user_id)
+        self._identities.sign_out_everywhere(user_id)
         self._identities.delete(user_id)
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
@@ -222,3 +238,7 @@ class UsersService:
             except Exception:
                 logger.exception(f"could not undo a step of a failed {what}; stopping there")
                 return
+
+
+def _code_refused() -> ValidationFailed:
+    return ValidationFailed(CODE_REFUSED, [{"field": "code", "issue": "refused"}])

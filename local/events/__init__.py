@@ -18,7 +18,9 @@ Where each part lives:
   - sns.py: SNS topics (`@app.on_sns_message`),
   - s3.py: S3 bucket notifications (`@app.on_s3_event`),
   - eventbridge.py: EventBridge rules (`@app.on_cw_event`);
-- streams.py: shards, batches, checkpoints and retries of stream mappings, shared by
+- streams.py: shards, batches, checkpoints and retries of stream mappings (one shard's
+  reading in shard_reader.py; the mappings' settings from infra/functions.json and their
+  on-failure records in stream_failures.py), shared by
   - kinesis.py: Kinesis streams (`@app.on_kinesis_record`),
   - dynamodb_streams.py: DynamoDB streams (`@app.on_dynamodb_record`);
 - schedules.py: scheduled jobs (`@app.schedule`) and `make fire`; schedule_expressions.py

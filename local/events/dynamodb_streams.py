@@ -1,6 +1,8 @@
 """DynamoDB streams (`@app.on_dynamodb_record`), read as streams.py describes, with Lambda's
 DynamoDB stream records: `eventName` INSERT/MODIFY/REMOVE, `dynamodb` with `Keys`,
 `NewImage`, `OldImage` as AttributeValue JSON, `ApproximateCreationDateTime` in epoch seconds.
+A record expires after 24 hours; a batch given up on is described by a `DDBStreamBatchInfo`
+(arrival times to the second, as DynamoDB Streams stamps them).
 
 A stream ARN whose label is not the table's current stream (the table was created again, or
 the ARN was written down before it was) is replaced, with a warning, by the table's
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.core.aws import error_code
@@ -26,6 +28,9 @@ DYNAMODB_STREAMS_MAX_RECORDS = 1_000
 
 class DynamoDBStreamPoller(StreamPoller):
     SOURCE = "aws:dynamodb"
+    KIND = "Dynamodb"
+    BATCH_INFO = "DDBStreamBatchInfo"
+    ARRIVAL_TIMESPEC = "seconds"
     MAX_RECORDS = DYNAMODB_STREAMS_MAX_RECORDS
 
     def __init__(self, runtime: EventRuntime, source: Any) -> None:
@@ -82,6 +87,12 @@ class DynamoDBStreamPoller(StreamPoller):
 
     def lambda_record(self, record: dict[str, Any], shard_id: str) -> dict[str, Any]:
         return dynamodb_lambda_record(record, self.arn, self._runtime.region)
+
+    def arrival(self, record: dict[str, Any]) -> datetime:
+        created = record["dynamodb"]["ApproximateCreationDateTime"]
+        if isinstance(created, datetime):
+            return created if created.tzinfo else created.replace(tzinfo=UTC)
+        return datetime.fromtimestamp(float(created), UTC)
 
 
 def dynamodb_table_of(stream_arn: str) -> str:

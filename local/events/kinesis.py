@@ -1,12 +1,13 @@
 """Kinesis streams (`@app.on_kinesis_record`), read as streams.py describes, with Lambda's
 `kinesis` records: `data` base64, `approximateArrivalTimestamp` in epoch seconds, `eventID`
-`shardId-...:<sequence number>`.
+`shardId-...:<sequence number>`. A record expires after the stream's retention period; a
+batch given up on is described by a `KinesisBatchInfo` (arrival times to the millisecond).
 """
 
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from local.events.core import EventRuntime
@@ -18,6 +19,9 @@ KINESIS_MAX_RECORDS = 10_000
 
 class KinesisPoller(StreamPoller):
     SOURCE = "aws:kinesis"
+    KIND = "Kinesis"
+    BATCH_INFO = "KinesisBatchInfo"
+    ARRIVAL_TIMESPEC = "milliseconds"
     MAX_RECORDS = KINESIS_MAX_RECORDS
 
     def __init__(self, runtime: EventRuntime, source: Any) -> None:
@@ -29,9 +33,12 @@ class KinesisPoller(StreamPoller):
 
     def _find_stream(self) -> str:
         summary = self._kinesis.describe_stream_summary(StreamName=self._stream)
+        description = summary["StreamDescriptionSummary"]
         app_name = getattr(self._runtime.app, "app_name", "app")
         self._role_arn = f"arn:aws:iam::{self._runtime.account()}:role/{app_name}-local"
-        return str(summary["StreamDescriptionSummary"]["StreamARN"])
+        if description.get("RetentionPeriodHours"):
+            self.retention_seconds = int(description["RetentionPeriodHours"]) * 3600
+        return str(description["StreamARN"])
 
     def _list_shards(self) -> list[StreamShard]:
         shards: list[StreamShard] = []
@@ -62,6 +69,12 @@ class KinesisPoller(StreamPoller):
         return kinesis_lambda_record(
             record, shard_id, self.arn, self._runtime.region, self._role_arn
         )
+
+    def arrival(self, record: dict[str, Any]) -> datetime:
+        arrived = record["ApproximateArrivalTimestamp"]
+        if isinstance(arrived, datetime):
+            return arrived if arrived.tzinfo else arrived.replace(tzinfo=UTC)
+        return datetime.fromtimestamp(float(arrived), UTC)
 
 
 def kinesis_lambda_record(

@@ -8,11 +8,26 @@ are read as Lambda's stream event source mappings read them.
 - batches of up to `batch_size`, filled for up to `maximum_batching_window_in_seconds`;
 - a checkpoint per handler and shard, in memory: a batch that succeeds moves it past its last
   record. Two handlers on one stream are two consumers, each with its own checkpoints;
-- a handler that raises gets the same records again, after a backoff (0.5 s, doubling up to
-  5 s), never skipped and never reordered; as with BisectBatchOnFunctionError, the failed
-  batch is split in halves, each retried as a batch of its own, first half first (and halved
-  again while it fails, down to the one record that fails), then reading goes on. Nothing
-  that raises is given up on;
+- a failing batch is retried after a backoff (0.5 s, doubling up to 5 s), never reordered, as
+  the mapping's settings in infra/functions.json say (stream_failures.py reads them, from the
+  file the deploy applies): with BisectBatchOnFunctionError, a batch that raises is split in
+  halves, each retried as a batch of its own, first half first (and halved again while it
+  fails, down to the one record that fails); without it, the same batch is retried whole;
+- MaximumRetryAttempts counts as Lambda does: a batch that fails is invoked again up to that
+  many times, and then given up on. Splitting a batch takes nothing from the quota (AWS:
+  "Splitting batches doesn't consume the retry quota"): each half is a new batch with the
+  whole quota, so only a batch that cannot be split (one record, or no bisection) uses
+  retries. A poison record is thus invoked alone 1 + MaximumRetryAttempts times. A partial
+  batch failure (below) is a failed invocation of the batch starting at the lowest failed
+  record: it uses one retry of that record's batch;
+- records older than MaximumRecordAgeInSeconds, or with -1 (Lambda's default), older than the
+  stream's retention (24 h for DynamoDB, the Kinesis stream's retention period: when AWS would
+  no longer have them), are given up on before an invocation; so even with no limit set, no
+  record is retried forever;
+- a batch given up on goes, as Lambda's on-failure record (RetryAttemptsExhausted or
+  RecordAgeExceeded; the sequence numbers, not the records), to the mapping's on-failure
+  destination, and the checkpoint then moves past it, so later records flow; with no
+  destination, it is only logged (as Lambda drops it);
 - one that returns `batchItemFailures`, on a mapping that reports item failures, is
   checkpointed just before the lowest failed sequence number, and the next batch starts
   there; on one that does not (Chalice's), past the whole batch, with the warning core.py
@@ -24,19 +39,31 @@ A kind of stream subclasses StreamPoller with its API calls and its Lambda recor
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from chalicelib.core.aws import error_code
-from local.events.core import EventRuntime, reported_identifiers, retry_until_done
+from chalicelib.core import clock
+from local.events.core import EventRuntime, retry_until_done
+from local.events.shard_reader import ShardReader, stream_batch_failures
+from local.events.stream_failures import (
+    FailedBatch,
+    on_failure_record,
+    send_on_failure,
+    stream_mapping,
+)
 
 log = logging.getLogger(__name__)
 
-#: An idle shard's reads slow down by doubling, this many times (0.25 s -> 1 s by default).
-IDLE_BACKOFF_STEPS = 2
+#: ShardReader and stream_batch_failures live in shard_reader.py; named here too.
+__all__ = ["ShardReader", "StreamPoller", "StreamShard", "stream_batch_failures", "stream_shard"]
+
+#: How long a stream keeps a record, unless it says otherwise (DynamoDB Streams: always).
+DEFAULT_RETENTION_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -54,6 +81,11 @@ class StreamPoller:
     every RELIST_SECONDS, or as soon as a shard ends, to find new ones."""
 
     SOURCE = ""
+    #: The kind in the event source's logical id (`<Function><KIND>EventSource`).
+    KIND = ""
+    #: The on-failure record's batch key, and the precision of its arrival times.
+    BATCH_INFO = ""
+    ARRIVAL_TIMESPEC = "milliseconds"
     MAX_RECORDS = 1
     RELIST_SECONDS = 10.0
     SETUP_RETRY_SECONDS = 2.0
@@ -70,6 +102,9 @@ class StreamPoller:
         self._readers: dict[str, threading.Thread] = {}
         self._changed = threading.Event()
         self._lock = threading.Lock()
+        #: The mapping's error handling, as infra/functions.json deploys it.
+        self.mapping = stream_mapping(self.name, self.KIND)
+        self.retention_seconds = DEFAULT_RETENTION_SECONDS
 
     # What each kind of stream does its own way.
 
@@ -92,6 +127,48 @@ class StreamPoller:
 
     def lambda_record(self, record: dict[str, Any], shard_id: str) -> dict[str, Any]:
         raise NotImplementedError
+
+    def arrival(self, record: dict[str, Any]) -> datetime:
+        """When the record reached the stream (timezone-aware)."""
+        raise NotImplementedError
+
+    # Giving up on records.
+
+    def expired(self, records: list[dict[str, Any]]) -> int:
+        """How many of `records`, from the first, are older than MaximumRecordAgeInSeconds
+        (or, with no maximum, than the stream keeps records)."""
+        limit = self.mapping.maximum_record_age_seconds
+        if limit < 0:
+            limit = self.retention_seconds
+        now = clock.now()
+        count = 0
+        while count < len(records) and (now - self.arrival(records[count])).total_seconds() > limit:
+            count += 1
+        return count
+
+    def give_up(self, failed: FailedBatch) -> str:
+        """Sends the on-failure record of `failed` to the mapping's destination (or logs that
+        there is none, as Lambda drops the records then); says what became of it."""
+        stage = os.environ.get("APP_STAGE", "local")
+        app_name = getattr(self._runtime.app, "app_name", "app")
+        function_arn = (
+            f"arn:aws:lambda:{self._runtime.region}:{self._runtime.account()}:"
+            f"function:{app_name}-{stage}-{self.name}"
+        )
+        record = on_failure_record(failed, function_arn, self.BATCH_INFO, self.ARRIVAL_TIMESPEC)
+        count = len(failed.numbers)
+        what = f"{count} record{'' if count == 1 else 's'}"
+        span = f"{failed.shard_id} {failed.numbers[0]}..{failed.numbers[-1]}"
+        destination = self.mapping.destination
+        if destination is None:
+            log.warning("%s: %s: %s (%s) dropped: the mapping has no on-failure destination",
+                        self.name, failed.condition, what, span)  # fmt: skip
+            return f"{failed.condition}: {what} dropped, no on-failure destination"
+        if not send_on_failure(self._runtime, destination, record):
+            return f"{failed.condition}: {what} given up, on-failure record logged"
+        log.warning("%s: %s: %s (%s) sent to %s", self.name, failed.condition, what, span,
+                    destination.describe())  # fmt: skip
+        return f"{failed.condition}: {what} sent to {destination.name}"
 
     # The shards.
 
@@ -184,145 +261,6 @@ class StreamPoller:
         return self._iterator(shard_id, start)
 
 
-class ShardReader:
-    """One shard for one handler: batches in order, each retried until it succeeds."""
-
-    def __init__(
-        self, poller: StreamPoller, shard_id: str, start: str, iterator: str | None
-    ) -> None:
-        self._poller = poller
-        self._runtime = poller._runtime
-        self._source = poller._source
-        self.shard_id = shard_id
-        self._start = start  # where to begin again while nothing is read yet
-        self._iterator = iterator
-        self._last_read: str | None = None
-        self._buffer: list[dict[str, Any]] = []  # read, not handled yet, in shard order
-        self._idle_reads = 0  # empty reads in a row: they space out (IDLE_BACKOFF_STEPS)
-        # After a failure: the sizes of the parts of the buffer's head still to retry, each
-        # as a batch of its own (the halves of a failed batch, and their halves).
-        self._spans: list[int] = []
-        self._ended = False
-        self._delay = self._runtime.retry_backoff[0]
-
-    def run(self) -> None:
-        stopping = self._runtime.stopping
-        while not stopping.is_set():
-            try:
-                batch = self._buffer[: self._spans[0]] if self._spans else self._collect()
-                if stopping.is_set():
-                    break
-                if batch:
-                    self._deliver(batch)
-                elif self._ended:
-                    self._poller.shard_finished(self.shard_id)
-                    return
-            except Exception:
-                log.exception("%s: shard %s failed; trying again", self._poller.name, self.shard_id)
-                stopping.wait(1)
-
-    def _collect(self) -> list[dict[str, Any]]:
-        """One batch: wait for a first record, then fill the batch for up to the window."""
-        size = self._source.batch_size
-        window = self._source.maximum_batching_window_in_seconds
-        poll = self._runtime.stream_poll_seconds
-        stopping = self._runtime.stopping
-        deadline: float | None = None
-        while len(self._buffer) < size and not self._ended and not stopping.is_set():
-            fetched, behind = self._fetch(size - len(self._buffer))
-            if self._buffer and deadline is None:
-                deadline = time.monotonic() + window
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            if fetched or behind:
-                self._idle_reads = 0
-            else:
-                # An idle shard is read less often (up to 4 x `poll`): every read costs the
-                # API's process and the emulator CPU that requests then wait for.
-                idle = poll * 2 ** min(self._idle_reads, IDLE_BACKOFF_STEPS)
-                self._idle_reads += 1
-                wait = idle if deadline is None else min(poll, deadline - time.monotonic())
-                stopping.wait(max(0.0, wait))
-        return self._buffer[:size]
-
-    def _fetch(self, limit: int) -> tuple[int, bool]:
-        poller = self._poller
-        try:
-            if self._iterator is None:
-                self._iterator = poller.iterator_from(self.shard_id, self._start, self._last_read)
-            records, following, behind = poller._read(
-                self._iterator, min(limit, poller.MAX_RECORDS)
-            )
-        except Exception as exc:
-            code = error_code(exc)
-            if code == "TrimmedDataAccessException":
-                log.warning("%s: records of shard %s after %s were trimmed; reading from the "
-                            "oldest left", poller.name, self.shard_id, self._last_read)  # fmt: skip
-                self._last_read, self._start = None, "TRIM_HORIZON"
-            elif code != "ExpiredIteratorException":
-                log.warning("%s: reading shard %s failed (%s); trying again",
-                            poller.name, self.shard_id, exc)  # fmt: skip
-                self._runtime.stopping.wait(max(1.0, self._runtime.stream_poll_seconds))
-            self._iterator = None  # taken again, after the last record read
-            return 0, False
-        self._buffer.extend(records)
-        if records:
-            self._last_read = poller.sequence_number(records[-1])
-        self._iterator = following
-        if following is None:
-            self._ended = True
-        elif not records and not behind:
-            self._ended = poller.read_to_its_end(self.shard_id, self._last_read)
-        return len(records), behind > 0
-
-    def _deliver(self, batch: list[dict[str, Any]]) -> None:
-        poller = self._poller
-        numbers = [poller.sequence_number(record) for record in batch]
-        event = {"Records": [poller.lambda_record(record, self.shard_id) for record in batch]}
-        result, invocation = self._runtime.invoke(self._source.name, poller.SOURCE, event)
-        if isinstance(result, Exception):
-            # BisectBatchOnFunctionError: the halves, each retried as a batch, first one first.
-            halves = [len(batch) // 2, len(batch) - len(batch) // 2] if len(batch) > 1 else [1]
-            if self._spans:
-                self._spans.pop(0)
-            self._spans[:0] = halves
-            split = f", split into {halves[0]} + {halves[1]}" if len(halves) == 2 else ""
-            invocation.failed_ids = numbers
-            invocation.outcome += f" (retried in {self._delay:g} s{split})"
-            self._runtime.report(invocation)
-            self._back_off()
-            return
-        first_failed, reported = stream_batch_failures(result, numbers)
-        if reported and not self._runtime.reports_item_failures(self._source.name):
-            # A success, whatever the answer: the checkpoint moves past the whole batch.
-            self._runtime.item_failures_ignored(invocation, reported, "record")
-            first_failed = None
-        done = len(batch) if first_failed is None else first_failed
-        if done:
-            del self._buffer[:done]
-            key = (self._source.name, poller.arn, self.shard_id)
-            self._runtime.checkpoints[key] = numbers[done - 1]
-            self._delay = self._runtime.retry_backoff[0]
-            if self._spans:
-                self._spans[0] -= done
-                if self._spans[0] <= 0:
-                    self._spans.pop(0)
-        if first_failed is None:
-            self._runtime.report(invocation)
-            return
-        invocation.failed_ids = reported
-        invocation.outcome = (
-            f"partial: {len(reported)} of {len(batch)} failed "
-            f"(retried from sequence number {numbers[first_failed]} in {self._delay:g} s)"
-        )
-        self._runtime.report(invocation)
-        self._back_off()
-
-    def _back_off(self) -> None:
-        self._runtime.stopping.wait(self._delay)
-        self._delay = min(self._delay * 2, self._runtime.retry_backoff[1])
-
-
 def stream_shard(shard: dict[str, Any]) -> StreamShard:
     """A shard as ListShards (Kinesis) or DescribeStream (both) describe it."""
     parents = (shard.get("ParentShardId"), shard.get("AdjacentParentShardId"))
@@ -336,15 +274,3 @@ def stream_shard(shard: dict[str, Any]) -> StreamShard:
 def sequence_key(number: str) -> int:
     """Kinesis and DynamoDB sequence numbers are decimal strings of different lengths."""
     return int(number)
-
-
-def stream_batch_failures(result: Any, sequence_numbers: list[str]) -> tuple[int | None, list[str]]:
-    """A stream handler's `batchItemFailures`, as Lambda reads them with ReportBatchItemFailures:
-    where in the batch to resume (the lowest failed sequence number) and the identifiers
-    reported; `(None, [])` if the whole batch succeeded. As Lambda does, an identifier that is
-    missing, empty or not a record of the batch fails the whole batch."""
-    reported = reported_identifiers(result)
-    if not reported:
-        return None, []
-    position = {number: index for index, number in enumerate(sequence_numbers)}
-    return min(position.get(identifier, 0) for identifier in reported), reported

@@ -48,6 +48,11 @@ def stop(process: subprocess.Popen[Any], timeout: float = 20) -> bool:
         return False
 
 
+#: The emulator of each running stack, by its API's URL (helpers that only get the API's URL,
+#: such as `register`, read a mailed code there).
+EMULATOR_OF_API: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     state_dir = tmp_path_factory.mktemp("stack")
@@ -66,6 +71,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             state = wait_until_ready(process, state_dir)
             if state is None:
                 pytest.fail(f"the local stack did not start:\n{log_path.read_text()[-4000:]}")
+            EMULATOR_OF_API[state["api_url"]] = state["emulator_url"]
             yield {**state, "state_dir": state_dir, "process": process}
         finally:
             if not stop(process):

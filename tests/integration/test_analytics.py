@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from chalicelib.telemetry.pseudonyms import user_digest
 from infra.paths import PROJECT_DIR
 
 pytestmark = pytest.mark.integration
@@ -60,7 +61,8 @@ def wait_for_report(api: str, headers: dict[str, str], day: str, run: int) -> di
 @pytest.fixture(scope="module")
 def archived_today(api: str, emulator: Any, stack: dict[str, Any], token_for: Any) -> str:
     """A few events of each kind posted through the API and archived; today's date (UTC)."""
-    headers = {"Authorization": f"Bearer {token_for('it-analytics@example.com')}"}
+    # an admin: it sends another user's events and a system metric (POST /events rules)
+    headers = {"Authorization": f"Bearer {token_for('it-analytics@example.com', admin=True)}"}
     now = datetime.now(UTC)
     marker = uuid.uuid4().hex[:8]
     stamp = (now - timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -76,8 +78,13 @@ def archived_today(api: str, emulator: Any, stack: dict[str, Any], token_for: An
     assert answer.status_code in (200, 202), answer.text
     today = now.strftime("%Y-%m-%d")
     deadline = time.monotonic() + 30
+    pseudonyms = stack["environment"]["TELEMETRY_PSEUDONYMS_TABLE_NAME"]
     while time.monotonic() < deadline:
-        if any(e.get("user_id") == f"an-{marker}" for e in lake_events(emulator, stack, today)):
+        # the lake names the user by its pseudonym (the pseudonyms table maps it)
+        key = {"user_digest": {"S": user_digest(f"an-{marker}")}}
+        item = emulator("dynamodb").get_item(TableName=pseudonyms, Key=key).get("Item", {})
+        alias = item.get("pseudonym", {}).get("S")
+        if alias and any(e.get("user_id") == alias for e in lake_events(emulator, stack, today)):
             return today
         time.sleep(0.3)
     pytest.fail("the posted events never reached the lake")
@@ -105,6 +112,8 @@ def test_the_daily_job_reports_what_the_lake_holds(
     assert {job["query"] for job in report["jobs"]} == {
         "daily", "by_kind", "transactions", "alerts", "top_users", "metrics"}  # fmt: skip
     assert all(job["state"] == "SUCCEEDED" and job["bytes_scanned"] > 0 for job in report["jobs"])
+    # users are pseudonyms in the lake, so in the report too
+    assert report["top_users"] and all(r["user_id"].startswith("p-") for r in report["top_users"])
     listed = requests.get(f"{api}/analytics/daily", headers=admin_headers, timeout=10).json()
     assert listed["reports"][0]["date"] == day
 

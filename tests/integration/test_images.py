@@ -23,10 +23,11 @@ def jpeg(width: int, height: int) -> bytes:
     return out.getvalue()
 
 
-def upload(api: str, headers: dict[str, str], data: bytes, content_type: str) -> str:
-    created = requests.post(
-        f"{api}/images", json={"content_type": content_type}, headers=headers, timeout=10
-    )
+def upload(
+    api: str, headers: dict[str, str], data: bytes, content_type: str, declared: int = 0
+) -> str:
+    body = {"content_type": content_type, "size": declared or len(data)}
+    created = requests.post(f"{api}/images", json=body, headers=headers, timeout=10)
     assert created.status_code == 201, created.text
     form = created.json()["upload"]
     sent = requests.post(
@@ -69,8 +70,46 @@ def test_upload_analyse_thumbnail_and_fetch_over_http(api: str, stack: dict[str,
 def test_a_broken_upload_fails_with_a_reason(api: str, stack: dict[str, Any]) -> None:
     user = register(api)
     own = sign_in(stack, user["email"])
-    image_id = upload(api, own, b"", "image/png")  # zero bytes (S3 would refuse; the emulator not)
+    # Zero bytes, one declared (S3 would refuse it; the emulator does not check POST policies)
+    image_id = upload(api, own, b"", "image/png", declared=1)
     image = eventually(lambda: settled(api, own, image_id))
     assert image["status"] == "failed" and "empty" in image["reason"]
     stranger = sign_in(stack, register(api)["email"])
-    assert requests.get(f"{api}/images/{image_id}", headers=stranger, timeout=10).status_code == 403
+    assert requests.get(f"{api}/images/{image_id}", headers=stranger, timeout=10).status_code == 404
+
+
+def test_delete_over_http_removes_the_image_and_its_links_stop_working(
+    api: str, stack: dict[str, Any]
+) -> None:
+    own = sign_in(stack, register(api)["email"])
+    image_id = upload(api, own, jpeg(800, 600), "image/jpeg")
+    image = eventually(lambda: settled(api, own, image_id))
+    assert image["status"] == "ready", image
+    links = [image["urls"]["original"], *image["urls"]["thumbnails"].values()]
+    assert all(requests.get(link, timeout=10).status_code == 200 for link in links)
+    stranger = sign_in(stack, register(api)["email"])
+    path = f"{api}/images/{image_id}"
+    assert requests.delete(path, headers=stranger, timeout=10).status_code == 404
+    assert requests.delete(path, headers=own, timeout=10).status_code == 204
+    assert requests.get(path, headers=own, timeout=10).status_code == 404
+    assert [requests.get(link, timeout=10).status_code for link in links] == [404] * len(links)
+    assert requests.delete(path, headers=own, timeout=10).status_code == 404, "404 once gone"
+    listed = requests.get(f"{api}/images", headers=own, timeout=10).json()
+    assert listed["items"] == []
+
+
+def test_a_looping_uploader_gets_429_with_retry_after_over_http(
+    api: str, stack: dict[str, Any]
+) -> None:
+    own = sign_in(stack, register(api)["email"])
+    body = {"content_type": "image/jpeg", "size": 20 * 1024 * 1024}
+    with requests.Session() as http:
+        answers = [
+            http.post(f"{api}/images", json=body, headers=own, timeout=10) for _ in range(26)
+        ]
+    assert [a.status_code for a in answers] == [201] * 25 + [429], "500 MB a day in dev"
+    refused = answers[-1]
+    assert 0 < int(refused.headers["Retry-After"]) <= 86400
+    assert refused.json()["error"]["code"] == "too_many_requests"
+    other = sign_in(stack, register(api)["email"])
+    assert requests.post(f"{api}/images", json=body, headers=other, timeout=10).status_code == 201

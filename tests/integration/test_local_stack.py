@@ -28,8 +28,18 @@ PASSWORD = "Corr3ct-Horse!"
 
 
 def register(api: str, session: requests.Session | None = None, **fields: Any) -> dict[str, Any]:
+    """Both steps: POST /register, then the code the emulator's SES kept for the address."""
+    from local.mailbox import wait_for_code
+    from tests.integration.conftest import EMULATOR_OF_API
+
     body = {"email": new_email(), "name": "Integration", "password": PASSWORD, **fields}
-    response = (session or requests).post(f"{api}/register", json=body, timeout=10)
+    asked = (session or requests).post(f"{api}/register", json=body, timeout=10)
+    assert asked.status_code == 202, asked.text
+    confirmation = {
+        "email": body["email"],
+        "code": wait_for_code(EMULATOR_OF_API[api], body["email"]),
+    }
+    response = (session or requests).post(f"{api}/register/confirm", json=confirmation, timeout=10)
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -85,7 +95,11 @@ def eventually(check: Any, timeout: float = 30.0, every: float = 0.25) -> Any:
 def welcome_mail_to(stack: dict[str, Any], email: str) -> list[dict[str, Any]]:
     """The emulator keeps what SES sent: /moto-api/data.json."""
     data = requests.get(f"{stack['emulator_url']}/moto-api/data.json", timeout=10).json()
-    return [m for m in data["ses"]["Message"] if m["destinations"]["ToAddresses"] == [email]]
+    return [
+        m
+        for m in data["ses"]["Message"]
+        if m["destinations"]["ToAddresses"] == [email] and m["subject"].startswith("Welcome")
+    ]
 
 
 def test_register_then_email_profile_set_up_and_search(
@@ -292,8 +306,7 @@ def test_make_token_signs_in_with_the_users_own_password_and_never_changes_it(
     from infra.paths import PROJECT_DIR
 
     email, password = new_email(), "Own-Passw0rd!"
-    body = {"email": email, "name": "Own", "password": password}
-    assert requests.post(f"{api}/register", json=body, timeout=10).status_code == 201
+    register(api, email=email, name="Own", password=password)
     command = [sys.executable, "-m", "local.token", email, "--state-dir", str(stack["state_dir"])]
 
     def make_token(*extra: str) -> subprocess.CompletedProcess[str]:
@@ -336,3 +349,32 @@ def test_sigterm_to_the_process_group_stops_quietly(tmp_path: Any) -> None:
         assert not Path(f"/proc/{state['emulator_pid']}").exists()
     finally:
         stop(process)
+
+
+def test_registration_proves_the_address_before_the_account_exists(
+    api: str, stack: dict[str, Any]
+) -> None:
+    """Over HTTP: the code arrives in the emulator's SES; before it is confirmed, nothing can
+    sign in and nobody learns whether the address was taken."""
+    from local.mailbox import mails_to, wait_for_code
+    from local.provision import emulator_client
+
+    email = new_email()
+    body = {"email": email, "name": "Proof", "password": PASSWORD}
+    asked = requests.post(f"{api}/register", json=body, timeout=10)
+    assert asked.status_code == 202 and "user_id" not in asked.json()
+    idp = emulator_client(stack, "cognito-idp")
+    with pytest.raises(idp.exceptions.NotAuthorizedException):
+        sign_in(stack, email)
+    code = wait_for_code(stack["emulator_url"], email)
+    confirmed = requests.post(
+        f"{api}/register/confirm", json={"email": email, "code": code}, timeout=10
+    )
+    assert confirmed.status_code == 201
+    assert sign_in(stack, email)["Authorization"].startswith("Bearer ")
+
+    again = requests.post(f"{api}/register", json={**body, "name": "Mallory"}, timeout=10)
+    assert (again.status_code, again.json()["message"]) == (202, asked.json()["message"])
+    notice = eventually(lambda: [m for m in mails_to(stack["emulator_url"], email)
+                                 if "already has one" in m["body"]])  # fmt: skip
+    assert "Mallory" not in notice[0]["body"]

@@ -10,8 +10,20 @@ import boto3
 import jwt
 from moto.utilities.utils import load_resource
 
+from local.inprocess import mailed_code
+
 PASSWORD = "Corr3ct-Horse!"
 JSON = {"Content-Type": "application/json"}
+
+
+def register_user(client: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /register, the mailed code, POST /register/confirm: the user made."""
+    asked = client.http.post("/register", headers=JSON, body=json.dumps(body))
+    assert asked.status_code == 202, asked.body
+    confirmation = {"email": body["email"], "code": mailed_code(body["email"])}
+    response = client.http.post("/register/confirm", headers=JSON, body=json.dumps(confirmation))
+    assert response.status_code == 201, response.body
+    return dict(response.json_body)
 
 
 class Accounts:
@@ -28,9 +40,7 @@ class Accounts:
         self._count += 1
         body = {"email": f"user{self._count}@example.com", "name": f"User {self._count}"}
         body = {**body, "password": PASSWORD, **fields}
-        response = self._client.http.post("/register", headers=JSON, body=json.dumps(body))
-        assert response.status_code == 201, response.body
-        user = response.json_body
+        user = register_user(self._client, body)
         if admin:
             boto3.client("cognito-idp").admin_add_user_to_group(
                 UserPoolId=self.pool_id, Username=user["user_id"], GroupName="admins"

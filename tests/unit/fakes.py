@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import copy
 import itertools
+from datetime import datetime
 from typing import Any
 
-from chalicelib.users.identity import IdentityExists, WeakPassword
+from chalicelib.core import clock
+from chalicelib.users.identity import (
+    DisabledIdentity,
+    IdentityExists,
+    IdentityGone,
+    WeakPassword,
+)
 from chalicelib.users.model import email_key
 from chalicelib.users.repository import EmailTaken, StaleUser, sort_key
 
@@ -56,6 +63,10 @@ class InMemoryUserRepository:
         self.claims[email_key(user["email"])] = {"status": "active", "user_id": user["user_id"]}
         self.users[user["user_id"]] = copy.deepcopy(user)
         self.faults.check("add_reply")  # committed, but the caller hears a failure
+
+    def email_owner(self, email: str) -> str | None:
+        claim = self.claims.get(email_key(email)) or {}
+        return claim.get("user_id") if claim.get("status") == "active" else None
 
     def get(self, user_id: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.users.get(user_id))
@@ -107,16 +118,39 @@ class InMemoryIdentities:
         self.by_id: dict[str, dict[str, str]] = {}
         self.faults = faults or Faults()
         self._ids = itertools.count(1)
+        #: identities whose refresh tokens were revoked (AdminUserGlobalSignOut)
+        self.signed_out: set[str] = set()
+        #: when each identity was made (the app's clock); one put in `by_id` by hand has none
+        #: and is never listed by `disabled_before`
+        self.created_at: dict[str, datetime] = {}
+        #: the pages `disabled_before` was asked for: (limit, token)
+        self.listed: list[tuple[int, str | None]] = []
 
-    def create(self, email: str, name: str, password: str) -> str:
+    def create(self, email: str, name: str, password: str, enabled: bool = True) -> str:
         self.faults.check("create_identity")
         if any(email_key(i["email"]) == email_key(email) for i in self.by_id.values()):
             raise IdentityExists()
         if password == "refused-by-cognito":
             raise WeakPassword("Password does not conform to policy")
         user_id = f"00000000-0000-4000-8000-{next(self._ids):012d}"
-        self.by_id[user_id] = {"email": email, "name": name}
+        self.by_id[user_id] = {"email": email, "name": name, "enabled": enabled}
+        self.created_at[user_id] = clock.now()
         return user_id
+
+    def activate(self, user_id: str) -> None:
+        self.faults.check("activate")
+        if user_id not in self.by_id:
+            raise IdentityGone(user_id)
+        self.by_id[user_id]["enabled"] = True
+
+    def deactivate(self, user_id: str) -> None:
+        if user_id in self.by_id:
+            self.by_id[user_id]["enabled"] = False
+
+    def sign_out_everywhere(self, user_id: str) -> None:
+        self.faults.check("sign_out")
+        if user_id in self.by_id:
+            self.signed_out.add(user_id)
 
     def delete(self, user_id: str) -> None:
         self.faults.check("delete_identity")
@@ -134,3 +168,66 @@ class InMemoryIdentities:
 
     def emails(self) -> set[str]:
         return {i["email"] for i in self.by_id.values()}
+
+    def disabled_before(
+        self, moment: datetime, limit: int, token: str | None = None
+    ) -> tuple[list[DisabledIdentity], str | None]:
+        """As ListUsers with the status filter: a page of `limit` disabled identities (in id
+        order, after `token`), of which those made before `moment`; the next page's token."""
+        self.faults.check("list_identities")
+        self.listed.append((limit, token))
+        disabled = sorted(
+            user_id
+            for user_id, identity in self.by_id.items()
+            if identity.get("enabled") is False and (token is None or user_id > token)
+        )
+        page = disabled[:limit]
+        found = [
+            DisabledIdentity(user_id, self.by_id[user_id].get("email"), self.created_at[user_id])
+            for user_id in page
+            if user_id in self.created_at and self.created_at[user_id] < moment
+        ]
+        return found, page[-1] if len(disabled) > limit else None
+
+
+class InMemoryPendingRecords:
+    """What waits for a mailed code (`users.pending`), in a dict."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.records.get(key))
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        self.records[key] = {**copy.deepcopy(record), "attempts": 0}
+
+    def count_miss(self, key: str, code_digest: str) -> None:
+        record = self.records.get(key)
+        if record and record["code_digest"] == code_digest:
+            record["attempts"] += 1
+
+    def delete(self, key: str, code_digest: str | None = None) -> None:
+        record = self.records.get(key)
+        if record and (code_digest is None or record["code_digest"] == code_digest):
+            del self.records[key]
+
+
+class RecordingMailer:
+    """Keeps what would be mailed: codes by address and purpose, notices, welcomes."""
+
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.codes: dict[tuple[str, str], str] = {}
+        self.sent: list[tuple[str, str]] = []  # (address, kind)
+        self.faults = faults or Faults()
+
+    def send_code(self, email: str, code: str, purpose: str) -> None:
+        self.faults.check("send_code")
+        self.codes[(email_key(email), purpose)] = code
+        self.sent.append((email, purpose))
+
+    def send_already_registered(self, email: str) -> None:
+        self.sent.append((email, "already-registered"))
+
+    def code(self, email: str, purpose: str = "registration") -> str:
+        return self.codes[(email_key(email), purpose)]

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import boto3
 import pytest
 
-from tests.unit.api_helpers import PASSWORD
+from tests.unit.api_helpers import PASSWORD, mailed_code
 
 ADA = {"email": "ada@example.com", "name": "Ada Lovelace", "password": PASSWORD}
 
@@ -30,9 +30,21 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
 
 
 def register(api: Any, **fields: Any) -> dict[str, Any]:
-    response = api.post("/register", {**ADA, **fields})
+    """Both steps: POST /register, then the mailed code to POST /register/confirm."""
+    assert api.post("/register", {**ADA, **fields}).status_code == 202
+    email = fields.get("email", ADA["email"])
+    response = api.post("/register/confirm", {"email": email, "code": mailed_code(email)})
     assert response.status_code == 201, response.body
     return response.json_body
+
+
+def sent_to(address: str) -> list[Any]:
+    """What SES (moto) was asked to mail to `address`, oldest first."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ses.models import ses_backends
+
+    messages = ses_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].sent_messages
+    return [m for m in messages if any(address in to for to in m.destinations.values())]
 
 
 def cognito_user(aws: dict[str, str], username: str) -> dict[str, Any]:
@@ -44,8 +56,20 @@ def cognito_user(aws: dict[str, str], username: str) -> dict[str, Any]:
 # --- register -----------------------------------------------------------------------------
 
 
-def test_register_stores_the_profile_and_the_sign_in(api: Any, aws: dict[str, str]) -> None:
-    response = api.as_(None).post("/register", {**ADA, "preferences": {"newsletter": False}})
+def test_register_stores_the_profile_and_the_sign_in_once_confirmed(
+    api: Any, accounts: Any, aws: dict[str, str]
+) -> None:
+    anonymous = api.as_(None)
+    asked = anonymous.post("/register", {**ADA, "preferences": {"newsletter": False}})
+    assert asked.status_code == 202 and "user_id" not in asked.json_body
+    pending = cognito_user(aws, ADA["email"])
+    assert pending["email_verified"] == "false"
+    with pytest.raises(boto3.client("cognito-idp").exceptions.NotAuthorizedException):
+        accounts.sign_in(ADA["email"])  # not before the address is proven
+    assert api.get("/users").json_body["items"][-1]["email"] != ADA["email"]
+
+    code = mailed_code(ADA["email"])
+    response = anonymous.post("/register/confirm", {"email": ADA["email"], "code": code})
     assert response.status_code == 201
     user = response.json_body
     assert response.headers["Location"] == f"/users/{user['user_id']}"
@@ -55,6 +79,9 @@ def test_register_stores_the_profile_and_the_sign_in(api: Any, aws: dict[str, st
     identity = cognito_user(aws, user["user_id"])
     assert identity["sub"] == user["user_id"]
     assert (identity["email"], identity["email_verified"]) == (ADA["email"], "true")
+    assert accounts.sign_in(ADA["email"])
+    again = anonymous.post("/register/confirm", {"email": ADA["email"], "code": code})
+    assert_error(again, 400, "validation_failed")  # a code works once
 
 
 def test_registered_user_can_sign_in_at_once(accounts: Any) -> None:
@@ -63,16 +90,44 @@ def test_registered_user_can_sign_in_at_once(accounts: Any) -> None:
     assert token
 
 
-def test_register_same_email_any_case_is_conflict(api: Any) -> None:
+def test_register_answers_a_taken_address_like_a_free_one(api: Any) -> None:
+    """Attack: a 409 told anyone which addresses have accounts."""
     register(api)
-    assert_error(api.post("/register", {**ADA, "email": "ADA@EXAMPLE.com"}), 409, "conflict")
+    free = api.as_(None).post("/register", {**ADA, "email": "free@example.com"})
+    taken = api.as_(None).post("/register", {**ADA, "email": "ADA@EXAMPLE.com"})
+    assert (taken.status_code, free.status_code) == (202, 202)
+    assert taken.json_body["message"] == free.json_body["message"]
+    assert taken.json_body["status"] == free.json_body["status"]
+    notice = sent_to("ADA@EXAMPLE.com")[-1]
+    assert "already has one" in notice.body and "code" not in notice.subject.lower()
+
+
+def test_register_mails_no_text_the_registrant_wrote(api: Any) -> None:
+    """Attack: registering a victim's address with a name that is a phishing message."""
+    lure = "Your account is locked: visit https://evil.example/login"
+    api.as_(None).post("/register", {**ADA, "email": "victim@example.com", "name": lure})
+    (mail,) = sent_to("victim@example.com")
+    assert "evil.example" not in mail.body and "evil.example" not in mail.subject
 
 
 def test_register_does_not_wait_for_the_event_topics(api: Any, aws: dict[str, str]) -> None:
     """Events go out from the table's stream (test_user_events.py), so a topic that is down
     cannot fail or undo a registration."""
     boto3.client("sns").delete_topic(TopicArn=aws["UserCreatedTopicArn"])
-    assert api.post("/register", ADA).status_code == 201
+    assert register(api)["email"] == ADA["email"]
+
+
+def test_confirmation_rejects_bad_input_and_wrong_codes(api: Any) -> None:
+    anonymous = api.as_(None)
+    assert_error(anonymous.post("/register/confirm", {"email": "x"}), 400, "validation_failed")
+    anonymous.post("/register", ADA)
+    wrong = f"{(int(mailed_code(ADA['email'])) + 1) % 10**6:06d}"
+    error = assert_error(
+        anonymous.post("/register/confirm", {"email": ADA["email"], "code": wrong}),
+        400,
+        "validation_failed",
+    )
+    assert "wrong or has expired" in error["message"]
 
 
 def test_register_refuses_a_weak_password_with_every_reason(api: Any) -> None:
@@ -128,7 +183,7 @@ def test_non_json_content_type_is_415(api: Any) -> None:
 
 def test_json_with_charset_is_accepted(api: Any) -> None:
     headers = {"Content-Type": "application/json; charset=utf-8"}
-    assert api.post("/register", json.dumps(ADA), headers=headers).status_code == 201
+    assert api.post("/register", json.dumps(ADA), headers=headers).status_code == 202
 
 
 # --- read, list ---------------------------------------------------------------------------
@@ -168,15 +223,20 @@ def test_bad_list_parameters_are_400(api: Any, query: str) -> None:
 # --- update, delete -----------------------------------------------------------------------
 
 
-def test_update_changes_fields_and_moves_the_sign_in(
+def test_update_changes_fields_and_moves_the_sign_in_once_the_new_address_confirms(
     api: Any, accounts: Any, aws: dict[str, str]
 ) -> None:
     user, token = accounts.register(email="ada@example.com")
     own = api.as_(token)
     response = own.put(f"/users/{user['user_id']}", {"bio": "Analyst", "email": "a@l.org"})
     assert response.status_code == 200
-    assert response.json_body["bio"] == "Analyst" and response.json_body["email"] == "a@l.org"
-    assert cognito_user(aws, user["user_id"])["email"] == "a@l.org"
+    assert response.json_body["bio"] == "Analyst" and response.json_body["email"] == ADA["email"]
+    assert response.json_body["pending_email"] == "a@l.org"
+    assert cognito_user(aws, user["user_id"])["email"] == ADA["email"]
+    confirm = own.post(f"/users/{user['user_id']}/email/confirm", {"code": mailed_code("a@l.org")})
+    assert confirm.status_code == 200 and confirm.json_body["email"] == "a@l.org"
+    identity = cognito_user(aws, user["user_id"])
+    assert (identity["email"], identity["email_verified"]) == ("a@l.org", "true")
     assert accounts.sign_in("a@l.org")
     register(api)  # the old address is free again
 
@@ -202,10 +262,12 @@ def test_update_unknown_user_is_404(api: Any) -> None:
     assert_error(response, 404, "not_found")
 
 
-def test_update_to_taken_email_is_409(api: Any) -> None:
+def test_update_to_taken_email_is_409_once_confirmed(api: Any) -> None:
     register(api)
     bob = register(api, email="bob@example.com")
-    assert_error(api.put(f"/users/{bob['user_id']}", {"email": "Ada@example.com"}), 409, "conflict")
+    assert api.put(f"/users/{bob['user_id']}", {"email": "Ada@example.com"}).status_code == 200
+    code = {"code": mailed_code("Ada@example.com")}
+    assert_error(api.post(f"/users/{bob['user_id']}/email/confirm", code), 409, "conflict")
 
 
 def test_delete_removes_profile_and_sign_in(api: Any, accounts: Any, aws: dict[str, str]) -> None:
@@ -391,3 +453,24 @@ def test_search_finds_by_word_prefix_and_typo_newest_first(api: Any, client: Any
 )
 def test_bad_searches_are_400(api: Any, query: str) -> None:
     assert_error(api.get(f"/users/search?{query}"), 400, "bad_request")
+
+
+def test_a_registration_flood_is_429_in_the_error_shape(api: Any) -> None:
+    """Attack: a script registering address after address from one client. The stage's
+    limit is used up first but for two (the admin's registration counted one already)."""
+    from chalicelib.core.quotas import DynamoQuotas
+    from chalicelib.users.registration import RegistrationLimits
+    from infra.paths import PROJECT_DIR
+
+    template = json.loads((PROJECT_DIR / "infra" / "resources.json").read_text())
+    limit = int(template["Mappings"]["StageSettings"]["dev"]["RegistrationsPerClientHour"])
+    quota = RegistrationLimits(per_client_hour=limit).registrations
+    DynamoQuotas("serverless-app-dev-quotas").take("client:127.0.0.1", [(quota, limit - 3)])
+    anonymous = api.as_(None)
+    for n in range(2):
+        assert anonymous.post("/register", {**ADA, "email": f"v{n}@example.com"}).status_code == 202
+    refused = anonymous.post("/register", {**ADA, "email": "v3@example.com"})
+    error = assert_error(refused, 429, "too_many_requests")
+    assert "registrations" in error["message"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3600
+    assert sent_to("v3@example.com") == []

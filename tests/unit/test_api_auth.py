@@ -243,3 +243,73 @@ def test_an_authorizer_fault_is_a_shaped_500_not_a_dropped_connection(
     response = call(world, "GET", "/users/{owner}", world["tokens"]["owner"])
     assert response.status_code == 500
     assert json.loads(response.body)["error"]["code"] == "internal_error"
+
+
+# --- machine identities: a trusted producer's client-credentials token ----------------------
+
+MACHINE_REFUSED = [
+    ("GET", "/users/{machine}"),
+    ("PUT", "/users/{machine}"),
+    ("DELETE", "/users/{machine}"),
+    ("GET", "/users/{machine}/export"),
+    ("GET", "/users"),
+    ("GET", "/users/search?q=owner"),
+    ("GET", "/users/{owner}"),
+    ("POST", "/orders"),
+    ("GET", "/orders"),
+    ("POST", "/images"),
+    ("GET", "/images"),
+    ("GET", "/analytics/daily"),
+]
+
+
+@pytest.mark.parametrize(("method", "route"), MACHINE_REFUSED)
+def test_a_machine_identity_is_nobodys_user(
+    world: dict[str, Any], aws: dict[str, str], method: str, route: str
+) -> None:
+    """Its token is valid (its `sub` is its client's id), but it may not act as a user: not
+    as the user whose id its `sub` is, nor on any route of a user's own."""
+    from tests.unit.machine_tokens import machine_token
+
+    machine_id = aws["TelemetryMachineClientId"]
+    path = route.format(owner=world["owner"]["user_id"], machine=machine_id)
+    body = {"bio": "x"} if method == "PUT" else ({} if method == "POST" else None)
+    api = ApiClient(world["client"], machine_token(aws))
+    response = api.request(method, path, body)
+    assert response.status_code == 403, response.body
+    assert json.loads(response.body)["error"]["code"] == "forbidden"
+
+
+def test_a_token_of_another_confidential_client_of_the_pool_is_401(
+    world: dict[str, Any], aws: dict[str, str]
+) -> None:
+    """Only the configured producers' client makes machine identities."""
+    import boto3
+
+    from tests.unit.machine_tokens import machine_token
+
+    other = boto3.client("cognito-idp").create_user_pool_client(
+        UserPoolId=aws["UserPoolId"], ClientName="rogue", GenerateSecret=True,
+        AllowedOAuthFlowsUserPoolClient=True, AllowedOAuthFlows=["client_credentials"],
+        AllowedOAuthScopes=["telemetry/metrics.write"],
+    )["UserPoolClient"]  # fmt: skip
+    token = machine_token({**aws, "TelemetryMachineClientId": other["ClientId"]})
+    response = ApiClient(world["client"], token).post("/events", {"events": []})
+    assert response.status_code == 401, response.body
+
+
+def test_the_authorizer_hands_scopes_and_machine_to_handlers() -> None:
+    from chalicelib.auth.authorizer import principal_of
+    from chalicelib.core.errors import Forbidden
+
+    class Request:
+        def __init__(self, machine: str) -> None:
+            authorizer = {"user_id": "c1", "groups": "[]", "machine": machine,
+                          "scopes": '["telemetry/metrics.write"]'}  # fmt: skip
+            self.context = {"authorizer": authorizer}
+
+    with pytest.raises(Forbidden):
+        principal_of(Request("1"))  # type: ignore[arg-type]
+    machine = principal_of(Request("1"), allow_machine=True)  # type: ignore[arg-type]
+    assert machine.is_machine and machine.scopes == {"telemetry/metrics.write"}
+    assert not principal_of(Request("0")).is_machine  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ def test_register_never_fails_on_the_server(client: Any, body: Any) -> None:
     response = client.http.post(
         "/register", headers={"Content-Type": "application/json"}, body=json.dumps(body)
     )
-    assert response.status_code in (201, 400, 409), response.body
+    assert response.status_code in (202, 400), response.body
 
 
 @FUZZ
@@ -48,7 +48,8 @@ def test_update_of_a_real_user_never_fails_on_the_server(
     api: Any, admin: tuple[dict[str, Any], str], body: Any
 ) -> None:
     response = api.put(f"/users/{admin[0]['user_id']}", json.dumps(body))
-    assert response.status_code in (200, 400, 409), response.body
+    # 429: the codes mailed to one new address in a day are bounded.
+    assert response.status_code in (200, 400, 409, 429), response.body
 
 
 @FUZZ
@@ -72,4 +73,4 @@ def test_any_authorization_header_is_401_never_500(client: Any, token: str) -> N
 @given(raw=st.binary(max_size=200))
 def test_raw_bytes_never_fail_on_the_server(client: Any, raw: bytes) -> None:
     response = client.http.post("/register", headers={"Content-Type": "application/json"}, body=raw)
-    assert response.status_code in (201, 400, 409), response.body
+    assert response.status_code in (202, 400), response.body

@@ -64,6 +64,7 @@ XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 #: Operations authorised as another action than their name, or (None) as none or per item.
 ACTION_OF_OPERATION = {
     "head_object": "s3:GetObject",
+    "list_objects_v2": "s3:ListBucket",
     "publish_batch": "sns:Publish",
     "send_message_batch": "sqs:SendMessage",
     "delete_message_batch": "sqs:DeleteMessage",

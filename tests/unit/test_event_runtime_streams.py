@@ -1,6 +1,7 @@
 """The local event runtime's Kinesis and DynamoDB stream delivery, with the fixture app and
 moto (in process, and the emulator process for DynamoDB Streams): order per shard, batch size
-and window, Lambda's event shapes, retries that skip nothing (bisecting a failed batch),
+and window, Lambda's event shapes, retries (bisecting a failed batch; with no retry limit, as
+here, nothing is skipped; test_event_runtime_stream_failures.py has the limits),
 ReportBatchItemFailures checkpoints (and, on a mapping without it, as Chalice deploys it,
 batchItemFailures ignored loudly), starting positions and resharding."""
 
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +32,7 @@ from tests.unit.runtime_helpers import (
     fixture_aws,
     runtime_starter,
 )
+from tests.unit.stream_mapping_helpers import use_mappings
 
 ACCOUNT = "123456789012"
 #: Short waits: a failed batch is retried after 10 ms, doubling to 50 ms; idle shards are
@@ -39,6 +42,15 @@ FAST = {
     "max_retry_backoff_seconds": 0.05,
     "stream_poll_seconds": 0.02,
 }
+
+
+@pytest.fixture(autouse=True)
+def bisecting_mappings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The fixture's stream mappings split a failing batch (BisectBatchOnFunctionError) and
+    set no other limit: retried until the records expire, a day from now."""
+    bisect = {"BisectBatchOnFunctionError": True}
+    handlers = ("handle_stream", "latest_stream", "windowed_stream", "handle_table")
+    use_mappings(monkeypatch, tmp_path, dict.fromkeys(handlers, bisect))
 
 
 @pytest.fixture

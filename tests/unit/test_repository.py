@@ -162,3 +162,19 @@ def test_remove_releases_the_email_and_checks_version(repo: Repo) -> None:
     repo.remove(user(1))
     assert repo.get(user(1)["user_id"]) is None
     repo.add(user(2, email="user1@example.com"))
+
+
+def test_background_writes_give_up_after_a_bounded_number_of_lost_races(
+    aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that always loses its race raises (the event is delivered again later)
+    instead of spinning for the rest of the function's time."""
+    repo = Repo(TABLE)
+    repo.add(user(1))
+    tries: list[int] = []
+    monkeypatch.setattr(repo, "_update_if_unchanged", lambda *_: tries.append(1) or False)
+    with pytest.raises(StaleUser):
+        repo.mark_onboarded(user(1)["user_id"], "2026-11-26T01:00:00.000000Z")
+    with pytest.raises(StaleUser):
+        repo.add_missing_preferences(user(1)["user_id"], {"x": True}, "2026-11-26T01:00:00Z")
+    assert len(tries) == 10

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from chalicelib.auth.tokens import Principal
+from chalicelib.core import clock
 from chalicelib.core.errors import (
     Conflict,
     Forbidden,
@@ -15,8 +17,17 @@ from chalicelib.core.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
+from chalicelib.core.quotas import InMemoryQuotas, QuotaExceeded
+from chalicelib.users import verification
+from chalicelib.users.registration import RegistrationLimits, RegistrationService
 from chalicelib.users.service import UsersService
-from tests.unit.fakes import Faults, InMemoryIdentities, InMemoryUserRepository
+from tests.unit.fakes import (
+    Faults,
+    InMemoryIdentities,
+    InMemoryPendingRecords,
+    InMemoryUserRepository,
+    RecordingMailer,
+)
 
 PASSWORD = "Corr3ct-Horse!"
 ADA = {"email": "ada@example.com", "name": "Ada", "password": PASSWORD}
@@ -26,85 +37,192 @@ ADMIN = Principal("admin-id", frozenset({"admins"}))
 @dataclass
 class World:
     service: UsersService
+    registration: RegistrationService
     repo: InMemoryUserRepository
     identities: InMemoryIdentities
+    pending: InMemoryPendingRecords
+    mailer: RecordingMailer
+    quotas: InMemoryQuotas
     faults: Faults
+    clock: TickingClock
+
+    def ask(self, **fields: str) -> dict:
+        """Step one of a registration: the code is mailed (to `mailer`)."""
+        return self.registration.register({**ADA, **fields}, CLIENT)
+
+    def confirm(self, email: str = ADA["email"], code: str | None = None) -> dict:
+        code = code if code is not None else self.mailer.code(email)
+        return self.registration.confirm({"email": email, "code": code}, CLIENT)
 
     def register(self, **fields: str) -> dict:
-        return self.service.register({**ADA, **fields})
+        """Both steps: a usable account."""
+        self.ask(**fields)
+        return self.confirm(fields.get("email", ADA["email"]))
 
     def consistent(self) -> bool:
-        """Every profile has its identity and every identity its profile; no stray claims."""
+        """Every profile has its enabled identity and every enabled identity its profile;
+        no stray claims."""
         profiles = {u["user_id"] for u in self.repo.users.values()}
+        enabled = {i for i, identity in self.identities.by_id.items() if identity["enabled"]}
         claims_ok = all(c["status"] == "active" for c in self.repo.claims.values())
-        return profiles == set(self.identities.by_id) and claims_ok
+        return profiles == enabled and claims_ok
+
+
+class TickingClock:
+    """A clock a second further on each read, that tests can also move."""
+
+    def __init__(self) -> None:
+        self.moment = datetime(2026, 11, 26, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        self.moment += timedelta(seconds=1)
+        return self.moment
+
+    def stamp(self) -> str:
+        return clock.timestamp(self())
+
+
+CLIENT = "192.0.2.1"
+LIMITS = RegistrationLimits(per_client_hour=50, confirmations_per_client_hour=100)
 
 
 @pytest.fixture
-def world() -> World:
-    ticks = itertools.count(1)
-    faults = Faults()
+def world() -> Iterator[World]:
+    faults, ticking = Faults(), TickingClock()
     repo, identities = InMemoryUserRepository(faults), InMemoryIdentities(faults)
-    service = UsersService(
-        repo, identities, clock=lambda: f"2026-11-26T00:00:{next(ticks):02d}.000000Z"
+    pending, mailer = InMemoryPendingRecords(), RecordingMailer(faults)
+    quotas = InMemoryQuotas(now=lambda: ticking.moment)
+    registration = RegistrationService(
+        repo, pending, identities, mailer, quotas, LIMITS, now=ticking
     )
-    return World(service, repo, identities, faults)
+    service = UsersService(repo, identities, pending, mailer, quotas, LIMITS, ticking.stamp)
+    with clock.use(lambda: ticking.moment):
+        yield World(
+            service, registration, repo, identities, pending, mailer, quotas, faults, ticking
+        )
 
 
 def me(user: dict) -> Principal:
     return Principal(user["user_id"], frozenset())
 
 
-# --- register: a saga over Cognito and DynamoDB ---------------------------------------------
+# --- register: a code mailed, then the account made --------------------------------------
 
 
-def test_register_creates_identity_and_profile(world: World) -> None:
-    user = world.register()
-    assert user["user_id"] in world.identities.by_id
-    assert user["user_id"] in world.repo.users
+def test_register_mails_a_code_and_nothing_is_usable_before_it(world: World) -> None:
+    answer = world.ask()
+    assert answer["status"] == "verification_pending" and "user_id" not in answer
+    (identity,) = world.identities.by_id.values()
+    assert identity["enabled"] is False  # cannot sign in yet
+    assert world.repo.users == {} and world.repo.claims == {}  # no profile, no events
+    record = next(iter(world.pending.records.values()))
+    assert PASSWORD not in str(record) and world.mailer.code(ADA["email"]) not in str(record)
+    user = world.confirm()
+    assert world.identities.by_id[user["user_id"]]["enabled"] is True
+    assert world.repo.users[user["user_id"]]["email"] == ADA["email"]
     assert "password" not in world.repo.users[user["user_id"]]
+    assert world.pending.records == {}  # a code works once
     assert world.consistent()
 
 
-def test_register_refuses_an_email_in_any_case(world: World) -> None:
+def test_register_answers_the_same_for_a_taken_address_and_mails_its_owner(
+    world: World,
+) -> None:
+    """Attack: registering an address to learn whether it has an account (a 409 told)."""
     world.register()
-    with pytest.raises(Conflict):
-        world.register(email="ADA@example.COM", name="Other")
-    assert len(world.identities.by_id) == 1
+    fresh = world.ask(email="bob@example.com")
+    taken = world.ask(email="ADA@example.COM", name="Mallory")
+    assert {k: v for k, v in taken.items() if k != "email"} == {
+        k: v for k, v in fresh.items() if k != "email"
+    }
+    assert world.mailer.sent[-1] == ("ADA@example.COM", "already-registered")
+    assert len(world.identities.by_id) == 2  # Ada's and Bob's pending one: nothing for Mallory
+    with pytest.raises(ValidationFailed):
+        world.confirm("ADA@example.COM", "000000")
 
 
 def test_password_refused_by_cognito_is_400_and_leaves_nothing(world: World) -> None:
     with pytest.raises(ValidationFailed):
-        world.register(password="refused-by-cognito")
+        world.ask(password="refused-by-cognito")
     assert world.repo.claims == {} and world.identities.by_id == {}
     assert world.register()
 
 
-@pytest.mark.parametrize("failing", ["create_identity", "add", "add_reply"])
-def test_a_failing_step_undoes_the_others_and_a_retry_succeeds(world: World, failing: str) -> None:
+def test_a_wrong_code_is_refused_and_five_wrong_ones_kill_the_code(world: World) -> None:
+    """Attack: guessing the code of an address one does not read."""
+    world.ask()
+    right = world.mailer.code(ADA["email"])
+    wrong = f"{(int(right) + 1) % 10**6:06d}"
+    for _ in range(verification.MAX_ATTEMPTS):
+        with pytest.raises(ValidationFailed, match="wrong or has expired"):
+            world.confirm(code=wrong)
+    with pytest.raises(ValidationFailed, match="wrong or has expired"):
+        world.confirm(code=right)
+    assert world.repo.users == {}
+    world.ask()  # a new code, a new count
+    assert world.confirm()["email"] == ADA["email"]
+
+
+def test_a_code_expires_and_a_new_one_voids_the_old(world: World) -> None:
+    world.ask()
+    first = world.mailer.code(ADA["email"])
+    world.ask()
+    with pytest.raises(ValidationFailed):
+        world.confirm(code=first)
+    world.clock.moment += verification.CODE_LIFETIME
+    with pytest.raises(ValidationFailed):
+        world.confirm()
+    assert world.repo.users == {}
+
+
+def test_confirming_an_address_never_asked_for_is_refused_alike(world: World) -> None:
+    with pytest.raises(ValidationFailed, match="wrong or has expired"):
+        world.confirm("nobody@example.com", "123456")
+    with pytest.raises(ValidationFailed) as refused:
+        world.registration.confirm({"email": "x", "code": "12ab", "extra": 1}, CLIENT)
+    assert {d["field"] for d in refused.value.details} == {"email", "code", "extra"}
+
+
+@pytest.mark.parametrize("failing", ["create_identity", "send_code"])
+def test_a_failing_first_step_is_503_and_a_retry_succeeds(world: World, failing: str) -> None:
     world.faults.failing.add(failing)
     with pytest.raises(ServiceUnavailable):
-        world.register()
-    assert world.repo.users == {} and world.identities.by_id == {} and world.repo.claims == {}
+        world.ask()
+    assert world.repo.users == {} and world.repo.claims == {}
     assert world.register()["email"] == ADA["email"]
-    assert world.consistent()
+    assert world.consistent() and len(world.identities.by_id) == 1
 
 
-def test_a_failed_undo_leaves_an_identity_the_retry_replaces(world: World) -> None:
-    world.faults.failing |= {"add_reply", "delete_identity"}
+@pytest.mark.parametrize("failing", ["activate", "add", "add_reply"])
+def test_a_failing_confirmation_undoes_it_and_the_same_code_works_again(
+    world: World, failing: str
+) -> None:
+    world.ask()
+    world.faults.failing.add(failing)
     with pytest.raises(ServiceUnavailable):
-        world.register()
-    assert world.identities.emails() == {ADA["email"]}  # the orphan
-    assert world.repo.users == {}
-    user = world.register()
-    assert set(world.identities.by_id) == {user["user_id"]}
+        world.confirm()
+    assert world.repo.users == {} and world.repo.claims == {}
+    assert not any(i["enabled"] for i in world.identities.by_id.values())
+    assert world.confirm()["email"] == ADA["email"]
     assert world.consistent()
+
+
+def test_a_sign_up_whose_identity_is_gone_asks_to_register_again(world: World) -> None:
+    """An undone confirmation removes the profile it stored; the erasure that follows a
+    removed profile deletes the sign-in too, and the password went with it."""
+    world.ask()
+    world.identities.by_id.clear()
+    with pytest.raises(ValidationFailed, match="registering again"):
+        world.confirm()
+    assert world.pending.records == {} and world.repo.claims == {}
+    assert world.register()["email"] == ADA["email"]
 
 
 def test_an_undo_that_fails_stops_there_and_leaves_a_whole_account(world: World) -> None:
+    world.ask()
     world.faults.failing |= {"add_reply", "remove"}
     with pytest.raises(ServiceUnavailable):
-        world.register()
+        world.confirm()
     # The profile could not be removed, so its sign-in was kept: a whole account, not half.
     assert world.consistent() and world.identities.emails() == {ADA["email"]}
 
@@ -114,18 +232,41 @@ def test_an_identity_whose_profile_exists_is_never_replaced(world: World) -> Non
     that address meanwhile must not take the live user's sign-in."""
     ada = world.register()
     del world.repo.claims["ada@example.com"]  # the claim has moved, Cognito not yet
-    with pytest.raises(Conflict):
-        world.register(name="Mallory")
+    world.ask(name="Mallory")
+    assert world.mailer.sent[-1] == (ADA["email"], "already-registered")
     assert world.identities.by_id[ada["user_id"]]["email"] == ADA["email"]
-    assert world.repo.claims == {}  # the attempt's reservation was released
+    assert world.identities.by_id[ada["user_id"]]["enabled"] is True
 
 
-def test_a_stale_reservation_can_be_taken_over(world: World) -> None:
-    world.repo.reserve_email(ADA["email"])  # a registration that crashed half-way
+def test_a_reservation_in_progress_is_a_conflict_until_stale(world: World) -> None:
+    world.ask()
+    world.repo.reserve_email(ADA["email"])  # a confirmation that crashed half-way
     with pytest.raises(Conflict):
-        world.register()
+        world.confirm()
     world.repo.claims["ada@example.com"]["stale"] = True  # RESERVATION_TTL has passed
-    assert world.register()
+    assert world.confirm()
+
+
+def test_a_registration_flood_from_one_client_is_429_after_its_limit(world: World) -> None:
+    """Attack: a script registering address after address (each mails a stranger)."""
+    for n in range(LIMITS.per_client_hour):
+        world.ask(email=f"victim{n}@example.com")
+    with pytest.raises(QuotaExceeded) as refused:
+        world.ask(email="one-more@example.com")
+    assert refused.value.status_code == 429 and refused.value.retry_after_seconds <= 3600
+    assert ("one-more@example.com", "registration") not in world.mailer.sent
+    world.registration.register({**ADA, "email": "other@example.com"}, "198.51.100.7")
+    world.clock.moment += timedelta(hours=1)
+    assert world.ask(email="next-hour@example.com")
+
+
+def test_one_address_gets_a_bounded_number_of_mails_and_the_answer_never_changes(
+    world: World,
+) -> None:
+    """Attack: mail-bombing one inbox through the public registration."""
+    answers = [world.ask() for _ in range(LIMITS.mails_per_address_day + 3)]
+    assert len({str(a) for a in answers}) == 1
+    assert len(world.mailer.sent) == LIMITS.mails_per_address_day
 
 
 # --- who may do what ----------------------------------------------------------------------
@@ -199,27 +340,67 @@ def test_update_without_real_change_writes_nothing(world: World) -> None:
     assert world.repo.users[ada["user_id"]]["version"] == 1
 
 
-def test_email_change_moves_the_sign_in_too(world: World) -> None:
+def test_email_change_waits_for_the_code_mailed_to_the_new_address(world: World) -> None:
+    """Attack: moving one's account onto an address one does not read (it was marked
+    verified with no proof)."""
     ada = world.register()
-    world.service.update(me(ada), ada["user_id"], {"email": "new@example.com"})
+    answer = world.service.update(
+        me(ada), ada["user_id"], {"email": "new@example.com", "name": "Ada L."}
+    )
+    assert answer["email"] == ADA["email"] and answer["pending_email"] == "new@example.com"
+    assert answer["name"] == "Ada L."  # the other fields apply at once
+    assert world.identities.by_id[ada["user_id"]]["email"] == ADA["email"]
+    code = world.mailer.code("new@example.com", "email-change")
+    with pytest.raises(ValidationFailed, match="wrong or has expired"):
+        world.service.confirm_email(me(ada), ada["user_id"], {"code": "000000"})
+    changed = world.service.confirm_email(me(ada), ada["user_id"], {"code": code})
+    assert changed["email"] == "new@example.com" and "pending_email" not in changed
     assert world.identities.by_id[ada["user_id"]]["email"] == "new@example.com"
+    with pytest.raises(ValidationFailed):  # the code worked once
+        world.service.confirm_email(me(ada), ada["user_id"], {"code": code})
     assert world.register(email="ada@example.com")  # the old address is free
 
 
-def test_update_to_a_taken_email_is_conflict(world: World) -> None:
+def test_a_change_of_case_only_applies_at_once(world: World) -> None:
+    ada = world.register()
+    updated = world.service.update(me(ada), ada["user_id"], {"email": "Ada@Example.com"})
+    assert updated["email"] == "Ada@Example.com" and "pending_email" not in updated
+    assert world.pending.records == {}
+
+
+def test_nobody_confirms_someone_elses_email_change(world: World) -> None:
+    ada = world.register()
+    bob = world.register(email="bob@example.com")
+    world.service.update(me(ada), ada["user_id"], {"email": "new@example.com"})
+    code = world.mailer.code("new@example.com", "email-change")
+    with pytest.raises(Forbidden):
+        world.service.confirm_email(me(bob), ada["user_id"], {"code": code})
+    with pytest.raises(ValidationFailed):  # Bob has no change waiting; Ada's code is not his
+        world.service.confirm_email(me(bob), bob["user_id"], {"code": code})
+
+
+def test_update_to_a_taken_email_is_conflict_at_confirmation(world: World) -> None:
     world.register()
     bob = world.register(email="bob@example.com")
+    world.service.update(me(bob), bob["user_id"], {"email": "Ada@Example.com"})
+    code = world.mailer.code("ada@example.com", "email-change")
     with pytest.raises(Conflict):
-        world.service.update(me(bob), bob["user_id"], {"email": "Ada@Example.com"})
+        world.service.confirm_email(me(bob), bob["user_id"], {"code": code})
+
+
+def change_email(world: World, user: dict, email: str = "new@example.com") -> dict:
+    world.service.update(me(user), user["user_id"], {"email": email})
+    code = world.mailer.code(email, "email-change")
+    return world.service.confirm_email(me(user), user["user_id"], {"code": code})
 
 
 def test_update_is_undone_when_the_sign_in_cannot_follow(world: World) -> None:
     ada = world.register()
     world.faults.failing.add("change_email")
     with pytest.raises(ServiceUnavailable):
-        world.service.update(me(ada), ada["user_id"], {"email": "new@example.com", "name": "N"})
+        change_email(world, ada)
     stored = world.repo.users[ada["user_id"]]
-    assert (stored["email"], stored["name"]) == (ADA["email"], ADA["name"])
+    assert stored["email"] == ADA["email"]
     assert world.identities.by_id[ada["user_id"]]["email"] == ADA["email"]
     assert world.register(email="new@example.com")  # the new address was released again
 
@@ -283,7 +464,7 @@ def test_an_email_change_cognito_refuses_is_undone_even_after_a_background_chang
 
     world.repo.replace = replace_then_onboard  # type: ignore[method-assign]
     with pytest.raises(ServiceUnavailable):
-        world.service.update(me(ada), ada["user_id"], {"email": "new@example.com"})
+        change_email(world, ada)
     stored = world.repo.users[ada["user_id"]]
     assert stored["email"] == ADA["email"]  # back, so profile and sign-in agree
     assert stored["onboarded_at"] == "2026-11-26T00:00:30Z"  # and the background change kept

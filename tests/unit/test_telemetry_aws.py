@@ -22,18 +22,19 @@ from moto import mock_aws
 
 from chalicelib.core import clock
 from chalicelib.core.backoff import Backoff
+from chalicelib.core.quotas import counter_subject
 from chalicelib.telemetry import encoding
-from chalicelib.telemetry.adapters import (
-    DynamoBaselines,
-    DynamoItemWriter,
-    DynamoTransactionHistory,
-    KinesisStream,
-    S3Archive,
-    SnsAlerts,
-    SqsQuarantine,
-)
+from chalicelib.telemetry.delivery import KinesisStream, S3Archive, SnsAlerts, SqsQuarantine
 from chalicelib.telemetry.model import validate_event
+from chalicelib.telemetry.pseudonyms import (
+    CachedPseudonyms,
+    DynamoPseudonyms,
+    LakeIdentity,
+    user_digest,
+)
+from chalicelib.telemetry.tables import DynamoBaselines, DynamoItemWriter, DynamoTransactionHistory
 from tests.unit.test_telemetry_support import (
+    ADMIN,
     BASELINES_TABLE,
     BUCKET,
     NOW,
@@ -42,12 +43,17 @@ from tests.unit.test_telemetry_support import (
     TABLES,
     TOPIC,
     activity,
+    make_ingest,
     metric,
     mixed,
     record,
     records,
     transaction,
+    user,
 )
+
+QUOTAS_TABLE = "serverless-app-dev-quotas"
+PSEUDONYMS_TABLE = "serverless-app-dev-telemetry-pseudonyms"
 
 ENV = {
     "TELEMETRY_STREAM_NAME": STREAM,
@@ -58,6 +64,8 @@ ENV = {
     "ANOMALY_ALERTS_TOPIC_NAME": TOPIC,
     "DATA_LAKE_BUCKET_NAME": BUCKET,
     "TELEMETRY_QUARANTINE_QUEUE_NAME": QUEUE,
+    "QUOTAS_TABLE_NAME": QUOTAS_TABLE,
+    "TELEMETRY_PSEUDONYMS_TABLE_NAME": PSEUDONYMS_TABLE,
 }
 
 
@@ -109,6 +117,13 @@ def telemetry(stage_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Ite
                 }
             ],
         )
+        for name, key in ((QUOTAS_TABLE, "id"), (PSEUDONYMS_TABLE, "user_digest")):
+            dynamodb.create_table(
+                TableName=name,
+                KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
         boto3.client("kinesis").create_stream(StreamName=STREAM, ShardCount=1)
         boto3.client("s3").create_bucket(Bucket=BUCKET)
         sqs = boto3.client("sqs")
@@ -274,6 +289,7 @@ def fast_processor() -> Any:
         SnsAlerts(lambda: aws.topic_arn(TOPIC), backoff=fast),
         SqsQuarantine(lambda: aws.queue_url(QUEUE), backoff=fast),
         S3Archive(BUCKET),
+        CachedPseudonyms(DynamoPseudonyms(PSEUDONYMS_TABLE, backoff=fast)),
         emit=lambda counts: None,
     )
 
@@ -341,8 +357,15 @@ def test_fault_5000_records_with_30_percent_unprocessed_stored_exactly_once(
     baselines = scan_all(telemetry.dynamodb, BASELINES_TABLE, "samples")
     metrics = sum(1 for e in events if e["event_type"] == "system_metric")
     assert sum(int(b["samples"]["N"]) for b in baselines) == metrics
-    # every event archived exactly once
-    assert sorted(e["event_id"] for e in archived()) == sorted(e["event_id"] for e in events)
+    # every event archived exactly once (a user's under the user's identity: its digest)
+    identities = {
+        item["user_digest"]["S"]: LakeIdentity(item["pseudonym"]["S"], bytes(item["secret"]["B"]))
+        for item in telemetry.dynamodb.scan(TableName=PSEUDONYMS_TABLE)["Items"]
+    }
+    assert sorted(e["event_id"] for e in archived()) == sorted(
+        identities[user_digest(e["user_id"])].digest("event_id", e["event_id"]) if "user_id" in e
+        else e["event_id"] for e in events
+    )  # fmt: skip
     print(
         f"fault: {faults.calls} calls, {faults.unprocessed} unprocessed, "
         f"{faults.throttled} throttled, {throttle.count} reads/updates throttled, "
@@ -388,16 +411,14 @@ def stream_events() -> list[dict[str, Any]]:
 def _ingest(flaky: FlakyKinesis) -> Any:
     from datetime import UTC, datetime
 
-    from chalicelib.telemetry.ingest import TelemetryIngest
-
     stream = KinesisStream(STREAM, client=lambda: flaky, backoff=Backoff(sleep=lambda _: None))
-    return TelemetryIngest(stream, clock=lambda: datetime.fromtimestamp(NOW.timestamp(), UTC))
+    return make_ingest(stream, clock=lambda: datetime.fromtimestamp(NOW.timestamp(), UTC))
 
 
 def test_ingest_retries_records_putrecords_reports_failed(telemetry: Any) -> None:
     flaky = FlakyKinesis(boto3.client("kinesis"))
     body = {"events": [mixed(n) for n in range(9)] + [{"event_type": "nope"}]}
-    result = _ingest(flaky).ingest(body)
+    result = _ingest(flaky).ingest(body, ADMIN)
     assert (result["accepted"], result["rejected"]) == (9, 1)
     assert result["results"][9] == {
         "index": 9,
@@ -413,7 +434,7 @@ def test_ingest_retries_records_putrecords_reports_failed(telemetry: Any) -> Non
 
 def test_ingest_reports_records_the_stream_never_took(telemetry: Any) -> None:
     flaky = FlakyKinesis(boto3.client("kinesis"), fail_first=100, fail_every=2)
-    result = _ingest(flaky).ingest({"events": [metric(n) for n in range(4)]})
+    result = _ingest(flaky).ingest({"events": [metric(n) for n in range(4)]}, ADMIN)
     # every call fails its first record: record 0 each time, record 2 only the first time
     assert [r["accepted"] for r in result["results"]] == [False, True, True, True]
     assert result["results"][0]["reason"] == "stream unavailable, retry"
@@ -424,10 +445,15 @@ def test_ingest_factory_puts_on_the_stream(telemetry: Any) -> None:
 
     event = {k: v for k, v in activity(1).items() if k != "event_id"}
     event["timestamp"] = clock.now().astimezone(timezone(timedelta(hours=-5))).isoformat()
-    result = telemetry_ingest().ingest({"events": [event]})
+    result = telemetry_ingest().ingest({"events": [event]}, user(event["user_id"]))
     assert result["accepted"] == 1
     (stored,) = stream_events()
     assert stored["event_id"] == result["results"][0]["event_id"]
+    assert (stored["submitted_by"], stored["submitted_as"]) == (event["user_id"], "user")
+    # counted against the user's quota, in the quotas table
+    [counter] = telemetry.dynamodb.scan(TableName=QUOTAS_TABLE)["Items"]
+    assert counter["used"] == {"N": "1"}
+    assert counter["id"]["S"].startswith(f"{counter_subject(event['user_id'])}#events#")
 
 
 @pytest.mark.parametrize(
@@ -435,10 +461,9 @@ def test_ingest_factory_puts_on_the_stream(telemetry: Any) -> None:
 )
 def test_ingest_refuses_a_body_of_the_wrong_shape(body: Any) -> None:
     from chalicelib.core.errors import ApiError
-    from chalicelib.telemetry.ingest import TelemetryIngest
 
     with pytest.raises(ApiError) as raised:
-        TelemetryIngest(stream=None).ingest(body)  # type: ignore[arg-type]
+        make_ingest(stream=None).ingest(body, ADMIN)
     assert raised.value.status_code == 400
 
 
@@ -455,18 +480,17 @@ def test_missing_setting_raises_settings_error(monkeypatch: pytest.MonkeyPatch) 
 
 def test_ingest_with_nothing_accepted_is_an_error_with_every_reason() -> None:
     from chalicelib.core.errors import ServiceUnavailable, ValidationFailed
-    from chalicelib.telemetry.ingest import TelemetryIngest
 
     class DownStream:
         def put(self, records: Any) -> list[int]:
             return list(range(len(records)))
 
-    ingest = TelemetryIngest(DownStream(), clock=lambda: NOW)
+    ingest = make_ingest(DownStream(), clock=lambda: NOW)
     with pytest.raises(ValidationFailed) as refused:
-        ingest.ingest({"events": [{"event_type": "nope"}]})
+        ingest.ingest({"events": [{"event_type": "nope"}]}, ADMIN)
     assert refused.value.details[0]["field"] == "events[0]"
     with pytest.raises(ServiceUnavailable) as down:
-        ingest.ingest({"events": [activity(1), {"event_type": "nope"}]})
+        ingest.ingest({"events": [activity(1), {"event_type": "nope"}]}, ADMIN)
     assert [d["field"] for d in down.value.details] == ["events[0]", "events[1]"]
 
 

@@ -230,7 +230,7 @@ def test_items_have_idempotent_keys_and_decimal_numbers() -> None:
     assert item["tags"] == {"M": {"az": {"S": "a"}}}
 
     table, item = encoding.table_and_item(check(transaction(5, amount=0.1)))
-    assert (table, item["pk"]["S"], "sk" in item) == ("transactions", "TXN#t-5", False)
+    assert (table, item["pk"]["S"], "sk" in item) == ("transactions", "TXN#user-5#t-5", False)
     assert item["occurred_at"]["S"] == item["timestamp"]["S"]
     assert item["status"] == {"S": "pending"}
 

@@ -10,10 +10,13 @@ from tests.unit.test_telemetry_support import (
     FakeAlerts,
     FakeArchive,
     FakeBaselines,
+    FakePseudonyms,
     FakeQuarantine,
     FakeWriter,
     activity,
+    archived_lines,
     fake_processor,
+    lake_id,
     metric,
     mixed,
     record,
@@ -36,7 +39,8 @@ def test_records_go_to_their_tables_and_the_batch_is_archived() -> None:
     first, last = batch[0]["kinesis"]["sequenceNumber"], batch[-1]["kinesis"]["sequenceNumber"]
     assert key.endswith(f"shardId-000000000000-{first}-{last}.jsonl.gz")
     lines = [json.loads(line) for line in gzip.decompress(body).splitlines()]
-    assert [line["event_id"] for line in lines] == [mixed(n)["event_id"] for n in range(30)]
+    expected = [lake_id(parts["pseudonyms"], mixed(n)) for n in range(30)]
+    assert [line["event_id"] for line in lines] == expected
     assert parts["alerts"].published == []
     assert parts["metrics"][0]["TelemetryRecords"] == 30
 
@@ -141,7 +145,7 @@ def test_velocity_fraud_uses_stored_and_batch_transactions() -> None:
 
 def test_write_failures_are_reported_and_side_effects_stop_at_the_first() -> None:
     writer = FakeWriter()
-    writer.fail_keys = {"TXN#t-4"}
+    writer.fail_keys = {"TXN#user-4#t-4"}
     processor, parts = fake_processor(writer=writer)
     events = [metric(0, value=99), activity(1), transaction(2, amount=50_000), None,
               transaction(4, amount=50_000), metric(5, value=99)]  # fmt: skip
@@ -249,19 +253,17 @@ def test_alert_failure_mid_batch_archives_each_event_once() -> None:
     assert failures == [batch[1]["kinesis"]["sequenceNumber"]]
     alerts.fail = set()
     assert processor.process(batch[1:]) == {"batchItemFailures": []}
-    objects = parts["archive"].objects.values()
-    lines = [
-        json.loads(line)["event_id"] for b in objects for line in gzip.decompress(b).splitlines()
-    ]
-    assert sorted(lines) == ["act-0", "act-2", "act-3", "met-1"]
+    lines = [line["event_id"] for line in archived_lines(parts["archive"])]
+    events = [activity(0), metric(1, value=99.0), activity(2), activity(3)]
+    assert sorted(lines) == sorted(lake_id(parts["pseudonyms"], e) for e in events)
 
 
 def test_quarantine_failure_leaves_the_records_after_it_unarchived() -> None:
     processor, parts = fake_processor(quarantine=FakeQuarantine(fail=True))
     batch = [record(activity(0), 0), record(None, 1, raw="!!"), record(activity(2), 2)]
     assert sequences(processor.process(batch)) == [batch[1]["kinesis"]["sequenceNumber"]]
-    (body,) = parts["archive"].objects.values()
-    assert [json.loads(x)["event_id"] for x in gzip.decompress(body).splitlines()] == ["act-0"]
+    (line,) = archived_lines(parts["archive"])
+    assert line["event_id"] == lake_id(parts["pseudonyms"], activity(0))
 
 
 # --- records that can never be processed: quarantined, never blocking the shard ----------
@@ -363,9 +365,11 @@ def test_deadline_mid_batch_reports_the_unwritten_and_stops_side_effects_at_the_
     assert [a["event_id"] for a in parts["alerts"].published] == ["met-1"]
     assert [b.samples for b in parts["baselines"].items.values()] == [1]
     assert parts["quarantine"].messages == []
-    (body,) = parts["archive"].objects.values()
-    lines = [json.loads(line) for line in gzip.decompress(body).splitlines()]
-    assert [line["event_id"] for line in lines] == ["act-0", "met-1"]
+    lines = archived_lines(parts["archive"])
+    assert [line["event_id"] for line in lines] == [
+        lake_id(parts["pseudonyms"], activity(0)),
+        "met-1",
+    ]
 
 
 def test_deadline_before_the_writes_fails_every_valid_record() -> None:
@@ -382,8 +386,9 @@ def test_no_deadline_or_time_enough_behaves_as_before() -> None:
     events = [metric(0, value=99), activity(1), None, transaction(3, amount=50_000)]
     batch = [record(e, i) if e else record(None, i, raw="!!") for i, e in enumerate(events)]
     outcomes = []
+    pseudonyms = FakePseudonyms()  # the same identities: the same archive bytes
     for remaining_ms in (None, lambda: 60_000, lambda: 3_000):  # 3 s: margin capped at half
-        processor, parts = fake_processor()
+        processor, parts = fake_processor(pseudonyms=pseudonyms)
         result = processor.process(batch, remaining_ms=remaining_ms)
         outcomes.append(
             (

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
-from chalicelib.telemetry.adapters import PutOutcome
+from chalicelib.auth.tokens import Principal
+from chalicelib.core.quotas import InMemoryQuotas, Quota
 from chalicelib.telemetry.detection import Baseline
+from chalicelib.telemetry.ports import PutOutcome
+from chalicelib.telemetry.pseudonyms import LakeIdentity, new_identity
 from tests.clock import TEST_NOW
 
 NOW = TEST_NOW  # the unit tests' clock starts here (tests/unit/conftest.py)
@@ -73,10 +77,30 @@ def mixed(n: int) -> dict[str, Any]:
     return (activity, metric, transaction)[n % 3](n)
 
 
-def record(payload: Any, sequence: int, raw: bytes | str | None = None) -> dict[str, Any]:
-    """A Kinesis record as Lambda delivers it (`event.to_dict()["Records"][i]`)."""
+MACHINE = "producer-client-1"
+
+
+def stamped(event: Any) -> Any:
+    """`event` as the ingest puts it on the stream: with its sender, allowed to send it (a
+    machine identity for metrics, the user for its own events). Others are left alone."""
+    if not isinstance(event, dict) or "submitted_by" in event or "submitted_as" in event:
+        return event
+    kind = event.get("event_type")
+    if kind == "system_metric":
+        return {**event, "submitted_by": MACHINE, "submitted_as": "machine"}
+    if kind in ("user_activity", "transaction") and isinstance(event.get("user_id"), str):
+        return {**event, "submitted_by": event["user_id"], "submitted_as": "user"}
+    return event
+
+
+def record(
+    payload: Any, sequence: int, raw: bytes | str | None = None, stamp: bool = True
+) -> dict[str, Any]:
+    """A Kinesis record as Lambda delivers it (`event.to_dict()["Records"][i]`); an event
+    is stamped with its sender as the ingest does (`stamp=False`: as sent by anyone else)."""
     if raw is None:
-        data = base64.b64encode(json.dumps(payload).encode()).decode()
+        data = base64.b64encode(json.dumps(stamped(payload) if stamp else payload).encode())
+        data = data.decode()
     elif isinstance(raw, bytes):
         data = base64.b64encode(raw).decode()
     else:
@@ -200,6 +224,37 @@ class FakeArchive:
         self.objects[key] = body
 
 
+class FakePseudonyms:
+    """Lake identities in memory, one per user (`fail`: the store cannot be reached)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.known: dict[str, LakeIdentity] = {}
+        self.calls = 0
+        self.fail = fail
+
+    def identities(self, user_ids: Collection[str]) -> dict[str, LakeIdentity]:
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("pseudonyms table unreachable")
+        return {user_id: self.known.setdefault(user_id, new_identity()) for user_id in user_ids}
+
+
+def lake_id(pseudonyms: FakePseudonyms, event: dict[str, Any]) -> str:
+    """The `event_id` the archive shows for `event`: a user's event's is a digest."""
+    if "user_id" not in event:
+        return str(event["event_id"])
+    return pseudonyms.known[event["user_id"]].digest("event_id", event["event_id"])
+
+
+def archived_lines(archive: FakeArchive) -> list[dict[str, Any]]:
+    """Every line of every object archived, in key order."""
+    return [
+        json.loads(line)
+        for _, body in sorted(archive.objects.items())
+        for line in gzip.decompress(body).splitlines()
+    ]
+
+
 def fake_processor(**overrides: Any) -> tuple[Any, dict[str, Any]]:
     from chalicelib.telemetry.processor import TelemetryProcessor
 
@@ -210,6 +265,7 @@ def fake_processor(**overrides: Any) -> tuple[Any, dict[str, Any]]:
         "alerts": FakeAlerts(),
         "quarantine": FakeQuarantine(),
         "archive": FakeArchive(),
+        "pseudonyms": FakePseudonyms(),
         "metrics": [],
     }
     parts.update(overrides)
@@ -221,6 +277,52 @@ def fake_processor(**overrides: Any) -> tuple[Any, dict[str, Any]]:
         parts["alerts"],
         parts["quarantine"],
         parts["archive"],
+        parts["pseudonyms"],
         emit=parts["metrics"].append,
     )
     return processor, parts
+
+
+# --- callers of POST /events -------------------------------------------------------------
+
+ADMIN = Principal("admin-1", frozenset({"admins"}))
+USER_QUOTA = Quota("events", 3000, 60)
+MACHINE_QUOTA = Quota("machine-events", 30000, 60)
+
+
+def user(user_id: str = "user-1") -> Principal:
+    return Principal(user_id, frozenset())
+
+
+def machine(scopes: tuple[str, ...] = ("telemetry/metrics.write",)) -> Principal:
+    return Principal(MACHINE, frozenset(), scopes=frozenset(scopes), is_machine=True)
+
+
+class ListStream:
+    """A stream that takes every record (`fail`: the positions it refuses)."""
+
+    def __init__(self, fail: Callable[[int], bool] | None = None) -> None:
+        self.records: list[tuple[bytes, str]] = []
+        self.fail = fail or (lambda _: False)
+
+    def put(self, records: Sequence[tuple[bytes, str]]) -> list[int]:
+        refused = [i for i in range(len(records)) if self.fail(i)]
+        self.records += [r for i, r in enumerate(records) if i not in refused]
+        return refused
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(data) for data, _ in self.records]
+
+
+def make_ingest(stream: Any, quotas: Any = None, **kwargs: Any) -> Any:
+    """A `TelemetryIngest` with in-memory quotas (the dev stage's limits) on the test clock."""
+    from chalicelib.core import clock
+    from chalicelib.telemetry.ingest import TelemetryIngest
+
+    return TelemetryIngest(
+        stream,
+        quotas if quotas is not None else InMemoryQuotas(clock.now),
+        USER_QUOTA,
+        MACHINE_QUOTA,
+        **kwargs,
+    )

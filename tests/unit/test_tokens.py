@@ -230,3 +230,67 @@ def test_known_keys_survive_a_failed_refresh_and_withdrawn_keys_expire() -> None
     now[0] += 3601
     with pytest.raises(InvalidToken):
         verifier.verify(token)
+
+
+# --- machine identities (client-credentials access tokens) ---------------------------------
+
+MACHINE_CLIENT = "machine-client-id"
+METRICS = "telemetry/metrics.write"
+
+
+def machine_claims(**extra: object) -> dict:
+    """As Cognito issues them for the client-credentials grant: `sub` is the client."""
+    body = claims(sub=MACHINE_CLIENT, client_id=MACHINE_CLIENT, scope=METRICS)
+    return {**body, **extra}
+
+
+@pytest.fixture
+def with_machines(jwks: CountingJwks) -> TokenVerifier:
+    keys = JwksKeys("https://example/jwks.json", fetch=jwks)
+    return TokenVerifier(ISSUER, CLIENT_ID, keys, machine_client_ids=[MACHINE_CLIENT])
+
+
+def test_a_machine_clients_token_is_a_machine_principal_with_its_scopes(
+    with_machines: TokenVerifier,
+) -> None:
+    principal = with_machines.verify(KEY.sign(machine_claims()))
+    assert principal.user_id == MACHINE_CLIENT
+    assert principal.is_machine and principal.scopes == frozenset({METRICS})
+    assert not principal.is_admin and principal.groups == frozenset()
+
+
+def test_a_users_token_is_never_a_machine(with_machines: TokenVerifier) -> None:
+    principal = with_machines.verify(KEY.sign(claims(scope="aws.cognito.signin.user.admin")))
+    assert not principal.is_machine
+    assert principal.scopes == frozenset({"aws.cognito.signin.user.admin"})
+    # a user's token claiming the metrics scope is still a user's
+    assert not with_machines.verify(KEY.sign(claims(scope=METRICS))).is_machine
+    assert with_machines.verify(KEY.sign(claims(token_use="id"))).scopes == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("token_claims", "reason"),
+    [
+        (machine_claims(sub="00000000-0000-4000-8000-000000000001"), "a user's sub"),
+        (machine_claims(username="ada"), "a username"),
+        (machine_claims(**{"cognito:groups": ["admins"]}), "groups (would be an admin)"),
+        (claims(token_use="id", client_id=MACHINE_CLIENT, sub=MACHINE_CLIENT), "an ID token"),
+        (machine_claims(scope=["telemetry/metrics.write"]), "scope not a string"),
+    ],
+)
+def test_a_machine_clients_token_must_be_a_client_credentials_one(
+    with_machines: TokenVerifier, token_claims: dict, reason: str
+) -> None:
+    with pytest.raises(InvalidToken):
+        with_machines.verify(KEY.sign(token_claims))
+
+
+def test_machine_tokens_are_refused_where_no_machine_client_is_configured(
+    verifier: TokenVerifier,
+) -> None:
+    with pytest.raises(InvalidToken, match="another app client"):
+        verifier.verify(KEY.sign(machine_claims()))
+
+
+def test_an_admin_group_never_makes_a_machine_an_admin() -> None:
+    assert not Principal("m", frozenset({"admins"}), is_machine=True).is_admin

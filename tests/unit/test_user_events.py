@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.users.events import USER_CREATED, USER_UPDATED, events_from_stream
+from chalicelib.users.events import USER_CREATED, USER_DELETED, USER_UPDATED, events_from_stream
 from local.inbox import drain, subscribe_inbox
 from tests.unit.streams import stream_record, user_item
 
@@ -63,13 +63,21 @@ def test_a_change_of_public_fields_is_announced_with_what_changed() -> None:
         stream_record(
             "MODIFY", new=user_item({**ADA, "version": 2, "updated_at": "x"}), old=user_item(ADA)
         ),
-        stream_record("REMOVE", old=user_item(ADA)),
         stream_record("REMOVE", old=CLAIM),
         stream_record("MODIFY", new={**CLAIM, "status": "pending"}, old=CLAIM),
     ],
 )
-def test_bookkeeping_claims_and_removals_announce_nothing(record: dict[str, Any]) -> None:
+def test_bookkeeping_and_claims_announce_nothing(record: dict[str, Any]) -> None:
     assert events_from_stream([record]) == []
+
+
+def test_a_removed_user_is_announced_as_deleted_with_its_id_only() -> None:
+    [event] = events_from_stream([stream_record("REMOVE", old=user_item(ADA))])
+    assert event.event_type == USER_DELETED
+    assert event.event_id == f"user-deleted:{ADA['user_id']}"
+    assert event.payload == {"user_id": ADA["user_id"], "deleted_at": event.occurred_at}
+    assert event.occurred_at == "2026-09-21T14:13:20.000000Z"  # the stream's stamp
+    assert ADA["email"] not in event.body() and ADA["name"] not in event.body()
 
 
 def _inbox(topic_arn: str) -> str:
@@ -97,6 +105,15 @@ def test_the_stream_handler_publishes_every_event_in_batches_of_ten(
     assert sorted(e["user"]["user_id"] for e in got) == sorted(u["user_id"] for u in users)
     [change] = _drain(updated)
     assert change["changed_fields"] == ["bio"] and change["event_type"] == "user-updated"
+
+
+def test_a_removed_user_reaches_the_erasure_queue(client: Any, aws: dict[str, str]) -> None:
+    """user-deleted goes to its own topic, which the erasure queue is subscribed to."""
+    records = [stream_record("REMOVE", old=user_item(ADA))]
+    response = client.lambda_.invoke("publish_user_events", {"Records": records})
+    assert response.payload is None, response.payload
+    [event] = _drain(aws["UserErasureQueueUrl"])
+    assert event["event_type"] == "user-deleted" and event["user_id"] == ADA["user_id"]
 
 
 def test_a_refused_publish_fails_the_batch_so_it_is_retried(

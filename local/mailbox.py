@@ -1,0 +1,72 @@
+"""`make code EMAIL=ada@example.com`: the newest verification code mailed to an address.
+
+The emulator keeps every mail SES was asked to send (`/moto-api/data.json`); this reads the
+newest code-bearing one to the address, as its owner would read their inbox. It waits up to
+a few seconds for one to arrive, and exits with 1 if none does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+import urllib.request
+from typing import Any
+
+_CODE = re.compile(r"code: ([0-9]{6})")
+
+
+def mails_to(emulator_url: str, email: str) -> list[dict[str, Any]]:
+    """Every mail the emulator's SES sent to `email` (case aside), oldest first."""
+    with urllib.request.urlopen(f"{emulator_url}/moto-api/data.json", timeout=10) as answer:
+        data = json.load(answer)
+    wanted = email.casefold()
+    return [
+        message
+        for message in data.get("ses", {}).get("Message", [])
+        if any(wanted == a.casefold() for to in message["destinations"].values() for a in to)
+    ]
+
+
+def newest_code(emulator_url: str, email: str, after: int = 0) -> str | None:
+    """The code of the newest code mail to `email` beyond the first `after` mails to it."""
+    for message in reversed(mails_to(emulator_url, email)[after:]):
+        found = _CODE.search(message.get("subject") or "")
+        if found:
+            return found.group(1)
+    return None
+
+
+def wait_for_code(emulator_url: str, email: str, after: int = 0, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        code = newest_code(emulator_url, email, after)
+        if code is not None:
+            return code
+        if time.monotonic() > deadline:
+            raise LookupError(f"no code was mailed to {email}")
+        time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("email")
+    args = parser.parse_args(argv)
+    from local.provision import STATE_DIR
+    from local.stack import running_state
+
+    state = running_state(STATE_DIR)
+    if state is None:
+        return 1
+    try:
+        print(wait_for_code(state["emulator_url"], args.email))
+    except LookupError as missing:
+        print(missing, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
