@@ -268,16 +268,6 @@ def erase_users(event: SQSEvent) -> None:
     process_sqs_batch(event.to_dict(), eraser.handle)
 
 
-@app.schedule("cron(15 3 * * ? *)")
-def sweep_abandoned_signups(event: CloudWatchEvent) -> None:
-    """Nightly: the disabled identities of sign-ups nobody confirmed are deleted."""
-    from chalicelib.core import clock
-    from chalicelib.users import abandoned_signup_sweep
-
-    remaining_ms = getattr(event.context, "get_remaining_time_in_millis", None)
-    abandoned_signup_sweep().run(clock.parse(event.time), remaining_ms)
-
-
 # --- Orders ------------------------------------------------------------------------------
 
 
@@ -478,5 +468,6 @@ def run_daily_report(day: str) -> Response:
 
 # --- CORS preflight (origins per stage: CORS_ALLOW_ORIGINS) -------------------------------
 
-# Last, once every route is declared: each gets an OPTIONS route naming exactly its methods.
-http.add_preflights(app, not_for_browsers={"/health"})
+# Last, once every route is declared: a throttled or timed-out AWS call is a 503 to retry,
+# and each route gets an OPTIONS route naming exactly its methods.
+http.complete_routes(app, not_for_browsers={"/health"})

@@ -41,10 +41,10 @@ class InProcess:
         from local.inprocess import mailed_code
 
         headers = {"Content-Type": "application/json"}
-        body = {"email": email, "name": name, "password": PASSWORD}
+        body = {"email": email, "name": name}
         response = self.client.http.post("/register", headers=headers, body=_json(body))
         expect(response, 202, "POST /register")
-        confirmation = {"email": email, "code": mailed_code(email)}
+        confirmation = {"email": email, "code": mailed_code(email), "password": PASSWORD}
         response = self.client.http.post(
             "/register/confirm", headers=headers, body=_json(confirmation)
         )

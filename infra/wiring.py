@@ -26,6 +26,7 @@ import argparse
 import ast
 import dis
 import importlib
+import inspect
 import json
 import os
 import re
@@ -195,7 +196,9 @@ def app_functions(app_module: ModuleType, stage: str = "dev") -> dict[str, Funct
     api = Function(API_HANDLER, needs_of(_module_code(app_module), namespace))
     for methods in app.routes.values():
         for route in methods.values():
-            api.needs.extend(needs_of(route.view_function, namespace))
+            # The view as written in app.py (`core.http` wraps each one; `functools.wraps`).
+            view = inspect.unwrap(route.view_function)
+            api.needs.extend(needs_of(view, namespace))
     found = {API_HANDLER: api}
     for authorizer in app.builtin_auth_handlers:
         func = namespace[authorizer.name].func

@@ -173,10 +173,10 @@ def _register(state: dict[str, Any], email: str, password: str) -> str:
     from local.mailbox import mails_to, wait_for_code
 
     before = len(mails_to(state["emulator_url"], email))
-    _post(state["api_url"], "/register",
-          {"email": email, "name": email.split("@")[0], "password": password})  # fmt: skip
+    _post(state["api_url"], "/register", {"email": email, "name": email.split("@")[0]})
     code = wait_for_code(state["emulator_url"], email, after=before)
-    user = _post(state["api_url"], "/register/confirm", {"email": email, "code": code})
+    confirmation = {"email": email, "code": code, "password": password}
+    user = _post(state["api_url"], "/register/confirm", confirmation)
     return str(user["user_id"])
 
 

@@ -58,6 +58,9 @@ PROFILE_CONFIG_ARGS: dict[str, dict[str, Any]] = {
         "read_timeout": 3,
     },
     "long": {},
+    # Outside Lambda (the local stack, tools, tests): an emulator on a busy laptop may take
+    # seconds to answer; nothing here has a Lambda timeout to keep.
+    "local": {"read_timeout": 10},
 }
 API_FUNCTIONS = frozenset({"api_handler", "cognito_jwt"})
 #: Functions with a timeout of a minute or more (config.json); any other is "short".
@@ -70,7 +73,6 @@ LONG_RUNNING_FUNCTIONS = frozenset(
         "run_daily_analytics",
         "complete_analytics_query",
         "erase_users",
-        "sweep_abandoned_signups",
     }
 )
 APP_NAME = "serverless-app"
@@ -78,9 +80,9 @@ APP_NAME = "serverless-app"
 
 def function_profile(function: str | None) -> str:
     """The profile of a function (its Chalice name); outside Lambda (None: the local stack,
-    tools, tests) the patient defaults."""
+    tools, tests) the most patient one."""
     if function is None:
-        return "long"
+        return "local"
     if function in API_FUNCTIONS:
         return "api"
     return "long" if function in LONG_RUNNING_FUNCTIONS else "short"

@@ -9,6 +9,7 @@ allowed origins.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -26,6 +27,7 @@ from chalicelib.core.errors import (
     BadRequest,
     Forbidden,
     PayloadTooLarge,
+    ServiceUnavailable,
     error_body,
 )
 from chalicelib.core.observability import emit_metrics, logger, start_tracing_if_enabled
@@ -98,6 +100,43 @@ def preflight(request: Request, methods: str) -> Response:
             "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_SECONDS),
         },
     )
+
+
+def complete_routes(app: Chalice, not_for_browsers: set[str]) -> None:
+    """Once every route is declared: each view answers an AWS call that was throttled or
+    timed out with a 503 (`busy_aws_as_503`), and each route gets its preflight."""
+    for entries in app.routes.values():
+        for entry in entries.values():
+            entry.view_function = busy_aws_as_503(entry.view_function)
+    add_preflights(app, not_for_browsers)
+
+
+def busy_aws_as_503(view: Any) -> Any:
+    """`view`, with an AWS call that was throttled or timed out turned into a 503 with
+    `Retry-After`: the API makes one attempt per call (`core.aws`) to answer in time, so the
+    client's retry is the one that follows, and it must hear so, not a 500. (Chalice turns
+    any other exception of a view into its own 500 before middleware sees it.)"""
+    if getattr(view, "busy_aws_as_503", False):
+        return view
+
+    @functools.wraps(view)
+    def answering_503(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except ApiError:
+            raise
+        except Exception as exc:
+            from chalicelib.core.aws import retryable
+
+            if not retryable(exc):
+                raise
+            logger.warning("AWS busy or slow for this request", error=repr(exc)[:300])
+            unavailable = ServiceUnavailable("A service this request needs is busy; retry it.")
+            unavailable.headers = {"Retry-After": "1"}  # type: ignore[attr-defined]
+            raise unavailable from None
+
+    answering_503.busy_aws_as_503 = True  # type: ignore[attr-defined]
+    return answering_503
 
 
 def add_preflights(app: Chalice, not_for_browsers: set[str]) -> None:

@@ -18,13 +18,17 @@ when the window ends.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from chalicelib.core import aws, clock
-from chalicelib.core.errors import ApiError
+from chalicelib.core.errors import ApiError, ServiceUnavailable
+
+#: Transactions tried when concurrent requests conflict on the same counters.
+CONFLICT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -134,14 +138,22 @@ class DynamoQuotas:
                 quota = uses[0][0]
                 raise QuotaExceeded(quota, _retry_after(moment, quota)) from None
             return
-        try:
-            db.transact_write_items(TransactItems=[{"Update": u} for u in updates])
-        except db.exceptions.TransactionCanceledException as exc:
-            reasons = exc.response.get("CancellationReasons") or []
-            for (quota, _), reason in zip(uses, reasons, strict=False):
-                if reason.get("Code") == "ConditionalCheckFailed":
-                    raise QuotaExceeded(quota, _retry_after(moment, quota)) from None
-            raise
+        for attempt in range(CONFLICT_ATTEMPTS):
+            if attempt:
+                time.sleep(0.02 * 2**attempt)
+            try:
+                db.transact_write_items(TransactItems=[{"Update": u} for u in updates])
+                return
+            except db.exceptions.TransactionCanceledException as exc:
+                reasons = exc.response.get("CancellationReasons") or []
+                for (quota, _), reason in zip(uses, reasons, strict=False):
+                    if reason.get("Code") == "ConditionalCheckFailed":
+                        raise QuotaExceeded(quota, _retry_after(moment, quota)) from None
+                if not any(r.get("Code") == "TransactionConflict" for r in reasons):
+                    raise
+        # The same counters taken by concurrent requests (a user's parallel uploads) each
+        # time: the client may try again at once.
+        raise ServiceUnavailable("Too many requests at once; retry.")
 
     def _update(self, subject: str, quota: Quota, amount: int, moment: datetime) -> dict:
         start = window_start(moment, quota.window_seconds)

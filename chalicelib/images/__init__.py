@@ -1,13 +1,15 @@
 """Images: presigned uploads, Rekognition labels, Pillow thumbnails.
 
     POST /images ─► presigned POST ─► uploads bucket (uploads/) ─► S3 notification ─► SQS
-      ─► `analyze_image`: labels, record (images + image-labels tables) ─► thumbnail task (SQS)
+      ─► `analyze_image`: the first upload kept (originals/), labels, record (images +
+         image-labels tables), upload removed ─► thumbnail task (SQS)
       ─► `make_thumbnails`: 128 and 512 px under thumbnails/, record ready
 
 - `images_service()`: the API (`service`), with deleting (`removal`) and daily quotas;
 - `image_analysis().handle(body, receive_count)` and `thumbnail_maker().handle(...)`: the
-  two SQS steps (`pipeline`), each idempotent, failing an unusable file with a reason and
-  leaving outages to SQS's retries and dead-letter queues;
+  two SQS steps (`pipeline`, `thumbnails`), each idempotent, failing an unusable file with
+  a reason and leaving outages to SQS's retries and dead-letter queues; an image is its
+  first upload, and a later post of its link is removed unanalysed;
 - `image_owner_data()`: `erase(user_id)` and `export(user_id)` for the user-deletion flow,
   and `image_owner_export()`: `export(user_id)` only, with read grants only, for the
   export route (`owner_data`). An entry point of app.py that calls one gets its grants
@@ -28,8 +30,9 @@ from chalicelib.core.resources import Resource, StageSetting, anywhere, needs
 if TYPE_CHECKING:
     from chalicelib.images.adapters import DynamoImageRecords, S3ImageStorage
     from chalicelib.images.owner_data import ImageOwnerData, ImageOwnerExport
-    from chalicelib.images.pipeline import ImageAnalysis, ThumbnailMaker
+    from chalicelib.images.pipeline import ImageAnalysis
     from chalicelib.images.service import ImagesService
+    from chalicelib.images.thumbnails import ThumbnailMaker
 
 UPLOADS_BUCKET = Resource("UploadsBucket")
 IMAGES_TABLE = Resource("ImagesTable")
@@ -40,8 +43,9 @@ QUOTAS_TABLE = Resource("QuotasTable")
 #: StageSettings, per stage).
 UPLOADS_PER_DAY = StageSetting("ImageUploadsPerDay")
 UPLOAD_BYTES_PER_DAY = StageSetting("ImageUploadBytesPerDay")
-#: Where uploads and thumbnails live in the bucket (see `model`).
+#: Where uploads, kept originals and thumbnails live in the bucket (see `model`).
 UPLOADS = "/uploads/*"
+ORIGINALS = "/originals/*"
 THUMBNAILS = "/thumbnails/*"
 #: Removing an image (`removal`): its record becomes a tombstone in one transaction that
 #: deletes its label entries; its objects are listed (s3:ListBucket also makes a missing
@@ -51,6 +55,7 @@ REMOVE_IMAGES = (
     IMAGE_LABELS_TABLE.allow("dynamodb:DeleteItem"),
     UPLOADS_BUCKET.allow("s3:ListBucket"),
     UPLOADS_BUCKET.allow("s3:GetObject", "s3:DeleteObject", within=UPLOADS),
+    UPLOADS_BUCKET.allow("s3:DeleteObject", within=ORIGINALS),
     UPLOADS_BUCKET.allow("s3:DeleteObject", within=THUMBNAILS),
 )
 #: What `image_owner_export()` does: one Query of the owner's index a page (it projects
@@ -59,7 +64,7 @@ REMOVE_IMAGES = (
 #: may s3:GetObject the key.
 IMAGE_OWNER_EXPORT_NEEDS = (
     IMAGES_TABLE.allow("dynamodb:Query", within="/index/by-owner"),
-    UPLOADS_BUCKET.allow("s3:GetObject", within=UPLOADS),
+    UPLOADS_BUCKET.allow("s3:GetObject", within=ORIGINALS),
     UPLOADS_BUCKET.allow("s3:GetObject", within=THUMBNAILS),
 )
 #: What `image_owner_data()` does (see above): the export's, and removing.
@@ -79,7 +84,7 @@ def _stores() -> tuple[S3ImageStorage, DynamoImageRecords]:
 @needs(
     # Presigned uploads and links act with the signer's (this role's) permissions.
     UPLOADS_BUCKET.allow("s3:PutObject", within=UPLOADS),
-    UPLOADS_BUCKET.allow("s3:GetObject", within=UPLOADS),
+    UPLOADS_BUCKET.allow("s3:GetObject", within=ORIGINALS),
     UPLOADS_BUCKET.allow("s3:GetObject", within=THUMBNAILS),
     IMAGES_TABLE.allow("dynamodb:BatchGetItem", "dynamodb:GetItem"),
     IMAGES_TABLE.allow("dynamodb:Query", within="/index/by-owner"),
@@ -132,15 +137,17 @@ def image_owner_export() -> ImageOwnerExport:
 
 @cache
 @needs(
-    UPLOADS_BUCKET.allow("s3:GetObject", within=UPLOADS),
-    # An upload of a deleted image, or of an erased owner, is removed, not analysed.
-    UPLOADS_BUCKET.allow("s3:DeleteObject", within=UPLOADS),
+    # The first upload is read and written once to originals/, then removed; so are later
+    # uploads under the key (unread), and those of a deleted image or an erased owner.
+    UPLOADS_BUCKET.allow("s3:GetObject", "s3:DeleteObject", within=UPLOADS),
+    UPLOADS_BUCKET.allow("s3:GetObject", "s3:PutObject", "s3:DeleteObject", within=ORIGINALS),
     # So that S3 answers a deleted upload's HeadObject with 404, not 403.
     UPLOADS_BUCKET.allow("s3:ListBucket"),
-    # Rekognition reads the S3 object with the caller's permissions (above).
+    # Rekognition reads the original with the caller's permissions (above).
     anywhere("rekognition:DetectLabels"),
-    # Record and label entries are written in one transaction (Put, Delete).
-    IMAGES_TABLE.allow("dynamodb:GetItem", "dynamodb:PutItem"),
+    # Record and label entries are written in one transaction (Put, Delete); a run that
+    # takes over a claim or a re-send renews the lease (Update).
+    IMAGES_TABLE.allow("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
     IMAGE_LABELS_TABLE.allow("dynamodb:DeleteItem", "dynamodb:PutItem"),
     THUMBNAILS_QUEUE.allow("sqs:GetQueueUrl", "sqs:SendMessage"),
 )
@@ -162,13 +169,13 @@ def image_analysis() -> ImageAnalysis:
         RekognitionLabels(bucket),
         DynamoImageRecords(IMAGES_TABLE.name, IMAGE_LABELS_TABLE.name),
         SqsThumbnailTasks(lambda: aws.queue_url(queue)),
-        clock=clock.timestamp,
+        now=clock.now,
     )
 
 
 @cache
 @needs(
-    UPLOADS_BUCKET.allow("s3:GetObject", within=UPLOADS),
+    UPLOADS_BUCKET.allow("s3:GetObject", within=ORIGINALS),
     # Thumbnails written while their image was deleted are removed by the task.
     UPLOADS_BUCKET.allow("s3:PutObject", "s3:DeleteObject", within=THUMBNAILS),
     IMAGES_TABLE.allow("dynamodb:GetItem", "dynamodb:UpdateItem"),
@@ -176,7 +183,7 @@ def image_analysis() -> ImageAnalysis:
 def thumbnail_maker() -> ThumbnailMaker:
     from chalicelib.core import clock
     from chalicelib.images.adapters import DynamoImageRecords, S3ImageStorage
-    from chalicelib.images.pipeline import ThumbnailMaker
+    from chalicelib.images.thumbnails import ThumbnailMaker
 
     return ThumbnailMaker(
         S3ImageStorage(UPLOADS_BUCKET.name),

@@ -31,8 +31,8 @@ from chalicelib.images.model import (
 from chalicelib.images.pipeline import ObjectGone, StoredObject
 
 OWNER_INDEX = "by-owner"
-#: Cache-Control of thumbnails: their keys change with the upload, so they never go stale.
-THUMBNAIL_CACHE_CONTROL = "private, max-age=31536000, immutable"
+#: Cache-Control of thumbnails and originals: what is under their keys never changes.
+IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
 #: Rekognition errors caused by the file itself: the image fails, it is not retried.
 #: (InvalidS3ObjectException is not one: it is also what a denied or misconfigured S3 read
 #: gives, which must retry, reach the DLQ and its alarm, not fail every upload quietly.)
@@ -65,11 +65,14 @@ class S3ImageStorage:
             last_modified=modified,
         )
 
-    def read(self, key: str, etag: str, first_bytes: int | None = None) -> bytes:
-        """The object's bytes (or its first `first_bytes`), only if it is still `etag`."""
+    def read(self, key: str, etag: str | None = None, first_bytes: int | None = None) -> bytes:
+        """The object's bytes (or its first `first_bytes`); with `etag`, only if it is still
+        that upload (If-Match). ObjectGone if it is missing or another."""
         from botocore.exceptions import ClientError
 
-        args: dict[str, Any] = {"Bucket": self._bucket, "Key": key, "IfMatch": f'"{etag}"'}
+        args: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
+        if etag is not None:
+            args["IfMatch"] = f'"{etag}"'
         if first_bytes:
             args["Range"] = f"bytes=0-{first_bytes - 1}"
         try:
@@ -87,8 +90,28 @@ class S3ImageStorage:
             Key=key,
             Body=data,
             ContentType=content_type,
-            CacheControl=THUMBNAIL_CACHE_CONTROL,
+            CacheControl=IMMUTABLE_CACHE_CONTROL,
         )
+
+    def write_once(self, key: str, data: bytes, content_type: str) -> bool:
+        """Store `data` at `key` unless an object is there already (If-None-Match: *, which
+        S3 enforces, so what is there is never replaced); False if one was."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client().put_object(
+                Bucket=self._bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                CacheControl=IMMUTABLE_CACHE_CONTROL,
+                IfNoneMatch="*",
+            )
+        except ClientError as error:
+            if error_code(error) in ("PreconditionFailed", "412"):
+                return False
+            raise  # ConditionalRequestConflict (409, a write in flight): SQS retries
+        return True
 
     def remove(self, key: str) -> None:
         """Delete the object (S3 answers a missing key with success too)."""

@@ -1,11 +1,17 @@
 """What an image is in this app, and which input is acceptable: pure functions, no AWS.
 
-An image lives at `uploads/{owner_id}/{image_id}.{jpg|png}` in the uploads bucket; its
-thumbnails at `thumbnails/{owner_id}/{image_id}/{version}-{size}.{ext}`, where the version
-comes from the upload's ETag, so a re-upload under the same id never mixes its thumbnails
-with the previous upload's. Its record (images table) goes through these states:
+A presigned POST puts a file at `uploads/{owner_id}/{image_id}.{jpg|png}` in the uploads
+bucket; it can be posted again (with other bytes) until it expires, and S3 keeps only the
+latest bytes under a key. So the first upload the pipeline takes (`claim`) is the image, for
+good: its bytes are written once to `originals/{owner_id}/{image_id}.{ext}` (S3 refuses a
+second write there), everything is derived from that copy, and the uploads/ object is
+removed. Any later upload under the same key is removed unanalysed. Thumbnails live at
+`thumbnails/{owner_id}/{image_id}/{version}-{size}.{ext}`, the version coming from the
+upload's ETag. Its record (images table) goes through these states:
 
-    processing  labels stored, thumbnails being made
+    received    claimed by its first upload (its ETag, for good), being kept and analysed
+                by the delivery holding the lease (`lease_until`); not shown by the API
+    processing  original kept, labels stored, thumbnails being made
     ready       thumbnails made
     failed      `reason` says why; `retryable` when it was an outage, not the file
     deleted     a tombstone (DELETE /images/{id}, or the owner's data erased): no labels,
@@ -55,7 +61,15 @@ MIN_CONFIDENCE = 80.0
 MAX_RECEIVES = 5
 MAX_LABEL_LENGTH = 100
 
-PROCESSING, READY, FAILED, DELETED = "processing", "ready", "failed", "deleted"
+RECEIVED, PROCESSING, READY, FAILED = "received", "processing", "ready", "failed"
+DELETED = "deleted"
+#: How long a delivery of an upload's notification holds the image (claim, keep, analyse;
+#: or re-send its thumbnail task) before another delivery may take over: longer than the
+#: analysis function's timeout (60 s), so a live run is never doubled, and shorter than the
+#: uploads queue's visibility timeout (360 s), so the redelivery of a run that died takes
+#: over. Deliveries of the same upload meanwhile (S3 duplicates, the same bytes posted
+#: again) do nothing. A test keeps it between the two.
+ANALYSIS_LEASE_SECONDS = 120
 #: How long tombstones and erased-owner markers are kept: above the queues' retention
 #: (4 days) plus their dead-letter queues' (14 days), so a late message still finds them.
 TOMBSTONE_DAYS = 30
@@ -93,6 +107,10 @@ class UploadKey:
     def key(self) -> str:
         return upload_key(self.owner_id, self.image_id, self.extension)
 
+    @property
+    def original(self) -> str:
+        return original_key(self.owner_id, self.image_id, self.extension)
+
 
 def upload_key(owner_id: str, image_id: str, extension: str) -> str:
     return f"uploads/{owner_id}/{image_id}.{extension}"
@@ -108,6 +126,16 @@ def parse_upload_key(key: str) -> UploadKey | None:
 
 def uploads_prefix(owner_id: str) -> str:
     return f"uploads/{owner_id}/"
+
+
+def original_key(owner_id: str, image_id: str, extension: str) -> str:
+    """Where an image's first upload is kept (written once): what it is analysed from, what
+    its thumbnails are made from and what its links serve."""
+    return f"originals/{owner_id}/{image_id}.{extension}"
+
+
+def originals_prefix(owner_id: str) -> str:
+    return f"originals/{owner_id}/"
 
 
 def thumbnails_prefix(owner_id: str, image_id: str | None = None) -> str:
@@ -218,6 +246,11 @@ def public_view(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def is_deleted(record: Mapping[str, Any] | None) -> bool:
     return record is not None and record.get("status") == DELETED
+
+
+def is_shown(record: Mapping[str, Any] | None) -> bool:
+    """Whether the API shows the record: analysed (not only claimed), and not deleted."""
+    return record is not None and record.get("status") not in (RECEIVED, DELETED)
 
 
 def tombstone(

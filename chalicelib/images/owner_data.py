@@ -1,10 +1,11 @@
 """An owner's images as a whole, for the user-deletion and data-export flows.
 
 - `erase(user_id)` (`ImageOwnerData`): every image of the user removed as
-  `DELETE /images/{id}` removes one (`removal`), plus any object under the user's uploads/
-  and thumbnails/ prefixes (an upload never analysed, a leftover). First a marker is stored
-  that the analysis checks (keyed by a digest of the id), so an upload posted after the
-  erasure with a link issued before it (valid 10 minutes) is removed rather than analysed.
+  `DELETE /images/{id}` removes one (`removal`), plus any object under the user's uploads/,
+  originals/ and thumbnails/ prefixes (an upload never analysed, a leftover). First a
+  marker is stored that the analysis checks (keyed by a digest of the id), so an upload
+  posted after the erasure with a link issued before it (valid 5 minutes) is removed
+  rather than analysed.
   What is left afterwards names nobody: forgotten tombstones (image id, status, TTL) and
   the marker. Idempotent: run it again after a failure (every step raises rather than
   skip; a tombstone whose removal was interrupted is still in the owner's index, and is
@@ -27,7 +28,8 @@ from chalicelib.core.ids import is_uuid
 from chalicelib.core.observability import logger
 from chalicelib.images.model import (
     TOMBSTONE_DAYS,
-    is_deleted,
+    is_shown,
+    originals_prefix,
     owner_digest,
     parse_upload_key,
     public_view,
@@ -74,7 +76,7 @@ class ImageOwnerExport:
         _check(user_id)
         exported = []
         for record in _owned(self._records, user_id):
-            if is_deleted(record):
+            if not is_shown(record):  # deleted, or only claimed: not analysed yet
                 continue
             view = public_view(record)
             view["label_names"] = [label["name"] for label in record.get("labels") or []]
@@ -120,17 +122,18 @@ class ImageOwnerData:
         for record in _owned(self._records, user_id):
             removed += self._removal.remove(record["image_id"], user_id)
         # Uploads without a record (never analysed, or not yet in the owner's index), then
-        # whatever is left under the prefixes. Thumbnails last: each is of an image whose
-        # record is a tombstone by now, so one written after this listing is removed by the
-        # task that wrote it.
+        # whatever is left under the prefixes. Originals and thumbnails last: each is of an
+        # image whose record is a tombstone by now, so one written after this listing is
+        # removed by the step that wrote it (it finds the tombstone).
         for key in self._storage.keys_under(uploads_prefix(user_id)):
             upload = parse_upload_key(key)
             if upload is not None and upload.owner_id == user_id:
                 removed += self._removal.remove(upload.image_id, user_id)
             else:
                 self._storage.remove(key)
-        for key in self._storage.keys_under(thumbnails_prefix(user_id)):
-            self._storage.remove(key)
+        for prefix in (originals_prefix(user_id), thumbnails_prefix(user_id)):
+            for key in self._storage.keys_under(prefix):
+                self._storage.remove(key)
         logger.info("owner's images erased", owner=owner_digest(user_id), removed=removed)
         return removed
 

@@ -5,17 +5,17 @@
    only if no record appeared meanwhile), so the analysis running on it cannot create one.
    This tombstone still names the owner and stays in the owner's index: an interrupted
    removal (a DELETE retried, an erasure run again) finds it and finishes.
-2. The objects go: the upload (under either extension) and everything under the image's
-   thumbnails prefix (the thumbnails of every upload under that id, not only those the
-   record lists).
+2. The objects go: the upload and the kept original (each under either extension) and
+   everything under the image's thumbnails prefix (not only the thumbnails the record
+   lists).
 3. The tombstone is `forgotten` (a conditional write): it keeps the image id, the status and
    the TTL, nothing that names the owner, and leaves the owner's index.
 
 The tombstone comes first because the pipeline checks it (by image id): a write of the
 pipeline racing the delete is conditional on the version it read, fails, and its retry
-finds the tombstone; an upload or a thumbnail written after step 2 is removed by the step
-that wrote it (see `pipeline`). Steps 2 and 3 are safe to repeat, so a delete that failed
-half-way is finished by the next one (`remove` again).
+finds the tombstone; an upload, an original or a thumbnail written after step 2 is removed
+by the step that wrote it (see `pipeline`). Steps 2 and 3 are safe to repeat, so a delete
+that failed half-way is finished by the next one (`remove` again).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from chalicelib.images.model import (
     forgotten,
     is_deleted,
     names_owner,
+    original_key,
     thumbnails_prefix,
     tombstone,
     upload_key,
@@ -87,6 +88,7 @@ class ImageRemoval:
         """Remove the objects of a deleted image (repeatable)."""
         for extension in CONTENT_TYPES.values():
             self._storage.remove(upload_key(owner_id, image_id, extension))
+            self._storage.remove(original_key(owner_id, image_id, extension))
         for thumbnail in self._storage.keys_under(thumbnails_prefix(owner_id, image_id)):
             self._storage.remove(thumbnail)
 

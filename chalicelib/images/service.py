@@ -21,16 +21,18 @@ from chalicelib.core.pagination import decode_cursor, encode_cursor
 from chalicelib.core.quotas import Quota, Quotas
 from chalicelib.images.model import (
     CONTENT_TYPES,
-    is_deleted,
     is_image_id,
+    is_shown,
     public_view,
     upload_key,
     validate_label,
     validate_upload_request,
 )
 
-#: How long a presigned upload may be started; the upload itself may take longer.
-UPLOAD_URL_SECONDS = 600
+#: How long a presigned upload may be started; the upload itself may take longer. Short:
+#: the link can be posted again until then (each later post is removed unanalysed, see
+#: `pipeline`, but still costs a notification and a short run of the analysis).
+UPLOAD_URL_SECONDS = 300
 #: How long the links in `GET /images/{id}` work.
 DOWNLOAD_URL_SECONDS = 900
 DAY_SECONDS = 86400
@@ -113,7 +115,7 @@ class ImagesService:
     def get(self, principal: Principal, image_id: str) -> dict[str, Any]:
         """The record with links to the original and the thumbnails (owner or admin)."""
         record = self._visible(principal, image_id)
-        if record is None or is_deleted(record):
+        if record is None or not is_shown(record):  # unknown, deleted, or not analysed yet
             raise NotFound(NO_SUCH_IMAGE)
         view = public_view(record)
         view["urls"] = {
@@ -137,7 +139,7 @@ class ImagesService:
         else:
             items, last = self._catalog.labelled_page(principal.user_id, wanted, limit, after)
         return {
-            "items": [public_view(item) for item in items if not is_deleted(item)],
+            "items": [public_view(item) for item in items if is_shown(item)],
             "next_cursor": encode_cursor(last) if last else None,
         }
 

@@ -7,9 +7,12 @@ catalog), currency and amounts, the payment's record (the provider's payment and
 amount, status), the tracking number, the failure, the workflow's steps and the timestamps;
 and of the shipping address only the country (the place of supply that VAT is charged by).
 What it loses: the address's name, lines, city and postal code, the payment method token,
-and the owner link: `owner_id` becomes a pseudonym (`owner_pseudonym`), the same for every
-order of that user and unusable as a sign-in (no principal has such an id), so the erased
-customer's orders stay countable together but no longer say whose they were. The shipment
+and the owner link: `owner_id` becomes a pseudonym (`erased_owner`: `erased-` and the 32
+random hex digits the erasure made for the user when `user-deleted` came and carries in its
+messages, `users.erasure`), the same for every order of that user and unusable as a sign-in (no
+principal has such an id), so the erased customer's orders stay countable together but no
+longer say whose they were. Nothing derives it from the id: whoever holds the id (a log, an
+old object of the data lake) cannot recompute it and query the owner index. The shipment
 record (test-mode carrier ledger) keeps its parcel and tracking number and loses the
 address likewise, and the order's Idempotency-Key claim, whose key holds the owner's id, is
 deleted.
@@ -19,13 +22,16 @@ needs its address (the carrier step) and its owner (the emails). `erase` reports
 are still open; the erasure runs again until none is (`users.erasure`).
 
 Every write is conditional on the order still being the user's and ended, so running an
-erasure twice, or two at once, changes nothing more; what was already erased is skipped.
+erasure twice, or two at once, changes nothing more; what was already erased is skipped, and
+an order already pseudonymised keeps its pseudonym (it has left the owner index). Its
+shipment and claim are erased before it is pseudonymised, for the same reason: once it has
+left the index no later pass finds it, so a pass that failed after it must have done them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,12 +47,16 @@ DROPPED_FIELDS = ("payment_method", "idempotency_claim")
 PSEUDONYM_PREFIX = "erased-"
 
 
-def owner_pseudonym(user_id: str) -> str:
-    """What an erased user's orders carry instead of their id: derived from the id alone, so
-    every pass of the erasure (and an order placed with a token still valid after the
-    deletion) gives the same one; the id it comes from is erased everywhere else."""
-    digest = hashlib.sha256(f"order-owner:{user_id}".encode()).hexdigest()
-    return PSEUDONYM_PREFIX + digest[:32]
+_PSEUDONYM = re.compile(r"[0-9a-f]{32}")
+
+
+def erased_owner(pseudonym: str) -> str:
+    """What an erased user's orders carry instead of their id: `erased-` and the erasure's
+    random pseudonym for that user (32 hex digits; ValueError for anything else, so that no
+    message can hand the orders to a real id)."""
+    if not isinstance(pseudonym, str) or not _PSEUDONYM.fullmatch(pseudonym):
+        raise ValueError("a pseudonym is 32 lowercase hex digits")
+    return PSEUDONYM_PREFIX + pseudonym
 
 
 def kept_address(address: Any) -> dict[str, Any]:
@@ -67,21 +77,22 @@ class DynamoOrderOwnerData:
         """Every order of the user as the API shows it, newest first."""
         return [order_view(order) for order in self._owned(user_id)]
 
-    def erase(self, user_id: str) -> dict[str, int]:
-        """Pseudonymise the user's ended orders; `{"orders": erased now, "orders_open": still
-        open (not erased yet)}`."""
+    def erase(self, user_id: str, pseudonym: str) -> dict[str, int]:
+        """Pseudonymise the user's ended orders under `erased_owner(pseudonym)`; `{"orders":
+        erased now, "orders_open": still open (not erased yet)}`."""
         erased = still_open = 0
-        pseudonym = owner_pseudonym(user_id)
+        owner = erased_owner(pseudonym)
         for order in self._owned(user_id):
             if order.get("status") not in TERMINAL:
                 still_open += 1
                 continue
-            if self._pseudonymise(order, user_id, pseudonym):
-                erased += 1
+            # Shipment and claim first: pseudonymised, the order leaves the owner index.
             self._erase_shipment(order["order_id"])
             claim = order.get("idempotency_claim")
             if isinstance(claim, str) and claim:
                 self._client().delete_item(TableName=self._orders, Key={"pk": {"S": claim}})
+            if self._pseudonymise(order, user_id, owner):
+                erased += 1
         return {"orders": erased, "orders_open": still_open}
 
     # --- helpers ------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 - `telemetry_ingest().ingest(body, principal) -> dict` for `POST /events` (`ingest`): the
   202 answer, or an ApiError: 403 (an event its caller may not send), 429 (over the caller's
-  events per minute), 400 or 503 (no event accepted);
+  events or bytes per minute), 413 (more than a minute's worth in one request), 400 or 503
+  (no event accepted);
 - `telemetry_processor().process(records, remaining_ms) -> {"batchItemFailures": [...]}`
   for the `@app.on_kinesis_record` handler, given `event.to_dict()["Records"]` and the
   context's `get_remaining_time_in_millis` (a deadline; None: none) (`processor`). It
@@ -48,29 +49,46 @@ TELEMETRY_PSEUDONYMS_TABLE = Resource("TelemetryPseudonymsTable")
 QUOTAS_TABLE = Resource("QuotasTable")
 TRANSACTIONS_BY_USER_INDEX = "by-user"
 STREAM_UNAVAILABLE = "stream unavailable, retry"  # the reason `ingest` gives (ingest.py)
-#: Events one user (or one machine identity) may have accepted per minute (`ingest`).
+#: Events, and their bytes on the stream, one user (or one machine identity) may have
+#: accepted per minute (`ingest`).
 EVENTS_PER_MINUTE = StageSetting("TelemetryEventsPerMinute")
+EVENT_BYTES_PER_MINUTE = StageSetting("TelemetryEventBytesPerMinute")
 MACHINE_EVENTS_PER_MINUTE = StageSetting("TelemetryMachineEventsPerMinute")
+MACHINE_EVENT_BYTES_PER_MINUTE = StageSetting("TelemetryMachineEventBytesPerMinute")
+#: Fraud alerts published per user and hour; further ones are counted, not published.
+FRAUD_ALERTS_PER_USER_HOUR = StageSetting("TelemetryFraudAlertsPerUserHour")
 
 
 @cache
 @needs(
     TELEMETRY_STREAM.allow("kinesis:PutRecords"),
+    # Events and bytes in one transaction (authorised per item as UpdateItem).
     QUOTAS_TABLE.allow("dynamodb:UpdateItem"),
     EVENTS_PER_MINUTE.used(),
+    EVENT_BYTES_PER_MINUTE.used(),
     MACHINE_EVENTS_PER_MINUTE.used(),
+    MACHINE_EVENT_BYTES_PER_MINUTE.used(),
 )
 def telemetry_ingest() -> TelemetryIngest:
     """The `POST /events` service: per-caller quotas, records on the telemetry stream."""
     from chalicelib.core.quotas import DynamoQuotas, Quota
     from chalicelib.telemetry.delivery import KinesisStream
-    from chalicelib.telemetry.ingest import QUOTA_WINDOW_SECONDS, TelemetryIngest
+    from chalicelib.telemetry.ingest import QUOTA_WINDOW_SECONDS, CallerQuotas, TelemetryIngest
+
+    def per_minute(name: str, setting: StageSetting) -> Quota:
+        return Quota(name, int(setting.value), QUOTA_WINDOW_SECONDS)
 
     return TelemetryIngest(
         KinesisStream(TELEMETRY_STREAM.name),
         DynamoQuotas(QUOTAS_TABLE.name),
-        Quota("events", int(EVENTS_PER_MINUTE.value), QUOTA_WINDOW_SECONDS),
-        Quota("machine-events", int(MACHINE_EVENTS_PER_MINUTE.value), QUOTA_WINDOW_SECONDS),
+        CallerQuotas(
+            per_minute("events", EVENTS_PER_MINUTE),
+            per_minute("event-bytes", EVENT_BYTES_PER_MINUTE),
+        ),
+        CallerQuotas(
+            per_minute("machine-events", MACHINE_EVENTS_PER_MINUTE),
+            per_minute("machine-event-bytes", MACHINE_EVENT_BYTES_PER_MINUTE),
+        ),
     )
 
 
@@ -131,6 +149,9 @@ def telemetry_owner_data() -> DynamoTelemetryOwnerData:
     TELEMETRY_PSEUDONYMS_TABLE.allow(
         "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:GetItem"
     ),
+    # The fraud alerts let through per user and hour (`tables.DynamoAlertBudget`).
+    QUOTAS_TABLE.allow("dynamodb:UpdateItem"),
+    FRAUD_ALERTS_PER_USER_HOUR.used(),
 )
 def telemetry_processor() -> TelemetryProcessor:
     """The stream processor, wired to DynamoDB, SNS, SQS and S3 on first use."""
@@ -139,6 +160,7 @@ def telemetry_processor() -> TelemetryProcessor:
     from chalicelib.telemetry.processor import TelemetryProcessor
     from chalicelib.telemetry.pseudonyms import CachedPseudonyms, DynamoPseudonyms
     from chalicelib.telemetry.tables import (
+        DynamoAlertBudget,
         DynamoBaselines,
         DynamoItemWriter,
         DynamoTransactionHistory,
@@ -160,4 +182,7 @@ def telemetry_processor() -> TelemetryProcessor:
         SqsQuarantine(lambda: aws.queue_url(queue)),
         S3Archive(DATA_LAKE_BUCKET.name),
         CachedPseudonyms(DynamoPseudonyms(TELEMETRY_PSEUDONYMS_TABLE.name)),
+        alert_budget=DynamoAlertBudget(
+            QUOTAS_TABLE.name, limit=int(FRAUD_ALERTS_PER_USER_HOUR.value)
+        ),
     )

@@ -24,7 +24,9 @@ last record folded in, so a redelivered record is not counted twice (the fold is
 Fraud (alert severity high): an amount over 10,000; or velocity: the transaction is the 6th
 or later of its user in 10 minutes, i.e. more than 5 distinct transactions (this one
 included) have `occurred_at` in [t - 10 min, t]. Transactions are told apart by id, so a
-redelivered transaction is counted once.
+redelivered transaction is counted once. Every such transaction gets its alert here; how many
+of a user's are published per hour (the transactions are the user's own claims) is
+`alerting`'s.
 """
 
 from __future__ import annotations

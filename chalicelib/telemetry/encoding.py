@@ -268,11 +268,14 @@ def lake_fields(event: dict[str, Any]) -> dict[str, Any]:
 def pseudonymised(kept: dict[str, Any], identity: LakeIdentity | None) -> dict[str, Any]:
     """`kept` (`lake_fields`) as the archive holds it: a user's event (one with a `user_id`)
     under the user's pseudonym, its identifiers as the identity's digests. Events of no user
-    (system metrics) are left as they are; a user's event without an identity is an error."""
+    (system metrics) are left as they are; a user's event without an identity, or with an
+    erased user's, is an error."""
     if "user_id" not in kept:
         return kept
     if identity is None:
         raise ValueError("a user's event is archived only under the user's pseudonym")
+    if identity.erased:
+        raise ValueError("an erased user's event is never archived")
     lake = {**kept, "user_id": identity.pseudonym}
     for name in LAKE_DIGESTS:
         if name in lake:

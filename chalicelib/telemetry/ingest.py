@@ -14,11 +14,16 @@ the stream and nothing counted against the quota. Authorisation is about the req
 the data: a client that sends someone else's events has a bug or an intent, and a partial
 success would hide either.
 
-Then the quota (`core.quotas`): the valid events count against the caller's events per
-minute (`TelemetryEventsPerMinute`, or `TelemetryMachineEventsPerMinute` for a machine
-identity), all or none, before they are put; over it the request is a 429 with `Retry-After`,
-and nothing is put. (Events the stream then refuses still count: the count cannot wait for
-the stream without letting concurrent requests overshoot it.)
+Then the quotas (`core.quotas`): the valid events count against the caller's events per
+minute and against their bytes on the stream per minute (`TelemetryEventsPerMinute` and
+`TelemetryEventBytesPerMinute`, or the `TelemetryMachine...` pair for a machine identity),
+both in one transaction, all or none, before they are put; over either the request is a 429
+with `Retry-After`, and nothing is put. A request that holds more than a whole minute's
+events or bytes could never fit: 413, nothing counted. The bytes are what Kinesis counts
+against a shard's 1 MiB a second (data and partition key): all of a user's events share one
+shard (the partition key is the user), so the bytes quota is what keeps one caller from
+crowding out the other users of that shard. (Events the stream then refuses still count: the
+count cannot wait for the stream without letting concurrent requests overshoot it.)
 
 The answer (202) says, per event, whether it was accepted (and its `event_id`, the client's
 or a new one) or why not. When no event is accepted the request fails in the app's error
@@ -33,6 +38,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -42,6 +48,7 @@ from chalicelib.core.errors import (
     ApiError,
     BadRequest,
     Forbidden,
+    PayloadTooLarge,
     ServiceUnavailable,
     ValidationFailed,
 )
@@ -70,6 +77,20 @@ class RecordSink(Protocol):
     def put(self, records: Sequence[tuple[bytes, str]]) -> list[int]: ...
 
 
+@dataclass(frozen=True)
+class CallerQuotas:
+    """What one caller may put on the stream per window: events, and their bytes."""
+
+    events: Quota
+    bytes: Quota
+
+
+def record_bytes(record: tuple[bytes, str]) -> int:
+    """What Kinesis counts of a record against its shard's throughput: data and key."""
+    data, key = record
+    return len(data) + len(key.encode())
+
+
 def submitter_kind(principal: Principal) -> str:
     """How the caller acts: `machine` only with the metrics scope (a machine client without
     it may send nothing), `admin`, else `user`."""
@@ -83,15 +104,15 @@ class TelemetryIngest:
         self,
         stream: RecordSink,
         quotas: Quotas,
-        user_quota: Quota,
-        machine_quota: Quota,
+        user_quotas: CallerQuotas,
+        machine_quotas: CallerQuotas,
         clock: Callable[[], datetime] = clock.now,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._stream = stream
         self._quotas = quotas
-        self._user_quota = user_quota
-        self._machine_quota = machine_quota
+        self._user_quotas = user_quotas
+        self._machine_quotas = machine_quotas
         self._clock = clock
         self._new_id = new_id
 
@@ -125,11 +146,11 @@ class TelemetryIngest:
         if forbidden:
             raise Forbidden("The request holds events its caller may not send.", forbidden)
         if valid:
-            self._take_quota(principal, len(valid))
             records = [
                 (json.dumps(event, separators=(",", ":")).encode(), partition_key(event))
                 for _, event in valid
             ]
+            self._take_quota(principal, len(records), sum(map(record_bytes, records)))
             for position in self._stream.put(records):
                 index = valid[position][0]
                 results[index]["accepted"] = False
@@ -142,10 +163,20 @@ class TelemetryIngest:
             raise ValidationFailed("No event is valid.", details)
         return {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
 
-    def _take_quota(self, principal: Principal, count: int) -> None:
-        quota = self._machine_quota if principal.is_machine else self._user_quota
+    def _take_quota(self, principal: Principal, count: int, size: int) -> None:
+        quotas = self._machine_quotas if principal.is_machine else self._user_quotas
+        for quota, amount, what in (
+            (quotas.events, count, "events"),
+            (quotas.bytes, size, "bytes"),
+        ):
+            if amount > quota.limit:  # never fits, whatever the window holds: not a retry
+                raise PayloadTooLarge(
+                    f"The request's events take {amount} {what} on the stream; a caller may "
+                    f"put at most {quota.limit} a minute: send fewer or smaller events.",
+                    [{"field": "events", "issue": f"{quota.name}: {amount} over {quota.limit}"}],
+                )
         try:
-            self._quotas.take(principal.user_id, [(quota, count)])
+            self._quotas.take(principal.user_id, [(quotas.events, count), (quotas.bytes, size)])
         except ApiError:  # QuotaExceeded: 429
             raise
         except Exception as exc:  # the counters' table failed: nothing is put, retry

@@ -10,18 +10,23 @@ Where a user's data is (infra/resources.json; no new index needed):
 - the data lake's pseudonym and secret (`pseudonyms`): the pseudonyms table's item;
 - metrics and baselines are keyed by source and metric, never by user (only machine
   identities and admins send metrics): nothing of a user there. The quota counters
-  (`core.quotas`) hold a user's id for two minutes and expire by TTL.
+  (`core.quotas`) and the fraud alerts' budget (`tables.DynamoAlertBudget`) name a user by
+  a digest of the id, and expire by TTL (minutes; a day).
 
 Erasure:
 
 - activities are deleted (BatchWriteItem, 25 a call);
 - transactions are financial records: each item stays, but loses every link to the person.
-  Its `user_id` becomes a pseudonym, and so does its key (`TXN#<user_id>#<id>` holds the
-  owner): the pseudonymised item is put under `TXN#<pseudonym>#<id>` and the original
-  deleted in one transaction, conditional on it still being the user's, so a crash or a
-  second erasure at the same time never leaves two copies. What an item keeps:
-  `KEPT_TRANSACTION_FIELDS` (id, time, amount, currency, status); free text that may name a
-  person (`merchant`, `category`) and the client's `event_id` are dropped.
+  Its `user_id` becomes a pseudonym, and its `transaction_id` a random id
+  (`erased-txn-` and 32 hex digits, one per item): the client chose the original, which may
+  hold personal data or match the payment provider's record of the person's payment
+  (`pseudonyms`). The key (`TXN#<user_id>#<id>` holds both) follows: the pseudonymised item is
+  put under `TXN#<pseudonym>#<random id>` and the original deleted in one transaction,
+  conditional on it still being the user's, so a crash or a second erasure at the same time
+  never leaves two copies (the loser's put is cancelled with its delete), and two of the
+  user's items with the same id (one stored before ids were per owner) stay two. What an
+  item keeps: `KEPT_TRANSACTION_FIELDS` (time, amount, currency, status); free text that may
+  name a person (`merchant`, `category`) and the client's `event_id` are dropped.
 - the pseudonym is random (`deleted-` and 32 hex digits), one per call, stored nowhere: it
   cannot be recomputed from the user's id, which other records (logs, the data lake's
   archived events) may still hold, so a pseudonymised transaction cannot be linked back to
@@ -48,14 +53,15 @@ from chalicelib.core import aws, clock
 from chalicelib.core.aws import error_code, retryable
 from chalicelib.core.backoff import Backoff
 from chalicelib.core.dynamo import WRITE_BATCH, batch_get, batch_write, from_item, to_item
-from chalicelib.telemetry.encoding import transaction_id_of, transaction_key
+from chalicelib.telemetry.encoding import transaction_key
 from chalicelib.telemetry.pseudonyms import DynamoPseudonyms
 
 PSEUDONYM_PREFIX = "deleted-"
-#: What a pseudonymised transaction keeps (with its new `pk` and `user_id`).
+ERASED_TRANSACTION_PREFIX = "erased-txn-"
+#: What a pseudonymised transaction keeps (with its new `pk`, `user_id` and
+#: `transaction_id`).
 KEPT_TRANSACTION_FIELDS = (
     "event_type",
-    "transaction_id",
     "timestamp",
     "occurred_at",
     "amount",
@@ -69,6 +75,12 @@ TRANSACTION_BOOKKEEPING = frozenset({"pk"})
 
 def new_pseudonym() -> str:
     return PSEUDONYM_PREFIX + secrets.token_hex(16)
+
+
+def new_transaction_id() -> str:
+    """An erased transaction's id: random, so nothing the client or a payment provider
+    holds matches it."""
+    return ERASED_TRANSACTION_PREFIX + secrets.token_hex(16)
 
 
 class DynamoTelemetryOwnerExport:
@@ -173,10 +185,12 @@ class DynamoTelemetryOwnerData(DynamoTelemetryOwnerExport):
         client: Callable[[], Any] | None = None,
         backoff: Backoff | None = None,
         pseudonym: Callable[[], str] = new_pseudonym,
+        transaction_id: Callable[[], str] = new_transaction_id,
     ) -> None:
         super().__init__(activities_table, transactions_table, by_user_index, client, backoff)
         self._lake = lake
         self._pseudonym = pseudonym
+        self._transaction_id = transaction_id
 
     # --- erase -------------------------------------------------------------------------------
 
@@ -213,10 +227,11 @@ class DynamoTelemetryOwnerData(DynamoTelemetryOwnerExport):
         return len(keys)
 
     def _pseudonymise(self, item: dict[str, Any], user_id: str, pseudonym: str) -> bool:
-        """Move one transaction to its pseudonym; False if it is no longer the user's."""
+        """Move one transaction to its pseudonym, under a new random id; False if it is no
+        longer the user's."""
         values = from_item(item)
         kept = {k: values[k] for k in KEPT_TRANSACTION_FIELDS if k in values}
-        transaction_id = str(kept.get("transaction_id") or transaction_id_of(values["pk"]))
+        transaction_id = self._transaction_id()  # never the client's (module docstring)
         kept.update(
             pk=transaction_key(pseudonym, transaction_id),
             transaction_id=transaction_id,

@@ -1,8 +1,9 @@
 """What the stream processor asks of AWS, as small interfaces (pure, no AWS).
 
-The adapters: `tables` (DynamoDB items, baselines, transaction history), `delivery` (SNS
-alerts, the SQS quarantine, the S3 archive, the Kinesis stream) and `pseudonyms` (the data
-lake's pseudonyms). The unit tests give the processor in-memory fakes of each.
+The adapters: `tables` (DynamoDB items, baselines, transaction history, the fraud alerts'
+budget), `delivery` (SNS alerts, the SQS quarantine, the S3 archive, the Kinesis stream) and
+`pseudonyms` (the data lake's pseudonyms). The unit tests give the processor in-memory fakes
+of each.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class TransactionHistory(Protocol):
 
 class Alerts(Protocol):
     def send_alerts(self, alerts: Sequence[dict[str, Any]]) -> list[int]: ...
+
+
+class AlertBudget(Protocol):
+    def admit(self, user_id: str, window: int, alert_ids: Sequence[str]) -> set[str]:
+        """Which of `alert_ids` (a user's fraud alerts, by event id, in the hour starting at
+        epoch second `window`) may be published: those let through before, then new ones
+        while the hour has room. Raises if the store cannot be read or written."""
+        ...
 
 
 class Quarantine(Protocol):

@@ -9,42 +9,50 @@ Steps, for a batch (one shard, in sequence order):
    reason (malformed, invalid, unstamped or not its sender's to send, or any exception of
    its own), is set aside with its reason, to be quarantined: one bad record never fails the
    batch;
-2. detection reads: the metrics' baselines (one BatchGetItem), each transacting user's recent
+2. whose: the lake identities of the batch's users (`pseudonyms`: cached, else one
+   BatchGetItem, and a conditional PutItem per new user), before anything is written. The
+   events of a user whose identity is a tombstone (erased) are dropped: neither stored,
+   alerted, quarantined nor archived, only counted (`TelemetryErasedUserEventsDropped`,
+   logged), as the images pipeline removes an upload of an erased owner. A token outlives
+   its user's deletion by up to an hour and a record stays on the stream for a day: such a
+   late event never brings the user's id, address or details back into the tables after the
+   erasure's last pass. If the lookup fails, nothing is done and the whole batch comes back;
+3. detection reads: the metrics' baselines (one BatchGetItem), each transacting user's recent
    transactions (one Query per user on `by-user`: that owner's only);
-3. writes: items, 25 per BatchWriteItem per table (duplicates of a key within the batch
+4. writes: items, 25 per BatchWriteItem per table (duplicates of a key within the batch
    written once). An item DynamoDB refuses for good (a call refused for its items is split
    until the bad ones are alone) is set aside like a malformed record: quarantined, not
    retried, neither alerted nor folded into a baseline nor archived;
-4. the records whose writes or reads still failed after retries are failures. Lambda
+5. the records whose writes or reads still failed after retries are failures. Lambda
    resumes the shard at the lowest reported sequence number, so every record from the first
    failure on ("the cut") comes back; the side effects below are done only for the records
    before the cut, and are done when those records come back. Each step may move the cut
    earlier, so the steps that cannot be repeated harmlessly come last, once the cut is final;
-5. alerts (SNS PublishBatch) for the high and critical anomalies and fraud before the cut;
-   an alert not published makes its record a failure (and moves the cut). Alerts are at
-   least once: the records after the cut whose alerts did go out are alerted again on
-   redelivery;
-6. baselines: one conditional UpdateItem per (source, metric), folding in the values of the
+6. alerts (SNS PublishBatch, `alerting`) for the high and critical anomalies and fraud
+   before the cut, a user's fraud alerts within the user's hourly limit (the rest counted,
+   not published); an alert not published makes its record a failure (and moves the cut).
+   Alerts are at least once: the records after the cut whose alerts did go out are alerted
+   again on redelivery;
+7. baselines: one conditional UpdateItem per (source, metric), folding in the values of the
    records before the cut, whose alerts are out. A record is folded in only once its alerts
    went out, so a redelivered record is checked against the baseline without its own value
    (its spike is found again). A baseline not stored fails its records (moves the cut);
-7. quarantine (SQS) of the set-aside records before the cut; a message not sent fails its
+8. quarantine (SQS) of the set-aside records before the cut; a message not sent fails its
    record (moves the cut). Each message has `dedup_id` = `<shardId>:<sequenceNumber>` (in
    the body and as a message attribute): a record quarantined before a later step moved the
    cut back over it is sent again on redelivery, with the same id, for consumers to drop;
-8. archive (one PutObject), last, of the valid events before the final cut, as the lake
-   keeps them (`encoding.lake_fields`), each user's under the user's pseudonym
-   (`pseudonyms`: cached, else one BatchGetItem, and a conditional PutItem per new user):
-   the next invocation starts at that cut, so no event is archived twice. If it fails
-   (pseudonyms included) the whole batch comes back (every write and fold is idempotent;
-   its alerts and quarantine messages are sent again; the archive key is the same);
-9. EMF metrics (counts), printed (no PutMetricData).
+9. archive (one PutObject), last, of the valid events before the final cut, as the lake
+   keeps them (`encoding.lake_fields`), each user's under the identity of step 2: the next
+   invocation starts at that cut, so no event is archived twice. If it fails the whole
+   batch comes back (every write and fold is idempotent; its alerts and quarantine messages
+   are sent again; the archive key is the same);
+10. EMF metrics (counts), printed (no PutMetricData).
 
 Time budget: given `remaining_ms` (the Lambda context's `get_remaining_time_in_millis`), no
 write is started (and the writer sleeps into no retry) once less than `DEADLINE_MARGIN_MS`
 is left, capped at half the time left when the batch began, so a short invocation still makes
 progress. The records not written by then are failures like any write failure: the cut moves
-to the first of them and steps 5-8 are done for the records before it, in the time kept back,
+to the first of them and steps 6-9 are done for the records before it, in the time kept back,
 instead of Lambda timing out and failing the whole batch without a report.
 
 `batchItemFailures` lists every failed record; the lowest is the cut. Baseline updates are
@@ -62,8 +70,7 @@ from typing import Any
 
 from chalicelib.core import clock
 from chalicelib.core.observability import logger
-from chalicelib.telemetry import detection, encoding
-from chalicelib.telemetry.detection import Baseline, Sample
+from chalicelib.telemetry import alerting, encoding, screening
 from chalicelib.telemetry.model import (
     SYSTEM_METRIC,
     TRANSACTION,
@@ -72,6 +79,7 @@ from chalicelib.telemetry.model import (
     validate_event,
 )
 from chalicelib.telemetry.ports import (
+    AlertBudget,
     Alerts,
     Archive,
     Baselines,
@@ -80,9 +88,9 @@ from chalicelib.telemetry.ports import (
     Quarantine,
     TransactionHistory,
 )
+from chalicelib.telemetry.pseudonyms import LakeIdentity
 
 TABLES = ("activities", "metrics", "transactions")
-MAX_BASELINE_CONFLICTS = 5
 #: Time kept back for alerts, baselines, quarantine and the archive (the function has 60 s).
 DEADLINE_MARGIN_MS = 10_000
 
@@ -110,8 +118,11 @@ class TelemetryProcessor:
         quarantine: Quarantine,
         archive: Archive,
         pseudonyms: Pseudonyms,
+        alert_budget: AlertBudget | None = None,
         emit: Callable[[dict[str, int]], None] = emit_counts,
     ) -> None:
+        """`alert_budget`: the fraud alerts' per-user limit (`alerting`); the app's factory
+        always gives one (None, for benchmarks: every alert is published)."""
         self._tables = tables  # "activities" | "metrics" | "transactions" -> table name
         self._writer = writer
         self._baselines = baselines
@@ -120,6 +131,7 @@ class TelemetryProcessor:
         self._quarantine = quarantine
         self._archive = archive
         self._pseudonyms = pseudonyms
+        self._budget = alert_budget
         self._emit = emit
 
     def process(
@@ -131,39 +143,41 @@ class TelemetryProcessor:
         out_of_time = _deadline(remaining_ms)
         batch = self._decode_all(records)
         failed: set[int] = set()
+        counts = {"TelemetryRecords": len(records)}
+
+        # 2. whose: the lake identities, before anything is done; erased users' events go
+        identities = self._identities(batch)
+        if identities is None:
+            failed.add(batch[0].index)
+            return self._report(counts, batch, failed)
+        counts["TelemetryErasedUserEventsDropped"] = _drop_erased(batch, identities)
         valid = [r for r in batch if r.event is not None]
         by_type: dict[str, list[encoding.Record]] = defaultdict(list)
         for record in valid:
             by_type[record.event["event_type"]].append(record)  # type: ignore[index]
 
-        # 2. reads and detection; 3. item writes
+        # 3. reads and detection; 4. item writes
         alerts: dict[int, list[dict[str, Any]]] = defaultdict(list)
         skip: set[int] = set()
-        pending_baselines = self._detect_metrics(by_type[SYSTEM_METRIC], alerts, failed, skip)
-        self._detect_fraud(by_type[TRANSACTION], alerts, failed, skip)
+        pending_baselines = screening.detect_metrics(
+            self._baselines, by_type[SYSTEM_METRIC], alerts, failed, skip
+        )
+        screening.detect_fraud(self._history, by_type[TRANSACTION], alerts, failed, skip)
         rejected = self._write([r for r in valid if r.index not in skip], failed, out_of_time)
         for record in rejected:  # refused by DynamoDB for good: quarantined, not processed
             alerts.pop(record.index, None)
 
-        # 4. alerts before the cut; one not published moves the cut
+        # 6. alerts before the cut; one not published moves the cut
         cut = min(failed, default=len(batch))
-        to_alert = [
-            (index, alert)
-            for index in sorted(alerts)
-            if index < cut
-            for alert in alerts[index]
-            if alert["severity"] in detection.ALERT_SEVERITIES
-        ]
-        if to_alert:
-            for position in self._alerts.send_alerts([alert for _, alert in to_alert]):
-                failed.add(to_alert[position][0])
-            cut = min(failed, default=len(batch))
-
-        # 5. baselines: the records before the cut (their alerts are out)
-        self._store_baselines(pending_baselines, cut, failed)
+        sent = alerting.send(alerts, batch, cut, self._alerts, self._budget)
+        failed |= sent.failed
         cut = min(failed, default=len(batch))
 
-        # 6. quarantine before the cut; a message not sent moves the cut
+        # 7. baselines: the records before the cut (their alerts are out)
+        screening.store_baselines(self._baselines, pending_baselines, cut, failed)
+        cut = min(failed, default=len(batch))
+
+        # 8. quarantine before the cut; a message not sent moves the cut
         quarantined = [r for r in batch if r.reason is not None and r.index < cut]
         if quarantined:
             not_sent = self._quarantine.send(
@@ -172,26 +186,27 @@ class TelemetryProcessor:
             failed.update(quarantined[position].index for position in not_sent)
             cut = min(failed, default=len(batch))
 
-        # 7. archive, last: the cut is final
-        if not self._archive_before(batch, cut):
+        # 9. archive, last: the cut is final
+        if not self._archive_before(batch, cut, identities):
             failed.add(batch[0].index)
 
-        counts = {
-            "TelemetryRecords": len(records),
-            "TelemetryUserActivities": len(by_type[USER_ACTIVITY]),
-            "TelemetrySystemMetrics": len(by_type[SYSTEM_METRIC]),
-            "TelemetryTransactions": len(by_type[TRANSACTION]),
-            "TelemetryQuarantined": len(quarantined),
-            "TelemetryAnomalies": sum(
-                1 for found in alerts.values() for a in found if a["type"] == "metric_anomaly"
-            ),
-            "TelemetryFraudAlerts": sum(
-                1 for found in alerts.values() for a in found if a["type"] == "fraud_alert"
-            ),
-            "TelemetryAlertsPublished": len(to_alert),
-            "TelemetryFailedRecords": len(failed),
-        }
-        self._emit(counts)
+        counts.update(
+            TelemetryUserActivities=len(by_type[USER_ACTIVITY]),
+            TelemetrySystemMetrics=len(by_type[SYSTEM_METRIC]),
+            TelemetryTransactions=len(by_type[TRANSACTION]),
+            TelemetryQuarantined=len(quarantined),
+            TelemetryAnomalies=_found(alerts, "metric_anomaly"),
+            TelemetryFraudAlerts=_found(alerts, alerting.FRAUD_ALERT),
+            TelemetryFraudAlertsSuppressed=sent.suppressed,
+            TelemetryAlertsPublished=sent.published,
+        )
+        return self._report(counts, batch, failed)
+
+    def _report(
+        self, counts: dict[str, int], batch: list[encoding.Record], failed: set[int]
+    ) -> dict[str, Any]:
+        """Emit the counts (and the failures); the handler's answer."""
+        self._emit({**counts, "TelemetryFailedRecords": len(failed)})
         if failed:
             logger.warning(
                 "telemetry records to be redelivered", failed=len(failed), first=min(failed)
@@ -228,64 +243,6 @@ class TelemetryProcessor:
                 record.reason = f"{type(problem).__name__}: {problem}"
             batch.append(record)
         return batch
-
-    def _detect_metrics(
-        self,
-        records: list[encoding.Record],
-        alerts: dict[int, list[dict[str, Any]]],
-        failed: set[int],
-        skip: set[int],
-    ) -> dict[str, tuple[Baseline | None, list[encoding.Record]]]:
-        if not records:
-            return {}
-        by_key: dict[str, list[encoding.Record]] = defaultdict(list)
-        for record in records:
-            event = record.event or {}
-            by_key[f"{event['source']}#{event['metric_name']}"].append(record)
-        try:
-            stored = self._baselines.get_many(list(by_key))
-        except Exception:
-            logger.exception("baselines unreadable; metric records will be redelivered")
-            for record in records:
-                failed.add(record.index)
-                skip.add(record.index)
-            return {}
-        for key, members in by_key.items():
-            baseline = stored.get(key)
-            for record in members:
-                event = record.event or {}
-                reasons = detection.metric_anomaly(event["metric_name"], event["value"], baseline)
-                if reasons:
-                    alerts[record.index].append(detection.anomaly_alert(event, reasons))
-        return {key: (stored.get(key), members) for key, members in by_key.items()}
-
-    def _detect_fraud(
-        self,
-        records: list[encoding.Record],
-        alerts: dict[int, list[dict[str, Any]]],
-        failed: set[int],
-        skip: set[int],
-    ) -> None:
-        by_user: dict[str, list[encoding.Record]] = defaultdict(list)
-        for record in records:
-            by_user[(record.event or {})["user_id"]].append(record)
-        for user_id, members in by_user.items():
-            batch = [(r.event["timestamp"], r.event["transaction_id"]) for r in members]  # type: ignore[index]
-            start, end = detection.velocity_window(at for at, _ in batch)
-            try:
-                stored = self._history.between(user_id, start, end)
-            except Exception:
-                logger.exception("transaction history unreadable; records will be redelivered")
-                for record in members:
-                    failed.add(record.index)
-                    skip.add(record.index)
-                continue
-            counts = detection.velocity_flags(batch, stored)
-            for record in members:
-                event = record.event or {}
-                reasons = detection.fraud_reasons(event["amount"], counts[event["transaction_id"]])
-                if reasons:
-                    alerts[record.index].append(detection.fraud_alert(event, reasons))
 
     def _write(
         self,
@@ -328,38 +285,21 @@ class TelemetryProcessor:
                     rejected.append(record)
         return rejected
 
-    def _store_baselines(
-        self,
-        pending: dict[str, tuple[Baseline | None, list[encoding.Record]]],
-        cut: int,
-        failed: set[int],
-    ) -> None:
-        """Fold the values of the metric records before the cut (and stored: not refused)
-        into their baselines; a baseline not stored fails its records."""
-        for key, (seen, everyone) in pending.items():
-            members = [r for r in everyone if r.index < cut and r.event is not None]
-            if not members:
-                continue
-            samples = [
-                Sample(r.shard, r.sequence, float((r.event or {})["value"])) for r in members
-            ]
-            current = seen
-            try:
-                for _ in range(MAX_BASELINE_CONFLICTS):
-                    new = detection.fold(current, samples)
-                    if new.samples == (current.samples if current else 0):
-                        break  # every sample already folded in (a redelivery)
-                    newer = self._baselines.store(key, current, new)
-                    if newer is None:
-                        break
-                    current = newer
-                else:
-                    raise RuntimeError(f"baseline {key} kept changing")
-            except Exception:
-                logger.exception("baseline not updated; its records will be redelivered", key=key)
-                failed.update(r.index for r in members)
+    def _identities(self, batch: list[encoding.Record]) -> dict[str, LakeIdentity] | None:
+        """The lake identities of the users whose events the batch holds (one lookup, mostly
+        answered by the cache); None if they could not be had."""
+        users = {r.event["user_id"] for r in batch if r.event and "user_id" in r.event}
+        if not users:
+            return {}
+        try:
+            return self._pseudonyms.identities(users)
+        except Exception:
+            logger.exception("lake identities unreadable; the whole batch will be redelivered")
+            return None
 
-    def _archive_before(self, batch: list[encoding.Record], cut: int) -> bool:
+    def _archive_before(
+        self, batch: list[encoding.Record], cut: int, identities: dict[str, LakeIdentity]
+    ) -> bool:
         """Archive the valid events of the records before the cut, each user's under the
         user's lake identity; False if that failed."""
         head = batch[:cut]
@@ -369,9 +309,7 @@ class TelemetryProcessor:
         key = encoding.archive_key(
             head[0].shard, head[0].sequence, head[-1].sequence, head[0].arrival
         )
-        users = {event["user_id"] for event in kept if "user_id" in event}
         try:
-            identities = self._pseudonyms.identities(users) if users else {}
             lines = [
                 encoding.archive_line(
                     encoding.pseudonymised(event, identities.get(event.get("user_id", "")))
@@ -383,6 +321,24 @@ class TelemetryProcessor:
             logger.exception("archive failed; the whole batch will be redelivered", key=key)
             return False
         return True
+
+
+def _drop_erased(batch: list[encoding.Record], identities: dict[str, LakeIdentity]) -> int:
+    """Drop (set to nothing: not stored, alerted, quarantined or archived) the events of the
+    erased users; how many."""
+    dropped = 0
+    for record in batch:
+        identity = identities.get((record.event or {}).get("user_id", ""))
+        if identity is not None and identity.erased:
+            record.event = record.item = record.lake = None
+            dropped += 1
+    if dropped:
+        logger.info("events of erased users dropped", dropped=dropped)
+    return dropped
+
+
+def _found(alerts: dict[int, list[dict[str, Any]]], kind: str) -> int:
+    return sum(1 for found in alerts.values() for alert in found if alert["type"] == kind)
 
 
 def _deadline(remaining_ms: Callable[[], int] | None) -> Callable[[], bool]:

@@ -21,16 +21,20 @@ a tombstone (`erased_at`, and `expires_at` `TOMBSTONE_DAYS` later, the table's T
 then on the user's archived events are anonymous, their pseudonym and digests pointing to
 nobody (crypto-shredding, by deletion of the mapping rather than of a key). A late event of
 an erased user (sent with a token still valid after the deletion, or a stream batch retried
-for hours) finds the tombstone and is archived under a throwaway identity, stored nowhere,
-instead of making a new mapping. The table has no point-in-time recovery and must not be
-backed up: a restored mapping would link an erased user back to the archive.
+for hours) finds the tombstone: its identity comes back `erased` (a throwaway one, stored
+nowhere, that `encoding.pseudonymised` refuses), and the processor, which looks the batch's
+users up before it writes anything, drops the event (neither stored nor archived) instead of
+making a new mapping. The table has no point-in-time recovery and must not be backed up: a
+restored mapping would link an erased user back to the archive.
 
 Concurrent processors agree on one identity per user: the first creates it with a conditional
 put (`attribute_not_exists(user_digest)`); one whose put is refused reads the winner's (a
 consistent read). Each process keeps the identities it has used (`CachedPseudonyms`, at most
 `CACHE_ENTRIES`, each for at most `CACHE_MINUTES`), so a batch usually costs no call. An
 identity cached before an erasure may still be used by that process for the rest of its
-minutes: the events it archives then carry a pseudonym that nothing maps to anyone.
+minutes: the events it archives then carry a pseudonym that nothing maps to anyone, and the
+events it stores are found by the erasure's next pass (passes repeat every 15 minutes for 90).
+An erased user's tombstone is cached the same way.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class LakeIdentity:
 
     pseudonym: str
     secret: bytes = field(repr=False)
+    #: The user was erased (a tombstone): never archived, never stored again.
+    erased: bool = False
 
     def digest(self, name: str, value: str) -> str:
         """The keyed digest (HMAC-SHA256, 128 bits in hex) of the identifier `value` of the
@@ -79,6 +85,13 @@ def user_digest(user_id: str) -> str:
 
 def new_identity() -> LakeIdentity:
     return LakeIdentity(PSEUDONYM_PREFIX + secrets.token_hex(16), secrets.token_bytes(32))
+
+
+def erased_identity() -> LakeIdentity:
+    """What an erased user's tombstone gives: a throwaway identity, stored nowhere, marked
+    `erased`."""
+    identity = new_identity()
+    return LakeIdentity(identity.pseudonym, identity.secret, erased=True)
 
 
 class CachedPseudonyms:
@@ -145,7 +158,7 @@ class DynamoPseudonyms:
 
     def identities(self, user_ids: Collection[str]) -> dict[str, LakeIdentity]:
         """Each user's identity: read (one BatchGetItem per 100 users), created for those who
-        have none (a conditional PutItem each), a throwaway one for an erased user."""
+        have none (a conditional PutItem each), an `erased` throwaway one for an erased user."""
         wanted = {user_id: user_digest(user_id) for user_id in dict.fromkeys(user_ids)}
         keys = [{"user_digest": {"S": digest}} for digest in wanted.values()]
         items = batch_get(self._client(), self._table, keys, self._backoff, ConsistentRead=True)
@@ -153,7 +166,7 @@ class DynamoPseudonyms:
         found: dict[str, LakeIdentity] = {}
         for user_id, digest in wanted.items():
             item = stored.get(digest) or self._create(digest)
-            found[user_id] = _identity(item) or self._new()  # tombstone: stored nowhere
+            found[user_id] = _identity(item) or erased_identity()  # stored nowhere
         return found
 
     def forget(self, user_id: str) -> bool:

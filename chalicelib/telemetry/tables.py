@@ -1,5 +1,5 @@
 """The processor's DynamoDB adapters: the items it stores, the metrics' baselines, a user's
-recent transactions (`processor`, behind the interfaces of `ports`).
+recent transactions, the fraud alerts' budget (`processor`, behind the interfaces of `ports`).
 
 Every adapter takes the client as a callable (the shared lazy client of `chalicelib.core.aws`
 by default) and a backoff, so tests and the benchmark can stub either. Batch calls retry
@@ -10,6 +10,8 @@ processor turns it into `batchItemFailures`.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +19,7 @@ from chalicelib.core import aws
 from chalicelib.core.aws import error_code, retryable
 from chalicelib.core.backoff import Backoff
 from chalicelib.core.dynamo import WRITE_BATCH, batch_get, batch_write
+from chalicelib.core.quotas import counter_subject
 from chalicelib.telemetry.detection import Baseline
 from chalicelib.telemetry.encoding import computed_number, transaction_id_of
 from chalicelib.telemetry.ports import PutOutcome
@@ -226,3 +229,87 @@ class DynamoTransactionHistory:
             if not last:
                 return found
             request["ExclusiveStartKey"] = last
+
+
+#: How long a budget item outlives its hour: the stream keeps a record 24 hours, so a record
+#: redelivered that late still finds the alerts its hour let through.
+BUDGET_KEPT_SECONDS = 24 * 3600
+FULL_WINDOWS_KEPT = 10_000
+
+
+class DynamoAlertBudget:
+    """The fraud alerts let through per user and hour, in the quotas table (`core.quotas`'
+    table: key `id`, TTL `expires_at`): one item per (user, hour), keyed
+    `<digest of the user id>#fraud-alerts#<hour's epoch second>`, holding the set of the
+    alerts' event ids as digests (an event id is the client's: it may name someone).
+
+    Each alert is one conditional UpdateItem that adds its id while the set has room or
+    already holds it: idempotent (an alert let through is let through again on redelivery)
+    and exact under concurrency. Once an hour is full the process remembers its set (at most
+    `FULL_WINDOWS_KEPT`), so a flood of alerts over the limit costs no call."""
+
+    def __init__(
+        self,
+        table: str,
+        limit: int,
+        window_seconds: int = 3600,
+        client: Callable[[], Any] = _dynamodb,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if limit < 1:
+            raise ValueError("the fraud alerts' budget must let one alert through at least")
+        self._table = table
+        self._limit = limit
+        self._window = window_seconds
+        self._client = client
+        self._backoff = backoff or Backoff()
+        self._full: OrderedDict[str, frozenset[str]] = OrderedDict()
+
+    def admit(self, user_id: str, window: int, alert_ids: Sequence[str]) -> set[str]:
+        key = f"{counter_subject(user_id)}#fraud-alerts#{window}"
+        admitted: set[str] = set()
+        for alert_id in dict.fromkeys(alert_ids):
+            token = hashlib.sha256(alert_id.encode()).hexdigest()[:32]
+            full = self._full.get(key)
+            if full is None:
+                full = self._add(key, window, token)
+            if full is None or token in full:
+                admitted.add(alert_id)
+        return admitted
+
+    def _add(self, key: str, window: int, token: str) -> frozenset[str] | None:
+        """Add `token` to the hour's set: None if it is in it now, else the full set."""
+        for attempt in range(self._backoff.max_attempts):
+            if attempt:
+                self._backoff.wait(attempt)
+            try:
+                self._client().update_item(
+                    TableName=self._table,
+                    Key={"id": {"S": key}},
+                    UpdateExpression="ADD alerts :token SET expires_at = :expires",
+                    ConditionExpression=(
+                        "attribute_not_exists(alerts) OR size(alerts) < :limit "
+                        "OR contains(alerts, :id)"
+                    ),
+                    ExpressionAttributeValues={
+                        ":token": {"SS": [token]},
+                        ":id": {"S": token},
+                        ":limit": {"N": str(self._limit)},
+                        ":expires": {"N": str(window + self._window + BUDGET_KEPT_SECONDS)},
+                    },
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                return None
+            except Exception as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    item = (getattr(exc, "response", None) or {}).get("Item")
+                    if not item:  # not the full set: refuse this one, remember nothing
+                        return frozenset()
+                    full = frozenset(item.get("alerts", {}).get("SS", []))
+                    self._full[key] = full
+                    while len(self._full) > FULL_WINDOWS_KEPT:
+                        self._full.popitem(last=False)
+                    return full
+                if not retryable(exc) or attempt == self._backoff.max_attempts - 1:
+                    raise
+        raise RuntimeError("unreachable")

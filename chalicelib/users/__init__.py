@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from chalicelib.users.onboarding import ProfileSetUp, UserWelcome
     from chalicelib.users.public import DynamoPublicProfiles
     from chalicelib.users.registration import RegistrationLimits, RegistrationService
-    from chalicelib.users.signup_sweep import SignupSweep
 
 USERS_TABLE = Resource("UsersTable")
 USER_CREATED_TOPIC = Resource("UserCreatedTopic")
@@ -32,6 +31,8 @@ REGISTRATION_LIMITS = (
     StageSetting("RegistrationsPerClientHour"),
     StageSetting("ConfirmationsPerClientHour"),
     StageSetting("VerificationMailsPerAddressDay"),
+    StageSetting("EmailChangesPerUserDay"),
+    StageSetting("EmailConfirmationsPerUserHour"),
 )
 #: Sending a code or a notice: only from the stage's own sender address.
 SEND_USER_MAIL = (
@@ -56,8 +57,7 @@ WELCOME_DEDUPE_SECONDS = 7 * 24 * 3600
 def registration_limits() -> RegistrationLimits:
     from chalicelib.users.registration import RegistrationLimits
 
-    per_client, confirmations, mails = (int(setting.value) for setting in REGISTRATION_LIMITS)
-    return RegistrationLimits(per_client, confirmations, mails)
+    return RegistrationLimits(*(int(setting.value) for setting in REGISTRATION_LIMITS))
 
 
 @cache
@@ -104,11 +104,8 @@ def users_service() -> UsersService:
     USER_POOL.allow_by_tags(
         "cognito-idp:AdminCreateUser",
         "cognito-idp:AdminDeleteUser",
-        "cognito-idp:AdminDisableUser",
-        "cognito-idp:AdminEnableUser",
         "cognito-idp:AdminGetUser",
         "cognito-idp:AdminSetUserPassword",
-        "cognito-idp:AdminUpdateUserAttributes",
     ),
     COGNITO_CONFIG_READ,
     QUOTAS_TABLE.allow("dynamodb:UpdateItem"),
@@ -132,28 +129,6 @@ def registration_service() -> RegistrationService:
         SesMailer(WELCOME_EMAIL_SENDER.value),
         DynamoQuotas(QUOTAS_TABLE.name),
         registration_limits(),
-    )
-
-
-@cache
-@needs(
-    USERS_TABLE.allow("dynamodb:DeleteItem", "dynamodb:GetItem"),
-    USER_POOL.allow_by_tags("cognito-idp:AdminDeleteUser", "cognito-idp:ListUsers"),
-    COGNITO_CONFIG_READ,
-)
-def abandoned_signup_sweep() -> SignupSweep:
-    """The nightly sweep of abandoned sign-ups (`signup_sweep`), wired to Cognito and the
-    users table: profiles read, sign-up records read and removed."""
-    from chalicelib.auth.config import cognito_config
-    from chalicelib.users.identity import CognitoIdentityDirectory
-    from chalicelib.users.pending import DynamoPendingRecords
-    from chalicelib.users.repository import DynamoUserRepository
-    from chalicelib.users.signup_sweep import SignupSweep
-
-    return SignupSweep(
-        CognitoIdentityDirectory(lambda: cognito_config().user_pool_id),
-        DynamoPendingRecords(USERS_TABLE.name),
-        DynamoUserRepository(USERS_TABLE.name),
     )
 
 

@@ -13,7 +13,20 @@ A pass erases, in this order, each step tolerating what an earlier, interrupted 
 1. the sign-in identity (Cognito), deleted again: already gone is the usual case;
 2. every domain that holds data of its owners (`OwnerData.erase`): images (originals,
    thumbnails, records, labels), telemetry (activities deleted, transactions kept
-   pseudonymised), orders (ended orders kept pseudonymised: `orders.owner_data`).
+   pseudonymised), orders (ended orders kept pseudonymised: `orders.owner_data`), the last
+   under the user's pseudonym (below).
+
+The pseudonym an erased user's orders carry instead of the id is random (32 hex digits,
+`new_pseudonym`), so nobody holding the id (a log line, an old object of the data lake) can
+recompute it and find the orders again; and it is one per user, so the orders stay countable
+together. It lives in the messages only: the `user-deleted` event has none, so its pass makes
+one and hands the event on to the queue at once with it (no delay), erasing nothing itself;
+every later pass reads it from its message and puts it in its follow-up. Made before anything
+uses it, it survives a pass that fails halfway (the retry reads the same message). Once the
+last pass is taken from the queue, nothing links the id to it. The messages hold the id, the
+deletion time, the pass number and the pseudonym, nothing personal besides the id. Logs name
+the user by a SHA-256 digest of the id (`user_digest`, as the images domain's), never by the
+id, and never show the pseudonym.
 
 The search index loses the user's postings from the same stream record (its keeper deletes
 the postings of a removed user, `search.indexing`); the profile, its email claim and any
@@ -29,14 +42,19 @@ orders is still open (an open order keeps its address and owner until its workfl
 `orders.owner_data`). A follow-up is the same event with its pass number; after MAX_PASSES
 (an order open for days: the nightly sweep settles stuck ones within a day) the message fails
 and goes to the DLQ, for a person to look at. The follow-up is the pass's last step, so a
-pass that fails schedules none: its retry does.
+pass that fails schedules none: its retry does. A `user-deleted` delivered twice starts two
+series of passes, each with its own pseudonym: the user's orders may then be split between
+two pseudonyms (neither linked to the id).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -49,6 +67,18 @@ from chalicelib.users.model import is_user_id
 FOLLOW_UP_SECONDS = 900
 #: 15-minute passes for about 2 days.
 MAX_PASSES = 200
+_PSEUDONYM = re.compile(r"[0-9a-f]{32}")
+
+
+def new_pseudonym() -> str:
+    """A user's pseudonym for the erasure (module docstring): random, derived from nothing."""
+    return secrets.token_hex(16)
+
+
+def user_digest(user_id: str) -> str:
+    """How the erasure's logs name the user: a SHA-256 digest (hex) of the id, the same as
+    the images domain's logs use, so one digest finds a user's erasure in every log."""
+    return hashlib.sha256(user_id.encode()).hexdigest()
 
 
 class InvalidErasure(ValueError):
@@ -67,6 +97,14 @@ class OwnerData(Protocol):
     def export(self, user_id: str) -> Any: ...
 
 
+class PseudonymisedOwnerData(Protocol):
+    """A domain that keeps its owners' records under a pseudonym: `erase` puts the user's
+    under the one given (the same for every pass of one erasure)."""
+
+    def erase(self, user_id: str, pseudonym: str) -> Any: ...
+    def export(self, user_id: str) -> Any: ...
+
+
 class Identities(Protocol):
     def delete(self, user_id: str) -> None: ...
 
@@ -81,20 +119,24 @@ class ErasureRequest:
     deleted_at: datetime
     event_id: str
     pass_number: int = 1
+    pseudonym: str | None = None
+
+    def body(self) -> str:
+        """This request as a message: nothing of the user but the id (module docstring)."""
+        message: dict[str, Any] = {
+            "event_type": USER_DELETED,
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "deleted_at": clock.timestamp(self.deleted_at),
+            "pass": self.pass_number,
+        }
+        if self.pseudonym is not None:
+            message["pseudonym"] = self.pseudonym
+        return json.dumps(message, separators=(",", ":"), sort_keys=True)
 
     def follow_up(self) -> str:
         """The body of the next pass's message."""
-        return json.dumps(
-            {
-                "event_type": USER_DELETED,
-                "event_id": self.event_id,
-                "user_id": self.user_id,
-                "deleted_at": clock.timestamp(self.deleted_at),
-                "pass": self.pass_number + 1,
-            },
-            separators=(",", ":"),
-            sort_keys=True,
-        )
+        return replace(self, pass_number=self.pass_number + 1).body()
 
 
 def parse_request(body: str) -> ErasureRequest:
@@ -113,8 +155,13 @@ def parse_request(body: str) -> ErasureRequest:
     pass_number = message.get("pass", 1)
     if isinstance(pass_number, bool) or not isinstance(pass_number, int) or pass_number < 1:
         raise InvalidErasure("pass is not a positive whole number")
+    pseudonym = message.get("pseudonym")
+    if pseudonym is not None and not (
+        isinstance(pseudonym, str) and _PSEUDONYM.fullmatch(pseudonym)
+    ):
+        raise InvalidErasure("pseudonym is not 32 lowercase hex digits")
     event_id = str(message.get("event_id") or f"{USER_DELETED}:{user_id}")
-    return ErasureRequest(user_id, clock.parse(deleted_at), event_id, pass_number)
+    return ErasureRequest(user_id, clock.parse(deleted_at), event_id, pass_number, pseudonym)
 
 
 def erased_counts(name: str, result: Any) -> dict[str, int]:
@@ -131,24 +178,37 @@ class UserErasure:
         domains: Mapping[str, OwnerData],
         follow_ups: FollowUps,
         window: timedelta,
+        pseudonymised: Mapping[str, PseudonymisedOwnerData] | None = None,
         now: Callable[[], datetime] = clock.now,
         max_passes: int = MAX_PASSES,
+        pseudonyms: Callable[[], str] = new_pseudonym,
     ) -> None:
         self._identities = identities
         self._domains = dict(domains)
+        self._pseudonymised = dict(pseudonymised or {})
         self._follow_ups = follow_ups
         self._window = window
         self._now = now
         self._max_passes = max_passes
+        self._pseudonyms = pseudonyms
 
     def handle(self, body: str) -> None:
         """One pass for one message (module docstring); raises to have it retried."""
         request = parse_request(body)
-        counts = self.erase(request.user_id)
+        if request.pseudonym is None:
+            # The user-deleted event: its pseudonym made, and in the queue before any use.
+            self._follow_ups.schedule(replace(request, pseudonym=self._pseudonyms()).body(), 0)
+            logger.info(
+                "user erasure started",
+                user_digest=user_digest(request.user_id),
+                erasure_pass=request.pass_number,
+            )
+            return
+        counts = self.erase(request.user_id, request.pseudonym)
         still_open = counts.get("orders_open", 0)
         logger.info(
             "user erased",
-            user_id=request.user_id,
+            user_digest=user_digest(request.user_id),
             erasure_pass=request.pass_number,
             erased=counts,
         )
@@ -159,12 +219,15 @@ class UserErasure:
                 )
             self._follow_ups.schedule(request.follow_up(), FOLLOW_UP_SECONDS)
 
-    def erase(self, user_id: str) -> dict[str, int]:
-        """Everything of the user, once; the counts of what each domain erased now."""
+    def erase(self, user_id: str, pseudonym: str) -> dict[str, int]:
+        """Everything of the user, once, the kept records under `pseudonym`; the counts of
+        what each domain erased now."""
         self._identities.delete(user_id)
         counts: dict[str, int] = {}
         for name, domain in self._domains.items():
             counts.update(erased_counts(name, domain.erase(user_id)))
+        for name, kept in self._pseudonymised.items():
+            counts.update(erased_counts(name, kept.erase(user_id, pseudonym)))
         return counts
 
 

@@ -27,7 +27,6 @@ MAX_NAME_LENGTH = 100
 MAX_BIO_LENGTH = 1000
 MAX_PREFERENCES = 50
 
-REQUIRED_ON_CREATE = ("email", "name", "password")
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 256
 EDITABLE_FIELDS = ("email", "name", "phone", "bio", "preferences")
@@ -61,22 +60,26 @@ def is_user_id(value: str) -> bool:
     return is_uuid(value)
 
 
-def validate_registration(body: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
-    """A registration body checked and normalised, as (profile fields, password), or
-    ValidationFailed listing every problem. The password goes to Cognito only."""
-    problems = _unknown_fields(body, allowed=(*EDITABLE_FIELDS, "password"))
+def validate_signup(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A registration's profile fields checked and normalised, or ValidationFailed listing
+    every problem. The password is not taken here: it comes with the code, from whoever
+    reads the address's mail (`registration`)."""
+    problems = [
+        {"field": "password", "issue": "is set with the code, at POST /register/confirm"}
+        if name == "password"
+        else {"field": str(name), "issue": "is not a known field"}
+        for name in body
+        if name not in EDITABLE_FIELDS
+    ]
     problems += [
-        {"field": name, "issue": "is required"} for name in REQUIRED_ON_CREATE if name not in body
+        {"field": name, "issue": "is required"} for name in ("email", "name") if name not in body
     ]
     clean, field_problems = _check_fields({k: v for k, v in body.items() if k in EDITABLE_FIELDS})
     problems += field_problems
-    password_issue = password_problem(body["password"]) if "password" in body else None
-    if password_issue:
-        problems.append({"field": "password", "issue": password_issue})
     if problems:
-        raise ValidationFailed("The user is not valid.", problems)
+        raise ValidationFailed("The registration is not valid.", problems)
     clean.setdefault("preferences", {})
-    return clean, body["password"]
+    return clean
 
 
 def password_problem(password: Any) -> str | None:

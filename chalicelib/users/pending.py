@@ -2,9 +2,9 @@
 changes (`EMAILCHANGE#<user_id>`).
 
 Each item holds the code's salted digest, when it expires (also the table's TTL attribute,
-so DynamoDB removes what nobody confirmed) and the wrong attempts so far. A wrong attempt
-is counted only against the code it was made on: a new code resets the count, an old
-attempt cannot use up a newer code.
+so DynamoDB removes what nobody confirmed) and the attempts so far. An attempt is counted
+before the code is compared, in one conditional update, and only against the code it was
+made on: a new code resets the count, an old attempt cannot use up a newer code.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def email_change_key(user_id: str) -> str:
 class PendingRecords(Protocol):
     def get(self, key: str) -> dict[str, Any] | None: ...
     def put(self, key: str, record: dict[str, Any]) -> None: ...
-    def count_miss(self, key: str, code_digest: str) -> None: ...
+    def use_attempt(self, key: str, code_digest: str, max_attempts: int, now: int) -> bool: ...
     def delete(self, key: str, code_digest: str | None = None) -> None: ...
 
 
@@ -55,16 +55,28 @@ class DynamoPendingRecords:
             TableName=self._table, Item=to_item({**record, "pk": key, "attempts": 0})
         )
 
-    def count_miss(self, key: str, code_digest: str) -> None:
+    def use_attempt(self, key: str, code_digest: str, max_attempts: int, now: int) -> bool:
+        """Count one attempt at the code `code_digest`, if it is still the record's code,
+        unexpired at `now` (epoch seconds) and with attempts left; whether it was counted."""
         db = self._client()
-        with contextlib.suppress(db.exceptions.ConditionalCheckFailedException):
+        try:
             db.update_item(
                 TableName=self._table,
                 Key={"pk": {"S": key}},
                 UpdateExpression="ADD attempts :one",
-                ConditionExpression="code_digest = :digest",
-                ExpressionAttributeValues={":one": {"N": "1"}, ":digest": {"S": code_digest}},
+                ConditionExpression=(
+                    "code_digest = :digest AND attempts < :max AND expires_at > :now"
+                ),
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":digest": {"S": code_digest},
+                    ":max": {"N": str(max_attempts)},
+                    ":now": {"N": str(now)},
+                },
             )
+        except db.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def delete(self, key: str, code_digest: str | None = None) -> None:
         """Remove the record (only if it still holds `code_digest`, when given: a newer

@@ -18,7 +18,7 @@ from chalicelib.core.resources import Resource, StageSetting, needs
 from chalicelib.users import USER_POOL, USERS_TABLE
 
 if TYPE_CHECKING:
-    from chalicelib.users.erasure import OwnerData, UserErasure
+    from chalicelib.users.erasure import OwnerData, PseudonymisedOwnerData, UserErasure
     from chalicelib.users.export import UserExport
 
 USER_ERASURE_QUEUE = Resource("UserErasureQueue")
@@ -34,8 +34,11 @@ USER_ERASURE_WINDOW_MINUTES = StageSetting("UserErasureWindowMinutes")
     USER_ERASURE_QUEUE.allow("sqs:GetQueueUrl", "sqs:SendMessage"),
     USER_ERASURE_WINDOW_MINUTES.used(),
 )
-def user_erasure(telemetry: OwnerData, images: OwnerData, orders: OwnerData) -> UserErasure:
-    """The `user-deleted` consumer, erasing through the domains given."""
+def user_erasure(
+    telemetry: OwnerData, images: OwnerData, orders: PseudonymisedOwnerData
+) -> UserErasure:
+    """The `user-deleted` consumer, erasing through the domains given (the orders kept under
+    the erasure's random pseudonym for the user)."""
     from datetime import timedelta
 
     from chalicelib.auth.config import cognito_config
@@ -46,9 +49,10 @@ def user_erasure(telemetry: OwnerData, images: OwnerData, orders: OwnerData) -> 
     queue = USER_ERASURE_QUEUE.name
     return UserErasure(
         CognitoIdentityDirectory(lambda: cognito_config().user_pool_id),
-        {"images": images, "telemetry": telemetry, "orders": orders},
+        {"images": images, "telemetry": telemetry},
         SqsFollowUps(lambda: aws.queue_url(queue)),
         timedelta(minutes=int(USER_ERASURE_WINDOW_MINUTES.value)),
+        pseudonymised={"orders": orders},
     )
 
 

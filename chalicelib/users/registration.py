@@ -1,19 +1,22 @@
-"""Registration in two steps: `register` mails a code, `confirm` proves the address and only
-then makes the account.
+"""Registration in two steps: `register` mails a code, `confirm` proves the address, sets
+the password and only then makes the account.
 
 `register` answers the same whatever the address: a free address gets a code; an address
 that already has an account gets a notice instead (no code, nothing changed), so the answer
-tells nobody who is registered. The sign-in identity is made at once but disabled and
-unverified, so the password goes to Cognito only and is never stored here; it cannot sign
-in before the code is confirmed. Asking again replaces the identity and the code.
+tells nobody who is registered. It touches no Cognito user and takes no password: whoever
+asks first cannot choose the credentials of an account someone else will confirm (asking
+again only replaces the profile fields and the code, and voids the previous code).
 
-`confirm` with the right code is a saga over Cognito and DynamoDB: reserve the email,
-enable and verify the identity, store the profile (whose stream then announces
+`confirm` takes the code and the password, so the credentials are set by whoever reads the
+address's mail. Each try uses up one of the code's attempts atomically before it is
+compared, so guesses sent in parallel get no more than `MAX_ATTEMPTS` comparisons between
+them. The right code starts a saga over Cognito and DynamoDB: reserve the email, create the
+sign-in identity (email verified), store the profile (whose stream then announces
 `user-created`: welcome email, onboarding, search). A failing step undoes the ones before
 it, newest first, and stops at an undo that fails, so what is left is always a state the
 next attempt repairs.
 
-Bounds: registrations and confirmations per client address (hour), and codes or notices
+Bounds: registrations and confirmations per client network (hour), and codes or notices
 mailed per address (day): beyond them the answer is a 429, except that mails over an
 address's bound are silently not sent (the answer must not differ).
 """
@@ -31,7 +34,7 @@ from chalicelib.core.errors import Conflict, ServiceUnavailable, ValidationFaile
 from chalicelib.core.observability import logger
 from chalicelib.core.quotas import Quota, QuotaExceeded, Quotas
 from chalicelib.users import model, verification
-from chalicelib.users.identity import IdentityExists, IdentityGone, WeakPassword
+from chalicelib.users.identity import IdentityExists, WeakPassword
 from chalicelib.users.pending import PendingRecords, signup_key
 from chalicelib.users.repository import EmailTaken, StaleUser
 
@@ -47,12 +50,10 @@ class Users(Protocol):
     def remove(self, user: dict[str, Any]) -> None: ...
 
 
-class PendingIdentities(Protocol):
-    def create(self, email: str, name: str, password: str, enabled: bool = True) -> str: ...
+class Identities(Protocol):
+    def create(self, email: str, name: str, password: str) -> str: ...
     def find(self, email: str) -> str | None: ...
     def delete(self, user_id: str) -> None: ...
-    def activate(self, user_id: str) -> None: ...
-    def deactivate(self, user_id: str) -> None: ...
 
 
 class CodeMailer(Protocol):
@@ -65,6 +66,9 @@ class RegistrationLimits:
     per_client_hour: int = 20
     confirmations_per_client_hour: int = 60
     mails_per_address_day: int = 5
+    #: Codes one account may have mailed to new addresses, and tries at them (email change).
+    email_changes_per_user_day: int = 5
+    email_confirmations_per_user_hour: int = 20
 
     @property
     def registrations(self) -> Quota:
@@ -78,8 +82,30 @@ class RegistrationLimits:
     def mails(self) -> Quota:
         return Quota("verification-mails", self.mails_per_address_day, 86400)
 
+    @property
+    def email_changes(self) -> Quota:
+        return Quota("email-changes", self.email_changes_per_user_day, 86400)
+
+    @property
+    def email_confirmations(self) -> Quota:
+        return Quota("email-confirmations", self.email_confirmations_per_user_hour, 3600)
+
 
 DEFAULT_LIMITS = RegistrationLimits()
+
+
+def client_subject(client: str) -> str:
+    """A quota's subject for a client address: its network for IPv6 (a /64 is one
+    subscriber's, who can pick any address in it), the address itself for IPv4."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return f"client:{client}"
+    if address.version == 6:
+        return f"client:{ipaddress.ip_network(f'{address}/64', strict=False)}"
+    return f"client:{address}"
 
 
 def address_subject(email: str) -> str:
@@ -94,8 +120,8 @@ def accepted(email: str) -> dict[str, Any]:
     return {
         "email": email,
         "status": "verification_pending",
-        "message": "If this address can be registered, a code was mailed to it. Send it with "
-        "POST /register/confirm {email, code} within "
+        "message": "If this address can be registered, a code was mailed to it. Send it, with "
+        "the account's password, to POST /register/confirm {email, code, password} within "
         f"{int(verification.CODE_LIFETIME.total_seconds() // 60)} minutes.",
     }
 
@@ -105,7 +131,7 @@ class RegistrationService:
         self,
         users: Users,
         pending: PendingRecords,
-        identities: PendingIdentities,
+        identities: Identities,
         mailer: CodeMailer,
         quotas: Quotas,
         limits: RegistrationLimits = DEFAULT_LIMITS,
@@ -120,8 +146,8 @@ class RegistrationService:
         self._now = now
 
     def register(self, body: dict[str, Any], client: str) -> dict[str, Any]:
-        fields, password = model.validate_registration(body)
-        self._quotas.take(f"client:{client}", [(self._limits.registrations, 1)])
+        fields = model.validate_signup(body)
+        self._quotas.take(client_subject(client), [(self._limits.registrations, 1)])
         email = fields["email"]
         try:
             self._quotas.take(address_subject(email), [(self._limits.mails, 1)])
@@ -132,81 +158,71 @@ class RegistrationService:
             if self._users.email_owner(email) is not None:
                 self._mailer.send_already_registered(email)
                 return accepted(email)
-            user_id = self._pending_identity(email, fields["name"], password)
-            if user_id is None:  # the address belongs to a user after all
-                self._mailer.send_already_registered(email)
-                return accepted(email)
             code = verification.issue(self._now())
-            record = {**fields, "user_id": user_id, **code.stored()}
-            self._pending.put(signup_key(email), record)
+            self._pending.put(signup_key(email), {**fields, **code.stored()})
             self._mailer.send_code(email, code.code, "registration")
-        except WeakPassword as exc:
-            raise ValidationFailed(
-                "The password was refused.", [{"field": "password", "issue": str(exc)}]
-            ) from None
         except Exception:
             logger.exception("registration failed", email_domain=email.split("@")[-1])
             raise ServiceUnavailable("Registration could not be completed; retry it.") from None
         return accepted(email)
 
     def confirm(self, body: dict[str, Any], client: str) -> dict[str, Any]:
-        email, code = _confirmation(body)
-        self._quotas.take(f"client:{client}", [(self._limits.confirmations, 1)])
+        email, code, password = _confirmation(body)
+        self._quotas.take(client_subject(client), [(self._limits.confirmations, 1)])
         key = signup_key(email)
-        signup = self._pending.get(key)
-        if not verification.usable(signup, self._now()):
+        signup = verification.try_code(self._pending, key, code, self._now())
+        if signup is None:
             raise _refused()
-        assert signup is not None
-        if not verification.matches(signup, code):
-            self._pending.count_miss(key, signup["code_digest"])
-            raise _refused()
-        user = self._create_account(signup)
+        user = self._create_account(signup, password)
         self._pending.delete(key, signup["code_digest"])
         return model.public_view(user)
 
     # --- steps --------------------------------------------------------------------------
 
-    def _pending_identity(self, email: str, name: str, password: str) -> str | None:
-        """A disabled identity for `email`, replacing one left by an earlier attempt; None
-        if the address's identity belongs to a user (an email change under way)."""
+    def _identity(self, email: str, name: str, password: str) -> str:
+        """The sign-in identity for `email`, replacing one left without a profile by an
+        earlier attempt that failed half-way; Conflict if the address's identity belongs to
+        a user (an email change under way)."""
         try:
-            return self._identities.create(email, name, password, enabled=False)
+            return self._identities.create(email, name, password)
         except IdentityExists:
             pass
         existing = self._identities.find(email)
         if existing is not None and self._users.get(existing) is not None:
-            return None
+            raise Conflict(EMAIL_TAKEN)
         if existing is not None:
             self._identities.delete(existing)
-        return self._identities.create(email, name, password, enabled=False)
+        return self._identities.create(email, name, password)
 
-    def _create_account(self, signup: dict[str, Any]) -> dict[str, Any]:
-        email, user_id = signup["email"], signup["user_id"]
+    def _create_account(self, signup: dict[str, Any], password: str) -> dict[str, Any]:
+        email = signup["email"]
         try:
             reservation = self._users.reserve_email(email)
         except EmailTaken:
             raise Conflict(EMAIL_TAKEN) from None
         undo: list[Callable[[], None]] = [lambda: self._users.release_email(email, reservation)]
         try:
-            # Undone even if the call reports a failure: it may have been applied.
-            undo.append(lambda: self._identities.deactivate(user_id))
-            self._identities.activate(user_id)
+            user_id = self._identity(email, signup["name"], password)
+            undo.append(lambda: self._identities.delete(user_id))
             now = clock.timestamp(self._now())
             profile = {k: signup[k] for k in model.EDITABLE_FIELDS if k in signup}
             user = {**profile, "user_id": user_id, "created_at": now, "updated_at": now}
             user["version"] = 1
+            # Undone even if `add` reports a failure: it may have committed all the same.
             undo.append(lambda: self._remove_if_stored(user))
             self._users.add(user, reservation)
+        except (WeakPassword, Conflict) as exc:
+            _undo(undo)
+            if isinstance(exc, Conflict):
+                raise
+            raise ValidationFailed(
+                "The password was refused.", [{"field": "password", "issue": str(exc)}]
+            ) from None
         except Exception as exc:
-            logger.exception("confirmation failed; undoing it", user_id=user_id)
+            logger.exception("confirmation failed; undoing it", email_domain=email.split("@")[-1])
             _undo(undo)
             if isinstance(exc, EmailTaken):
                 raise Conflict(EMAIL_TAKEN) from None
-            if isinstance(exc, IdentityGone):
-                # The sign-in of this sign-up is gone (an undone attempt whose profile was
-                # erased took it along): the password went with it, so ask again.
-                self._pending.delete(signup_key(email), signup["code_digest"])
-                raise _refused() from None
             raise ServiceUnavailable("The account could not be created; retry it.") from None
         return user
 
@@ -215,11 +231,12 @@ class RegistrationService:
             self._users.remove(user)
 
 
-def _confirmation(body: dict[str, Any]) -> tuple[str, str]:
+def _confirmation(body: dict[str, Any]) -> tuple[str, str, str]:
+    """Email, code and password, or a 400 listing every problem at once."""
     problems = [
         {"field": str(name), "issue": "is not a known field"}
         for name in body
-        if name not in ("email", "code")
+        if name not in ("email", "code", "password")
     ]
     email = body.get("email")
     if not isinstance(email, str) or not model.is_email(email):
@@ -229,10 +246,14 @@ def _confirmation(body: dict[str, Any]) -> tuple[str, str]:
     except ValidationFailed as exc:
         problems += exc.details
         code = ""
+    password = body.get("password")
+    issue = model.password_problem(password) if "password" in body else "is required"
+    if issue:
+        problems.append({"field": "password", "issue": issue})
     if problems:
         raise ValidationFailed("The confirmation is not valid.", problems)
-    assert isinstance(email, str)
-    return email.strip(), code
+    assert isinstance(email, str) and isinstance(password, str)
+    return email.strip(), code, password
 
 
 def _refused() -> ValidationFailed:

@@ -21,7 +21,7 @@ from chalicelib.core import clock
 from chalicelib.core.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed
 from chalicelib.core.observability import logger
 from chalicelib.core.pagination import decode_cursor, encode_cursor
-from chalicelib.core.quotas import Quota, Quotas
+from chalicelib.core.quotas import Quotas
 from chalicelib.users import model, verification
 from chalicelib.users.model import email_key
 from chalicelib.users.pending import PendingRecords, email_change_key
@@ -70,7 +70,7 @@ class UsersService:
         self._pending = pending
         self._mailer = mailer
         self._quotas = quotas
-        self._mails_quota: Quota = limits.mails
+        self._limits = limits
         self._clock = clock
 
     # --- read, list ---------------------------------------------------------------------
@@ -118,20 +118,20 @@ class UsersService:
             raise ValidationFailed("The confirmation is not valid.", unknown)
         code = verification.check_code_format(body.get("code"))
         self._existing(user_id)
+        self._quotas.take(f"user:{user_id}", [(self._limits.email_confirmations, 1)])
         key = email_change_key(user_id)
-        pending = self._pending.get(key)
-        if not verification.usable(pending, clock.now()):
-            raise _code_refused()
-        assert pending is not None
-        if not verification.matches(pending, code):
-            self._pending.count_miss(key, pending["code_digest"])
+        pending = verification.try_code(self._pending, key, code, clock.now())
+        if pending is None:
             raise _code_refused()
         user = self._apply(user_id, {"email": pending["email"]})
         self._pending.delete(key, pending["code_digest"])
         return user
 
     def _request_email_change(self, user_id: str, email: str) -> None:
-        self._quotas.take(address_subject(email), [(self._mails_quota, 1)])
+        """A code to `email`: bounded per address and per account (a day), so no account
+        can make the app mail strangers at will."""
+        self._quotas.take(f"user:{user_id}", [(self._limits.email_changes, 1)])
+        self._quotas.take(address_subject(email), [(self._limits.mails, 1)])
         code = verification.issue(clock.now())
         self._pending.put(email_change_key(user_id), {"email": email, **code.stored()})
         try:

@@ -1,8 +1,9 @@
 """One-time codes that prove a person reads the mail of an address: pure rules, no AWS.
 
 A code is six random digits mailed to the address. Only its salted SHA-256 is stored, it
-expires after `CODE_LIFETIME`, it works once, and after `MAX_ATTEMPTS` wrong guesses it is
-dead: with a million codes and five guesses, a guesser's odds are 1 in 200,000 per code,
+expires after `CODE_LIFETIME`, it works once, and after `MAX_ATTEMPTS` tries it is dead
+(`try_code` uses up a try atomically before comparing, so parallel guesses share the same
+few): with a million codes and five guesses, a guesser's odds are 1 in 200,000 per code,
 and the quotas on mails per address bound how many codes a guesser can have sent.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from chalicelib.core.errors import ValidationFailed
 
@@ -75,3 +76,22 @@ def matches(record: dict[str, Any], code: str) -> bool:
     import hmac
 
     return hmac.compare_digest(digest(str(record["code_salt"]), code), str(record["code_digest"]))
+
+
+class CodeRecords(Protocol):
+    def get(self, key: str) -> dict[str, Any] | None: ...
+    def use_attempt(self, key: str, code_digest: str, max_attempts: int, now: int) -> bool: ...
+
+
+def try_code(records: CodeRecords, key: str, code: str, now: datetime) -> dict[str, Any] | None:
+    """The record waiting under `key` if `code` is its code, else None (whatever the reason:
+    none, expired, used up, wrong). One attempt is used up, conditionally on the code still
+    being that one, unexpired and with attempts left, before the code is compared."""
+    record = records.get(key)
+    if not usable(record, now):
+        return None
+    assert record is not None
+    digest_now = str(record["code_digest"])
+    if not records.use_attempt(key, digest_now, MAX_ATTEMPTS, int(now.timestamp())):
+        return None
+    return record if matches(record, code) else None

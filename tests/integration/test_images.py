@@ -113,3 +113,42 @@ def test_a_looping_uploader_gets_429_with_retry_after_over_http(
     assert refused.json()["error"]["code"] == "too_many_requests"
     other = sign_in(stack, register(api)["email"])
     assert requests.post(f"{api}/images", json=body, headers=other, timeout=10).status_code == 201
+
+
+def test_a_link_posted_again_is_removed_unanalysed_over_http(
+    api: str, stack: dict[str, Any], emulator: Any
+) -> None:
+    """The presigned POST, still valid, posted 10 more times with other pictures: the image
+    stays its first upload (not analysed again: same record, same thumbnails), and the
+    bucket holds its original and two thumbnails, nothing else."""
+    own = sign_in(stack, register(api)["email"])
+    first = jpeg(640, 480)
+    body = {"content_type": "image/jpeg", "size": 2 * len(first)}
+    created = requests.post(f"{api}/images", json=body, headers=own, timeout=10).json()
+    form, image_id = created["upload"], created["image_id"]
+
+    def post(data: bytes) -> None:
+        files = {"file": ("f", data, "image/jpeg")}
+        sent = requests.post(form["url"], data=form["fields"], files=files, timeout=30)
+        assert sent.status_code in (200, 201, 204), sent.text
+
+    post(first)
+    image = eventually(lambda: settled(api, own, image_id))
+    assert image["status"] == "ready", image
+    for n in range(10):
+        post(jpeg(300 + n, 200))
+    s3, bucket = emulator("s3"), f"serverless-app-{stack['stage']}-uploads"
+
+    def keys() -> list[str]:
+        listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+        return sorted(o["Key"] for o in listed if image_id in o["Key"])
+
+    eventually(lambda: not any(k.startswith("uploads/") for k in keys()))
+    time.sleep(1)  # any notification still on its way: it finds nothing to do
+    again = requests.get(f"{api}/images/{image_id}", headers=own, timeout=10).json()
+    assert {**again, "urls": None} == {**image, "urls": None}, "not analysed again"
+    owner = image["owner_id"]
+    thumbnails = [t["key"] for t in image["thumbnails"].values()]
+    assert keys() == sorted([f"originals/{owner}/{image_id}.jpg", *thumbnails])
+    original = requests.get(again["urls"]["original"], timeout=10)
+    assert original.status_code == 200 and original.content == first

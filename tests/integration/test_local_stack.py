@@ -28,16 +28,19 @@ PASSWORD = "Corr3ct-Horse!"
 
 
 def register(api: str, session: requests.Session | None = None, **fields: Any) -> dict[str, Any]:
-    """Both steps: POST /register, then the code the emulator's SES kept for the address."""
+    """Both steps: POST /register, then the code the emulator's SES kept for the address
+    and the password (`password` among `fields`, else PASSWORD)."""
     from local.mailbox import wait_for_code
     from tests.integration.conftest import EMULATOR_OF_API
 
-    body = {"email": new_email(), "name": "Integration", "password": PASSWORD, **fields}
+    password = fields.pop("password", PASSWORD)
+    body = {"email": new_email(), "name": "Integration", **fields}
     asked = (session or requests).post(f"{api}/register", json=body, timeout=10)
     assert asked.status_code == 202, asked.text
     confirmation = {
         "email": body["email"],
         "code": wait_for_code(EMULATOR_OF_API[api], body["email"]),
+        "password": password,
     }
     response = (session or requests).post(f"{api}/register/confirm", json=confirmation, timeout=10)
     assert response.status_code == 201, response.text
@@ -360,16 +363,15 @@ def test_registration_proves_the_address_before_the_account_exists(
     from local.provision import emulator_client
 
     email = new_email()
-    body = {"email": email, "name": "Proof", "password": PASSWORD}
+    body = {"email": email, "name": "Proof"}
     asked = requests.post(f"{api}/register", json=body, timeout=10)
     assert asked.status_code == 202 and "user_id" not in asked.json()
     idp = emulator_client(stack, "cognito-idp")
-    with pytest.raises(idp.exceptions.NotAuthorizedException):
-        sign_in(stack, email)
+    with pytest.raises(idp.exceptions.UserNotFoundException):
+        sign_in(stack, email)  # no sign-in exists before the proof
     code = wait_for_code(stack["emulator_url"], email)
-    confirmed = requests.post(
-        f"{api}/register/confirm", json={"email": email, "code": code}, timeout=10
-    )
+    confirmation = {"email": email, "code": code, "password": PASSWORD}
+    confirmed = requests.post(f"{api}/register/confirm", json=confirmation, timeout=10)
     assert confirmed.status_code == 201
     assert sign_in(stack, email)["Authorization"].startswith("Bearer ")
 

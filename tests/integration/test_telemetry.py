@@ -124,6 +124,24 @@ def test_events_are_stored_checked_alerted_and_archived(
     assert stored["Item"]["user_id"] == {"S": user}
 
 
+def test_one_user_cannot_put_more_than_a_minutes_bytes_on_the_stream(
+    api: str, token_for: Any
+) -> None:
+    """A request of 500 events of 4 KB each (2 MB, all for the user's one shard) is more
+    than the user's bytes a minute (`TelemetryEventBytesPerMinute`): 413, nothing put or
+    counted, so the user's next, ordinary request is taken."""
+    headers = {"Authorization": f"Bearer {token_for('it-flood@example.com')}"}
+    details = {"pad": "x" * 4000}
+    flood = [{"event_type": "user_activity", "activity_type": "view", "details": details,
+              "timestamp": now()} for _ in range(500)]  # fmt: skip
+    refused = requests.post(f"{api}/events", json={"events": flood}, headers=headers, timeout=30)
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["error"]["code"] == "payload_too_large"
+    one = flood[:1]
+    taken = requests.post(f"{api}/events", json={"events": one}, headers=headers, timeout=10)
+    assert taken.status_code == 202, taken.text
+
+
 def test_a_malformed_record_on_the_stream_is_quarantined_with_its_reason(
     stack: dict[str, Any], emulator: Any
 ) -> None:

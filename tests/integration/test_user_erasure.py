@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import random
 import uuid
@@ -121,6 +122,7 @@ class Erased:
     user_id: str
     order_id: str
     transaction_id: str
+    transaction_at: str  # when it occurred: how the kept (pseudonymised) one is found
     pseudonym: str  # the user's in the data lake, read before the deletion
     found: Found
 
@@ -171,12 +173,16 @@ def erased(api: str, stack: dict[str, Any], emulator: Any, admin_headers: dict[s
     # through the telemetry stream, an order through its workflow.
     image_id = upload(api, own, jpeg(640, 480))
     assert eventually(lambda: settled(api, own, image_id))["status"] == "ready"
-    transaction_id = uuid.uuid4().hex
+    # Its bytes kept under originals/ (the upload removed): a key shape the erasure must
+    # remove too (the search below looks at every key of every bucket).
+    uploads = emulator("s3").list_objects_v2(Bucket=f"serverless-app-{stack['stage']}-uploads")
+    assert f"originals/{user_id}/{image_id}.jpg" in [o["Key"] for o in uploads["Contents"]]
+    transaction_id, transaction_at = f"pay-{word}", clock.timestamp()
     events = [
         {"event_type": "user_activity", "user_id": user_id, "activity_type": "login",
          "session_id": f"s-{word}", "timestamp": clock.timestamp()},
         {"event_type": "transaction", "transaction_id": transaction_id, "user_id": user_id,
-         "amount": 42.5, "currency": "EUR", "merchant": "Bookshop", "timestamp": clock.timestamp()},
+         "amount": 42.5, "currency": "EUR", "merchant": "Bookshop", "timestamp": transaction_at},
     ]  # fmt: skip
     sent = requests.post(f"{api}/events", json={"events": events}, headers=own, timeout=10)
     assert sent.status_code == 202 and sent.json()["accepted"] == 2, sent.text
@@ -238,7 +244,7 @@ def erased(api: str, stack: dict[str, Any], emulator: Any, admin_headers: dict[s
 
     with contextlib.suppress(AssertionError):
         eventually(done, timeout=60, every=1.0)
-    return Erased(user_id, order_id, transaction_id, pseudonym, found)
+    return Erased(user_id, order_id, transaction_id, transaction_at, pseudonym, found)
 
 
 def test_nothing_of_a_deleted_user_is_left_in_any_table_or_bucket(
@@ -253,12 +259,21 @@ def test_nothing_of_a_deleted_user_is_left_in_any_table_or_bucket(
     )["Item"]
     assert order["owner_id"]["S"].startswith("erased-")
     assert order["shipping_address"]["M"] == {"country": {"S": "DE"}}
+    # Random, not derived from the id: whoever has the id cannot compute it to find the order.
+    derived = hashlib.sha256(f"order-owner:{erased.user_id}".encode()).hexdigest()[:32]
+    assert order["owner_id"]["S"] != f"erased-{derived}"
     kept = [
         item
         for table, item in table_items(dynamodb)
-        if table.endswith("-transactions") and erased.transaction_id in json.dumps(item)
+        if table.endswith("-transactions")
+        and item.get("occurred_at", {}).get("S") == erased.transaction_at
+        and item["user_id"]["S"].startswith("deleted-")
     ]
     assert kept, "the transaction is kept (pseudonymised), not deleted"
+    # without the id the client chose (it holds the user's unique word: `search` looked for
+    # it in every table too), which could match a payment provider's record
+    assert erased.transaction_id not in json.dumps(kept)
+    assert kept[0]["amount"] == {"N": "42.5"}
 
 
 def test_the_data_lake_keeps_nothing_of_a_deleted_user(

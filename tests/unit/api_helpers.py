@@ -17,10 +17,15 @@ JSON = {"Content-Type": "application/json"}
 
 
 def register_user(client: Any, body: dict[str, Any]) -> dict[str, Any]:
-    """POST /register, the mailed code, POST /register/confirm: the user made."""
-    asked = client.http.post("/register", headers=JSON, body=json.dumps(body))
+    """POST /register, then the mailed code and the password to POST /register/confirm."""
+    fields = {k: v for k, v in body.items() if k != "password"}
+    asked = client.http.post("/register", headers=JSON, body=json.dumps(fields))
     assert asked.status_code == 202, asked.body
-    confirmation = {"email": body["email"], "code": mailed_code(body["email"])}
+    confirmation = {
+        "email": body["email"],
+        "code": mailed_code(body["email"]),
+        "password": body.get("password", PASSWORD),
+    }
     response = client.http.post("/register/confirm", headers=JSON, body=json.dumps(confirmation))
     assert response.status_code == 201, response.body
     return dict(response.json_body)

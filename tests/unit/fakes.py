@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import copy
 import itertools
-from datetime import datetime
 from typing import Any
 
-from chalicelib.core import clock
-from chalicelib.users.identity import (
-    DisabledIdentity,
-    IdentityExists,
-    IdentityGone,
-    WeakPassword,
-)
+from chalicelib.users.identity import IdentityExists, WeakPassword
 from chalicelib.users.model import email_key
 from chalicelib.users.repository import EmailTaken, StaleUser, sort_key
 
@@ -120,32 +113,20 @@ class InMemoryIdentities:
         self._ids = itertools.count(1)
         #: identities whose refresh tokens were revoked (AdminUserGlobalSignOut)
         self.signed_out: set[str] = set()
-        #: when each identity was made (the app's clock); one put in `by_id` by hand has none
-        #: and is never listed by `disabled_before`
-        self.created_at: dict[str, datetime] = {}
-        #: the pages `disabled_before` was asked for: (limit, token)
-        self.listed: list[tuple[int, str | None]] = []
+        #: each identity's password (what it signs in with)
+        self.passwords: dict[str, str] = {}
 
-    def create(self, email: str, name: str, password: str, enabled: bool = True) -> str:
+    def create(self, email: str, name: str, password: str) -> str:
         self.faults.check("create_identity")
         if any(email_key(i["email"]) == email_key(email) for i in self.by_id.values()):
             raise IdentityExists()
-        if password == "refused-by-cognito":
+        if password == "Refused-by-C0gnito!":
             raise WeakPassword("Password does not conform to policy")
         user_id = f"00000000-0000-4000-8000-{next(self._ids):012d}"
-        self.by_id[user_id] = {"email": email, "name": name, "enabled": enabled}
-        self.created_at[user_id] = clock.now()
+        self.by_id[user_id] = {"email": email, "name": name}
+        self.passwords[user_id] = password
+        self.faults.check("create_identity_reply")  # made, but the caller hears a failure
         return user_id
-
-    def activate(self, user_id: str) -> None:
-        self.faults.check("activate")
-        if user_id not in self.by_id:
-            raise IdentityGone(user_id)
-        self.by_id[user_id]["enabled"] = True
-
-    def deactivate(self, user_id: str) -> None:
-        if user_id in self.by_id:
-            self.by_id[user_id]["enabled"] = False
 
     def sign_out_everywhere(self, user_id: str) -> None:
         self.faults.check("sign_out")
@@ -169,26 +150,6 @@ class InMemoryIdentities:
     def emails(self) -> set[str]:
         return {i["email"] for i in self.by_id.values()}
 
-    def disabled_before(
-        self, moment: datetime, limit: int, token: str | None = None
-    ) -> tuple[list[DisabledIdentity], str | None]:
-        """As ListUsers with the status filter: a page of `limit` disabled identities (in id
-        order, after `token`), of which those made before `moment`; the next page's token."""
-        self.faults.check("list_identities")
-        self.listed.append((limit, token))
-        disabled = sorted(
-            user_id
-            for user_id, identity in self.by_id.items()
-            if identity.get("enabled") is False and (token is None or user_id > token)
-        )
-        page = disabled[:limit]
-        found = [
-            DisabledIdentity(user_id, self.by_id[user_id].get("email"), self.created_at[user_id])
-            for user_id in page
-            if user_id in self.created_at and self.created_at[user_id] < moment
-        ]
-        return found, page[-1] if len(disabled) > limit else None
-
 
 class InMemoryPendingRecords:
     """What waits for a mailed code (`users.pending`), in a dict."""
@@ -202,10 +163,17 @@ class InMemoryPendingRecords:
     def put(self, key: str, record: dict[str, Any]) -> None:
         self.records[key] = {**copy.deepcopy(record), "attempts": 0}
 
-    def count_miss(self, key: str, code_digest: str) -> None:
+    def use_attempt(self, key: str, code_digest: str, max_attempts: int, now: int) -> bool:
         record = self.records.get(key)
-        if record and record["code_digest"] == code_digest:
-            record["attempts"] += 1
+        if (
+            record is None
+            or record["code_digest"] != code_digest
+            or record["attempts"] >= max_attempts
+            or record["expires_at"] <= now
+        ):
+            return False
+        record["attempts"] += 1
+        return True
 
     def delete(self, key: str, code_digest: str | None = None) -> None:
         record = self.records.get(key)

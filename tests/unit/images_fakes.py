@@ -8,21 +8,24 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-import itertools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from PIL import Image
 
+from chalicelib.core import clock as app_clock
 from chalicelib.images.imaging import UnusableImage
-from chalicelib.images.model import erased_owner_marker, upload_key
-from chalicelib.images.pipeline import ImageAnalysis, ObjectGone, StoredObject, ThumbnailMaker
+from chalicelib.images.model import erased_owner_marker, original_key, upload_key
+from chalicelib.images.pipeline import ImageAnalysis, ObjectGone, StoredObject
+from chalicelib.images.thumbnails import ThumbnailMaker
+from tests.clock import TEST_NOW, RunningClock
 
 BUCKET = "serverless-app-dev-uploads"
 OWNER = "11111111-2222-4333-8444-555555555555"
 IMAGE = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
 KEY = upload_key(OWNER, IMAGE, "jpg")
+ORIGINAL = original_key(OWNER, IMAGE, "jpg")
 
 
 def jpeg(width: int = 640, height: int = 480, color: str = "red") -> bytes:
@@ -35,16 +38,21 @@ class FakeStorage:
     def __init__(self) -> None:
         self.objects: dict[str, tuple[bytes, str, str]] = {}  # key -> data, etag, modified
         self.writes: list[str] = []
+        self.kept: list[str] = []  # write_once calls that wrote
         self.reads: list[tuple[str, int | None]] = []
         self.removed: list[str] = []
-        self._etags = itertools.count(1)
         self.failing = 0
-        #: called once, just before the next `write` (another actor at the worst moment).
+        #: called once, just before the next `write` or `write_once` (another actor at the
+        #: worst moment).
         self.before_write: Callable[[], Any] | None = None
+        #: called once, just before the next `read` (another actor at the worst moment).
+        self.before_read: Callable[[], Any] | None = None
         self.failing_removes = 0
 
     def upload(self, key: str, data: bytes, modified: str = "2026-11-26T00:00:00Z") -> str:
-        etag = hashlib.md5(data + str(next(self._etags)).encode()).hexdigest()  # like S3's
+        """A POST to `key`: the same bytes get the same ETag (S3's, the MD5 of a one-part
+        upload)."""
+        etag = hashlib.md5(data).hexdigest()
         self.objects[key] = (data, etag, modified)
         return etag
 
@@ -57,9 +65,12 @@ class FakeStorage:
         data, etag, modified = self.objects[key]
         return StoredObject(len(data), etag, modified)
 
-    def read(self, key: str, etag: str, first_bytes: int | None = None) -> bytes:
+    def read(self, key: str, etag: str | None = None, first_bytes: int | None = None) -> bytes:
+        if self.before_read is not None:
+            hook, self.before_read = self.before_read, None
+            hook()
         self.reads.append((key, first_bytes))
-        if key not in self.objects or self.objects[key][1] != etag:
+        if key not in self.objects or etag not in (None, self.objects[key][1]):
             raise ObjectGone(key)
         data = self.objects[key][0]
         return data[:first_bytes] if first_bytes else data
@@ -70,6 +81,16 @@ class FakeStorage:
             hook()
         self.writes.append(key)
         self.objects[key] = (data, "thumb", content_type)
+
+    def write_once(self, key: str, data: bytes, content_type: str) -> bool:
+        if self.before_write is not None:
+            hook, self.before_write = self.before_write, None
+            hook()
+        if key in self.objects:
+            return False
+        self.kept.append(key)
+        self.objects[key] = (data, hashlib.md5(data).hexdigest(), content_type)
+        return True
 
     def remove(self, key: str) -> None:
         if self.failing_removes:
@@ -217,16 +238,17 @@ class Pipeline:
         self.detector = FakeDetector()
         self.records = FakeRecords()
         self.tasks = FakeTasks()
-        ticks = itertools.count()
-        clock = lambda: f"2026-11-26T00:00:{next(ticks) % 60:02d}.000000Z"  # noqa: E731
+        #: the time the steps read; `self.clock.advance(seconds=...)` moves it.
+        self.clock = RunningClock(TEST_NOW)
         self.analysis = ImageAnalysis(
-            BUCKET, self.storage, self.detector, self.records, self.tasks, clock
+            BUCKET, self.storage, self.detector, self.records, self.tasks, now=self.clock
         )
-        self.thumbnails = ThumbnailMaker(self.storage, self.records, clock)
+        self.thumbnails = ThumbnailMaker(
+            self.storage, self.records, lambda: app_clock.timestamp(self.clock())
+        )
 
-    def notify(
-        self, key: str = KEY, receive_count: int = 1, event: str = "ObjectCreated:Post"
-    ) -> None:
+    def notification(self, key: str = KEY, event: str = "ObjectCreated:Post") -> str:
+        """The SQS body S3 sends for what is under `key` now (deliver it later, or twice)."""
         data, etag, _ = self.storage.objects[key]
         record = {
             "eventName": event,
@@ -235,7 +257,12 @@ class Pipeline:
                 "object": {"key": key.replace("/", "%2F"), "eTag": etag, "size": len(data)},
             },
         }
-        self.analysis.handle(json.dumps({"Records": [record]}), receive_count)
+        return json.dumps({"Records": [record]})
+
+    def notify(
+        self, key: str = KEY, receive_count: int = 1, event: str = "ObjectCreated:Post"
+    ) -> None:
+        self.analysis.handle(self.notification(key, event), receive_count)
 
     def run_tasks(self, receive_count: int = 1) -> None:
         tasks, self.tasks.sent = self.tasks.sent, []

@@ -4,6 +4,7 @@ authorizer included) and the Kinesis handler, against moto provisioned like the 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import boto3
@@ -57,11 +58,22 @@ def test_bad_batches_are_4xx(api: Any, body: Any, status: int) -> None:
     assert response.json_body["error"]["code"] in ("bad_request", "validation_failed")
 
 
-def test_a_batch_of_500_events_fits_the_body_limit(api: Any) -> None:
-    """500 events, each with details close to their 4 KiB limit: about 2 MB."""
+def test_a_batch_of_500_events_fits_the_body_limit_and_is_held_to_the_bytes_quota(
+    api: Any,
+) -> None:
+    """500 events, each with details close to their 4 KiB limit: about 2 MB. The body limit
+    (4 MiB on /events) takes it; the ingest refuses it whole (413: four times a caller's
+    bytes a minute on dev), nothing put or counted. 500 ordinary events are taken."""
     events = [activity(n, details={"page": "/products/" + "x" * 3900}) for n in range(500)]
     assert len(json.dumps({"events": events})) > 1_900_000
     response = api.post("/events", {"events": events})
+    assert response.status_code == 413, response.body
+    assert response.json_body["error"]["code"] == "payload_too_large"
+    [detail] = response.json_body["error"]["details"]
+    assert detail["issue"].startswith("event-bytes: ")
+    quotas = boto3.client("dynamodb").scan(TableName=os.environ["QUOTAS_TABLE_NAME"])["Items"]
+    assert not [q for q in quotas if "#event" in q["id"]["S"]]
+    response = api.post("/events", {"events": [activity(n) for n in range(500)]})
     assert response.status_code == 202, response.body
     assert response.json_body["accepted"] == 500
 
@@ -164,22 +176,22 @@ def test_the_same_transaction_id_of_two_users_stays_two_transactions(
     }
 
 
-def test_500_event_batches_reach_the_quota_then_the_next_minute_works(
+def test_a_users_events_per_minute_reach_the_quota_then_the_next_minute_works(
     api: Any, aws: dict[str, str], two_users: tuple[Any, Any, str, str], app_clock: Any
 ) -> None:
-    """TelemetryEventsPerMinute is 3,000 on dev: the seventh batch of a minute is a 429 in
-    the API's error shape, with Retry-After, and puts nothing on the stream."""
+    """TelemetryEventsPerMinute is 600 on dev: the fourth batch of 200 in a minute is a 429
+    in the API's error shape, with Retry-After, and puts nothing on the stream."""
     _, token, _, user_id = two_users
     sender = api.as_(token)
     app_clock.advance(seconds=60 - app_clock().second - 45)  # 45 s left in the minute
-    batch = {"events": [activity(n, user_id=user_id, event_id=f"q-{n}") for n in range(500)]}
-    statuses = [sender.post("/events", batch).status_code for _ in range(7)]
-    assert statuses == [202] * 6 + [429]
+    batch = {"events": [activity(n, user_id=user_id, event_id=f"q-{n}") for n in range(200)]}
+    statuses = [sender.post("/events", batch).status_code for _ in range(4)]
+    assert statuses == [202] * 3 + [429]
     refused = sender.post("/events", batch)
     assert refused.status_code == 429
     assert refused.json_body["error"]["code"] == "too_many_requests"
     assert 1 <= int(refused.headers["Retry-After"]) <= 45
-    assert len(on_stream(aws)) == 3000
+    assert len(on_stream(aws)) == 600
     app_clock.advance(minutes=1)
     assert sender.post("/events", batch).status_code == 202
-    assert len(on_stream(aws)) == 3500
+    assert len(on_stream(aws)) == 800

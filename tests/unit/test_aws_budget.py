@@ -151,7 +151,12 @@ def test_the_old_client_config_did_not_fit(monkeypatch: pytest.MonkeyPatch) -> N
 def test_attempts_are_counted_as_botocore_counts_them() -> None:
     for profile, args in aws.PROFILE_CONFIG_ARGS.items():
         total = {**aws.CLIENT_CONFIG_ARGS, **args}["retries"]["total_max_attempts"]
-        function = {"api": API_HANDLER, "short": "welcome_new_user", "long": None}[profile]
+        function = {
+            "api": API_HANDLER,
+            "short": "welcome_new_user",
+            "long": "sweep_stuck_orders",
+            "local": None,
+        }[profile]
         assert effective("dynamodb", function)[2] == total, profile
 
 
@@ -162,7 +167,7 @@ def test_attempts_are_counted_as_botocore_counts_them() -> None:
         ("serverless-app-prod-cognito_jwt", "cognito_jwt", "api"),
         ("serverless-app-prod-welcome_new_user", "welcome_new_user", "short"),
         ("serverless-app-prod-sweep_stuck_orders", "sweep_stuck_orders", "long"),
-        (None, None, "long"),
+        (None, None, "local"),
     ],
 )
 def test_a_lambda_function_gets_its_profile(

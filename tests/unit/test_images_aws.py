@@ -169,9 +169,8 @@ def test_listing_never_scans(
 def test_duplicated_notification_makes_one_record_and_one_set_of_thumbnails(
     client: Any, aws: dict[str, str], user: tuple[dict[str, Any], Any]
 ) -> None:
-    """S3 and SQS deliver at least once. A duplicate while the record still waits for its
-    thumbnails queues the task again (the first run may have died before sending it); that
-    task then finds the thumbnails made and does nothing."""
+    """S3 and SQS deliver at least once. A duplicate finds the upload gone (kept, then
+    removed) and the record of its upload, within the run's lease: it does nothing."""
     _, api = user
     upload(api, photo(300, 200))
     sqs = boto3.client("sqs")
@@ -193,8 +192,8 @@ def test_duplicated_notification_makes_one_record_and_one_set_of_thumbnails(
     for _ in range(3):
         deliver(client, aws["ThumbnailsQueueUrl"], "make_thumbnails")
     assert calls.count("DetectLabels") == 1
-    assert calls.count("TransactWriteItems") == 1, "one record"
-    assert calls.count("PutObject") == 2, "one 128 and one 512 thumbnail, once"
+    assert calls.count("TransactWriteItems") == 2, "the claim, then the analysed record"
+    assert calls.count("PutObject") == 3, "the original, one 128 and one 512 thumbnail, once"
     items = boto3.client("dynamodb").scan(TableName=aws["ImagesTableName"])["Items"]
     assert len(items) == 1 and items[0]["status"]["S"] == "ready"
 
@@ -214,7 +213,7 @@ def test_unusable_upload_ends_failed_with_a_reason_and_is_not_retried(
 
 
 def test_rekognition_outage_dead_letters_after_5_receives_and_marks_the_image(
-    client: Any, aws: dict[str, str], user: tuple[dict[str, Any], Any]
+    client: Any, aws: dict[str, str], user: tuple[dict[str, Any], Any], app_clock: Any
 ) -> None:
     _, api = user
     sqs = boto3.client("sqs")
@@ -231,7 +230,10 @@ def test_rekognition_outage_dead_letters_after_5_receives_and_marks_the_image(
     aws_clients.client("rekognition").meta.events.register(
         "before-call.rekognition.DetectLabels", throttled
     )
-    outcomes = [deliver(client, url, "analyze_image") for _ in range(MAX_RECEIVES + 2)]
+    outcomes = []
+    for _ in range(MAX_RECEIVES + 2):
+        outcomes.append(deliver(client, url, "analyze_image"))
+        app_clock.advance(seconds=360)  # each receive after the queue's visibility timeout
     assert [error for count, error in outcomes if count] == ["BatchItemsFailed"] * MAX_RECEIVES
     [dead] = receive(dlq)
     assert created["image_id"] in dead["Body"]

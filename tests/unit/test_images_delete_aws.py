@@ -310,7 +310,10 @@ def test_the_export_links_work_within_a_read_only_policy() -> None:
         "11111111-2222-4333-8444-555555555555",
         "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee",
     )
-    for key in (f"uploads/{user_id}/{image_id}.jpg", f"thumbnails/{user_id}/{image_id}/v-128.jpg"):
+    for key in (
+        f"originals/{user_id}/{image_id}.jpg",
+        f"thumbnails/{user_id}/{image_id}/v-128.jpg",
+    ):
         assert allows(document, "s3:GetObject", f"arn:aws:s3:::{BUCKET}/{key}", {})
         assert not allows(document, "s3:DeleteObject", f"arn:aws:s3:::{BUCKET}/{key}", {})
 
@@ -348,3 +351,38 @@ def test_after_an_erasure_late_steps_leave_nothing_naming_the_user(
     digest = hashlib.sha256(user_id.encode()).hexdigest()
     assert marker["image_id"]["S"] == f"erased-owner#{digest}"
     assert sorted(marker) == ["erased_at", "expires_at", "image_id"]
+
+
+def test_erase_and_delete_remove_an_original_kept_by_a_run_that_failed(
+    client: Any, aws: dict[str, str], user: tuple[dict[str, Any], Any], app_clock: Any
+) -> None:
+    """Rekognition fails after the upload was kept under originals/: the image is claimed,
+    not analysed (404). The erasure removes the original and the upload; the run's
+    redelivery finds the tombstone and leaves nothing either."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.core import aws as aws_clients
+    from chalicelib.images import image_owner_data
+
+    profile, owner = user
+    created = upload(owner, photo(300, 200))
+    sqs = boto3.client("sqs")
+    url = aws["ImageUploadsQueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "0"})
+
+    def throttled(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "x"}}, "Detect")
+
+    rekognition = aws_clients.client("rekognition")
+    rekognition.meta.events.register("before-call.rekognition.DetectLabels", throttled)
+    assert deliver(client, url, "analyze_image")[1] == "BatchItemsFailed"
+    rekognition.meta.events.unregister("before-call.rekognition.DetectLabels", throttled)
+    user_id, image_id = profile["user_id"], created["image_id"]
+    assert bucket_keys() == sorted([created["key"], f"originals/{user_id}/{image_id}.jpg"])
+    assert owner.get(f"/images/{image_id}").status_code == 404, "claimed, not analysed"
+
+    assert image_owner_data().erase(user_id) == 1
+    assert bucket_keys() == [] and naming(user_id, aws) == []
+    app_clock.advance(seconds=360)
+    assert deliver(client, url, "analyze_image") == (1, None)
+    assert bucket_keys() == [] and naming(user_id, aws) == []

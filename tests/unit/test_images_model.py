@@ -15,6 +15,7 @@ from chalicelib.images.model import (
     CreatedObject,
     UploadKey,
     created_objects,
+    is_shown,
     parse_upload_key,
     public_view,
     thumbnail_key,
@@ -40,6 +41,18 @@ def test_an_upload_key_names_its_owner_and_image(extension: str) -> None:
     parsed = parse_upload_key(key)
     assert parsed == UploadKey(OWNER, IMAGE, extension)
     assert parsed.key == key == upload_key(OWNER, IMAGE, extension)
+    assert parsed.original == f"originals/{OWNER}/{IMAGE}.{extension}"
+    assert parse_upload_key(parsed.original) is None, "not an upload: no notification either"
+
+
+@pytest.mark.parametrize(
+    ("status", "shown"),
+    [("received", False), ("processing", True), ("ready", True), ("failed", True),
+     ("deleted", False)],
+)  # fmt: skip
+def test_the_api_shows_analysed_records_only(status: str, shown: bool) -> None:
+    assert is_shown({"status": status}) is shown
+    assert not is_shown(None)
 
 
 @pytest.mark.parametrize(
@@ -72,8 +85,8 @@ def test_keys_no_presigned_upload_makes_are_not_uploads(key: str) -> None:
 
 
 def test_a_thumbnail_key_is_versioned_by_the_uploads_etag() -> None:
-    """A re-upload under the same id has another ETag, so its thumbnails never mix with
-    the previous upload's."""
+    """Keys carry the image's upload's ETag: a redone task overwrites the same objects, and
+    thumbnails of different uploads could never mix."""
     etag = "9b2cf535f27731c974343645a3985328"
     assert (
         thumbnail_key(OWNER, IMAGE, etag, 128, "jpg")

@@ -1,6 +1,7 @@
 """The image pipeline's decisions, with in-memory stand-ins for S3, Rekognition, DynamoDB and
 SQS (their real adapters are tested against moto in test_images_aws.py): idempotency on
-duplicates, re-uploads, unusable files, and what happens on the last receive."""
+duplicates, the lease of a run and its takeover, unusable files, and what happens on the
+last receive. Uploads posted again under an image's key: test_images_reposts.py."""
 
 from __future__ import annotations
 
@@ -10,9 +11,19 @@ import json
 import pytest
 from PIL import Image
 
-from chalicelib.images.model import FAILED, MAX_RECEIVES, PROCESSING, READY
-from chalicelib.images.pipeline import HEADER_BYTES
-from tests.unit.images_fakes import BUCKET, IMAGE, KEY, OWNER, Pipeline, jpeg
+from chalicelib.images.model import (
+    ANALYSIS_LEASE_SECONDS,
+    FAILED,
+    MAX_RECEIVES,
+    PROCESSING,
+    READY,
+    RECEIVED,
+)
+from chalicelib.images.pipeline import UPLOAD_LOST
+from tests.unit.images_fakes import BUCKET, IMAGE, KEY, ORIGINAL, OWNER, Pipeline, jpeg
+
+#: When SQS brings back a message whose run failed or died: the queue's visibility timeout.
+REDELIVERY_SECONDS = 360
 
 
 @pytest.fixture
@@ -21,17 +32,20 @@ def pipeline() -> Pipeline:
 
 
 def test_upload_gets_labels_record_task_then_thumbnails(pipeline: Pipeline) -> None:
-    etag = pipeline.storage.upload(KEY, jpeg(640, 480))
+    data = jpeg(640, 480)
+    etag = pipeline.storage.upload(KEY, data)
     pipeline.notify()
     record = pipeline.record
     assert record["status"] == PROCESSING
-    assert (record["owner_id"], record["key"], record["etag"]) == (OWNER, KEY, etag)
+    assert (record["owner_id"], record["key"], record["etag"]) == (OWNER, ORIGINAL, etag)
+    assert pipeline.storage.objects[ORIGINAL][0] == data, "kept under originals/"
+    assert KEY not in pipeline.storage.objects, "the upload is removed once kept"
     assert (record["width"], record["height"], record["content_type"]) == (640, 480, "image/jpeg")
     assert [(label["name"], str(label["confidence"])) for label in record["labels"]] == [
         ("Dog", "98.12"),
         ("Pet", "85.5"),
     ]
-    assert pipeline.detector.calls == [f"s3:{KEY}"], "Rekognition reads small files from S3"
+    assert pipeline.detector.calls == [f"s3:{ORIGINAL}"], "Rekognition reads the original"
     assert pipeline.tasks.sent == [{"image_id": IMAGE, "etag": etag}]
     pipeline.run_tasks()
     record = pipeline.record
@@ -47,10 +61,13 @@ def test_upload_gets_labels_record_task_then_thumbnails(pipeline: Pipeline) -> N
 
 def test_duplicate_notification_makes_no_second_record_or_task(pipeline: Pipeline) -> None:
     pipeline.storage.upload(KEY, jpeg())
-    pipeline.notify()
+    notification = pipeline.notification()
+    pipeline.analysis.handle(notification, 1)
     pipeline.run_tasks()
     saves, version = pipeline.records.saves, pipeline.record["version"]
-    pipeline.notify()
+    pipeline.analysis.handle(notification, 1)
+    pipeline.clock.advance(seconds=REDELIVERY_SECONDS)
+    pipeline.analysis.handle(notification, 2)
     assert pipeline.records.saves == saves and pipeline.record["version"] == version
     assert pipeline.tasks.sent == []
     assert len(pipeline.detector.calls) == 1
@@ -67,31 +84,21 @@ def test_duplicate_task_makes_no_second_thumbnail(pipeline: Pipeline) -> None:
 
 def test_task_lost_after_the_record_is_queued_again_by_the_redelivery(pipeline: Pipeline) -> None:
     """A crash between storing the record and sending the task: SQS redelivers the
-    notification, which finds the record waiting and sends the task (no new analysis)."""
+    notification after its visibility timeout, past the run's lease; it finds the record
+    waiting and sends the task (no new analysis). A duplicate within the lease (the run may
+    still be sending) sends nothing."""
     etag = pipeline.storage.upload(KEY, jpeg())
-    pipeline.notify()
+    notification = pipeline.notification()
+    pipeline.analysis.handle(notification, 1)
     pipeline.tasks.sent.clear()  # the send never happened
-    pipeline.notify(receive_count=2)
+    pipeline.analysis.handle(notification, 1)
+    assert pipeline.tasks.sent == []
+    pipeline.clock.advance(seconds=REDELIVERY_SECONDS)
+    pipeline.analysis.handle(notification, 2)
     assert pipeline.tasks.sent == [{"image_id": IMAGE, "etag": etag}]
     assert len(pipeline.detector.calls) == 1
-
-
-def test_reupload_under_the_same_id_replaces_the_record(pipeline: Pipeline) -> None:
-    pipeline.storage.upload(KEY, jpeg(640, 480))
-    pipeline.notify()
-    pipeline.run_tasks()
-    first = pipeline.record
-    pipeline.detector.labels = [{"name": "Cat", "confidence": 99.0}]
-    second_etag = pipeline.storage.upload(KEY, jpeg(300, 600), modified="2026-11-26T00:01:00Z")
-    pipeline.notify()
-    record = pipeline.record
-    assert record["etag"] == second_etag and (record["width"], record["height"]) == (300, 600)
-    assert [label["name"] for label in record["labels"]] == ["Cat"]
-    assert record["created_at"] == first["created_at"], "the image keeps its place in lists"
-    pipeline.run_tasks()
-    assert pipeline.record["status"] == READY
-    new_key, old_key = (r["thumbnails"]["128"]["key"] for r in (pipeline.record, first))
-    assert new_key != old_key, "a new upload's thumbnails never overwrite the old ones in place"
+    pipeline.analysis.handle(notification, 3)
+    assert len(pipeline.tasks.sent) == 1, "the redelivery took a new lease"
 
 
 def test_event_for_an_overwritten_upload_is_ignored(pipeline: Pipeline) -> None:
@@ -105,14 +112,10 @@ def test_event_for_an_overwritten_upload_is_ignored(pipeline: Pipeline) -> None:
     assert pipeline.records.get(IMAGE) is None and pipeline.detector.calls == []
 
 
-def test_stale_task_after_a_reupload_does_nothing(pipeline: Pipeline) -> None:
+def test_a_task_of_another_upload_does_nothing(pipeline: Pipeline) -> None:
     pipeline.storage.upload(KEY, jpeg())
     pipeline.notify()
-    stale_tasks = list(pipeline.tasks.sent)
-    pipeline.storage.upload(KEY, jpeg(50, 50), modified="2026-11-26T00:01:00Z")
-    pipeline.notify()
-    for task in stale_tasks:
-        pipeline.thumbnails.handle(json.dumps(task), 1)
+    pipeline.thumbnails.handle(json.dumps({"image_id": IMAGE, "etag": "0" * 32}), 1)
     assert pipeline.storage.writes == [] and pipeline.record["status"] == PROCESSING
 
 
@@ -133,6 +136,7 @@ def test_unusable_files_fail_with_a_reason_and_no_task(
     assert record["status"] == FAILED and reason in record["reason"]
     assert record["retryable"] is False
     assert pipeline.tasks.sent == [] and pipeline.detector.calls == []
+    assert sorted(pipeline.storage.objects) == ([ORIGINAL] if data else []), "empty: not kept"
 
 
 def test_rekognition_refusal_fails_the_image(pipeline: Pipeline) -> None:
@@ -162,7 +166,8 @@ def test_outage_raises_for_a_retry_and_the_last_receive_records_it(pipeline: Pip
     for receive in range(1, MAX_RECEIVES):
         with pytest.raises(ConnectionError):
             pipeline.notify(receive_count=receive)
-        assert pipeline.records.get(IMAGE) is None
+        assert pipeline.record["status"] == RECEIVED, "claimed, not analysed"
+        pipeline.clock.advance(seconds=REDELIVERY_SECONDS)
     with pytest.raises(ConnectionError):  # raised still: the queue dead-letters the message
         pipeline.notify(receive_count=MAX_RECEIVES)
     record = pipeline.record
@@ -176,10 +181,11 @@ def test_outage_raises_for_a_retry_and_the_last_receive_records_it(pipeline: Pip
 
 def test_last_receive_never_downgrades_a_stored_record(pipeline: Pipeline) -> None:
     pipeline.storage.upload(KEY, jpeg())
-    pipeline.notify()
+    notification = pipeline.notification()
+    pipeline.analysis.handle(notification, 1)
     pipeline.storage.failing = 1
     with pytest.raises(ConnectionError):
-        pipeline.notify(receive_count=MAX_RECEIVES)
+        pipeline.analysis.handle(notification, MAX_RECEIVES)
     assert pipeline.record["status"] == PROCESSING
 
 
@@ -208,18 +214,19 @@ def test_concurrent_change_is_retried_not_overwritten(pipeline: Pipeline) -> Non
     assert pipeline.record["status"] == READY and pipeline.record["note"] == "another writer"
 
 
-def test_large_files_read_only_the_header_and_big_ones_go_to_rekognition_as_bytes(
+def test_the_upload_is_read_once_and_big_ones_go_to_rekognition_as_bytes(
     pipeline: Pipeline,
 ) -> None:
+    """The claimed upload is read once, whole (at its ETag), and kept; Rekognition reads the
+    kept original from S3, or, over its 15 MB S3 limit, gets a 2,048 px copy as bytes."""
     noisy = Image.effect_noise((1200, 900), 80).convert("RGB")
     out = io.BytesIO()
     noisy.save(out, "JPEG", quality=100)
     data = out.getvalue()
-    assert len(data) > HEADER_BYTES
     pipeline.storage.upload(KEY, data)
     pipeline.notify()
-    assert pipeline.storage.reads == [(KEY, HEADER_BYTES)]
-    assert pipeline.detector.calls == [f"s3:{KEY}"]
+    assert pipeline.storage.reads == [(KEY, None)]
+    assert pipeline.detector.calls == [f"s3:{ORIGINAL}"]
 
     from chalicelib.images import imaging
 
@@ -241,7 +248,8 @@ def test_files_over_20_mb_fail_even_if_s3_let_them_in(pipeline: Pipeline) -> Non
     pipeline.storage.upload(KEY, b"\xff\xd8" + b"\0" * (20 * 1024 * 1024))
     pipeline.notify()
     assert pipeline.record["status"] == FAILED and "larger than 20 MB" in pipeline.record["reason"]
-    assert pipeline.storage.reads == []
+    assert pipeline.storage.reads == [] and pipeline.storage.kept == []
+    assert pipeline.storage.objects == {}, "not kept; the upload removed"
 
 
 def test_foreign_keys_and_other_events_are_ignored(pipeline: Pipeline) -> None:
@@ -304,3 +312,91 @@ def test_a_multi_picture_jpeg_is_a_jpeg(pipeline: Pipeline) -> None:
     assert pipeline.record["content_type"] == "image/jpeg"
     pipeline.run_tasks()
     assert pipeline.record["status"] == READY
+
+
+# --- the lease: one run at a time, and a takeover when it died ---------------------------
+
+
+def die() -> None:
+    raise ConnectionError("the run dies here")
+
+
+def test_a_duplicate_within_the_lease_does_nothing_and_the_redelivery_takes_over(
+    pipeline: Pipeline,
+) -> None:
+    """The run that claimed the image died before keeping it; another delivery of the same
+    upload meanwhile (an S3 duplicate, the same bytes posted again) does nothing, as the run
+    might be alive; SQS's redelivery of the run's message, after the lease, finishes it."""
+    pipeline.storage.upload(KEY, jpeg())
+    notification = pipeline.notification()
+    pipeline.storage.before_read = die
+    with pytest.raises(ConnectionError):
+        pipeline.analysis.handle(notification, 1)
+    assert pipeline.record["status"] == RECEIVED and KEY in pipeline.storage.objects
+    pipeline.analysis.handle(notification, 1)  # a duplicate, within the lease
+    assert pipeline.record["status"] == RECEIVED and pipeline.detector.calls == []
+    pipeline.clock.advance(seconds=REDELIVERY_SECONDS)
+    pipeline.analysis.handle(notification, 2)
+    assert pipeline.record["status"] == PROCESSING and len(pipeline.detector.calls) == 1
+    assert sorted(pipeline.storage.objects) == [ORIGINAL]
+
+
+def test_a_run_that_died_after_keeping_is_finished_from_the_original(pipeline: Pipeline) -> None:
+    """Kept, then Rekognition failed; meanwhile a later upload under the key was removed
+    (with it, the key is empty): the redelivery analyses the kept original."""
+    pipeline.storage.upload(KEY, jpeg(640, 480))
+    notification = pipeline.notification()
+    pipeline.detector.outage = True
+    with pytest.raises(ConnectionError):
+        pipeline.analysis.handle(notification, 1)
+    assert ORIGINAL in pipeline.storage.kept
+    pipeline.storage.upload(KEY, jpeg(300, 600, "blue"))
+    pipeline.notify()
+    assert KEY not in pipeline.storage.objects, "the later upload, removed unanalysed"
+    pipeline.detector.outage = False
+    pipeline.clock.advance(seconds=REDELIVERY_SECONDS)
+    pipeline.analysis.handle(notification, 2)
+    pipeline.run_tasks()
+    record = pipeline.record
+    assert record["status"] == READY and (record["width"], record["height"]) == (640, 480)
+    assert record["thumbnails"]["128"]["height"] == 96, "made from the first upload"
+    assert len(pipeline.detector.calls) == 2, "the failed call, and this one"
+
+
+def test_claimed_bytes_overwritten_before_they_are_read_fail_the_image(pipeline: Pipeline) -> None:
+    """The link posted twice within milliseconds: the first upload claimed the image, the
+    second overwrote it before it could be read. The first's bytes are gone: the image
+    fails (request a new link), nothing is analysed, and no object is left."""
+    pipeline.storage.upload(KEY, jpeg())
+    later: list[str] = []
+
+    def post_again() -> None:
+        pipeline.storage.upload(KEY, jpeg(300, 600, "blue"))
+        later.append(pipeline.notification())
+
+    pipeline.storage.before_read = post_again
+    pipeline.notify()
+    record = pipeline.record
+    assert (record["status"], record["reason"], record["retryable"]) == (
+        FAILED,
+        UPLOAD_LOST,
+        False,
+    )
+    pipeline.analysis.handle(later[0], 1)
+    assert pipeline.storage.objects == {} and pipeline.detector.calls == []
+    assert pipeline.record["status"] == FAILED
+
+
+def test_the_lease_outlasts_a_run_and_ends_before_the_redelivery() -> None:
+    """Longer than the analysis function's timeout (a live run is never doubled), shorter
+    than the uploads queue's visibility timeout (the redelivery of a run that died takes
+    over), in every stage."""
+    from infra.wiring import CONFIG_FILE
+    from tests.unit.test_deploy import RESOURCES
+
+    visibility = RESOURCES["Resources"]["ImageUploadsQueue"]["Properties"]["VisibilityTimeout"]
+    assert visibility == REDELIVERY_SECONDS
+    stages = json.loads(CONFIG_FILE.read_text())["stages"]
+    for stage in ("dev", "staging", "prod"):
+        timeout = stages[stage]["lambda_functions"]["analyze_image"]["lambda_timeout"]
+        assert timeout < ANALYSIS_LEASE_SECONDS < visibility, stage

@@ -18,12 +18,13 @@ from chalicelib.images.model import (
     READY,
     TOMBSTONE_DAYS,
     erased_owner_marker,
+    original_key,
     owner_digest,
     upload_key,
 )
 from chalicelib.images.owner_data import PAGE, ImageOwnerData, ImageOwnerExport
 from chalicelib.images.removal import ImageRemoval
-from tests.unit.images_fakes import IMAGE, KEY, OWNER, Pipeline, jpeg
+from tests.unit.images_fakes import IMAGE, KEY, ORIGINAL, OWNER, Pipeline, jpeg
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 OTHER = "99999999-2222-4333-8444-555555555555"
@@ -59,7 +60,8 @@ def world() -> World:
 
 def test_a_deleted_image_is_a_tombstone_without_labels_and_without_objects(world: World) -> None:
     world.ready_image()
-    assert len(world.objects_of()) == 3, "the upload and two thumbnails"
+    assert len(world.objects_of()) == 3, "the kept original and two thumbnails"
+    world.storage.upload(original_key(OWNER, IMAGE, "png"), b"?")  # either extension goes
     assert world.delete() is True
     expires = int((NOW + timedelta(days=TOMBSTONE_DAYS)).timestamp())
     assert world.record == {
@@ -131,25 +133,55 @@ def test_a_delete_that_never_gets_its_write_in_is_a_conflict(world: World) -> No
 # --- races with the pipeline ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("moment", ["claim", "analysed record"])
 def test_delete_while_the_upload_is_analysed_leaves_no_record_and_no_object(
-    world: World,
+    world: World, moment: str
 ) -> None:
-    """The analysis read the file and asked for labels; the delete comes before its write:
-    the write (only if no record exists) fails, and the retry finds the tombstone."""
+    """The delete comes before the claim is written, or once the upload is kept and labelled
+    (just before its record is written): that write (conditional) fails, the retry finds the
+    tombstone and removes what the run kept after the delete listed the objects."""
     world.storage.upload(KEY, jpeg())
-    world.records.before_write = lambda: world.delete()
+    delete = lambda: world.delete()  # noqa: E731
+    world.records.before_write = (
+        delete if moment == "claim" else lambda: setattr(world.records, "before_write", delete)
+    )
     world.notify()
     assert world.record["status"] == DELETED
     assert world.objects_of() == [] and world.tasks.sent == [] and world.naming() == []
 
 
-def test_delete_while_a_new_upload_under_the_id_is_analysed(world: World) -> None:
-    world.ready_image()
-    world.storage.upload(KEY, jpeg(50, 50), modified="2026-11-26T00:01:00Z")
+def test_delete_while_a_died_runs_redelivery_takes_over(world: World) -> None:
+    """The run that claimed the image died; its redelivery, past the lease, takes it over
+    (a conditional write) just as the image is deleted: the write fails, the retry finds
+    the tombstone and removes the upload and the original."""
+    world.storage.upload(KEY, jpeg())
+    notification = world.notification()
+    world.detector.outage = True
+    with pytest.raises(ConnectionError):
+        world.analysis.handle(notification, 1)
+    assert ORIGINAL in world.storage.objects
+    world.detector.outage = False
+    world.clock.advance(seconds=360)
     world.records.before_write = lambda: world.delete()
-    world.notify()
-    assert world.record["status"] == DELETED
-    assert world.objects_of() == [] and world.tasks.sent == [] and world.naming() == []
+    world.analysis.handle(notification, 2)
+    assert world.record["status"] == DELETED and len(world.detector.calls) == 1
+    assert world.objects_of() == [] and world.naming() == []
+
+
+def test_an_original_kept_after_the_delete_is_removed_by_the_redelivery(world: World) -> None:
+    """The run kept the original after the delete removed the objects, then died: its
+    redelivery (the upload gone) finds the tombstone and removes the original."""
+    world.storage.upload(KEY, jpeg())
+    notification = world.notification()
+    world.storage.before_write = lambda: world.delete()  # the delete, then the run keeps
+    world.detector.outage = True
+    with pytest.raises(ConnectionError):
+        world.analysis.handle(notification, 1)
+    world.detector.outage = False
+    world.clock.advance(seconds=360)
+    world.analysis.handle(notification, 2)
+    assert world.record["status"] == DELETED and world.naming() == []
+    assert world.objects_of() == []
 
 
 def test_a_thumbnail_task_arriving_after_the_delete_does_nothing(world: World) -> None:
@@ -175,13 +207,13 @@ def test_thumbnails_written_while_the_image_is_deleted_are_removed_by_their_task
 
 
 def test_an_upload_posted_again_after_the_delete_is_removed_not_analysed(world: World) -> None:
-    """The presigned POST stays valid 10 minutes: a re-post under a deleted id is removed."""
+    """The presigned POST stays valid 5 minutes: a re-post under a deleted id is removed."""
     world.ready_image()
     world.delete()
     world.storage.upload(KEY, jpeg(), modified="2026-11-26T00:05:00Z")
     world.notify()
     assert world.record["status"] == DELETED and world.objects_of() == []
-    assert world.detector.calls == [f"s3:{KEY}"], "analysed once, before the delete"
+    assert world.detector.calls == [f"s3:{ORIGINAL}"], "analysed once, before the delete"
     assert world.naming() == []
 
 
@@ -218,6 +250,7 @@ def test_erase_removes_every_image_across_pages_and_every_object(world: World) -
     world.run_tasks()
     world.storage.upload(image_key(900), jpeg(8, 8))  # never analysed
     world.storage.upload(f"uploads/{OWNER}/stray.txt", b"?")  # not an upload key
+    world.storage.upload(original_key(OWNER, "aaaaaaaa-bbbb-4ccc-8ddd-000000000950", "png"), b"?")
     world.ready_image(image_key(1001, OTHER))
     others = world.objects_of(OTHER)
 
@@ -261,8 +294,8 @@ def test_an_erase_that_failed_is_finished_by_running_it_again(world: World) -> N
 def test_an_erase_stopped_after_an_upload_went_finishes_the_tombstone_through_the_index(
     world: World,
 ) -> None:
-    """The first run removed the upload, then failed on a thumbnail: no upload is left under
-    the prefix to lead the next run to the image, but its tombstone (still naming the owner)
+    """The first run removed the original, then failed on a thumbnail: no upload is left
+    under the prefix to lead the next run to the image, but its tombstone (still naming the owner)
     is in the owner's index, so the next run finishes it and forgets the owner."""
     world.ready_image()
     real_remove = world.storage.remove
@@ -277,13 +310,13 @@ def test_an_erase_stopped_after_an_upload_went_finishes_the_tombstone_through_th
     world.storage.remove = failing_on_the_first_thumbnail  # type: ignore[method-assign]
     with pytest.raises(ConnectionError):
         world.owner_data.erase(OWNER)
-    assert KEY not in world.storage.objects and world.record["owner_id"] == OWNER
+    assert ORIGINAL not in world.storage.objects and world.record["owner_id"] == OWNER
     assert world.owner_data.erase(OWNER) == 0, "deleted by the first run already"
     assert world.objects_of() == [] and world.naming() == []
 
 
 def test_an_upload_of_an_erased_owner_is_removed_not_analysed(world: World) -> None:
-    """Posted with a link issued before the erasure (they stay valid 10 minutes)."""
+    """Posted with a link issued before the erasure (they stay valid 5 minutes)."""
     world.owner_data.erase(OWNER)
     world.storage.upload(KEY, jpeg())
     world.notify()
@@ -300,14 +333,16 @@ def test_the_presigned_post_used_again_after_the_erasure_is_removed(world: World
     world.storage.upload(KEY, jpeg(), modified="2026-11-26T00:05:00Z")
     world.notify()
     assert world.objects_of() == [] and world.naming() == []
-    assert world.record["status"] == DELETED and world.detector.calls == [f"s3:{KEY}"]
+    assert world.record["status"] == DELETED and world.detector.calls == [f"s3:{ORIGINAL}"]
 
 
 def test_erase_while_an_upload_is_analysed(world: World) -> None:
-    """The analysis passed the marker check, read the file, got labels; the erasure comes
-    before its write: the write fails, its retry finds the tombstone."""
+    """The analysis passed the marker check, claimed the image, kept the file, got labels;
+    the erasure comes before its write: the write fails, its retry finds the tombstone and
+    removes the original the erasure may have listed before it was kept."""
     world.storage.upload(KEY, jpeg())
-    world.records.before_write = lambda: world.owner_data.erase(OWNER)
+    erase = lambda: world.owner_data.erase(OWNER)  # noqa: E731
+    world.records.before_write = lambda: setattr(world.records, "before_write", erase)
     world.notify()
     assert world.record["status"] == DELETED and world.objects_of() == []
     assert world.tasks.sent == [] and world.naming() == []
@@ -364,7 +399,7 @@ def test_export_lists_every_record_with_links_json_ready(world: World) -> None:
     assert first["owner_id"] == OWNER and first["status"] == READY
     assert first["label_names"] == ["Dog", "Pet"] and first["size"] > 0
     assert first["created_at"] and "version" not in first and "etag" not in first
-    assert first["urls"]["original"].startswith("https://signed.example/uploads/")
+    assert first["urls"]["original"].startswith("https://signed.example/originals/")
     assert set(first["urls"]["thumbnails"]) == {"128", "512"}
     assert world.owner_data.export(OTHER)[0]["owner_id"] == OTHER
 

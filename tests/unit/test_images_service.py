@@ -14,7 +14,7 @@ from chalicelib.core.quotas import InMemoryQuotas, QuotaExceeded
 from chalicelib.images.model import DELETED, MAX_UPLOAD_BYTES
 from chalicelib.images.removal import ImageRemoval
 from chalicelib.images.service import ImagesService, daily_upload_quotas
-from tests.unit.images_fakes import IMAGE, KEY, OWNER, Pipeline, jpeg
+from tests.unit.images_fakes import IMAGE, KEY, ORIGINAL, OWNER, Pipeline, jpeg
 
 STRANGER = "22222222-3333-4444-8555-666666666666"
 ADMIN = "33333333-4444-4555-8666-777777777777"
@@ -79,6 +79,39 @@ def test_someone_elses_image_is_404_exactly_as_an_unknown_id(api: Api) -> None:
     assert api.service.get(admin(), IMAGE)["image_id"] == IMAGE, "admins see any image"
 
 
+def test_an_image_claimed_but_not_analysed_yet_is_404_and_not_listed(api: Api) -> None:
+    """Its first upload is being kept and analysed: not an image to show yet."""
+    api.storage.upload(KEY, jpeg())
+
+    def s3_down() -> None:
+        raise ConnectionError("S3 is down")
+
+    api.storage.before_read = s3_down  # the run stops after the claim
+    with pytest.raises(ConnectionError):
+        api.notify()
+    assert api.record["status"] == "received"
+    assert not_found(lambda: api.service.get(user(), IMAGE)) == not_found(
+        lambda: api.service.get(user(), UNKNOWN)
+    )
+    assert api.service.list(user(), None, 10, None)["items"] == []
+    api.service.delete(user(), IMAGE)  # its owner may delete it all the same
+    assert api.record["status"] == DELETED and api.naming() == []
+
+
+def test_links_serve_the_kept_original(api: Api) -> None:
+    api.ready_image()
+    image = api.service.get(user(), IMAGE)
+    assert image["key"] == ORIGINAL
+    assert image["urls"]["original"].endswith(f"/{ORIGINAL}?expires=900")
+
+
+def test_an_upload_link_is_valid_5_minutes(api: Api) -> None:
+    """It can be posted again until then (later posts are removed unanalysed): short."""
+    created = api.service.create_upload(user(), {"content_type": "image/png", "size": 10})
+    assert created["upload"]["expires_at"] == "2026-11-26T12:05:00Z"
+    assert created["key"] == f"uploads/{OWNER}/{created['image_id']}.png"
+
+
 # --- deleting -----------------------------------------------------------------------------
 
 
@@ -96,9 +129,10 @@ def test_the_owner_deletes_an_image_then_it_is_404(api: Api) -> None:
 
 def test_a_stranger_cannot_delete_and_learns_nothing(api: Api) -> None:
     api.ready_image()
+    removed = list(api.storage.removed)  # the upload, once kept
     theirs = not_found(lambda: api.service.delete(user(STRANGER), IMAGE))
     assert theirs == not_found(lambda: api.service.delete(user(STRANGER), UNKNOWN))
-    assert api.record["status"] != DELETED and api.storage.removed == []
+    assert api.record["status"] != DELETED and api.storage.removed == removed
 
 
 def test_an_admin_deletes_any_image(api: Api) -> None:
@@ -115,9 +149,9 @@ def test_an_admins_retried_delete_finishes_what_a_failed_one_left(api: Api) -> N
     api.storage.failing_removes = 1
     with pytest.raises(ConnectionError):
         api.service.delete(admin(), IMAGE)
-    assert KEY in api.storage.objects
+    assert ORIGINAL in api.storage.objects
     assert not_found(lambda: api.service.delete(user(STRANGER), IMAGE))
-    assert KEY in api.storage.objects, "a stranger's retry does nothing"
+    assert ORIGINAL in api.storage.objects, "a stranger's retry does nothing"
     assert not_found(lambda: api.service.delete(admin(), IMAGE))
     assert api.naming() == []
 
@@ -142,7 +176,7 @@ def test_a_retried_delete_finishes_what_a_failed_one_left(api: Api) -> None:
     api.storage.failing_removes = 1
     with pytest.raises(ConnectionError):
         api.service.delete(user(), IMAGE)
-    assert KEY in api.storage.objects
+    assert ORIGINAL in api.storage.objects
     assert not_found(lambda: api.service.get(user(), IMAGE)), "gone from the API already"
     assert not_found(lambda: api.service.delete(user(), IMAGE))
     assert [k for k in api.storage.objects if OWNER in k] == []

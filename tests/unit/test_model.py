@@ -7,13 +7,11 @@ import pytest
 from chalicelib.core.errors import ValidationFailed
 from chalicelib.users import model
 
-VALID = {"email": "ada@example.com", "name": "Ada Lovelace", "password": "Corr3ct-Horse!"}
+VALID = {"email": "ada@example.com", "name": "Ada Lovelace"}
 
 
 def validate_new_user(body: dict) -> dict:
-    fields, password = model.validate_registration(body)
-    assert password == body["password"]
-    return fields
+    return model.validate_signup(body)
 
 
 def problems(exc: pytest.ExceptionInfo[ValidationFailed]) -> dict[str, str]:
@@ -32,7 +30,7 @@ def test_full_user_is_accepted() -> None:
         "bio": "Line one\nLine two\tand a tab",
         "preferences": {"newsletter": True, "dark_mode": False},
     }
-    assert validate_new_user(body) == {k: v for k, v in body.items() if k != "password"}
+    assert validate_new_user(body) == body
 
 
 @pytest.mark.parametrize(
@@ -68,7 +66,7 @@ def test_full_user_is_accepted() -> None:
 )
 def test_invalid_field_is_named(field: str, value: object) -> None:
     with pytest.raises(ValidationFailed) as exc:
-        model.validate_registration({**VALID, field: value})
+        model.validate_signup({**VALID, field: value})
     assert field in problems(exc)
 
 
@@ -79,14 +77,20 @@ def test_limits_are_inclusive() -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ValidationFailed) as exc:
-        model.validate_registration({"email": "nope", "nickname": "x", "phone": "1"})
+        model.validate_signup({"email": "nope", "nickname": "x", "phone": "1"})
     assert problems(exc) == {
         "email": "must be a valid email address",
         "nickname": "is not a known field",
         "phone": "must be an E.164 number such as +14155550123",
         "name": "is required",
-        "password": "is required",
     }
+
+
+def test_a_password_is_not_taken_before_the_address_is_proven() -> None:
+    """Attack: registering a victim's address first with one's own password."""
+    with pytest.raises(ValidationFailed) as exc:
+        model.validate_signup({**VALID, "password": "Corr3ct-Horse!"})
+    assert problems(exc) == {"password": "is set with the code, at POST /register/confirm"}
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,12 @@ from chalicelib.telemetry.pseudonyms import (
     LakeIdentity,
     user_digest,
 )
-from chalicelib.telemetry.tables import DynamoBaselines, DynamoItemWriter, DynamoTransactionHistory
+from chalicelib.telemetry.tables import (
+    DynamoAlertBudget,
+    DynamoBaselines,
+    DynamoItemWriter,
+    DynamoTransactionHistory,
+)
 from tests.unit.test_telemetry_support import (
     ADMIN,
     BASELINES_TABLE,
@@ -290,6 +295,7 @@ def fast_processor() -> Any:
         SqsQuarantine(lambda: aws.queue_url(QUEUE), backoff=fast),
         S3Archive(BUCKET),
         CachedPseudonyms(DynamoPseudonyms(PSEUDONYMS_TABLE, backoff=fast)),
+        alert_budget=DynamoAlertBudget(QUOTAS_TABLE, limit=10, backoff=fast),
         emit=lambda counts: None,
     )
 
@@ -450,10 +456,12 @@ def test_ingest_factory_puts_on_the_stream(telemetry: Any) -> None:
     (stored,) = stream_events()
     assert stored["event_id"] == result["results"][0]["event_id"]
     assert (stored["submitted_by"], stored["submitted_as"]) == (event["user_id"], "user")
-    # counted against the user's quota, in the quotas table
-    [counter] = telemetry.dynamodb.scan(TableName=QUOTAS_TABLE)["Items"]
-    assert counter["used"] == {"N": "1"}
-    assert counter["id"]["S"].startswith(f"{counter_subject(event['user_id'])}#events#")
+    # counted against the user's quotas (events and their bytes), in the quotas table
+    counters = telemetry.dynamodb.scan(TableName=QUOTAS_TABLE)["Items"]
+    used = {c["id"]["S"].split("#")[1]: int(c["used"]["N"]) for c in counters}
+    assert used["events"] == 1 and 200 < used["event-bytes"] < 1000
+    subject = counter_subject(event["user_id"])
+    assert all(c["id"]["S"].startswith(f"{subject}#") for c in counters)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ from tests.clock import RunningClock
 from tests.unit.test_telemetry_support import (
     ADMIN,
     MACHINE,
+    MACHINE_QUOTAS,
+    USER_QUOTAS,
     ListStream,
     activity,
     machine,
@@ -142,28 +144,28 @@ def test_a_machine_identity_sends_system_metrics_only_and_only_with_its_scope(
 # --- quotas ------------------------------------------------------------------------------
 
 
-def test_500_event_batches_from_one_user_reach_the_quota_and_the_next_minute_works(
+def test_batches_from_one_user_reach_the_quota_and_the_next_minute_works(
     app_clock: RunningClock,
 ) -> None:
-    """The dev limit is 3,000 events a minute: six full batches, then 429 with nothing put;
-    the next minute (the clock's, not the machine's) the user sends again."""
+    """The dev limit is 600 events a minute: three batches of 200, then 429 with nothing
+    put; the next minute (the clock's, not the machine's) the user sends again."""
     stream = ListStream()
     ingest = make_ingest(stream)
-    batch = {"events": [mine(activity(n)) for n in range(500)]}
+    batch = {"events": [mine(activity(n)) for n in range(200)]}
     app_clock.advance(seconds=60 - app_clock().second - 50)  # 50 s left in this minute
     sent = 0
     with pytest.raises(QuotaExceeded) as refused:
         for _ in range(10):
             ingest.ingest(batch, ATTACKER)
             sent += 1
-    assert sent == 6 and len(stream.records) == 3000
+    assert sent == 3 and len(stream.records) == USER_QUOTAS.events.limit == 600
     assert refused.value.status_code == 429
     assert refused.value.code == "too_many_requests"
     assert 1 <= int(refused.value.headers["Retry-After"]) <= 50
 
     app_clock.advance(minutes=1)
-    assert ingest.ingest(batch, ATTACKER)["accepted"] == 500
-    assert len(stream.records) == 3500
+    assert ingest.ingest(batch, ATTACKER)["accepted"] == 200
+    assert len(stream.records) == 800
 
 
 def test_the_quota_counts_accepted_events_only_and_is_per_caller() -> None:
@@ -172,7 +174,7 @@ def test_the_quota_counts_accepted_events_only_and_is_per_caller() -> None:
     bad = {**activity(0), "activity_type": "NOT A SLUG"}
     ingest.ingest({"events": [mine(activity(1)), bad]}, ATTACKER)
     ingest.ingest({"events": [mine(activity(1), "user-2")]}, user("user-2"))
-    used = {subject: n for (subject, _, _), n in quotas.used.items()}
+    used = {subject: n for (subject, name, _), n in quotas.used.items() if name == "events"}
     assert used == {"user-attacker": 1, "user-2": 1}
 
 
@@ -180,9 +182,12 @@ def test_machine_identities_have_their_own_larger_quota() -> None:
     quotas = InMemoryQuotas()
     ingest = make_ingest(ListStream(), quotas)
     batch = {"events": [metric(n) for n in range(500)]}
-    for _ in range(12):  # 6,000 metrics: twice a user's limit
+    for _ in range(MACHINE_QUOTAS.events.limit // 500):  # five times a user's limit on dev
         assert ingest.ingest(batch, machine())["accepted"] == 500
-    assert {(s, q) for s, q, _ in quotas.used} == {(MACHINE, "machine-events")}
+    assert {(s, q) for s, q, _ in quotas.used} == {
+        (MACHINE, "machine-events"),
+        (MACHINE, "machine-event-bytes"),
+    }
 
 
 def test_a_forbidden_request_counts_nothing() -> None:

@@ -5,6 +5,7 @@ moto's S3, as in test_analytics_queries)."""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Any
 
@@ -77,27 +78,74 @@ def test_a_batch_asks_for_its_users_identities_once_and_metrics_need_none() -> N
     assert parts["pseudonyms"].calls == 1
 
 
-def test_pseudonyms_unreachable_redelivers_the_batch_and_archives_nothing() -> None:
+def test_pseudonyms_unreachable_redelivers_the_batch_and_does_nothing_of_it() -> None:
+    """Whether a user was erased is known only from the pseudonyms: without them nothing is
+    written, alerted, quarantined or archived; the whole batch comes back."""
     pseudonyms = FakePseudonyms(fail=True)
     processor, parts = fake_processor(pseudonyms=pseudonyms)
-    batch = records([activity(0), transaction(1), metric(2)])
+    batch = [*records([activity(0), transaction(1, amount=50_000), metric(2, value=99)]),
+             record(None, 3, raw="!!")]  # fmt: skip
     result = processor.process(batch)
     assert [f["itemIdentifier"] for f in result["batchItemFailures"]] == [
         batch[0]["kinesis"]["sequenceNumber"]
     ]
     assert parts["archive"].objects == {}  # never under the user's id instead
-    assert len(parts["writer"].tables["serverless-app-dev-activities"]) == 1  # idempotent
+    assert parts["writer"].tables == {} and parts["alerts"].published == []
+    assert parts["quarantine"].messages == []
     pseudonyms.fail = False
     assert processor.process(batch) == {"batchItemFailures": []}
     assert len(archived_lines(parts["archive"])) == 3
+    assert len(parts["alerts"].published) == 2
 
 
-def test_only_the_users_before_the_cut_get_an_identity() -> None:
+def test_the_batchs_users_are_looked_up_once_before_anything_is_written() -> None:
     processor, parts = fake_processor()
     parts["writer"].fail_keys = {"USER#late"}
-    batch = [record(activity(0, user_id="early"), 0), record(activity(1, user_id="late"), 1)]
+    batch = [record(activity(0, user_id="early"), 0), record(activity(1, user_id="late"), 1),
+             record(transaction(2, user="early"), 2)]  # fmt: skip
     processor.process(batch)
-    assert set(parts["pseudonyms"].known) == {"early"}
+    assert parts["pseudonyms"].asked == [{"early", "late"}]  # one lookup, archive included
+    lines = archived_lines(parts["archive"])
+    assert {line["user_id"] for line in lines} == {parts["pseudonyms"].known["early"].pseudonym}
+
+
+def test_late_events_of_an_erased_user_are_dropped_not_stored_alerted_or_archived() -> None:
+    """The attack (or accident): an access token outlives the user's deletion by up to an
+    hour, and the stream keeps records for a day; an event of the erased user processed
+    after the erasure's last pass used to be stored again, with the raw user id, its
+    `ip_address` and `details` (activities) or a fraud alert naming the user. The lake's
+    tombstone now drops them before any write; other users' events go on."""
+    pseudonyms = FakePseudonyms(erased={"gone"})
+    processor, parts = fake_processor(pseudonyms=pseudonyms)
+    batch = records([
+        activity(0, user_id="gone", ip_address="203.0.113.9", details={"who": PERSONAL}),
+        transaction(1, user="gone", amount=50_000),
+        activity(2, user_id="still-here"),
+        metric(3),
+    ])  # fmt: skip
+    assert processor.process(batch) == {"batchItemFailures": []}
+    stored = json.dumps(parts["writer"].tables)
+    assert "gone" not in stored and PERSONAL not in stored and "203.0.113.9" not in stored
+    assert len(parts["writer"].tables["serverless-app-dev-activities"]) == 1
+    assert len(parts["writer"].tables["serverless-app-dev-metrics"]) == 1
+    assert "serverless-app-dev-transactions" not in parts["writer"].tables
+    assert parts["alerts"].published == [] and parts["history"].queries == 0
+    assert parts["quarantine"].messages == []  # dropped, not kept elsewhere
+    lines = archived_lines(parts["archive"])
+    assert [line["event_type"] for line in lines] == ["user_activity", "system_metric"]
+    assert lines[0]["user_id"] == pseudonyms.known["still-here"].pseudonym
+    assert "gone" not in pseudonyms.known
+    [counts] = parts["metrics"]
+    assert counts["TelemetryErasedUserEventsDropped"] == 2
+    assert pseudonyms.calls == 1  # the one lookup of the batch, before the writes
+
+
+def test_an_erased_identity_can_never_be_archived() -> None:
+    from chalicelib.telemetry.pseudonyms import erased_identity
+
+    event = normalised(activity(1, user_id="gone"))
+    with pytest.raises(ValueError):
+        encoding.pseudonymised(encoding.lake_fields(event), erased_identity())
 
 
 def test_the_report_over_a_pseudonymised_archive_counts_as_over_the_raw_events(

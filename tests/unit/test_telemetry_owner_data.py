@@ -124,7 +124,13 @@ def test_export_then_erase(calls: Any) -> None:
         assert row["pk"] == f"TXN#{pseudonym}#{row['transaction_id']}"
         assert not {"merchant", "category", "event_id"} & set(row)
         assert {"amount", "currency", "occurred_at", "status", "pseudonymised_at"} <= set(row)
-    assert {t["transaction_id"] for t in kept} == {"t-4", "t-5"}
+    # the client's transaction ids are gone too (key included): random ids, one each
+    assert not {"t-4", "t-5"} & {t["transaction_id"] for t in kept}
+    assert "t-4" not in json.dumps(kept) and "t-5" not in json.dumps(kept)
+    assert len({t["transaction_id"] for t in kept}) == 2
+    assert sorted((t["occurred_at"], t["amount"]) for t in kept) == sorted(
+        (t["occurred_at"], t["amount"]) for t in exported["transactions"]
+    )
     [bobs] = [t for t in transactions if t["user_id"] == BOB]
     assert bobs["pk"] == f"TXN#{BOB}#t-4" and "event_id" in bobs  # untouched
 
@@ -253,6 +259,26 @@ def test_a_transaction_erased_meanwhile_is_neither_duplicated_nor_counted(
     assert kept["user_id"].startswith("deleted-")
 
 
+def test_an_erased_transaction_keeps_no_id_the_client_chose(aws: dict[str, str]) -> None:
+    """A transaction id is the client's: it may hold an address, or match the payment
+    provider's record of the person's payment. Erased, each transaction gets a random id
+    (its key too), so even two of the user's items with the same id (one stored before ids
+    were per owner) stay two."""
+    chosen = "ada.lovelace@example.com"
+    store(transaction(1, user=ALICE, transaction_id=chosen, amount=10))
+    legacy = {"pk": {"S": f"TXN#{chosen}"}, "user_id": {"S": ALICE}, "amount": {"N": "20"},
+              "transaction_id": {"S": chosen}, "currency": {"S": "EUR"},
+              "occurred_at": {"S": "2026-11-26T11:00:00.000000Z"}}  # fmt: skip
+    boto3.client("dynamodb").put_item(TableName=TRANSACTIONS, Item=legacy)
+    assert owner_data().erase(ALICE)["transactions"] == 2
+    kept = everything(TRANSACTIONS)
+    assert len(kept) == 2 and chosen not in json.dumps(kept)
+    assert sorted(t["amount"] for t in kept) == [10, 20]
+    ids = {t["transaction_id"] for t in kept}
+    assert len(ids) == 2 and all(t["pk"].endswith("#" + t["transaction_id"]) for t in kept)
+    assert all(len(i) >= 32 and "#" not in i for i in ids)
+
+
 def test_the_apis_export_reads_but_may_not_erase(aws: dict[str, str]) -> None:
     """The API's function exports (`telemetry_owner_export()`); erasing is the erasure's.
     Its policy refuses every write the erasure makes, were the API to try one."""
@@ -344,18 +370,31 @@ def test_the_lake_names_nobody_and_the_erasure_unlinks_its_pseudonym(calls: Any)
     for table in client.list_tables()["TableNames"]:
         items = client.scan(TableName=table)["Items"]
         assert pseudonym not in json.dumps(items, default=repr), table
+        # nor the transaction id she chose (it held her address), kept transaction included
+        assert f"{email}-t" not in json.dumps(items, default=repr), table
     [tombstone] = [i for i in everything(PSEUDONYMS) if i["user_digest"] == user_digest(ALICE)]
     assert set(tombstone) == {"user_digest", "erased_at", "expires_at"}
     assert NOW.timestamp() < tombstone["expires_at"] <= NOW.timestamp() + 31 * 86400
 
-    # A late event of Alice (a token still valid), in another process: no new mapping.
+    # Late events of Alice (a token still valid), processed after the erasure's last pass,
+    # in another process: dropped, neither stored (ip address, details, her id), nor
+    # archived, nor mapped anew.
     telemetry_processor.cache_clear()
-    late = records([activity(5, user_id=ALICE, event_id="late")], start=10)
+    late = records([
+        activity(5, user_id=ALICE, event_id="late", ip_address="198.51.100.7",
+                 details={"name": "Ada Lovelace"}),
+        transaction(6, user=ALICE, transaction_id="late-t", amount=20_000),
+        activity(7, user_id=BOB, event_id="bobs"),
+    ], start=10)  # fmt: skip
     assert run_as(calls, "process_telemetry", lambda: telemetry_processor().process(late)) == {
         "batchItemFailures": []
     }
+    for table in client.list_tables()["TableNames"]:
+        text = json.dumps(client.scan(TableName=table)["Items"], default=repr)
+        for needle in (ALICE, "198.51.100.7", "Lovelace", "late-t"):
+            assert needle not in text, (table, needle)
     [line] = [line for line in lake_lines() if line not in lines]
-    assert line["user_id"].startswith("p-") and line["user_id"] != pseudonym
+    assert line["user_id"] == bobs["user_id"]  # Bob's event only
     assert [i for i in everything(PSEUDONYMS) if i["user_digest"] == user_digest(ALICE)] == [
         tombstone
     ]

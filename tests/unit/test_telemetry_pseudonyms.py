@@ -132,6 +132,7 @@ def test_forget_leaves_a_tombstone_and_an_erased_user_gets_no_new_mapping(
     assert expires == int((clock.now() + timedelta(days=30)).timestamp())
     late = [store.identities(["gone"])["gone"] for _ in range(2)]
     assert before not in late and late[0] != late[1]  # throwaway, stored nowhere
+    assert all(identity.erased for identity in late) and not before.erased
     assert items()["gone"] == tombstone
     assert store.forget("gone") is False  # idempotent
     assert store.forget("never-seen") is False

@@ -12,8 +12,9 @@ from typing import Any
 from chalicelib.auth.tokens import Principal
 from chalicelib.core.quotas import InMemoryQuotas, Quota
 from chalicelib.telemetry.detection import Baseline
+from chalicelib.telemetry.ingest import CallerQuotas
 from chalicelib.telemetry.ports import PutOutcome
-from chalicelib.telemetry.pseudonyms import LakeIdentity, new_identity
+from chalicelib.telemetry.pseudonyms import LakeIdentity, erased_identity, new_identity
 from tests.clock import TEST_NOW
 
 NOW = TEST_NOW  # the unit tests' clock starts here (tests/unit/conftest.py)
@@ -94,10 +95,15 @@ def stamped(event: Any) -> Any:
 
 
 def record(
-    payload: Any, sequence: int, raw: bytes | str | None = None, stamp: bool = True
+    payload: Any,
+    sequence: int,
+    raw: bytes | str | None = None,
+    stamp: bool = True,
+    arrival: float = ARRIVAL,
 ) -> dict[str, Any]:
     """A Kinesis record as Lambda delivers it (`event.to_dict()["Records"][i]`); an event
-    is stamped with its sender as the ingest does (`stamp=False`: as sent by anyone else)."""
+    is stamped with its sender as the ingest does (`stamp=False`: as sent by anyone else).
+    `arrival`: when Kinesis took it (epoch seconds)."""
     if raw is None:
         data = base64.b64encode(json.dumps(stamped(payload) if stamp else payload).encode())
         data = data.decode()
@@ -112,7 +118,7 @@ def record(
             "partitionKey": "pk",
             "sequenceNumber": seq,
             "data": data,
-            "approximateArrivalTimestamp": ARRIVAL,
+            "approximateArrivalTimestamp": arrival,
         },
         "eventSource": "aws:kinesis",
         "eventVersion": "1.0",
@@ -123,8 +129,10 @@ def record(
     }
 
 
-def records(events: Sequence[Any], start: int = 0) -> list[dict[str, Any]]:
-    return [record(e, start + i) for i, e in enumerate(events)]
+def records(
+    events: Sequence[Any], start: int = 0, arrival: float = ARRIVAL
+) -> list[dict[str, Any]]:
+    return [record(e, start + i, arrival=arrival) for i, e in enumerate(events)]
 
 
 class FakeWriter:
@@ -225,18 +233,51 @@ class FakeArchive:
 
 
 class FakePseudonyms:
-    """Lake identities in memory, one per user (`fail`: the store cannot be reached)."""
+    """Lake identities in memory, one per user (`fail`: the store cannot be reached;
+    `erased`: the users whose identity is a tombstone)."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, erased: Collection[str] = ()) -> None:
         self.known: dict[str, LakeIdentity] = {}
         self.calls = 0
+        self.asked: list[set[str]] = []
         self.fail = fail
+        self.erased = set(erased)
 
     def identities(self, user_ids: Collection[str]) -> dict[str, LakeIdentity]:
         self.calls += 1
+        self.asked.append(set(user_ids))
         if self.fail:
             raise RuntimeError("pseudonyms table unreachable")
-        return {user_id: self.known.setdefault(user_id, new_identity()) for user_id in user_ids}
+        return {
+            user_id: erased_identity()
+            if user_id in self.erased
+            else self.known.setdefault(user_id, new_identity())
+            for user_id in user_ids
+        }
+
+
+class FakeAlertBudget:
+    """The fraud alerts let through per (user, hour), at most `limit` distinct ids each, in
+    memory (`fail`: the store cannot be reached)."""
+
+    def __init__(self, limit: int = 10, fail: bool = False) -> None:
+        self.limit = limit
+        self.fail = fail
+        self.windows: dict[tuple[str, int], list[str]] = {}
+        self.calls = 0
+
+    def admit(self, user_id: str, window: int, alert_ids: Sequence[str]) -> set[str]:
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("quotas table unreachable")
+        let_through = self.windows.setdefault((user_id, window), [])
+        admitted = set()
+        for alert_id in alert_ids:
+            if alert_id not in let_through and len(let_through) < self.limit:
+                let_through.append(alert_id)
+            if alert_id in let_through:
+                admitted.add(alert_id)
+        return admitted
 
 
 def lake_id(pseudonyms: FakePseudonyms, event: dict[str, Any]) -> str:
@@ -266,6 +307,7 @@ def fake_processor(**overrides: Any) -> tuple[Any, dict[str, Any]]:
         "quarantine": FakeQuarantine(),
         "archive": FakeArchive(),
         "pseudonyms": FakePseudonyms(),
+        "alert_budget": FakeAlertBudget(),
         "metrics": [],
     }
     parts.update(overrides)
@@ -278,6 +320,7 @@ def fake_processor(**overrides: Any) -> tuple[Any, dict[str, Any]]:
         parts["quarantine"],
         parts["archive"],
         parts["pseudonyms"],
+        alert_budget=parts["alert_budget"],
         emit=parts["metrics"].append,
     )
     return processor, parts
@@ -286,8 +329,26 @@ def fake_processor(**overrides: Any) -> tuple[Any, dict[str, Any]]:
 # --- callers of POST /events -------------------------------------------------------------
 
 ADMIN = Principal("admin-1", frozenset({"admins"}))
-USER_QUOTA = Quota("events", 3000, 60)
-MACHINE_QUOTA = Quota("machine-events", 30000, 60)
+
+
+def stage_settings(stage: str = "dev") -> dict[str, str]:
+    """The template's `StageSettings` of `stage` (infra/resources.json)."""
+    from infra.paths import PROJECT_DIR
+
+    template = json.loads((PROJECT_DIR / "infra" / "resources.json").read_text())
+    return dict(template["Mappings"]["StageSettings"][stage])
+
+
+DEV = stage_settings("dev")
+#: The dev stage's limits, as `telemetry_ingest()` reads them.
+USER_QUOTAS = CallerQuotas(
+    Quota("events", int(DEV["TelemetryEventsPerMinute"]), 60),
+    Quota("event-bytes", int(DEV["TelemetryEventBytesPerMinute"]), 60),
+)
+MACHINE_QUOTAS = CallerQuotas(
+    Quota("machine-events", int(DEV["TelemetryMachineEventsPerMinute"]), 60),
+    Quota("machine-event-bytes", int(DEV["TelemetryMachineEventBytesPerMinute"]), 60),
+)
 
 
 def user(user_id: str = "user-1") -> Principal:
@@ -322,7 +383,7 @@ def make_ingest(stream: Any, quotas: Any = None, **kwargs: Any) -> Any:
     return TelemetryIngest(
         stream,
         quotas if quotas is not None else InMemoryQuotas(clock.now),
-        USER_QUOTA,
-        MACHINE_QUOTA,
+        USER_QUOTAS,
+        MACHINE_QUOTAS,
         **kwargs,
     )

@@ -4,6 +4,7 @@ stored (`users.export`). In-memory ports: no AWS."""
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from chalicelib.users.erasure import (
     InvalidErasure,
     UserErasure,
     parse_request,
+    user_digest,
 )
 from chalicelib.users.events import USER_DELETED, events_from_stream
 from chalicelib.users.export import UserExport
@@ -75,18 +77,19 @@ class FakeOwnerData:
 
 
 class FakeOrders(FakeOwnerData):
-    """Orders: an open one is not erased until it ends."""
+    """Orders: an open one is not erased until it ends; an ended one is kept under the
+    pseudonym given."""
 
     def __init__(self, orders: list[dict[str, Any]]) -> None:
         super().__init__({}, name="orders")
         self.orders = orders
 
-    def erase(self, user_id: str) -> dict[str, int]:
+    def erase(self, user_id: str, pseudonym: str) -> dict[str, int]:
         self.calls.append(user_id)
         mine = [o for o in self.orders if o["owner_id"] == user_id]
         ended = [o for o in mine if o["status"] != "pending"]
         for order in ended:
-            order["owner_id"] = "erased-x"
+            order["owner_id"] = f"erased-{pseudonym}"
         return {"orders": len(ended), "orders_open": len(mine) - len(ended)}
 
     def export(self, user_id: str) -> list[dict[str, Any]]:
@@ -117,12 +120,23 @@ class World:
         self.now = now or TEST_NOW
         self.erasure = UserErasure(
             self.identities,
-            {"images": self.images, "telemetry": self.telemetry, "orders": self.orders},
+            {"images": self.images, "telemetry": self.telemetry},
             self.follow_ups,
             timedelta(minutes=90),
+            pseudonymised={"orders": self.orders},
             now=lambda: self.now,
             max_passes=5,
         )
+
+    def started(self) -> str:
+        """The user-deleted event handled: the body of the first pass it handed on."""
+        self.erasure.handle(deleted_event())
+        body, delay = self.follow_ups.sent.pop()
+        assert delay == 0
+        return body
+
+    def last_follow_up(self) -> str:
+        return self.follow_ups.sent[-1][0]
 
 
 def deleted_event(deleted_at: str = clock.timestamp(TEST_NOW), **extra: Any) -> str:
@@ -218,22 +232,91 @@ def test_the_search_keeper_deletes_every_posting_of_a_removed_user() -> None:
 
 # --- the erasure ---------------------------------------------------------------------------
 
+PSEUDONYM = "0123456789abcdef0123456789abcdef"
+MESSAGE_FIELDS = {"event_type", "event_id", "user_id", "deleted_at", "pass", "pseudonym"}
+
+
+def test_the_user_deleted_event_gets_a_random_pseudonym_before_anything_is_erased() -> None:
+    """The event names no pseudonym: its pass makes one and hands the event on with it at
+    once, erasing nothing, so the pseudonym is in the queue before any order carries it."""
+    world = World()
+    world.erasure.handle(deleted_event())
+    [(body, delay)] = world.follow_ups.sent
+    assert delay == 0
+    first = parse_request(body)
+    assert (first.user_id, first.pass_number, first.deleted_at) == (ADA_ID, 1, TEST_NOW)
+    assert first.pseudonym is not None and len(first.pseudonym) == 32
+    assert world.identities.by_id and world.images.held and world.orders.calls == []
+    # Random: another erasure of the same user (a duplicated event) gets another one.
+    world.erasure.handle(deleted_event())
+    assert parse_request(world.follow_ups.sent[-1][0]).pseudonym != first.pseudonym
+
 
 def test_a_pass_erases_the_sign_in_and_every_domains_data() -> None:
     world = World()
-    world.erasure.handle(deleted_event())
+    body = world.started()
+    world.erasure.handle(body)
     assert world.identities.by_id == {}
     assert world.images.held == {} and world.telemetry.held == {}
-    assert world.orders.orders[0]["owner_id"] == "erased-x"
+    assert world.orders.orders[0]["owner_id"] == f"erased-{parse_request(body).pseudonym}"
     assert world.images.calls == world.telemetry.calls == world.orders.calls == [ADA_ID]
+
+
+def test_every_pass_keeps_the_users_orders_under_the_one_pseudonym() -> None:
+    """An order placed with a still-valid token after the deletion, erased by a later pass,
+    and a pass retried after a failure, use the pseudonym the messages carry: all of the
+    user's orders stay countable together, and an order already pseudonymised keeps it."""
+    world = World()
+    body = world.started()
+    pseudonym = parse_request(body).pseudonym
+    world.faults.failing.add("erase_telemetry")
+    with pytest.raises(ConnectionError):
+        world.erasure.handle(body)
+    world.faults.failing.clear()
+    world.erasure.handle(body)  # the retry: the same message, the same pseudonym
+    world.orders.orders.append({"order_id": "late", "owner_id": ADA_ID, "status": "completed"})
+    world.now = TEST_NOW + timedelta(minutes=15)
+    world.erasure.handle(world.last_follow_up())
+    assert {o["owner_id"] for o in world.orders.orders} == {f"erased-{pseudonym}"}
+    assert all(parse_request(b).pseudonym == pseudonym for b, _ in world.follow_ups.sent)
+
+
+def test_the_messages_hold_nothing_of_the_user_but_the_id() -> None:
+    world = World()
+    body = world.started()
+    world.erasure.handle(body)
+    for sent in (body, world.last_follow_up()):
+        message = json.loads(sent)
+        assert set(message) == MESSAGE_FIELDS
+        for personal in (ADA["email"], ADA["name"], ADA["phone"], ADA["bio"]):
+            assert personal not in sent
+
+
+def test_the_erasure_logs_name_the_user_by_a_digest_never_by_the_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chalicelib.core.observability import logger
+
+    log = io.StringIO()
+    monkeypatch.setattr(logger.registered_handler, "stream", log)
+    world = World()
+    body = world.started()
+    world.erasure.handle(body)
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["user erasure started", "user erased"]
+    assert all(line["user_digest"] == user_digest(ADA_ID) for line in lines)
+    text = log.getvalue()
+    assert ADA_ID not in text
+    assert str(parse_request(body).pseudonym) not in text  # the logs link nothing to it
 
 
 def test_running_the_erasure_twice_is_harmless() -> None:
     world = World()
-    world.erasure.handle(deleted_event())
-    world.erasure.handle(deleted_event())
+    body = world.started()
+    world.erasure.handle(body)
+    world.erasure.handle(body)
     assert world.identities.by_id == {} and world.images.held == {}
-    assert world.erasure.erase(ADA_ID) == {
+    assert world.erasure.erase(ADA_ID, PSEUDONYM) == {
         "images": 0,
         "telemetry": 0,
         "orders": 0,
@@ -243,12 +326,14 @@ def test_running_the_erasure_twice_is_harmless() -> None:
 
 def test_a_failing_step_fails_the_message_and_its_retry_finishes_the_erasure() -> None:
     world = World()
+    body = world.started()
     world.faults.failing.add("erase_telemetry")
     with pytest.raises(ConnectionError):
-        world.erasure.handle(deleted_event())
+        world.erasure.handle(body)
     assert world.follow_ups.sent == []  # a failed pass schedules nothing: its retry does
     assert world.telemetry.held  # not erased yet: the message stays in the queue
-    world.erasure.handle(deleted_event())
+    world.faults.failing.clear()
+    world.erasure.handle(body)
     assert world.telemetry.held == {} and world.images.held == {}
     assert len(world.follow_ups.sent) == 1
 
@@ -257,7 +342,7 @@ def test_passes_repeat_while_tokens_issued_before_the_deletion_may_still_act() -
     """An access token stays valid up to an hour after the deletion: what it creates
     meanwhile (a late image) is erased by a later pass."""
     world = World()
-    world.erasure.handle(deleted_event())
+    world.erasure.handle(world.started())
     [(body, delay)] = world.follow_ups.sent
     assert delay == FOLLOW_UP_SECONDS
     follow_up = parse_request(body)
@@ -271,23 +356,23 @@ def test_passes_repeat_while_tokens_issued_before_the_deletion_may_still_act() -
     assert len(world.follow_ups.sent) == 2
 
     world.now = TEST_NOW + timedelta(minutes=91)  # past the window: the last pass
-    world.erasure.handle(world.follow_ups.sent[-1][0])
+    world.erasure.handle(world.last_follow_up())
     assert len(world.follow_ups.sent) == 2
 
 
 def test_an_open_order_keeps_the_passes_going_and_fails_to_the_dlq_at_the_end() -> None:
     world = World(now=TEST_NOW + timedelta(days=1))
     world.orders.orders.append({"order_id": "o2", "owner_id": ADA_ID, "status": "pending"})
-    world.erasure.handle(deleted_event())
+    world.erasure.handle(world.started())
     assert len(world.follow_ups.sent) == 1  # past the window, but an order is still open
     world.orders.orders[1]["status"] = "completed"
-    world.erasure.handle(world.follow_ups.sent[-1][0])
+    world.erasure.handle(world.last_follow_up())
     assert len(world.follow_ups.sent) == 1  # all ended: done
-    assert all(o["owner_id"] == "erased-x" for o in world.orders.orders)
+    assert all(o["owner_id"].startswith("erased-") for o in world.orders.orders)
 
     world.orders.orders.append({"order_id": "o3", "owner_id": ADA_ID, "status": "pending"})
     with pytest.raises(ErasureUnfinished):
-        world.erasure.handle(deleted_event(**{"pass": 5}))
+        world.erasure.handle(deleted_event(**{"pass": 5, "pseudonym": PSEUDONYM}))
 
 
 @pytest.mark.parametrize(
@@ -300,6 +385,13 @@ def test_an_open_order_keeps_the_passes_going_and_fails_to_the_dlq_at_the_end() 
         deleted_event(deleted_at="yesterday"),
         deleted_event(**{"pass": 0}),
         deleted_event(**{"pass": True}),
+        # A pseudonym that is not 32 lowercase hex digits (another user's id, say) would
+        # hand the orders to whoever it names.
+        deleted_event(pseudonym=STRANGER.user_id),
+        deleted_event(pseudonym=""),
+        deleted_event(pseudonym=PSEUDONYM.upper()),
+        deleted_event(pseudonym=PSEUDONYM[:-1]),
+        deleted_event(pseudonym=12345),
     ],
 )
 def test_a_message_that_is_no_user_deleted_event_fails(body: str) -> None:

@@ -5,7 +5,9 @@ moto provisioned like the stack; every AWS call checked against the function's p
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from typing import Any
 
 import boto3
@@ -79,8 +81,17 @@ def test_delete_closes_the_account_and_the_erasure_removes_the_rest(
     assert client.lambda_.invoke("publish_user_events", {"Records": [removed]}).payload is None
     [event] = deliver(client, aws["UserErasureQueueUrl"])
     assert event["event_type"] == "user-deleted" and event["user_id"] == user_id
+    # Handed on at once with the user's random pseudonym: the first pass.
+    [first_pass] = deliver(client, aws["UserErasureQueueUrl"])
+    same = ("event_type", "event_id", "user_id", "deleted_at")
+    assert first_pass == {
+        **{k: event[k] for k in same},
+        "pass": 1,
+        "pseudonym": first_pass["pseudonym"],
+    }
     kept = stored_order(order["order_id"])
-    assert kept["owner_id"] != user_id and kept["shipping_address"] == {"country": "DE"}
+    assert kept["owner_id"] == f"erased-{first_pass['pseudonym']}"
+    assert kept["shipping_address"] == {"country": "DE"}
     assert user_id not in json.dumps(kept)
 
     # The pass sent its follow-up (tokens issued before the deletion are valid for a while).
@@ -89,6 +100,52 @@ def test_delete_closes_the_account_and_the_erasure_removes_the_rest(
         QueueUrl=aws["UserErasureQueueUrl"], AttributeNames=["ApproximateNumberOfMessagesDelayed"]
     )["Attributes"]
     assert int(attributes["ApproximateNumberOfMessagesDelayed"]) == 1
+
+
+def erase_until_idle(client: Any, aws: dict[str, str], user: dict[str, Any]) -> None:
+    """The user's removal announced, then every pass the erasure queue has ready run."""
+    removed = stream_record("REMOVE", old=user_item({**user, "version": 1}))
+    removed["dynamodb"]["ApproximateCreationDateTime"] = clock.now().timestamp()
+    assert client.lambda_.invoke("publish_user_events", {"Records": [removed]}).payload is None
+    for _ in range(5):  # the follow-ups 15 minutes away are not ready: they wait
+        if not deliver(client, aws["UserErasureQueueUrl"]):
+            return
+    raise AssertionError("the erasure does not settle")
+
+
+def test_erased_orders_cannot_be_found_again_from_the_users_id(
+    client: Any, aws: dict[str, str]
+) -> None:
+    """The attack: someone who has the id of an erased user (a log line, an old object of
+    the data lake) recomputes the orders' pseudonym from it and queries the owner index.
+    The pseudonym is random: neither the code's old derivation nor a plain digest finds
+    the orders (lines, amounts, dates) again."""
+    user_id = str(uuid.uuid4())
+    orders = [new_order(user_id) for _ in range(2)]
+    for order in orders:
+        DynamoOrders(ORDERS).create(order, None)
+        DynamoOrders(ORDERS).update(order["order_id"], status=model.COMPLETED)
+    profile = {"user_id": user_id, "email": "ada@example.com", "name": "Ada",
+               "created_at": "2026-11-26T00:00:01.000000Z"}  # fmt: skip
+    erase_until_idle(client, aws, profile)  # deleted (the account: other tests)
+
+    kept = [stored_order(o["order_id"])["owner_id"] for o in orders]
+    assert kept[0] == kept[1] and kept[0].startswith("erased-")  # still countable together
+    candidates = {
+        "erased-" + hashlib.sha256(f"order-owner:{user_id}".encode()).hexdigest()[:32],
+        *("erased-" + hashlib.new(name, user_id.encode()).hexdigest()[:32]
+          for name in ("sha256", "sha1", "md5")),
+    }  # fmt: skip
+    dynamodb = boto3.client("dynamodb")
+    for guess in candidates:
+        found = dynamodb.query(
+            TableName=ORDERS,
+            IndexName="by-owner",
+            KeyConditionExpression="owner_id = :owner",
+            ExpressionAttributeValues={":owner": {"S": guess}},
+        )["Items"]
+        assert found == [], f"the erased orders are found again as {guess}"
+    assert kept[0] not in candidates
 
 
 def test_a_message_the_erasure_cannot_take_is_retried_then_dead_lettered(

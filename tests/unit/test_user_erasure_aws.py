@@ -14,7 +14,7 @@ import pytest
 from chalicelib.core import aws as aws_clients
 from chalicelib.core.dynamo import from_item
 from chalicelib.orders import model
-from chalicelib.orders.owner_data import DynamoOrderOwnerData, owner_pseudonym
+from chalicelib.orders.owner_data import DynamoOrderOwnerData, erased_owner
 from chalicelib.orders.records import DynamoOrders, claim_key
 from chalicelib.orders.shipping import DynamoTestCarrier
 from chalicelib.search.repository import DynamoSearchIndex
@@ -25,6 +25,8 @@ from tests.unit.orders_aws import ADDRESS, ALICE, BOB, ORDERS, SHIPMENTS, new_or
 from tests.unit.test_search_indexing import insert, remove
 
 PERSONAL = ("name", "line1", "city", "postal_code")
+#: The erasure's pseudonym for ALICE (random in the app: `users.erasure.new_pseudonym`).
+PSEUDONYM, OTHER_PSEUDONYM = "5f" * 16, "a0" * 16
 
 
 @pytest.fixture
@@ -61,11 +63,11 @@ def test_ended_orders_keep_the_money_and_lose_the_person(owner_data: DynamoOrder
     open_order = place(ALICE, model.PENDING)
     bobs = place(BOB, model.COMPLETED)
 
-    assert owner_data.erase(ALICE) == {"orders": 2, "orders_open": 1}
+    assert owner_data.erase(ALICE, PSEUDONYM) == {"orders": 2, "orders_open": 1}
 
     for order in (done, failed):
         kept = stored(order["order_id"])
-        assert kept["owner_id"] == owner_pseudonym(ALICE) != ALICE
+        assert kept["owner_id"] == f"erased-{PSEUDONYM}" == erased_owner(PSEUDONYM)
         assert kept["shipping_address"] == {"country": "DE"}
         assert "payment_method" not in kept and "idempotency_claim" not in kept
         for kept_field in ("order_id", "lines", "total_amount", "currency", "created_at"):
@@ -90,13 +92,15 @@ def test_erasing_again_changes_nothing_more_and_finishes_ended_orders(
 ) -> None:
     first = place(ALICE, model.CANCELLED)
     later = place(ALICE, model.PENDING)
-    owner_data.erase(ALICE)
+    owner_data.erase(ALICE, PSEUDONYM)
     before = stored(first["order_id"])
     DynamoOrders(ORDERS).update(later["order_id"], status=model.COMPLETED)
-    assert owner_data.erase(ALICE) == {"orders": 1, "orders_open": 0}
+    assert owner_data.erase(ALICE, PSEUDONYM) == {"orders": 1, "orders_open": 0}
     assert stored(first["order_id"]) == before
-    assert stored(later["order_id"])["owner_id"] == owner_pseudonym(ALICE)
-    assert owner_data.erase(ALICE) == {"orders": 0, "orders_open": 0}
+    assert stored(later["order_id"])["owner_id"] == erased_owner(PSEUDONYM)
+    # Another erasure's pseudonym (a duplicated event) changes no order already erased.
+    assert owner_data.erase(ALICE, OTHER_PSEUDONYM) == {"orders": 0, "orders_open": 0}
+    assert stored(first["order_id"]) == before
     assert owner_data.export(ALICE) == []
 
 
@@ -120,8 +124,53 @@ def test_the_owners_orders_are_read_past_the_first_page(
     monkeypatch.setattr(client, "query", lambda **request: query(**request, Limit=2))
     owner_data = DynamoOrderOwnerData(ORDERS, SHIPMENTS, client=lambda: client)
     assert len(owner_data.export(ALICE)) == 5
-    assert owner_data.erase(ALICE) == {"orders": 5, "orders_open": 0}
+    assert owner_data.erase(ALICE, PSEUDONYM) == {"orders": 5, "orders_open": 0}
     assert all(stored(o["order_id"])["owner_id"] != ALICE for o in orders)
+
+
+@pytest.mark.parametrize(
+    "pseudonym",
+    [ALICE, BOB, "", PSEUDONYM.upper(), PSEUDONYM[:-1], f"erased-{PSEUDONYM}"],
+    ids=["owner", "another-user", "empty", "upper-case", "short", "prefixed"],
+)
+def test_orders_are_never_handed_to_anything_but_a_pseudonym(
+    owner_data: DynamoOrderOwnerData, pseudonym: str
+) -> None:
+    order = place(ALICE, model.COMPLETED)
+    with pytest.raises(ValueError):
+        owner_data.erase(ALICE, pseudonym)
+    assert stored(order["order_id"])["owner_id"] == ALICE
+
+
+def test_a_pass_failing_after_an_order_leaves_nothing_of_it_for_later_passes_to_miss(
+    owner_data: DynamoOrderOwnerData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pseudonymised, an order leaves the owner index and no later pass finds it: its
+    shipment's address and its claim (whose key holds the id) go before, so a pass that
+    fails on one order has finished the orders it pseudonymised."""
+    orders = [place(ALICE, model.COMPLETED, key=f"checkout-{i}") for i in range(2)]
+    client = aws_clients.client("dynamodb")
+    update = client.update_item
+
+    def shipments_throttled(**request: Any) -> Any:
+        if request["TableName"] == SHIPMENTS:
+            raise ConnectionError("throttled")
+        return update(**request)
+
+    monkeypatch.setattr(client, "update_item", shipments_throttled)
+    erasing = DynamoOrderOwnerData(ORDERS, SHIPMENTS, client=lambda: client)
+    with pytest.raises(ConnectionError):
+        erasing.erase(ALICE, PSEUDONYM)
+    monkeypatch.setattr(client, "update_item", update)
+    assert owner_data.erase(ALICE, PSEUDONYM)["orders"] == 2  # the retry finds them all
+    for order in orders:
+        assert stored(order["order_id"])["owner_id"] == erased_owner(PSEUDONYM)
+        assert shipment(order["order_id"])["address"] == {"country": "DE"}
+    for i in range(2):
+        claim = boto3.client("dynamodb").get_item(
+            TableName=ORDERS, Key=claim_key(ALICE, f"checkout-{i}")
+        )
+        assert "Item" not in claim
 
 
 def test_a_follow_up_pass_is_a_delayed_message_on_the_erasure_queue(

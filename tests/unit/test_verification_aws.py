@@ -18,7 +18,6 @@ from chalicelib.core.quotas import (
     counter_subject,
 )
 from chalicelib.users import verification
-from chalicelib.users.identity import CognitoIdentityDirectory
 from chalicelib.users.pending import DynamoPendingRecords, email_change_key, signup_key
 from chalicelib.users.repository import DynamoUserRepository
 from infra.paths import PROJECT_DIR
@@ -26,6 +25,7 @@ from infra.paths import PROJECT_DIR
 USERS = "serverless-app-dev-users"
 QUOTAS = "serverless-app-dev-quotas"
 NOON = datetime(2026, 11, 26, 12, 0, 30, tzinfo=UTC)
+NOW_EPOCH = int(NOON.timestamp())
 
 
 def test_a_new_code_voids_the_old_and_resets_its_misses(aws: dict[str, str]) -> None:
@@ -33,11 +33,11 @@ def test_a_new_code_voids_the_old_and_resets_its_misses(aws: dict[str, str]) -> 
     key = signup_key("Ada@Example.com")
     first = verification.issue(NOON)
     pending.put(key, {"email": "Ada@Example.com", **first.stored()})
-    pending.count_miss(key, first.digest)
+    assert pending.use_attempt(key, first.digest, 5, NOW_EPOCH)
     assert pending.get(key)["attempts"] == 1
     second = verification.issue(NOON)
     pending.put(key, {"email": "Ada@Example.com", **second.stored()})
-    pending.count_miss(key, first.digest)  # a late guess at the old code
+    assert not pending.use_attempt(key, first.digest, 5, NOW_EPOCH)  # a late try, old code
     record = pending.get(key)
     assert record["attempts"] == 0 and verification.matches(record, second.code)
     assert not verification.matches(record, first.code) or first.code == second.code
@@ -89,33 +89,24 @@ def test_a_reserved_address_has_no_owner_yet(aws: dict[str, str]) -> None:
     assert repo.email_owner("bob@example.com") is None
 
 
-def test_a_disabled_identity_cannot_sign_in_until_activated(aws: dict[str, str]) -> None:
-    idp = boto3.client("cognito-idp")
-    pool, client_id = aws["UserPoolId"], aws["UserPoolClientId"]
-    directory = CognitoIdentityDirectory(lambda: pool)
-    sub = directory.create("ada@example.com", "Ada", "Corr3ct-Horse!", enabled=False)
-
-    def sign_in() -> Any:
-        return idp.initiate_auth(
-            ClientId=client_id,
-            AuthFlow="USER_PASSWORD_AUTH",
-            AuthParameters={"USERNAME": "ada@example.com", "PASSWORD": "Corr3ct-Horse!"},
-        )
-
-    with pytest.raises(idp.exceptions.NotAuthorizedException):
-        sign_in()
-    attributes = {
-        a["Name"]: a["Value"]
-        for a in idp.admin_get_user(UserPoolId=pool, Username=sub)["UserAttributes"]
-    }
-    assert attributes["email_verified"] == "false"
-    directory.activate(sub)
-    assert sign_in()["AuthenticationResult"]["AccessToken"]
-    directory.deactivate(sub)
-    with pytest.raises(idp.exceptions.NotAuthorizedException):
-        sign_in()
-    directory.delete(sub)
-    directory.deactivate(sub)  # one already gone is fine
+def test_an_attempt_counts_only_while_the_code_is_live_and_has_tries_left(
+    aws: dict[str, str],
+) -> None:
+    pending = DynamoPendingRecords(USERS)
+    key = signup_key("bob@example.com")
+    code = verification.issue(NOON)
+    pending.put(key, {"email": "bob@example.com", **code.stored()})
+    assert [pending.use_attempt(key, code.digest, 3, NOW_EPOCH) for _ in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert pending.get(key)["attempts"] == 3
+    pending.put(key, {"email": "bob@example.com", **code.stored()})
+    expired = int((NOON + verification.CODE_LIFETIME).timestamp())
+    assert not pending.use_attempt(key, code.digest, 3, expired)
+    assert not pending.use_attempt(signup_key("nobody@example.com"), code.digest, 3, NOW_EPOCH)
 
 
 # --- quotas ---------------------------------------------------------------------------------
@@ -171,3 +162,42 @@ def test_quota_counters_expire_after_their_window(aws: dict[str, str]) -> None:
     start = int(NOON.timestamp()) // 60 * 60
     assert item["id"]["S"] == f"{counter_subject('u')}#events#{start}"
     assert int(item["expires_at"]["N"]) == start + 120
+
+
+def test_quotas_taken_by_concurrent_requests_are_retried_then_503(aws: dict[str, str]) -> None:
+    """Parallel uploads of one user take the same two counters in transactions, which
+    DynamoDB cancels as conflicting: retried, then a 503 (never an unexplained 500)."""
+    from chalicelib.core.errors import ServiceUnavailable
+
+    real = boto3.client("dynamodb")
+
+    class Conflicting:
+        """DynamoDB whose next `conflicts` transactions are cancelled as conflicting."""
+
+        exceptions = real.exceptions
+
+        def __init__(self, conflicts: int) -> None:
+            self.conflicts, self.calls = conflicts, 0
+
+        def transact_write_items(self, **request: Any) -> Any:
+            self.calls += 1
+            if self.conflicts:
+                self.conflicts -= 1
+                error = {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+                    "CancellationReasons": [{"Code": "TransactionConflict"}, {"Code": "None"}],
+                }
+                raise real.exceptions.TransactionCanceledException(error, "TransactWriteItems")
+            return real.transact_write_items(**request)
+
+    settles = Conflicting(conflicts=2)
+    DynamoQuotas(QUOTAS, now=lambda: NOON, client=lambda: settles).take(
+        "u", [(COUNT, 1), (BYTES, 1)]
+    )
+    assert settles.calls == 3
+    never = Conflicting(conflicts=99)
+    with pytest.raises(ServiceUnavailable):
+        DynamoQuotas(QUOTAS, now=lambda: NOON, client=lambda: never).take(
+            "u", [(COUNT, 1), (BYTES, 1)]
+        )
+    assert never.calls == 3
