@@ -54,15 +54,15 @@ def serve_moto_jwks() -> Any:
 def mailed_code(email: str, region: str = "us-east-1") -> str:
     """The newest verification code the app asked moto's SES (in this process) to mail to
     `email`: what its owner would read in their inbox."""
-    import re
-
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.ses.models import ses_backends
+
+    from local.mailbox import code_in
 
     wanted = email.casefold()
     for message in reversed(ses_backends[DEFAULT_ACCOUNT_ID][region].sent_messages):
         to = [a.casefold() for addresses in message.destinations.values() for a in addresses]
-        found = re.search(r"code: ([0-9]{6})", message.subject or "")
-        if wanted in to and found:
-            return found.group(1)
+        code = code_in(message.subject)
+        if wanted in to and code is not None:
+            return code
     raise LookupError(f"no code was mailed to {email}")

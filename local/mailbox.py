@@ -18,6 +18,12 @@ from typing import Any
 _CODE = re.compile(r"code: ([0-9]{6})")
 
 
+def code_in(subject: str | None) -> str | None:
+    """The verification code a mail's subject carries (`users.mailer.code_message`)."""
+    found = _CODE.search(subject or "")
+    return found.group(1) if found else None
+
+
 def mails_to(emulator_url: str, email: str) -> list[dict[str, Any]]:
     """Every mail the emulator's SES sent to `email` (case aside), oldest first."""
     with urllib.request.urlopen(f"{emulator_url}/moto-api/data.json", timeout=10) as answer:
@@ -33,9 +39,9 @@ def mails_to(emulator_url: str, email: str) -> list[dict[str, Any]]:
 def newest_code(emulator_url: str, email: str, after: int = 0) -> str | None:
     """The code of the newest code mail to `email` beyond the first `after` mails to it."""
     for message in reversed(mails_to(emulator_url, email)[after:]):
-        found = _CODE.search(message.get("subject") or "")
-        if found:
-            return found.group(1)
+        code = code_in(message.get("subject"))
+        if code is not None:
+            return code
     return None
 
 
@@ -47,7 +53,7 @@ def wait_for_code(emulator_url: str, email: str, after: int = 0, timeout: float 
             return code
         if time.monotonic() > deadline:
             raise LookupError(f"no code was mailed to {email}")
-        time.sleep(0.05)
+        time.sleep(0.25)  # each look fetches the emulator's whole state
 
 
 def main(argv: list[str] | None = None) -> int:

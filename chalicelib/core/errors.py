@@ -19,10 +19,17 @@ class ApiError(ChaliceUnhandledError):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str, details: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        details: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+        #: Response headers the error carries (a quota's or a busy service's `Retry-After`).
+        self.headers = headers or {}
 
 
 class BadRequest(ApiError):

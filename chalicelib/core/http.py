@@ -131,9 +131,9 @@ def busy_aws_as_503(view: Any) -> Any:
             if not retryable(exc):
                 raise
             logger.warning("AWS busy or slow for this request", error=repr(exc)[:300])
-            unavailable = ServiceUnavailable("A service this request needs is busy; retry it.")
-            unavailable.headers = {"Retry-After": "1"}  # type: ignore[attr-defined]
-            raise unavailable from None
+            raise ServiceUnavailable(
+                "A service this request needs is busy; retry it.", headers={"Retry-After": "1"}
+            ) from None
 
     answering_503.busy_aws_as_503 = True  # type: ignore[attr-defined]
     return answering_503
@@ -175,9 +175,7 @@ def _api_error_response(exc: ApiError) -> Response:
     body: dict[str, Any] = {"Code": exc.code, "Message": exc.message}
     if exc.details:
         body["Details"] = exc.details
-    # An error may say when to come back (a quota's `Retry-After`).
-    headers = dict(getattr(exc, "headers", None) or {})
-    return Response(body=body, status_code=exc.status_code, headers=headers)
+    return Response(body=body, status_code=exc.status_code, headers=dict(exc.headers))
 
 
 def _reshape_error(response: Response, correlation_id: str) -> None:

@@ -11,8 +11,6 @@ from typing import Any
 
 from chalicelib.core import aws
 
-APP_NAME = "serverless-app"
-
 
 def user_text(text: str, limit: int) -> str:
     """What a user wrote, fit for one line of a mail: control characters and line breaks

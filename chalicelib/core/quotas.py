@@ -13,22 +13,25 @@ Several quotas taken together (an upload counts against both its count and its b
 taken in one transaction: all or none.
 
 Going over is `QuotaExceeded`: a 429 in the API's error shape, with `Retry-After` saying
-when the window ends.
+when the window ends. A request that could never fit (more than a whole window's limit at
+once) is a 413 instead: retrying it is pointless.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from chalicelib.core import aws, clock
-from chalicelib.core.errors import ApiError, ServiceUnavailable
+from chalicelib.core.backoff import Backoff
+from chalicelib.core.errors import ApiError, PayloadTooLarge, ServiceUnavailable
+from chalicelib.core.ids import digest
 
-#: Transactions tried when concurrent requests conflict on the same counters.
-CONFLICT_ATTEMPTS = 3
+#: Transactions tried, with jittered waits, when concurrent requests conflict on the same
+#: counters: a few tens of milliseconds in all, inside any function's time.
+CONFLICT_BACKOFF = Backoff(max_attempts=3, base_s=0.02, cap_s=0.08)
 
 
 @dataclass(frozen=True)
@@ -47,10 +50,10 @@ class QuotaExceeded(ApiError):
             f"Quota '{quota.name}' exceeded: at most {quota.limit} per "
             f"{_window_words(quota.window_seconds)}; retry in {retry_after_seconds} s.",
             [{"field": quota.name, "issue": f"limit {quota.limit}"}],
+            headers={"Retry-After": str(retry_after_seconds)},
         )
         self.quota = quota
         self.retry_after_seconds = retry_after_seconds
-        self.headers = {"Retry-After": str(retry_after_seconds)}
 
 
 def _window_words(seconds: int) -> str:
@@ -74,11 +77,18 @@ class Quotas(Protocol):
 
 
 def _check_request(uses: Sequence[tuple[Quota, int]]) -> None:
+    """A use of more than a quota's whole limit could never fit, whatever was used before:
+    not a retry (429) but `PayloadTooLarge` (413), nothing counted."""
     for quota, amount in uses:
         if amount < 0:
             raise ValueError(f"negative use of {quota.name}")
-        if amount > quota.limit:  # can never fit, whatever was used before
-            raise QuotaExceeded(quota, quota.window_seconds)
+        if amount > quota.limit:
+            per = _window_words(quota.window_seconds)
+            raise PayloadTooLarge(
+                f"The request takes {amount} of quota '{quota.name}', which allows at most "
+                f"{quota.limit} per {per}: it can never fit; send less.",
+                [{"field": quota.name, "issue": f"{quota.name}: {amount} over {quota.limit}"}],
+            )
 
 
 class InMemoryQuotas:
@@ -108,9 +118,7 @@ def _retry_after(moment: datetime, quota: Quota) -> int:
 
 def counter_subject(subject: str) -> str:
     """How a subject is named in the counters table (a digest: module docstring)."""
-    import hashlib
-
-    return hashlib.sha256(subject.encode()).hexdigest()[:32]
+    return digest(subject)[:32]
 
 
 class DynamoQuotas:
@@ -121,10 +129,12 @@ class DynamoQuotas:
         table_name: str,
         now: Callable[[], datetime] = clock.now,
         client: Callable[[], Any] | None = None,
+        backoff: Backoff = CONFLICT_BACKOFF,
     ) -> None:
         self._table = table_name
         self._now = now
         self._client = client or (lambda: aws.client("dynamodb"))
+        self._backoff = backoff
 
     def take(self, subject: str, uses: Sequence[tuple[Quota, int]]) -> None:
         _check_request(uses)
@@ -138,9 +148,9 @@ class DynamoQuotas:
                 quota = uses[0][0]
                 raise QuotaExceeded(quota, _retry_after(moment, quota)) from None
             return
-        for attempt in range(CONFLICT_ATTEMPTS):
+        for attempt in range(self._backoff.max_attempts):
             if attempt:
-                time.sleep(0.02 * 2**attempt)
+                self._backoff.wait(attempt)
             try:
                 db.transact_write_items(TransactItems=[{"Update": u} for u in updates])
                 return

@@ -126,13 +126,9 @@ def image_owner_data() -> ImageOwnerData:
 def image_owner_export() -> ImageOwnerExport:
     """`export(user_id) -> list[dict]` only, reading (see `owner_data`): for the export
     route, whose function must not get the grants of erasing."""
-    from chalicelib.images.adapters import DynamoImageRecords, S3ImageStorage
     from chalicelib.images.owner_data import ImageOwnerExport
 
-    return ImageOwnerExport(
-        S3ImageStorage(UPLOADS_BUCKET.name),
-        DynamoImageRecords(IMAGES_TABLE.name, IMAGE_LABELS_TABLE.name),
-    )
+    return ImageOwnerExport(*_stores())
 
 
 @cache

@@ -13,7 +13,7 @@ Tables:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from chalicelib.core import aws, clock
@@ -21,6 +21,7 @@ from chalicelib.core.aws import error_code
 from chalicelib.core.backoff import Backoff
 from chalicelib.core.dynamo import Unprocessed, batch_get, from_item, query_page, to_item
 from chalicelib.core.errors import ServiceUnavailable
+from chalicelib.core.observability import logger
 from chalicelib.images.model import (
     MAX_LABELS,
     MIN_CONFIDENCE,
@@ -31,6 +32,8 @@ from chalicelib.images.model import (
 from chalicelib.images.pipeline import ObjectGone, StoredObject
 
 OWNER_INDEX = "by-owner"
+#: Keys per DeleteObjects call (S3's limit).
+DELETE_BATCH = 1000
 #: Cache-Control of thumbnails and originals: what is under their keys never changes.
 IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable"
 #: Rekognition errors caused by the file itself: the image fails, it is not retried.
@@ -65,16 +68,14 @@ class S3ImageStorage:
             last_modified=modified,
         )
 
-    def read(self, key: str, etag: str | None = None, first_bytes: int | None = None) -> bytes:
-        """The object's bytes (or its first `first_bytes`); with `etag`, only if it is still
-        that upload (If-Match). ObjectGone if it is missing or another."""
+    def read(self, key: str, etag: str | None = None) -> bytes:
+        """The object's bytes; with `etag`, only if it is still that upload (If-Match).
+        ObjectGone if it is missing or another."""
         from botocore.exceptions import ClientError
 
         args: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
         if etag is not None:
             args["IfMatch"] = f'"{etag}"'
-        if first_bytes:
-            args["Range"] = f"bytes=0-{first_bytes - 1}"
         try:
             answer = self._client().get_object(**args)
         except ClientError as error:
@@ -116,6 +117,31 @@ class S3ImageStorage:
     def remove(self, key: str) -> None:
         """Delete the object (S3 answers a missing key with success too)."""
         self._client().delete_object(Bucket=self._bucket, Key=key)
+
+    def remove_all(self, keys: Iterable[str]) -> None:
+        """Delete the objects, up to 1,000 per DeleteObjects call (authorised per key as
+        s3:DeleteObject; missing keys count as deleted). Raises if S3 could not delete any
+        of them (the answer lists those per key, with success for the rest)."""
+        chunk: list[str] = []
+        for key in keys:
+            chunk.append(key)
+            if len(chunk) == DELETE_BATCH:
+                self._delete_objects(chunk)
+                chunk = []
+        if chunk:
+            self._delete_objects(chunk)
+
+    def _delete_objects(self, keys: list[str]) -> None:
+        answer = self._client().delete_objects(
+            Bucket=self._bucket,
+            Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
+        )
+        errors = answer.get("Errors") or []
+        if errors:
+            # The keys name their owner: only the codes are logged.
+            codes = sorted({str(e.get("Code")) for e in errors})
+            logger.warning("objects not deleted", failed=len(errors), of=len(keys), codes=codes)
+            raise ServiceUnavailable("The image's files could not all be deleted; retry.")
 
     def keys_under(self, prefix: str) -> Iterator[str]:
         """Every key under `prefix`, page after page (1,000 a page)."""

@@ -28,7 +28,6 @@ REKOGNITION_MAX_BYTES = 5 * 1024 * 1024
 #: Long side of the copy sent to Rekognition when the original is too big for it.
 ANALYSIS_COPY_SIDE = 2048
 #: How JPEG and PNG files start: anything else is refused without reading further.
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 #: Orientations (EXIF tag 274) that swap width and height when applied.
 _TRANSPOSED = {5, 6, 7, 8}
 #: Orientation -> the transposition that makes the image upright (as ImageOps.exif_transpose).
@@ -53,10 +52,6 @@ class UnusableImage(Exception):
         self.reason = reason
 
 
-class TruncatedHeader(Exception):
-    """The bytes given end before the image's header does: read more of the file."""
-
-
 @dataclass(frozen=True)
 class ImageInfo:
     format: str  # JPEG or PNG
@@ -77,19 +72,13 @@ class Thumbnail:
     content_type: str
 
 
-def inspect(data: bytes, complete: bool = True) -> ImageInfo:
-    """Format and displayed size from the header; nothing is decoded.
-
-    `complete=False` says `data` is only the start of the file: a header cut short raises
-    TruncatedHeader instead of UnusableImage.
-    """
-    image = _open(data, complete)
+def inspect(data: bytes) -> ImageInfo:
+    """Format and displayed size from the header; nothing is decoded."""
+    image = _open(data)
     try:
         width, height = image.size
         orientation = _orientation(image)
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        if not complete:
-            raise TruncatedHeader from error
         raise UnusableImage(f"the file is corrupt ({error})") from error
     finally:
         image.close()
@@ -109,7 +98,7 @@ def make_thumbnails(data: bytes, sizes: tuple[int, ...]) -> list[Thumbnail]:
     """
     from PIL import Image
 
-    image = _open(data, complete=True)
+    image = _open(data)
     try:
         largest = max(sizes)
         width, height = image.size
@@ -154,7 +143,7 @@ def analysis_copy(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def _open(data: bytes, complete: bool):  # type: ignore[no-untyped-def]
+def _open(data: bytes):  # type: ignore[no-untyped-def]
     """The image opened lazily (header only), checked for format and canvas size."""
     from PIL import Image, UnidentifiedImageError
 
@@ -169,12 +158,8 @@ def _open(data: bytes, complete: bool):  # type: ignore[no-untyped-def]
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise UnusableImage(f"decompression bomb refused ({error})") from error
     except UnidentifiedImageError as error:
-        if not complete and any(data[: len(sig)] == sig[: len(data)] for sig in _SIGNATURES):
-            raise TruncatedHeader from error
         raise UnusableImage("the file is not a JPEG or PNG image") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        if not complete:
-            raise TruncatedHeader from error
         raise UnusableImage(f"the file is corrupt ({error})") from error
     width, height = image.size
     if width < 1 or height < 1:

@@ -41,7 +41,7 @@ from urllib.parse import unquote_plus
 
 from chalicelib.core.dynamo import plain
 from chalicelib.core.errors import ValidationFailed
-from chalicelib.core.ids import UUID_PATTERN, is_uuid
+from chalicelib.core.ids import UUID_PATTERN, digest, is_uuid
 
 #: Content types an upload may declare -> the key's extension.
 CONTENT_TYPES = {"image/jpeg": "jpg", "image/png": "png"}
@@ -295,9 +295,7 @@ def names_owner(record: Mapping[str, Any]) -> bool:
 def owner_digest(owner_id: str) -> str:
     """How an erased owner is named in the images table: a SHA-256 digest (hex) of the id,
     computed again from an upload key to check it, never turned back into the id."""
-    import hashlib
-
-    return hashlib.sha256(owner_id.encode()).hexdigest()
+    return digest(owner_id)
 
 
 def erased_owner_marker(owner_id: str) -> str:

@@ -19,7 +19,7 @@ cursor continues), the bucket's listing 1,000 keys at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -59,7 +59,7 @@ class LinkSigner(Protocol):
 
 
 class OwnerObjects(LinkSigner, Protocol):
-    def remove(self, key: str) -> None: ...
+    def remove_all(self, keys: Iterable[str]) -> None: ...
     def keys_under(self, prefix: str) -> Iterator[str]: ...
 
 
@@ -125,15 +125,17 @@ class ImageOwnerData:
         # whatever is left under the prefixes. Originals and thumbnails last: each is of an
         # image whose record is a tombstone by now, so one written after this listing is
         # removed by the step that wrote it (it finds the tombstone).
+        strays = []
         for key in self._storage.keys_under(uploads_prefix(user_id)):
             upload = parse_upload_key(key)
             if upload is not None and upload.owner_id == user_id:
                 removed += self._removal.remove(upload.image_id, user_id)
             else:
-                self._storage.remove(key)
+                strays.append(key)
+        self._storage.remove_all(strays)
         for prefix in (originals_prefix(user_id), thumbnails_prefix(user_id)):
-            for key in self._storage.keys_under(prefix):
-                self._storage.remove(key)
+            # One batch delete per listing page (both hold 1,000 keys).
+            self._storage.remove_all(self._storage.keys_under(prefix))
         logger.info("owner's images erased", owner=owner_digest(user_id), removed=removed)
         return removed
 

@@ -98,7 +98,7 @@ class ObjectGone(Exception):
 
 class ImageStorage(Protocol):
     def describe(self, key: str) -> StoredObject | None: ...
-    def read(self, key: str, etag: str | None = None, first_bytes: int | None = None) -> bytes: ...
+    def read(self, key: str, etag: str | None = None) -> bytes: ...
     def write(self, key: str, data: bytes, content_type: str) -> None: ...
     def write_once(self, key: str, data: bytes, content_type: str) -> bool: ...
     def remove(self, key: str) -> None: ...
@@ -156,10 +156,6 @@ class ImageAnalysis:
         if stored is None or stored.etag != created.etag:
             self._upload_gone(upload, created.etag)
             return
-        if self._records.owner_erased(upload.owner_id):
-            self._storage.remove(upload.key)  # posted with a link issued before the erasure
-            logger.info("upload of an erased owner removed", image_id=upload.image_id)
-            return
         for _ in range(WRITE_ATTEMPTS):
             previous = self._records.get(upload.image_id)
             if is_deleted(previous):
@@ -167,6 +163,12 @@ class ImageAnalysis:
                 logger.info("upload of a deleted image removed", image_id=upload.image_id)
                 return
             if previous is None:
+                # An erasure tombstones every record of the owner: only an upload without
+                # one yet needs the marker (posted with a link issued before the erasure).
+                if self._records.owner_erased(upload.owner_id):
+                    self._storage.remove(upload.key)
+                    logger.info("upload of an erased owner removed", image_id=upload.image_id)
+                    return
                 claim = self._claim(upload, stored)
                 if self._records.save(claim, None):
                     self._process(upload, claim)

@@ -20,7 +20,7 @@ that failed half-way is finished by the next one (`remove` again).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -45,7 +45,7 @@ WRITE_ATTEMPTS = 3
 
 class ObjectStore(Protocol):
     def describe(self, key: str) -> Any: ...
-    def remove(self, key: str) -> None: ...
+    def remove_all(self, keys: Iterable[str]) -> None: ...
     def keys_under(self, prefix: str) -> Iterator[str]: ...
 
 
@@ -86,11 +86,13 @@ class ImageRemoval:
 
     def _purge(self, image_id: str, owner_id: str) -> None:
         """Remove the objects of a deleted image (repeatable)."""
-        for extension in CONTENT_TYPES.values():
-            self._storage.remove(upload_key(owner_id, image_id, extension))
-            self._storage.remove(original_key(owner_id, image_id, extension))
-        for thumbnail in self._storage.keys_under(thumbnails_prefix(owner_id, image_id)):
-            self._storage.remove(thumbnail)
+        fixed = [
+            key(owner_id, image_id, extension)
+            for extension in CONTENT_TYPES.values()
+            for key in (upload_key, original_key)
+        ]
+        thumbnails = self._storage.keys_under(thumbnails_prefix(owner_id, image_id))
+        self._storage.remove_all([*fixed, *thumbnails])
 
     def _tombstone(self, image_id: str, owner_id: str) -> bool:
         """True if this call wrote the tombstone, False if the image was already deleted."""

@@ -18,6 +18,7 @@ from chalicelib.core.observability import logger
 from chalicelib.images import imaging
 from chalicelib.images.imaging import UnusableImage
 from chalicelib.images.model import (
+    CONTENT_TYPES,
     FAILED,
     MAX_RECEIVES,
     PROCESSING,
@@ -72,7 +73,7 @@ class ThumbnailMaker:
         except UnusableImage as unusable:
             self._finish(image_id, etag, self._failed(unusable.reason, False))
             return
-        extension = "jpg" if record.get("content_type") == "image/jpeg" else "png"
+        extension = CONTENT_TYPES.get(record.get("content_type", ""), "png")
         made = {}
         for thumbnail in thumbnails:
             key = thumbnail_key(record["owner_id"], image_id, etag, thumbnail.size, extension)

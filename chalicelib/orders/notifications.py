@@ -15,8 +15,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from chalicelib.core.aws import APP_NAME
 from chalicelib.core.ids import is_uuid
-from chalicelib.core.mail import APP_NAME
 from chalicelib.core.observability import logger
 
 ORDER_SHIPPED, ORDER_FAILED = "order-shipped", "order-failed"

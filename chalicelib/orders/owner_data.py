@@ -31,12 +31,12 @@ left the index no later pass finds it, so a pass that failed after it must have 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from chalicelib.core import aws
 from chalicelib.core.dynamo import from_item, to_item
+from chalicelib.core.ids import is_pseudonym
 from chalicelib.orders.model import TERMINAL, order_view
 from chalicelib.orders.records import OWNER_INDEX, order_key
 
@@ -47,14 +47,11 @@ DROPPED_FIELDS = ("payment_method", "idempotency_claim")
 PSEUDONYM_PREFIX = "erased-"
 
 
-_PSEUDONYM = re.compile(r"[0-9a-f]{32}")
-
-
 def erased_owner(pseudonym: str) -> str:
     """What an erased user's orders carry instead of their id: `erased-` and the erasure's
     random pseudonym for that user (32 hex digits; ValueError for anything else, so that no
     message can hand the orders to a real id)."""
-    if not isinstance(pseudonym, str) or not _PSEUDONYM.fullmatch(pseudonym):
+    if not is_pseudonym(pseudonym):
         raise ValueError("a pseudonym is 32 lowercase hex digits")
     return PSEUDONYM_PREFIX + pseudonym
 

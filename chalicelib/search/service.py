@@ -412,16 +412,23 @@ class SearchService:
         before its indexer checks the vocabulary, and the words are looked at again after
         their removal, and written back whole if a posting appeared (or the indexer, finding
         them unknown, writes them itself). Returns how many were removed."""
-        dead = sorted(w for w in words if not self._index.postings(w, 1))
+        ordered = sorted(words)
+        (held,) = self._gather([self._holds(w) for w in ordered])
+        dead = [w for w, h in zip(ordered, held, strict=True) if not h]
         if not dead:
             return 0
         self._index.remove_words(dead)
-        revived = [w for w in dead if self._index.postings(w, 1)]
+        (held,) = self._gather([self._holds(w) for w in dead])
+        revived = [w for w, h in zip(dead, held, strict=True) if h]
         if revived:
             self._index.add_words(revived)
         return len(dead) - len(revived)
 
     # --- helpers ------------------------------------------------------------------------
+
+    def _holds(self, word: str) -> Callable[[], bool]:
+        """A call answering whether any posting holds `word` (one Query of one item)."""
+        return lambda: bool(self._index.postings(word, 1))
 
     def _read(self, reads: _Reads, asks: Mapping[str, int]) -> None:
         """One wave of concurrent postings Queries."""

@@ -145,10 +145,9 @@ def telemetry_owner_data() -> DynamoTelemetryOwnerData:
     ANOMALY_ALERTS_TOPIC.allow("sns:Publish"),
     DATA_LAKE_BUCKET.allow("s3:PutObject", within="/telemetry/*"),
     TELEMETRY_QUARANTINE_QUEUE.allow("sqs:GetQueueUrl", "sqs:SendMessage"),
-    # The lake identities: read, created once per user (a conditional put, then a read).
-    TELEMETRY_PSEUDONYMS_TABLE.allow(
-        "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:GetItem"
-    ),
+    # The lake identities: read, created once per user (a conditional put, which returns
+    # the item there when it is refused).
+    TELEMETRY_PSEUDONYMS_TABLE.allow("dynamodb:BatchGetItem", "dynamodb:PutItem"),
     # The fraud alerts let through per user and hour (`tables.DynamoAlertBudget`).
     QUOTAS_TABLE.allow("dynamodb:UpdateItem"),
     FRAUD_ALERTS_PER_USER_HOUR.used(),

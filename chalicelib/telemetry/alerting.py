@@ -27,6 +27,7 @@ from typing import Any
 
 from chalicelib.core import clock
 from chalicelib.core.observability import logger
+from chalicelib.core.quotas import window_start
 from chalicelib.telemetry.detection import ALERT_SEVERITIES
 from chalicelib.telemetry.encoding import Record
 from chalicelib.telemetry.ports import AlertBudget, Alerts
@@ -47,8 +48,8 @@ class AlertOutcome:
 
 def alert_window(record: Record) -> int:
     """The epoch second the hour of the record's arrival starts at (now, without one)."""
-    arrival = int(record.arrival) if record.arrival else int(clock.now().timestamp())
-    return arrival - arrival % ALERT_WINDOW_SECONDS
+    moment = clock.from_epoch(record.arrival) if record.arrival else clock.now()
+    return window_start(moment, ALERT_WINDOW_SECONDS)
 
 
 def send(

@@ -44,7 +44,7 @@ from decimal import Context, Decimal, Inexact
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.core import clock
-from chalicelib.telemetry.model import STAMP_FIELDS, SYSTEM_METRIC, TRANSACTION, USER_ACTIVITY
+from chalicelib.telemetry.model import SYSTEM_METRIC, TRANSACTION, USER_ACTIVITY
 
 if TYPE_CHECKING:
     from chalicelib.telemetry.pseudonyms import LakeIdentity
@@ -67,7 +67,6 @@ class Record:
     reason: str | None = None  # why it is quarantined
     table: str = ""  # where `item` goes (`table_and_item`), when the event is valid
     item: dict[str, Any] | None = None
-    lake: dict[str, Any] | None = None  # what the archive keeps of it (`lake_fields`)
 
 
 class Malformed(ValueError):
@@ -284,21 +283,16 @@ def pseudonymised(kept: dict[str, Any], identity: LakeIdentity | None) -> dict[s
 
 
 def archive_line(event: dict[str, Any]) -> bytes:
-    """One archived event (`pseudonymised`) as a line of the archive (UTF-8 JSON), never
-    with its sender's stamp."""
-    if any(name in event for name in STAMP_FIELDS):
-        event = {k: v for k, v in event.items() if k not in STAMP_FIELDS}
+    """One archived event (`pseudonymised`) as a line of the archive (UTF-8 JSON). Never
+    with its sender's stamp: `LAKE_FIELDS` holds none of `model.STAMP_FIELDS`."""
     return json.dumps(event, separators=(",", ":")).encode() + b"\n"
 
 
 def archive_body(events: list[dict[str, Any]]) -> bytes:
     """Archived events (`pseudonymised`) as gzip JSON lines (mtime 0: the same batch gives
     the same bytes)."""
-    return gzip_lines([archive_line(event) for event in events])
-
-
-def gzip_lines(lines: list[bytes]) -> bytes:
-    return gzip.compress(b"".join(lines), compresslevel=5, mtime=0)
+    lines = b"".join(archive_line(event) for event in events)
+    return gzip.compress(lines, compresslevel=5, mtime=0)
 
 
 def quarantine_message(record: Record, reason: str) -> dict[str, Any]:

@@ -44,15 +44,7 @@ from typing import Any, Protocol
 
 from chalicelib.auth.tokens import Principal
 from chalicelib.core import clock
-from chalicelib.core.errors import (
-    ApiError,
-    BadRequest,
-    Forbidden,
-    PayloadTooLarge,
-    ServiceUnavailable,
-    ValidationFailed,
-)
-from chalicelib.core.observability import logger
+from chalicelib.core.errors import BadRequest, Forbidden, ServiceUnavailable, ValidationFailed
 from chalicelib.core.quotas import Quota, Quotas
 from chalicelib.telemetry import STREAM_UNAVAILABLE
 from chalicelib.telemetry.model import (
@@ -164,24 +156,10 @@ class TelemetryIngest:
         return {"accepted": accepted, "rejected": len(results) - accepted, "results": results}
 
     def _take_quota(self, principal: Principal, count: int, size: int) -> None:
+        """Count the events and their bytes (`core.quotas`: 429 over either, 413 for more
+        than a whole window's; a counters' table that is busy is a 503, `core.http`)."""
         quotas = self._machine_quotas if principal.is_machine else self._user_quotas
-        for quota, amount, what in (
-            (quotas.events, count, "events"),
-            (quotas.bytes, size, "bytes"),
-        ):
-            if amount > quota.limit:  # never fits, whatever the window holds: not a retry
-                raise PayloadTooLarge(
-                    f"The request's events take {amount} {what} on the stream; a caller may "
-                    f"put at most {quota.limit} a minute: send fewer or smaller events.",
-                    [{"field": "events", "issue": f"{quota.name}: {amount} over {quota.limit}"}],
-                )
-        try:
-            self._quotas.take(principal.user_id, [(quotas.events, count), (quotas.bytes, size)])
-        except ApiError:  # QuotaExceeded: 429
-            raise
-        except Exception as exc:  # the counters' table failed: nothing is put, retry
-            logger.warning("events not counted; refused", error=repr(exc))
-            raise ServiceUnavailable("The events could not be counted; retry.") from None
+        self._quotas.take(principal.user_id, [(quotas.events, count), (quotas.bytes, size)])
 
 
 def _owned(raw: Any, principal: Principal) -> Any:

@@ -87,6 +87,10 @@ FIELDS: dict[str, frozenset[str]] = {
 SUBMITTED_BY = "submitted_by"
 SUBMITTED_AS = "submitted_as"
 STAMP_FIELDS = (SUBMITTED_BY, SUBMITTED_AS)
+#: The fields of a record read from the stream: the event's and its sender's stamp.
+STAMPED_FIELDS: dict[str, frozenset[str]] = {
+    event_type: fields | frozenset(STAMP_FIELDS) for event_type, fields in FIELDS.items()
+}
 AS_USER, AS_ADMIN, AS_MACHINE = "user", "admin", "machine"
 SUBMITTER_KINDS = (AS_USER, AS_ADMIN, AS_MACHINE)
 #: The OAuth scope a machine identity needs to send system metrics.
@@ -251,7 +255,7 @@ def validate_event(
             if event_type is None
             else f"unknown event_type; expected one of {', '.join(EVENT_TYPES)}"
         )
-    allowed = FIELDS[event_type] | frozenset(STAMP_FIELDS) if stamped else FIELDS[event_type]
+    allowed = (STAMPED_FIELDS if stamped else FIELDS)[event_type]
     unknown = sorted(_printable(str(k)) for k in raw if k not in allowed)
     if unknown:
         raise Invalid(f"unknown field(s) for {event_type}: {', '.join(unknown)}")

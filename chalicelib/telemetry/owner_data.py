@@ -49,7 +49,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from chalicelib.core import aws, clock
+from chalicelib.core import aws, clock, ids
 from chalicelib.core.aws import error_code, retryable
 from chalicelib.core.backoff import Backoff
 from chalicelib.core.dynamo import WRITE_BATCH, batch_get, batch_write, from_item, to_item
@@ -74,7 +74,7 @@ TRANSACTION_BOOKKEEPING = frozenset({"pk"})
 
 
 def new_pseudonym() -> str:
-    return PSEUDONYM_PREFIX + secrets.token_hex(16)
+    return PSEUDONYM_PREFIX + ids.new_pseudonym()
 
 
 def new_transaction_id() -> str:

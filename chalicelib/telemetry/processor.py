@@ -234,7 +234,6 @@ class TelemetryProcessor:
                 # stamped: the sender the ingest verified must be allowed to send it
                 event = validate_event(payload, now, new_id=lambda i=stable_id: i, stamped=True)
                 record.table, record.item = encoding.table_and_item(event)
-                record.lake = encoding.lake_fields(event)
                 record.event = event
             except (encoding.Malformed, Invalid) as problem:
                 record.reason = str(problem)
@@ -303,20 +302,20 @@ class TelemetryProcessor:
         """Archive the valid events of the records before the cut, each user's under the
         user's lake identity; False if that failed."""
         head = batch[:cut]
-        kept = [r.lake or {} for r in head if r.event is not None]
-        if not kept:
+        events = [r.event for r in head if r.event is not None]
+        if not events:
             return True
         key = encoding.archive_key(
             head[0].shard, head[0].sequence, head[-1].sequence, head[0].arrival
         )
         try:
-            lines = [
-                encoding.archive_line(
-                    encoding.pseudonymised(event, identities.get(event.get("user_id", "")))
+            lake = [
+                encoding.pseudonymised(
+                    encoding.lake_fields(event), identities.get(event.get("user_id", ""))
                 )
-                for event in kept
+                for event in events
             ]
-            self._archive.put(key, encoding.gzip_lines(lines))
+            self._archive.put(key, encoding.archive_body(lake))
         except Exception:
             logger.exception("archive failed; the whole batch will be redelivered", key=key)
             return False
@@ -330,7 +329,7 @@ def _drop_erased(batch: list[encoding.Record], identities: dict[str, LakeIdentit
     for record in batch:
         identity = identities.get((record.event or {}).get("user_id", ""))
         if identity is not None and identity.erased:
-            record.event = record.item = record.lake = None
+            record.event = record.item = None
             dropped += 1
     if dropped:
         logger.info("events of erased users dropped", dropped=dropped)

@@ -21,25 +21,25 @@ a tombstone (`erased_at`, and `expires_at` `TOMBSTONE_DAYS` later, the table's T
 then on the user's archived events are anonymous, their pseudonym and digests pointing to
 nobody (crypto-shredding, by deletion of the mapping rather than of a key). A late event of
 an erased user (sent with a token still valid after the deletion, or a stream batch retried
-for hours) finds the tombstone: its identity comes back `erased` (a throwaway one, stored
-nowhere, that `encoding.pseudonymised` refuses), and the processor, which looks the batch's
-users up before it writes anything, drops the event (neither stored nor archived) instead of
-making a new mapping. The table has no point-in-time recovery and must not be backed up: a
-restored mapping would link an erased user back to the archive.
+for hours) finds the tombstone: its identity comes back `ERASED` (no pseudonym, no secret;
+`encoding.pseudonymised` refuses it), and the processor, which looks the batch's users up
+before it writes anything, drops the event (neither stored nor archived) instead of making a
+new mapping. The table has no point-in-time recovery and must not be backed up: a restored
+mapping would link an erased user back to the archive.
 
 Concurrent processors agree on one identity per user: the first creates it with a conditional
-put (`attribute_not_exists(user_digest)`); one whose put is refused reads the winner's (a
-consistent read). Each process keeps the identities it has used (`CachedPseudonyms`, at most
-`CACHE_ENTRIES`, each for at most `CACHE_MINUTES`), so a batch usually costs no call. An
-identity cached before an erasure may still be used by that process for the rest of its
-minutes: the events it archives then carry a pseudonym that nothing maps to anyone, and the
-events it stores are found by the erasure's next pass (passes repeat every 15 minutes for 90).
-An erased user's tombstone is cached the same way.
+put (`attribute_not_exists(user_digest)`); one whose put is refused gets the item there (the
+winner's identity, or a tombstone) back from the refused put itself
+(`ReturnValuesOnConditionCheckFailure`). Each process keeps the identities it has used
+(`CachedPseudonyms`, at most `CACHE_ENTRIES`, each for at most `CACHE_MINUTES`), so a batch
+usually costs no call. An identity cached before an erasure may still be used by that process
+for the rest of its minutes: the events it archives then carry a pseudonym that nothing maps
+to anyone, and the events it stores are found by the erasure's next pass (passes repeat every
+15 minutes for 90). An erased user's tombstone is cached the same way.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from collections import OrderedDict
@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.core import aws, clock
+from chalicelib.core import aws, clock, ids
 from chalicelib.core.aws import error_code, retryable
 from chalicelib.core.backoff import Backoff
 from chalicelib.core.dynamo import batch_get
@@ -58,7 +58,6 @@ TOMBSTONE_DAYS = 30
 CACHE_ENTRIES = 10_000
 CACHE_MINUTES = 15
 DIGEST_HEX = 32  # 128 bits
-CREATE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -80,18 +79,16 @@ class LakeIdentity:
 
 def user_digest(user_id: str) -> str:
     """How the pseudonyms table names a user: a digest, never the id (module docstring)."""
-    return hashlib.sha256(user_id.encode()).hexdigest()
+    return ids.digest(user_id)
 
 
 def new_identity() -> LakeIdentity:
     return LakeIdentity(PSEUDONYM_PREFIX + secrets.token_hex(16), secrets.token_bytes(32))
 
 
-def erased_identity() -> LakeIdentity:
-    """What an erased user's tombstone gives: a throwaway identity, stored nowhere, marked
-    `erased`."""
-    identity = new_identity()
-    return LakeIdentity(identity.pseudonym, identity.secret, erased=True)
+#: What an erased user's tombstone gives: no pseudonym, no secret, marked `erased` (which
+#: `encoding.pseudonymised` refuses: nothing is ever archived under it).
+ERASED = LakeIdentity("", b"", erased=True)
 
 
 class CachedPseudonyms:
@@ -158,7 +155,7 @@ class DynamoPseudonyms:
 
     def identities(self, user_ids: Collection[str]) -> dict[str, LakeIdentity]:
         """Each user's identity: read (one BatchGetItem per 100 users), created for those who
-        have none (a conditional PutItem each), an `erased` throwaway one for an erased user."""
+        have none (a conditional PutItem each), `ERASED` for an erased user."""
         wanted = {user_id: user_digest(user_id) for user_id in dict.fromkeys(user_ids)}
         keys = [{"user_digest": {"S": digest}} for digest in wanted.values()]
         items = batch_get(self._client(), self._table, keys, self._backoff, ConsistentRead=True)
@@ -166,7 +163,7 @@ class DynamoPseudonyms:
         found: dict[str, LakeIdentity] = {}
         for user_id, digest in wanted.items():
             item = stored.get(digest) or self._create(digest)
-            found[user_id] = _identity(item) or erased_identity()  # stored nowhere
+            found[user_id] = _identity(item) or ERASED
         return found
 
     def forget(self, user_id: str) -> bool:
@@ -187,37 +184,30 @@ class DynamoPseudonyms:
 
     def _create(self, digest: str) -> dict[str, Any]:
         """Store a new identity for the user unless an item (an identity or a tombstone) is
-        there already; the item that holds now."""
-        for _ in range(CREATE_ATTEMPTS):
-            identity = self._new()
-            item = {
-                "user_digest": {"S": digest},
-                "pseudonym": {"S": identity.pseudonym},
-                "secret": {"B": identity.secret},
-                "created_at": {"S": clock.timestamp()},
-            }
-            try:
-                self._call(
-                    lambda item=item: self._client().put_item(
-                        TableName=self._table,
-                        Item=item,
-                        ConditionExpression="attribute_not_exists(user_digest)",
-                    )
-                )
-                return item
-            except Exception as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise
-            # Another processor got there first, or the user was erased meanwhile.
-            response = self._call(
-                lambda: self._client().get_item(
-                    TableName=self._table, Key={"user_digest": {"S": digest}}, ConsistentRead=True
+        there already; the item that holds now (the one there already comes back with the
+        refused put itself)."""
+        identity = self._new()
+        item = {
+            "user_digest": {"S": digest},
+            "pseudonym": {"S": identity.pseudonym},
+            "secret": {"B": identity.secret},
+            "created_at": {"S": clock.timestamp()},
+        }
+        try:
+            self._call(
+                lambda: self._client().put_item(
+                    TableName=self._table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(user_digest)",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
             )
-            if "Item" in response:
-                return dict(response["Item"])
-            # gone again (a tombstone's expiry): try once more
-        raise RuntimeError(f"no stable pseudonym item for a user in {self._table}")
+        except Exception as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            # Another processor got there first, or the user was erased meanwhile.
+            return dict(exc.response["Item"])  # type: ignore[attr-defined]
+        return item
 
     def _call(self, call: Callable[[], Any]) -> dict[str, Any]:
         """One call, retried with backoff while it fails for a reason worth a retry."""

@@ -20,6 +20,7 @@ from chalicelib.core.aws import error_code, retryable
 from chalicelib.core.backoff import Backoff
 from chalicelib.core.dynamo import WRITE_BATCH, batch_get, batch_write
 from chalicelib.core.quotas import counter_subject
+from chalicelib.telemetry.alerting import ALERT_WINDOW_SECONDS
 from chalicelib.telemetry.detection import Baseline
 from chalicelib.telemetry.encoding import computed_number, transaction_id_of
 from chalicelib.telemetry.ports import PutOutcome
@@ -252,7 +253,7 @@ class DynamoAlertBudget:
         self,
         table: str,
         limit: int,
-        window_seconds: int = 3600,
+        window_seconds: int = ALERT_WINDOW_SECONDS,
         client: Callable[[], Any] = _dynamodb,
         backoff: Backoff | None = None,
     ) -> None:

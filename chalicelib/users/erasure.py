@@ -49,16 +49,14 @@ two pseudonyms (neither linked to the id).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from chalicelib.core import aws, clock
+from chalicelib.core.ids import digest, is_pseudonym, new_pseudonym
 from chalicelib.core.observability import logger
 from chalicelib.users.events import USER_DELETED
 from chalicelib.users.model import is_user_id
@@ -67,18 +65,12 @@ from chalicelib.users.model import is_user_id
 FOLLOW_UP_SECONDS = 900
 #: 15-minute passes for about 2 days.
 MAX_PASSES = 200
-_PSEUDONYM = re.compile(r"[0-9a-f]{32}")
-
-
-def new_pseudonym() -> str:
-    """A user's pseudonym for the erasure (module docstring): random, derived from nothing."""
-    return secrets.token_hex(16)
 
 
 def user_digest(user_id: str) -> str:
     """How the erasure's logs name the user: a SHA-256 digest (hex) of the id, the same as
     the images domain's logs use, so one digest finds a user's erasure in every log."""
-    return hashlib.sha256(user_id.encode()).hexdigest()
+    return digest(user_id)
 
 
 class InvalidErasure(ValueError):
@@ -156,9 +148,7 @@ def parse_request(body: str) -> ErasureRequest:
     if isinstance(pass_number, bool) or not isinstance(pass_number, int) or pass_number < 1:
         raise InvalidErasure("pass is not a positive whole number")
     pseudonym = message.get("pseudonym")
-    if pseudonym is not None and not (
-        isinstance(pseudonym, str) and _PSEUDONYM.fullmatch(pseudonym)
-    ):
+    if pseudonym is not None and not is_pseudonym(pseudonym):
         raise InvalidErasure("pseudonym is not 32 lowercase hex digits")
     event_id = str(message.get("event_id") or f"{USER_DELETED}:{user_id}")
     return ErasureRequest(user_id, clock.parse(deleted_at), event_id, pass_number, pseudonym)

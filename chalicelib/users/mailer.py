@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 
 from chalicelib.core import mail
-from chalicelib.core.mail import APP_NAME
+from chalicelib.core.aws import APP_NAME
 
 PURPOSES = {
     "registration": "finish creating your account",

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from chalicelib.core import aws
 from chalicelib.core.dynamo import from_item, to_item
 from chalicelib.users.model import email_key
+from chalicelib.users.verification import CodeRecords
 
 SIGNUP_PREFIX = "SIGNUP#"
 EMAIL_CHANGE_PREFIX = "EMAILCHANGE#"
@@ -29,10 +30,10 @@ def email_change_key(user_id: str) -> str:
     return f"{EMAIL_CHANGE_PREFIX}{user_id}"
 
 
-class PendingRecords(Protocol):
-    def get(self, key: str) -> dict[str, Any] | None: ...
+class PendingRecords(CodeRecords, Protocol):
+    """What waits for a code: read and tried (`verification.CodeRecords`), stored, removed."""
+
     def put(self, key: str, record: dict[str, Any]) -> None: ...
-    def use_attempt(self, key: str, code_digest: str, max_attempts: int, now: int) -> bool: ...
     def delete(self, key: str, code_digest: str | None = None) -> None: ...
 
 

@@ -23,6 +23,7 @@ STAGE_PREFIX = f"serverless-app-{STAGE}"  # resources' names start with it
 ACTION_OF = {
     ("s3", "HeadObject"): "s3:GetObject",
     ("s3", "ListObjectsV2"): "s3:ListBucket",
+    ("s3", "DeleteObjects"): "s3:DeleteObject",  # authorised per key (below)
     ("sns", "PublishBatch"): "sns:Publish",
     ("sqs", "SendMessageBatch"): "sqs:SendMessage",
     ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
@@ -72,6 +73,9 @@ def needed(
         yield action, f"arn:aws:sqs:{region}:{account}:{name}", {}
     elif service == "sns":
         yield action, params["TopicArn"], {}
+    elif service == "s3" and operation == "DeleteObjects":
+        for listed in params["Delete"]["Objects"]:
+            yield action, f"arn:aws:s3:::{params['Bucket']}/{listed['Key']}", {}
     elif service == "s3":
         key = f"/{params['Key']}" if "Key" in params else ""
         yield action, f"arn:aws:s3:::{params['Bucket']}{key}", {}

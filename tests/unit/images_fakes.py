@@ -9,7 +9,7 @@ import copy
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from PIL import Image
@@ -39,8 +39,9 @@ class FakeStorage:
         self.objects: dict[str, tuple[bytes, str, str]] = {}  # key -> data, etag, modified
         self.writes: list[str] = []
         self.kept: list[str] = []  # write_once calls that wrote
-        self.reads: list[tuple[str, int | None]] = []
+        self.reads: list[str] = []
         self.removed: list[str] = []
+        self.batches: list[list[str]] = []  # remove_all calls
         self.failing = 0
         #: called once, just before the next `write` or `write_once` (another actor at the
         #: worst moment).
@@ -65,15 +66,15 @@ class FakeStorage:
         data, etag, modified = self.objects[key]
         return StoredObject(len(data), etag, modified)
 
-    def read(self, key: str, etag: str | None = None, first_bytes: int | None = None) -> bytes:
+    def read(self, key: str, etag: str | None = None) -> bytes:
         if self.before_read is not None:
             hook, self.before_read = self.before_read, None
             hook()
-        self.reads.append((key, first_bytes))
+        self.reads.append(key)
         if key not in self.objects or etag not in (None, self.objects[key][1]):
             raise ObjectGone(key)
         data = self.objects[key][0]
-        return data[:first_bytes] if first_bytes else data
+        return data
 
     def write(self, key: str, data: bytes, content_type: str) -> None:
         if self.before_write is not None:
@@ -98,6 +99,19 @@ class FakeStorage:
             raise ConnectionError("S3 is down")
         self.removed.append(key)
         self.objects.pop(key, None)
+
+    def remove_all(self, keys: Iterable[str]) -> None:
+        """A batch delete: a failure (`failing_removes`) deletes none of the batch."""
+        batch = list(keys)
+        if not batch:
+            return
+        if self.failing_removes:
+            self.failing_removes -= 1
+            raise ConnectionError("S3 is down")
+        self.batches.append(batch)
+        for key in batch:
+            self.removed.append(key)
+            self.objects.pop(key, None)
 
     def keys_under(self, prefix: str) -> Iterator[str]:
         yield from sorted(k for k in list(self.objects) if k.startswith(prefix))
@@ -148,6 +162,7 @@ class FakeRecords:
     def __init__(self) -> None:
         self.records: dict[str, dict[str, Any]] = {}
         self.saves = 0
+        self.erased_checks = 0  # owner_erased calls (a consistent GetItem each)
         #: changes another writer makes just before the next save/update (a race).
         self.race: dict[str, Any] | None = None
         #: called once, just before the next save/update is checked (another actor).
@@ -184,6 +199,7 @@ class FakeRecords:
         return True
 
     def owner_erased(self, owner_id: str) -> bool:
+        self.erased_checks += 1
         return erased_owner_marker(owner_id) in self.records
 
     def mark_owner_erased(self, owner_id: str, erased_at: str, expires_at: int) -> None:

@@ -195,3 +195,31 @@ def test_a_users_events_per_minute_reach_the_quota_then_the_next_minute_works(
     app_clock.advance(minutes=1)
     assert sender.post("/events", batch).status_code == 202
     assert len(on_stream(aws)) == 800
+
+
+def test_a_throttled_quotas_table_is_a_503_to_retry_and_puts_nothing(
+    api: Any, aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counters cannot be taken (DynamoDB throttles): the events are not put, and the
+    client hears a 503 with Retry-After (`core.http.busy_aws_as_503`), not a 500."""
+    from botocore.exceptions import ClientError
+
+    from chalicelib.telemetry import telemetry_ingest
+
+    class Throttled:
+        def __init__(self) -> None:
+            self._real = boto3.client("dynamodb")
+
+        def transact_write_items(self, **kwargs: Any) -> Any:
+            error = {"Code": "ThrottlingException", "Message": "slow down"}
+            raise ClientError({"Error": error}, "TransactWriteItems")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._real, name)
+
+    monkeypatch.setattr(telemetry_ingest()._quotas, "_client", Throttled)
+    response = api.post("/events", {"events": [activity(1)]})
+    assert response.status_code == 503, response.body
+    assert response.json_body["error"]["code"] == "service_unavailable"
+    assert response.headers["Retry-After"] == "1"
+    assert on_stream(aws) == []

@@ -65,6 +65,7 @@ XRAY_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 ACTION_OF_OPERATION = {
     "head_object": "s3:GetObject",
     "list_objects_v2": "s3:ListBucket",
+    "delete_objects": "s3:DeleteObject",  # per key (iam_calls.py checks each)
     "publish_batch": "sns:Publish",
     "send_message_batch": "sqs:SendMessage",
     "delete_message_batch": "sqs:DeleteMessage",

@@ -386,3 +386,47 @@ def test_erase_and_delete_remove_an_original_kept_by_a_run_that_failed(
     app_clock.advance(seconds=360)
     assert deliver(client, url, "analyze_image") == (1, None)
     assert bucket_keys() == [] and naming(user_id, aws) == []
+
+
+# --- the storage adapter's batch delete -----------------------------------------------------
+
+
+def test_remove_all_deletes_in_batches_of_the_limit(
+    aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.images import adapters
+
+    s3 = boto3.client("s3")
+    keys = [f"thumbnails/o/i/{n}.jpg" for n in range(5)]
+    for key in keys:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    calls: list[int] = []
+    s3.meta.events.register(
+        "before-call.s3.DeleteObjects",
+        lambda params, **_: calls.append(params["body"].count(b"<Key>")),
+    )
+    monkeypatch.setattr(adapters, "DELETE_BATCH", 2)
+    adapters.S3ImageStorage(BUCKET, lambda: s3).remove_all([*keys, "thumbnails/o/i/gone.jpg"])
+    assert calls == [2, 2, 2] and bucket_keys() == []
+    adapters.S3ImageStorage(BUCKET, lambda: s3).remove_all([])
+    assert calls == [2, 2, 2], "nothing to delete: no call"
+
+
+def test_remove_all_raises_if_any_key_was_not_deleted(aws: dict[str, str]) -> None:
+    from botocore.stub import Stubber
+
+    from chalicelib.core.errors import ServiceUnavailable
+    from chalicelib.images.adapters import S3ImageStorage
+
+    s3 = boto3.client("s3")
+    keys = ["originals/o/i.jpg", "uploads/o/i.jpg"]
+    with Stubber(s3) as stub:
+        stub.add_response(
+            "delete_objects",
+            {"Deleted": [{"Key": keys[0]}],
+             "Errors": [{"Key": keys[1], "Code": "InternalError", "Message": "retry"}]},
+            {"Bucket": BUCKET,
+             "Delete": {"Objects": [{"Key": k} for k in keys], "Quiet": True}},
+        )  # fmt: skip
+        with pytest.raises(ServiceUnavailable):
+            S3ImageStorage(BUCKET, lambda: s3).remove_all(keys)

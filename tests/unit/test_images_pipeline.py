@@ -31,6 +31,17 @@ def pipeline() -> Pipeline:
     return Pipeline()
 
 
+def test_only_an_upload_without_a_record_checks_the_erased_owner_marker(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.storage.upload(KEY, jpeg())
+    pipeline.notify()
+    assert pipeline.records.erased_checks == 1
+    pipeline.storage.upload(KEY, jpeg(color="blue"))  # posted again: the record exists
+    pipeline.notify()
+    assert pipeline.records.erased_checks == 1
+
+
 def test_upload_gets_labels_record_task_then_thumbnails(pipeline: Pipeline) -> None:
     data = jpeg(640, 480)
     etag = pipeline.storage.upload(KEY, data)
@@ -225,7 +236,7 @@ def test_the_upload_is_read_once_and_big_ones_go_to_rekognition_as_bytes(
     data = out.getvalue()
     pipeline.storage.upload(KEY, data)
     pipeline.notify()
-    assert pipeline.storage.reads == [(KEY, None)]
+    assert pipeline.storage.reads == [KEY]
     assert pipeline.detector.calls == [f"s3:{ORIGINAL}"]
 
     from chalicelib.images import imaging

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -74,6 +75,15 @@ def test_a_deleted_image_is_a_tombstone_without_labels_and_without_objects(world
     assert world.objects_of() == [] and world.naming() == []
     assert world.records.owned_page(OWNER, 10, None) == ([], None)
     assert world.delete() is False, "deleting again deletes nothing"
+
+
+def test_a_delete_removes_the_images_objects_in_one_batch(world: World) -> None:
+    world.ready_image()
+    thumbnails = [k for k in world.objects_of() if k.startswith("thumbnails/")]
+    world.storage.batches.clear()
+    world.delete()
+    fixed = {f(OWNER, IMAGE, e) for f in (upload_key, original_key) for e in ("jpg", "png")}
+    assert [set(b) for b in world.storage.batches] == [fixed | set(thumbnails)]
 
 
 def test_a_delete_that_failed_half_way_is_finished_by_the_next(world: World) -> None:
@@ -253,9 +263,12 @@ def test_erase_removes_every_image_across_pages_and_every_object(world: World) -
     world.storage.upload(original_key(OWNER, "aaaaaaaa-bbbb-4ccc-8ddd-000000000950", "png"), b"?")
     world.ready_image(image_key(1001, OTHER))
     others = world.objects_of(OTHER)
+    world.storage.batches.clear()
 
     assert world.owner_data.erase(OWNER) == PAGE + 6
     assert world.objects_of() == []
+    # one batch delete per image, then one per listing page (the stray; the leftover original)
+    assert len(world.storage.batches) == PAGE + 6 + 2
     assert world.records.owned_page(OWNER, 1000, None) == ([], None)
     stones = [r for r in world.records.records.values() if r.get("status") == DELETED]
     assert len(stones) == PAGE + 6
@@ -298,16 +311,20 @@ def test_an_erase_stopped_after_an_upload_went_finishes_the_tombstone_through_th
     under the prefix to lead the next run to the image, but its tombstone (still naming the owner)
     is in the owner's index, so the next run finishes it and forgets the owner."""
     world.ready_image()
-    real_remove = world.storage.remove
+    real_remove_all = world.storage.remove_all
     failed: list[str] = []
 
-    def failing_on_the_first_thumbnail(key: str) -> None:
-        if key.startswith("thumbnails/") and not failed:
-            failed.append(key)
-            raise ConnectionError("S3 is down")
-        real_remove(key)
+    def failing_on_the_first_thumbnail(keys: Iterable[str]) -> None:
+        """DeleteObjects deleting every key but one, which it answers with an error."""
+        batch = list(keys)
+        thumbnail = next((k for k in batch if k.startswith("thumbnails/")), None)
+        if thumbnail is None or failed:
+            return real_remove_all(batch)
+        failed.append(thumbnail)
+        real_remove_all(k for k in batch if k != thumbnail)
+        raise ConnectionError("S3 could not delete one object")
 
-    world.storage.remove = failing_on_the_first_thumbnail  # type: ignore[method-assign]
+    world.storage.remove_all = failing_on_the_first_thumbnail  # type: ignore[method-assign]
     with pytest.raises(ConnectionError):
         world.owner_data.erase(OWNER)
     assert ORIGINAL not in world.storage.objects and world.record["owner_id"] == OWNER

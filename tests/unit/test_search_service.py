@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -391,6 +392,27 @@ def test_tiny_reads_find_what_brute_force_finds_in_the_same_order(
 
 
 # --- vocabulary of words no user has any more --------------------------------------------
+
+
+def test_a_removed_users_words_are_checked_in_parallel_and_shared_ones_stay() -> None:
+    class ThreadedIndex(MemoryIndex):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: set[str] = set()
+
+        def postings(self, word: str, limit: int, after: Any = None) -> list[tuple[str, str]]:
+            self.threads.add(threading.current_thread().name)
+            return super().postings(word, limit, after)
+
+    index = ThreadedIndex()
+    service = SearchService(index, MemoryProfiles(), max_workers=4)
+    gone, stays = user(1, name="Kim Park Lee"), user(2, name="Ada Lee")
+    service.apply_stream_records([insert(gone), insert(stays)])
+    index.threads.clear()
+    service.apply_stream_records([remove(gone)])
+    words = {sk for pk, sk in index.keys if pk.startswith("P#")}
+    assert {"kim", "park"}.isdisjoint(words) and {"ada", "lee"} <= words
+    assert index.threads and all(t.startswith("search") for t in index.threads)
 
 
 def test_dead_prefix_words_do_not_take_the_expansion_slots(world: World) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.core.errors import Forbidden, ServiceUnavailable, ValidationFailed
+from chalicelib.core.errors import Forbidden, ValidationFailed
 from chalicelib.core.quotas import InMemoryQuotas, QuotaExceeded
 from tests.clock import RunningClock
 from tests.unit.test_telemetry_support import (
@@ -197,12 +197,16 @@ def test_a_forbidden_request_counts_nothing() -> None:
     assert quotas.used == {}
 
 
-def test_a_quota_store_that_fails_refuses_the_events_for_a_retry() -> None:
+def test_a_quota_store_that_fails_puts_nothing_and_its_error_is_not_disguised() -> None:
+    """The error goes up as it is: the API turns a throttled or timed-out call into a 503
+    (`core.http.busy_aws_as_503`, test_api_telemetry), and anything else stays a 500 to fix
+    rather than a retry that can never succeed."""
+
     class Broken:
         def take(self, subject: str, uses: Any) -> None:
-            raise ConnectionError("dynamodb unreachable")
+            raise KeyError("a bug in the counters")
 
     stream = ListStream()
-    with pytest.raises(ServiceUnavailable):
+    with pytest.raises(KeyError):
         make_ingest(stream, Broken()).ingest({"events": [mine(activity(1))]}, ATTACKER)
     assert stream.records == []

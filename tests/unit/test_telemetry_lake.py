@@ -141,11 +141,11 @@ def test_late_events_of_an_erased_user_are_dropped_not_stored_alerted_or_archive
 
 
 def test_an_erased_identity_can_never_be_archived() -> None:
-    from chalicelib.telemetry.pseudonyms import erased_identity
+    from chalicelib.telemetry.pseudonyms import ERASED
 
     event = normalised(activity(1, user_id="gone"))
     with pytest.raises(ValueError):
-        encoding.pseudonymised(encoding.lake_fields(event), erased_identity())
+        encoding.pseudonymised(encoding.lake_fields(event), ERASED)
 
 
 def test_the_report_over_a_pseudonymised_archive_counts_as_over_the_raw_events(

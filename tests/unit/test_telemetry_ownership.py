@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chalicelib.telemetry import encoding
-from chalicelib.telemetry.model import Invalid, validate_event
+from chalicelib.telemetry.model import STAMP_FIELDS, Invalid, validate_event
 from tests.unit.test_telemetry_support import (
     NOW,
     FakeHistory,
@@ -73,7 +73,8 @@ def test_the_stamp_is_checked_by_the_model_and_kept_out_of_items_and_archive() -
     assert (event["submitted_by"], event["submitted_as"]) == ("user-1", "user")
     _, item = encoding.table_and_item(event)
     assert "submitted_by" not in item and "submitted_as" not in item
-    assert b"submitted" not in encoding.archive_line(event)
+    assert b"submitted" not in encoding.archive_line(encoding.lake_fields(event))
+    assert not {n for kept in encoding.LAKE_FIELDS.values() for n in kept} & set(STAMP_FIELDS)
     with pytest.raises(Invalid, match="unknown field"):  # from a client: refused
         validate_event(stamp(activity(1), "user-1", "user"), NOW)
     with pytest.raises(Invalid, match="not stamped"):

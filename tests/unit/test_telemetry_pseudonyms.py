@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from chalicelib.core import clock
 from chalicelib.core.backoff import Backoff
 from chalicelib.telemetry.pseudonyms import (
+    ERASED,
     CachedPseudonyms,
     DynamoPseudonyms,
     LakeIdentity,
@@ -104,11 +105,15 @@ def test_two_processors_creating_at_once_agree_on_one_identity(aws: dict[str, st
     other = DynamoPseudonyms(TABLE)
 
     class Racing:
-        """The other processor's put lands between our read and our put."""
+        """The other processor's put lands between our read and our put; the winner's item
+        comes back with our refused put, so nothing is read again."""
 
         def put_item(self, **kwargs: Any) -> Any:
             other.identities(["u1"])
             return real.put_item(**kwargs)
+
+        def get_item(self, **kwargs: Any) -> Any:
+            raise AssertionError("the refused put returns the item: no GetItem")
 
         def __getattr__(self, name: str) -> Any:
             return getattr(real, name)
@@ -117,6 +122,25 @@ def test_two_processors_creating_at_once_agree_on_one_identity(aws: dict[str, st
     ours = DynamoPseudonyms(TABLE, client=lambda: racing).identities(["u1"])
     assert ours == other.identities(["u1"])
     assert len(items()) == 1
+
+
+def test_a_user_erased_between_the_read_and_the_put_gets_no_new_mapping(
+    aws: dict[str, str],
+) -> None:
+    real = boto3.client("dynamodb")
+    erasure = DynamoPseudonyms(TABLE)
+
+    class Erasing:
+        def put_item(self, **kwargs: Any) -> Any:
+            erasure.forget("gone")  # the tombstone lands between our read and our put
+            return real.put_item(**kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    erasing = Erasing()
+    assert DynamoPseudonyms(TABLE, client=lambda: erasing).identities(["gone"]) == {"gone": ERASED}
+    assert set(items()["gone"]) == {"user_digest", "erased_at", "expires_at"}
 
 
 def test_forget_leaves_a_tombstone_and_an_erased_user_gets_no_new_mapping(
@@ -131,7 +155,7 @@ def test_forget_leaves_a_tombstone_and_an_erased_user_gets_no_new_mapping(
     expires = int(tombstone["expires_at"]["N"])
     assert expires == int((clock.now() + timedelta(days=30)).timestamp())
     late = [store.identities(["gone"])["gone"] for _ in range(2)]
-    assert before not in late and late[0] != late[1]  # throwaway, stored nowhere
+    assert late == [ERASED, ERASED] and before != ERASED  # no pseudonym, no secret
     assert all(identity.erased for identity in late) and not before.erased
     assert items()["gone"] == tombstone
     assert store.forget("gone") is False  # idempotent

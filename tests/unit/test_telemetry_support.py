@@ -14,7 +14,7 @@ from chalicelib.core.quotas import InMemoryQuotas, Quota
 from chalicelib.telemetry.detection import Baseline
 from chalicelib.telemetry.ingest import CallerQuotas
 from chalicelib.telemetry.ports import PutOutcome
-from chalicelib.telemetry.pseudonyms import LakeIdentity, erased_identity, new_identity
+from chalicelib.telemetry.pseudonyms import ERASED, LakeIdentity, new_identity
 from tests.clock import TEST_NOW
 
 NOW = TEST_NOW  # the unit tests' clock starts here (tests/unit/conftest.py)
@@ -249,7 +249,7 @@ class FakePseudonyms:
         if self.fail:
             raise RuntimeError("pseudonyms table unreachable")
         return {
-            user_id: erased_identity()
+            user_id: ERASED
             if user_id in self.erased
             else self.known.setdefault(user_id, new_identity())
             for user_id in user_ids

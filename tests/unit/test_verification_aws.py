@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
+from chalicelib.core.errors import PayloadTooLarge
 from chalicelib.core.quotas import (
     DynamoQuotas,
     InMemoryQuotas,
@@ -132,8 +133,10 @@ def test_a_quota_takes_up_to_its_limit_per_window_and_refuses_beyond(
     assert refused.value.retry_after_seconds == 30  # the minute ends at 12:01:00
     assert refused.value.headers == {"Retry-After": "30"}
     quotas.take("user-2", [(PER_MINUTE, 10)])  # another subject's own count
-    with pytest.raises(QuotaExceeded):
-        quotas.take("user-3", [(PER_MINUTE, 11)])  # never fits
+    with pytest.raises(PayloadTooLarge) as too_big:  # never fits: not a retry
+        quotas.take("user-3", [(PER_MINUTE, 11)])
+    assert too_big.value.status_code == 413 and "at most 10" in too_big.value.message
+    quotas.take("user-3", [(PER_MINUTE, 10)])  # the refused request counted nothing
     now[0] += timedelta(seconds=30)
     quotas.take("user-1", [(PER_MINUTE, 10)])  # a new window
 
