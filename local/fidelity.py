@@ -11,6 +11,12 @@
   cancelled one changes nothing and a failing one undoes only its own items, leaving no
   record on the table's stream (which is read under the same lock).
   `tests/unit/test_fidelity_dynamodb.py` races them.
+- **S3 object writes one at a time.** moto's PutObject stores the new object, then reads it
+  back for its ETag (the bucket's event notification); a DeleteObject on another server thread
+  in between closes the object's buffer, and the PUT fails with a 500 ("I/O operation on
+  closed file"). An upload link posted again while the pipeline removes the previous post
+  does exactly that. Here PutObject, DeleteObject and DeleteObjects hold one lock
+  (`tests/unit/test_fidelity_s3.py` races them).
 - **Lambda runs the app's own handlers.** moto runs a function's code in Docker, which this
   machine has not. Every invocation moto makes (the Invoke API, so `aws lambda invoke`, and
   Step Functions' Lambda tasks) goes to the local runtime's invoke endpoint
@@ -36,6 +42,8 @@ from typing import Any
 
 #: Held by every DynamoDB write in the emulator.
 DYNAMODB_WRITE_LOCK = threading.RLock()
+#: Held by every S3 object write and delete in the emulator.
+S3_WRITE_LOCK = threading.RLock()
 #: Added to a function's own timeout for the HTTP call to the local runtime, which enforces
 #: the function's timeout itself.
 INVOKE_MARGIN_SECONDS = 30
@@ -46,6 +54,7 @@ def apply(lambda_endpoint: str | None) -> None:
     from local import athena
 
     atomic_dynamodb_writes()
+    serial_s3_object_writes()
     execute_state_machines()
     athena.install()  # queries run for real, on DuckDB (local/athena/)
     dump_without_docker()
@@ -120,13 +129,26 @@ def atomic_dynamodb_writes() -> None:
     DynamoDBBackend._writes_are_atomic = True  # type: ignore[attr-defined]
 
 
-def _locked(method: Any) -> Any:
+def _locked(method: Any, lock: Any = DYNAMODB_WRITE_LOCK) -> Any:
     def locked(*args: Any, **kwargs: Any) -> Any:
-        with DYNAMODB_WRITE_LOCK:
+        with lock:
             return method(*args, **kwargs)
 
     locked.__wrapped__ = method  # type: ignore[attr-defined]
     return locked
+
+
+# --- S3 -----------------------------------------------------------------------------------
+
+
+def serial_s3_object_writes() -> None:
+    from moto.s3.models import S3Backend
+
+    if getattr(S3Backend, "_object_writes_are_serial", False):
+        return
+    for name in ("put_object", "delete_object", "delete_objects"):
+        setattr(S3Backend, name, _locked(getattr(S3Backend, name), S3_WRITE_LOCK))
+    S3Backend._object_writes_are_serial = True  # type: ignore[attr-defined]
 
 
 def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
