@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 STAGE  ?= dev
 
-.PHONY: help run test unit integration lint package deploy wiring bench token code fire load lake query report upload clean
+.PHONY: help run test unit integration lint package deploy wiring bench capacity token code fire load lake query report upload redrive replay clean
 .DEFAULT_GOAL := help
 
 ## help: this list (a bare `make` shows it too)
@@ -65,6 +65,15 @@ report: $(READY)
 upload: $(READY)
 	@$(BIN)/python -m local.upload $(if $(FILE),"$(FILE)") $(if $(EMAIL),--email "$(EMAIL)")
 
+## redrive: the stage's dead-letter and failure queues and their depths; one emptied back to its source or replayed: make redrive [QUEUE=welcome-dlq] [STAGE=prod] [LOCAL=1] [ARGS="--max 100"]
+redrive: $(READY)
+	@$(BIN)/python -m ops.redrive $(QUEUE) --stage $(STAGE) $(if $(filter 1 true yes,$(LOCAL)),--local) $(ARGS)
+
+## replay: a stream or async failure queue's on-failure records replayed to their functions: make replay QUEUE=users-stream-failures [STAGE=prod] [LOCAL=1]
+replay: $(READY)
+	@test -n "$(QUEUE)" || { echo "usage: make replay QUEUE=<failure queue> [LOCAL=1] (make redrive lists them)" >&2; exit 2; }
+	@$(BIN)/python -m ops.replay $(QUEUE) --stage $(STAGE) $(if $(filter 1 true yes,$(LOCAL)),--local) $(ARGS)
+
 ## test: unit and integration tests, on every core (pytest-xdist)
 test: $(READY)
 	$(BIN)/python -m pytest -n auto
@@ -83,13 +92,13 @@ $(CHECKOV): requirements-checkov.txt | $(READY)
 	$(VENV)/checkov/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	@touch $@
 
-## lint: ruff, cfn-lint, and checkov on the templates (resources, packaged prod; skips with reasons in infra/checkov-skips.json)
+## lint: ruff, cfn-lint, and checkov on the packaged prod template as CloudFormation deploys it (skips with reasons in infra/checkov-skips.json)
 lint: $(READY) $(CHECKOV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint infra/resources.json
 	$(BIN)/python -m infra.package --stage prod
-	$(BIN)/python -m infra.checkov_scan infra/resources.json out/prod/sam.json
+	$(BIN)/python -m infra.checkov_scan out/prod/cloudformation.json
 
 ## package: the deployable CloudFormation template (functions + resources) in out/<stage>: make package STAGE=prod
 package: $(READY)
@@ -99,13 +108,18 @@ package: $(READY)
 deploy: $(READY)
 	$(BIN)/python -m infra.deploy --stage $(STAGE)
 
-## wiring: rewrite each function's environment and IAM policy (.chalice/) from the template and the code
+## wiring: rewrite each function's environment and IAM policy (.chalice/) from the template and the code; and the dashboard, alarms and log groups (infra/monitoring.json)
 wiring: $(READY)
 	$(BIN)/python -m infra.wiring
+	$(BIN)/python -m infra.monitoring
 
 ## bench: benchmarks, a table and bench/results/latest.json: make bench [ONLY=name,...] [QUICK=1] [ARGS="..."]
 bench: $(READY)
 	$(BIN)/python -m bench $(if $(ONLY),--only "$(ONLY)") $(if $(filter 1 true yes,$(QUICK)),--quick) $(ARGS)
+
+## capacity: AWS capacity, first limits and cost a month at 1k/10k/100k requests/s and events/s, from the benchmarks' figures (measures them first if missing): make capacity [ARGS="--mix 'GET /users/{id}=0.9,POST /orders=0.1' --events-per-request 50"]
+capacity: $(READY)
+	$(BIN)/python -m ops.capacity $(ARGS)
 
 ## clean: remove the virtualenv, out/ and the local state
 clean:

@@ -15,7 +15,7 @@ from chalice.app import (
 )
 
 from chalicelib.auth.authorizer import AUTHORIZER_CACHE_SECONDS, authorize, principal_of
-from chalicelib.core import http
+from chalicelib.core import correlation, http
 from chalicelib.core.pagination import parse_limit
 from chalicelib.core.resources import source_name, source_setting, source_stream_arn
 from chalicelib.core.sqs_batch import process_sqs_batch, process_sqs_messages
@@ -30,6 +30,7 @@ from chalicelib.users.events import events_from_stream
 
 app = Chalice(app_name="serverless-app")
 http.install(app)
+correlation.install(app)  # every event handler logs its correlation id (core/correlation.py)
 
 if "chalice.cli" in sys.modules:  # loaded by the chalice CLI, never in Lambda
     from infra.chalice_commands import check_command
@@ -333,7 +334,7 @@ def put_product(sku: str) -> dict:
 
 
 # The order workflow's tasks (state machine `OrderWorkflow` in infra/resources.json). Their
-# exceptions' class names are the errors its Retry and Catch match (chalicelib/orders/steps.py).
+# exceptions' class names are the errors its Retry and Catch match (chalicelib/orders/outcomes.py).
 
 
 @app.lambda_function(name="validate_order")

@@ -30,6 +30,7 @@ BENCHMARKS = {
     "images": "bench.images",
     "orders": "bench.orders",
     "analytics": "bench.analytics",
+    "footprint": "bench.footprint",
 }
 WIDTH = 100
 

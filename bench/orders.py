@@ -16,7 +16,8 @@ HTTP: what an order costs in time, in throughput and in Step Functions state tra
 Latencies and rates are informational (no target; these machines are noisy). Checked: every
 throughput order completed; the success path enters exactly the states the
 definition has on it (infra/resources.json, from StartAt taking each Choice's first rule, to
-the Succeed state).
+the Succeed state); every path's execution SUCCEEDED (a refused order is a normal outcome:
+only what needs a person fails an execution).
 """
 
 from __future__ import annotations
@@ -285,6 +286,9 @@ def _report(result: Result, sequential: dict[str, Any], load: dict[str, Any],
                  "info", None)
     result.check("(2) throughput orders completed", f"{load['completed']}/{load['orders']}",
                  "all", load["completed"] == load["orders"])
+    ended = [p["status"] for p in paths.values()]
+    result.check("(3) executions SUCCEEDED, refusals included", f"{ended.count('SUCCEEDED')}/"
+                 f"{len(ended)}", "all", ended.count("SUCCEEDED") == len(ended))
     on_path = success["billed"] == len(expected) and success["entered"] == expected
     result.check("(3) success path: billed transitions", success["billed"],
                  f"= {len(expected)}, its states in the definition", on_path,

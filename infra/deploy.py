@@ -14,7 +14,12 @@ the Lambda API, so both paths deploy the same functions:
 
 Chalice does not touch these settings when it deploys again, and applying them twice changes
 nothing. Then the REST API gets what `make package` merges from infra/api-responses.json
-(gateway responses, stage throttling, in prod the web ACL): `infra/deploy_api.py`.
+(gateway responses, stage throttling, access log, tracing, in prod the web ACL):
+`infra/deploy_api.py`.
+
+The resources stack deployed before is infra/resources.json plus the generated
+infra/monitoring.json (dashboard, alarms, log groups, operations topic):
+`python -m infra.deploy --resources-template out/resources-stack.json` writes it.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
-from infra import deploy_api
+from infra import deploy_api, monitoring
 from infra.paths import PROJECT_DIR
 from infra.wiring import function_name
 
@@ -113,10 +119,33 @@ def apply_function_settings(stage: str, lambda_client: Any, sqs: Any) -> list[st
     return done
 
 
+def write_resources_template(path: Path) -> None:
+    """The resources stack's template: infra/resources.json with infra/monitoring.json."""
+    template = monitoring.merged(json.loads(RESOURCES.read_text()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(template, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", required=True)
+    parser.add_argument("--stage", required=False)
+    parser.add_argument(
+        "--resources-template",
+        type=Path,
+        help="only write the resources stack's template to this file (no AWS call)",
+    )
     args = parser.parse_args(argv)
+    if args.resources_template:
+        write_resources_template(args.resources_template)
+        size = args.resources_template.stat().st_size
+        # Over 51,200 bytes CloudFormation takes a template only from S3 (--s3-bucket).
+        print(f"wrote {args.resources_template} ({size:,} bytes); deploy it with:\n"
+              f"  aws cloudformation deploy --template-file {args.resources_template} "
+              f"--s3-bucket <an artifacts bucket> --stack-name {resources_stack('<stage>')} "
+              "--parameter-overrides Stage=<stage>")  # fmt: skip
+        return 0
+    if not args.stage:
+        parser.error("--stage is required")
     import boto3
 
     arn = stream_arn(boto3.client("cloudformation"), args.stage)

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from infra import monitoring
 from infra.paths import PROJECT_DIR
 from local import provision_catalog
 
@@ -57,9 +58,14 @@ def provision(stage: str, cloudformation: Any) -> dict[str, str]:
         if s["StackStatus"] != "DELETE_COMPLETE"
     }
     if name not in existing:
-        template = json.loads(RESOURCES_TEMPLATE.read_text())
+        # With the generated dashboard, alarms, log groups and operations topic, as deployed;
+        # Fn::If chosen for the stage first (resources created through APIs below have them).
+        template = monitoring.merged(json.loads(RESOURCES_TEMPLATE.read_text()))
+        template = _choose_branches(template, template, stage)
         _create_cognito_resources(template, stage, cloudformation)
         subscriptions = _take(template, "AWS::SNS::Subscription")
+        # moto's CloudFormation skips alarms (slowly: ~20 ms each); nothing local reads them.
+        _take(template, "AWS::CloudWatch::Alarm")
         queue_policies = _take(
             template, "AWS::SQS::QueuePolicy"
         )  # moto's CloudFormation skips them
@@ -295,6 +301,22 @@ def _create_state_machines(
         )
 
 
+def _choose_branches(value: Any, template: dict[str, Any], stage: str) -> Any:
+    """`Fn::If` resolved for the stage, as CloudFormation would: the state machines and
+    Cognito resources are created through their APIs, not by moto's CloudFormation."""
+    from infra.deploy_api import resolve
+
+    if isinstance(value, list):
+        return [_choose_branches(v, template, stage) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if set(value) == {"Fn::If"}:
+        condition, if_true, if_false = value["Fn::If"]
+        chosen = if_true if resolve({"Condition": condition}, stage, template) else if_false
+        return _choose_branches(chosen, template, stage)
+    return {k: _choose_branches(v, template, stage) for k, v in value.items()}
+
+
 def _api_names(value: Any) -> Any:
     """CloudFormation's property names as Step Functions' API spells them (`Level` ->
     `level`), at every depth."""
@@ -373,7 +395,10 @@ def _create_cognito_resources(template: dict[str, Any], stage: str, cloudformati
                  "AWS::Cognito::UserPoolGroup"):  # fmt: skip
         for logical_id in [k for k, r in resources.items() if r["Type"] == kind]:
             properties = _replace_references(
-                resources.pop(logical_id).get("Properties", {}), {**physical, **pseudo}, {}
+                # Fn::If: the app client's password sign-in is dev's only (IsDev).
+                _choose_branches(resources.pop(logical_id).get("Properties", {}), template, stage),
+                {**physical, **pseudo},
+                {},
             )
             params = {_COGNITO_RENAMES.get(k, k): v for k, v in properties.items()}
             if kind == "AWS::Cognito::UserPool":

@@ -1,7 +1,9 @@
 """The HTTP boundary, wired once as Chalice middleware.
 
 Every request gets a correlation id (the caller's `X-Correlation-Id` if well formed, else the
-API Gateway request id), one structured log line and EMF metrics. Bodies over 64 KiB (4 MiB
+API Gateway request id; `core.correlation` carries it on), bound to every log line it writes,
+one access line (`access_logger`: at every log level) and EMF metrics. A view's unhandled
+exception is logged once, with the id, and answered with a JSON 500. Bodies over 64 KiB (4 MiB
 for a telemetry batch) are refused before any handler runs. Every error leaves in one JSON
 shape (`core.errors`), Chalice's own errors included. CORS headers are added for the stage's
 allowed origins.
@@ -11,16 +13,15 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import time
 import uuid
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from chalice import Chalice, Response
-from chalice.app import Request
+from chalice.app import ChaliceUnhandledError, ChaliceViewError, Request
 
-from chalicelib.core import settings
+from chalicelib.core import correlation, settings
 from chalicelib.core.errors import (
     CHALICE_CODES,
     ApiError,
@@ -30,7 +31,12 @@ from chalicelib.core.errors import (
     ServiceUnavailable,
     error_body,
 )
-from chalicelib.core.observability import emit_metrics, logger, start_tracing_if_enabled
+from chalicelib.core.observability import (
+    access_logger,
+    emit_metrics,
+    logger,
+    start_tracing_if_enabled,
+)
 from chalicelib.core.resources import needs
 
 MAX_BODY_BYTES = 64 * 1024
@@ -38,7 +44,8 @@ MAX_BODY_BYTES = 64 * 1024
 #: 4 KiB of details (API Gateway takes 10 MB, Lambda 6 MB).
 MAX_BODY_BYTES_BY_ROUTE = {"/events": 4 * 1024 * 1024}
 CORRELATION_HEADER = "X-Correlation-Id"
-_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: What Chalice answers a view's unhandled exception with (reshaped by `_reshape_error`).
+_INTERNAL_ERROR = {"Code": "InternalServerError", "Message": "An internal server error occurred."}
 PREFLIGHT_MAX_AGE_SECONDS = 600
 ALLOWED_REQUEST_HEADERS = "Authorization,Content-Type,Idempotency-Key,X-Correlation-Id"
 
@@ -49,19 +56,21 @@ def install(app: Chalice) -> None:
 
     def http_boundary(request: Request, get_response: Any) -> Response:
         started = time.perf_counter()
-        correlation = correlation_id(request)
-        logger.thread_safe_append_keys(correlation_id=correlation)
+        # The request's own Lambda context: `app.lambda_context` is one attribute per app,
+        # which concurrent requests of the local threaded server overwrite.
+        context = request.lambda_context
+        request_id = correlation.start_invocation(context, [correlation_id(request)])
         try:
             start_tracing_if_enabled()
             response = _handle(request, get_response)
             if response.status_code >= 400:
-                _reshape_error(response, correlation)
-            response.headers[CORRELATION_HEADER] = correlation
+                _reshape_error(response, request_id)
+            response.headers[CORRELATION_HEADER] = request_id
             _add_cors_headers(request, response)
             _record(request, response, time.perf_counter() - started)
             return response
         finally:
-            logger.thread_safe_clear_keys()
+            correlation.end_invocation()
 
     app.register_middleware(http_boundary, "http")
 
@@ -104,7 +113,9 @@ def preflight(request: Request, methods: str) -> Response:
 
 def complete_routes(app: Chalice, not_for_browsers: set[str]) -> None:
     """Once every route is declared: each view answers an AWS call that was throttled or
-    timed out with a 503 (`busy_aws_as_503`), and each route gets its preflight."""
+    timed out with a 503 (`busy_aws_as_503`), any other exception of a view reaches the
+    middleware (logged there, with the correlation id, as a 500), and each route gets its
+    preflight."""
     for entries in app.routes.values():
         for entry in entries.values():
             entry.view_function = busy_aws_as_503(entry.view_function)
@@ -114,8 +125,9 @@ def complete_routes(app: Chalice, not_for_browsers: set[str]) -> None:
 def busy_aws_as_503(view: Any) -> Any:
     """`view`, with an AWS call that was throttled or timed out turned into a 503 with
     `Retry-After`: the API makes one attempt per call (`core.aws`) to answer in time, so the
-    client's retry is the one that follows, and it must hear so, not a 500. (Chalice turns
-    any other exception of a view into its own 500 before middleware sees it.)"""
+    client's retry is the one that follows, and it must hear so, not a 500. Any other
+    exception goes to the middleware as ChaliceUnhandledError (Chalice would otherwise answer
+    it with its own 500 and log it outside the request's keys)."""
     if getattr(view, "busy_aws_as_503", False):
         return view
 
@@ -123,13 +135,13 @@ def busy_aws_as_503(view: Any) -> Any:
     def answering_503(*args: Any, **kwargs: Any) -> Any:
         try:
             return view(*args, **kwargs)
-        except ApiError:
+        except (ApiError, ChaliceViewError):  # answered as they say (4xx)
             raise
         except Exception as exc:
             from chalicelib.core.aws import retryable
 
             if not retryable(exc):
-                raise
+                raise ChaliceUnhandledError(f"{type(exc).__name__} in {view.__name__}") from exc
             logger.warning("AWS busy or slow for this request", error=repr(exc)[:300])
             raise ServiceUnavailable(
                 "A service this request needs is busy; retry it.", headers={"Retry-After": "1"}
@@ -169,6 +181,15 @@ def _handle(request: Request, get_response: Any) -> Response:
         return get_response(request)
     except ApiError as exc:
         return _api_error_response(exc)
+    except ChaliceUnhandledError as exc:
+        cause = exc.__cause__ or exc
+        logger.error(
+            "unhandled error; answered 500",
+            route=route,
+            error_type=type(cause).__name__,
+            exc_info=(type(cause), cause, cause.__traceback__),
+        )
+        return Response(body=dict(_INTERNAL_ERROR), status_code=500)
 
 
 def _api_error_response(exc: ApiError) -> Response:
@@ -193,8 +214,8 @@ def correlation_id(request: Request) -> str:
     """The request's correlation id: the caller's `X-Correlation-Id` if well formed, else
     the API Gateway request id. Handlers pass it on to what they start (a workflow)."""
     supplied = request.headers.get(CORRELATION_HEADER.lower())
-    if supplied and _CORRELATION_ID.fullmatch(supplied):
-        return supplied
+    if correlation.well_formed(supplied):
+        return str(supplied)
     request_id = (request.context or {}).get("requestId")
     return str(request_id) if request_id else str(uuid.uuid4())
 
@@ -214,15 +235,18 @@ def _add_cors_headers(request: Request, response: Response) -> None:
 
 
 def _record(request: Request, response: Response, seconds: float) -> None:
+    """The access line (at every log level: `access_logger`) and the request's metrics."""
     route = (request.context or {}).get("resourcePath", "unknown")
     status = response.status_code
-    logger.info(
+    caller = ((request.context or {}).get("authorizer") or {}).get("user_id")
+    access_logger.info(
         "request",
         method=request.method,
         route=route,
         path=request.to_original_event().get("path"),
         status=status,
         duration_ms=round(seconds * 1000, 2),
+        caller_id=caller,
     )
     emit_metrics(
         [

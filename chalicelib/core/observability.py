@@ -1,9 +1,10 @@
 """Structured JSON logs and EMF metrics (Powertools), and opt-in X-Ray subsegments.
 
-One Logger and one Metrics object per process. Service name and metrics namespace come from
-POWERTOOLS_SERVICE_NAME and POWERTOOLS_METRICS_NAMESPACE in the stage's config. The X-Ray SDK
-(Powertools Tracer) is imported only when the stage sets TRACING_SUBSEGMENTS: it costs more
-import time than boto3. Lambda-level X-Ray segments come from `"xray": true` either way.
+One Logger (and its access-line child) and one Metrics object per process. Service name and
+metrics namespace come from POWERTOOLS_SERVICE_NAME and POWERTOOLS_METRICS_NAMESPACE in the
+stage's config. The X-Ray SDK (Powertools Tracer) is imported only when the stage sets
+TRACING_SUBSEGMENTS: it costs more import time than boto3. Lambda-level X-Ray segments come
+from `"xray": true` either way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from chalicelib.core.settings import tracing_subsegments
 
 logger = Logger()
+#: The one line per HTTP request (`core.http`) and per event handler invocation
+#: (`core.correlation`). Its level is pinned to INFO whatever the
+#: stage's POWERTOOLS_LOG_LEVEL (prod's WARNING drops `logger`'s info lines, never these): a
+#: child of `logger`, so it writes through the same JSON handler with the same keys
+#: (correlation id, function). Only Lambda's own log-level control (AWS_LAMBDA_LOG_LEVEL),
+#: which Powertools lets win, could drop it.
+access_logger = Logger(child=True, level="INFO")
 
 
 @cache

@@ -12,6 +12,10 @@ the queue's maxReceiveCount the redrive policy moves them to the dead-letter que
 correct with or without `ReportBatchItemFailures`, on both deploy paths and locally. A batch
 that fully succeeds costs nothing extra; a failed message costs one DeleteMessageBatch call
 for its batch.
+
+Each message is handled with its own correlation id bound (`core.correlation.of_sqs_record`:
+its `correlation_id` attribute, or the SNS envelope's), so the lines about one message carry
+the id of the request that caused it; the invocation's lines carry the batch's ids.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib.core import aws
+from chalicelib.core import aws, correlation
 from chalicelib.core.observability import logger
 
 #: DeleteMessageBatch takes at most 10 entries.
@@ -53,12 +57,15 @@ def process_sqs_messages(
     records = event.get("Records") or []
 
     def handle(record: Any) -> None:
-        try:
-            attributes = record.raw_event.get("attributes") or {}
-            handle_message(record.body, int(attributes.get("ApproximateReceiveCount") or 1))
-        except Exception:
-            logger.exception("message failed; it stays in the queue", message_id=record.message_id)
-            raise
+        with correlation.bound(correlation.of_sqs_record(record.raw_event)):
+            try:
+                attributes = record.raw_event.get("attributes") or {}
+                handle_message(record.body, int(attributes.get("ApproximateReceiveCount") or 1))
+            except Exception:
+                logger.exception(
+                    "message failed; it stays in the queue", message_id=record.message_id
+                )
+                raise
 
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     with processor(records=records, handler=handle):

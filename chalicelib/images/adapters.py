@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from chalicelib.core import aws, clock
+from chalicelib.core import aws, clock, correlation
 from chalicelib.core.aws import error_code
 from chalicelib.core.backoff import Backoff
 from chalicelib.core.dynamo import Unprocessed, batch_get, from_item, query_page, to_item
@@ -66,6 +66,7 @@ class S3ImageStorage:
             size=int(head["ContentLength"]),
             etag=normalise_etag(str(head["ETag"])),
             last_modified=modified,
+            correlation_id=correlation.of_object_metadata(head.get("Metadata")),
         )
 
     def read(self, key: str, etag: str | None = None) -> bytes:
@@ -155,15 +156,19 @@ class S3ImageStorage:
     def presign_post(
         self, key: str, content_type: str, max_bytes: int, expires_in: int
     ) -> dict[str, Any]:
-        """A POST policy S3 enforces: this key, this content type, 1 byte to `max_bytes`."""
+        """A POST policy S3 enforces: this key, this content type, 1 byte to `max_bytes`, and
+        the request's correlation id as the object's metadata (`x-amz-meta-correlation-id`,
+        exactly), so the pipeline logs the upload under the id of the request that asked."""
+        tagged = correlation.upload_fields()
         return dict(
             self._client().generate_presigned_post(
                 Bucket=self._bucket,
                 Key=key,
-                Fields={"Content-Type": content_type},
+                Fields={"Content-Type": content_type, **tagged},
                 Conditions=[
                     {"Content-Type": content_type},
                     ["content-length-range", 1, max_bytes],
+                    *({name: value} for name, value in tagged.items()),
                 ],
                 ExpiresIn=expires_in,
             )
@@ -376,4 +381,10 @@ class SqsThumbnailTasks:
         self._client = client or (lambda: aws.client("sqs"))
 
     def send(self, task: dict[str, str]) -> None:
-        self._client().send_message(QueueUrl=self._queue_url(), MessageBody=json.dumps(task))
+        """One task, with the current correlation id (the upload's) as an attribute."""
+        attributes = correlation.message_attributes()
+        self._client().send_message(
+            QueueUrl=self._queue_url(),
+            MessageBody=json.dumps(task),
+            **({"MessageAttributes": attributes} if attributes else {}),
+        )

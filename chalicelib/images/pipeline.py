@@ -55,6 +55,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from chalicelib.core import clock as app_clock
+from chalicelib.core import correlation
 from chalicelib.core.observability import logger
 from chalicelib.images import imaging
 from chalicelib.images.imaging import UnusableImage
@@ -90,6 +91,8 @@ class StoredObject:
     size: int
     etag: str
     last_modified: str  # ISO-8601 UTC
+    #: The id of the request that issued the upload link (the object's metadata).
+    correlation_id: str | None = None
 
 
 class ObjectGone(Exception):
@@ -153,6 +156,14 @@ class ImageAnalysis:
 
     def analyze(self, upload: UploadKey, created: CreatedObject) -> None:
         stored = self._storage.describe(upload.key)
+        # The notification carries no correlation id; the object does (its metadata): from
+        # here on, this upload's lines and its thumbnail task carry the upload request's id.
+        with correlation.bound(stored.correlation_id if stored else None):
+            self._analyze(upload, created, stored)
+
+    def _analyze(
+        self, upload: UploadKey, created: CreatedObject, stored: StoredObject | None
+    ) -> None:
         if stored is None or stored.etag != created.etag:
             self._upload_gone(upload, created.etag)
             return

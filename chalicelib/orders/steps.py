@@ -7,54 +7,51 @@ took), in one conditional write. Step Functions delivers at least once and retri
 step is safe to run again: a re-run reservation reserves nothing more, a re-run charge finds
 the first charge, a re-run shipment finds its parcel.
 
-The exceptions' class names are the error names the state machine's Retry and Catch match:
-`InvalidOrder` (fails the order), `PaymentError` (the provider's transient failures, retried
-with backoff), `StepUnavailable` (an AWS dependency failed after its own retries),
-`OrderCancelled` (the order was cancelled under the step), `ShippingError` (the carrier
-refused the parcel).
+A business refusal is an answer, not an error (`valid`, `in_stock`, `approved`, `shipped`
+false, with why), which the machine's Choice states branch on: no Lambda error, no failed
+execution (`REFUSALS`). The machine asks for answers (`"refusals": "answer"` in the input);
+to an execution of an older definition a refusal is still raised (`InvalidOrder`,
+`ShippingError`), so functions and machine may deploy in either order. Raised is what went
+wrong, its class name the error Retry and Catch match: `PaymentError` (the provider's
+transient failures), `StepUnavailable` (an AWS call failed after its retries),
+`OrderCancelled` (cancelled under the step), `OrderConflict` (the order is missing or in a
+status the step cannot come from: a bug or a hand edit).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.core import clock
+from chalicelib.core import clock, correlation
 from chalicelib.core.aws import retryable
 from chalicelib.core.observability import logger
 from chalicelib.orders import model
 from chalicelib.orders.compensation import refund_order, release_order
 from chalicelib.orders.inventory import InventoryBusy
+from chalicelib.orders.outcomes import (
+    REFUSALS,
+    InvalidOrder,
+    InvalidTaskInput,
+    OrderCancelled,
+    OrderConflict,
+    PaymentError,
+    StepUnavailable,
+    describe_failure,
+    notification_entry,
+    order_problems,
+    state_timestamp,
+)
 from chalicelib.orders.payments import PaymentProvider, ProviderTimeout, ProviderUnavailable
 from chalicelib.orders.ports import OrderRecords, Stock
 from chalicelib.orders.records import StatusConflict, line_quantities
 from chalicelib.orders.shipping import Carrier, ShippingError
 
-
-class InvalidOrder(Exception):
-    """The order breaks a business rule: it fails, nothing is retried."""
-
-
-class PaymentError(Exception):
-    """The payment provider failed for now: the state machine retries the charge."""
-
-
-class StepUnavailable(Exception):
-    """An AWS dependency failed after its own retries: the state machine retries the step."""
-
-
-class OrderCancelled(Exception):
-    """The order was cancelled while the workflow ran: nothing more is done for it."""
-
-
-class InvalidTaskInput(Exception):
-    """The state machine passed something this step cannot read (a definition error)."""
-
-
-__all__ = ["InvalidOrder", "OrderCancelled", "OrderSteps", "PaymentError", "ShippingError"]
+__all__ = ["REFUSALS", "InvalidOrder", "OrderCancelled", "OrderConflict", "OrderSteps",
+           "PaymentError", "ShippingError", "StepUnavailable", "describe_failure",
+           "notification_entry", "order_problems"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,7 +86,7 @@ class Step:
     def entry(self, outcome: str, **details: Any) -> dict[str, dict[str, Any]]:
         """This step's entry in the order's `steps`."""
         record = {
-            "entered_at": _timestamp(self.entered_at),
+            "entered_at": state_timestamp(self.entered_at),
             "completed_at": clock.timestamp(),
             "attempts": self.retry_count + 1,
             "outcome": outcome,
@@ -109,17 +106,20 @@ def task(
     @functools.wraps(action)
     def run(self: OrderSteps, event: Any) -> dict[str, Any]:
         step = Step.from_event(event)
-        logger.thread_safe_append_keys(correlation_id=step.correlation_id, order_id=step.order_id)
-        try:
-            return action(self, step, event)
-        except Exception as exc:
-            error = _step_error(exc)
-            self._record_failure(step, error)
-            if error is exc:
-                raise
-            raise error from exc
-        finally:
-            logger.thread_safe_remove_keys(["correlation_id", "order_id"])
+        # The invocation already bound the input's id (`core.correlation.install`); bound
+        # again here so that a step run on its own logs it too.
+        with (
+            correlation.keys_bound(order_id=step.order_id),
+            correlation.bound(step.correlation_id or None),
+        ):
+            try:
+                return action(self, step, event)
+            except Exception as exc:
+                error = _step_error(exc)
+                self._record_failure(step, error)
+                if error is exc:
+                    raise
+                raise error from exc
 
     return run
 
@@ -158,7 +158,9 @@ class OrderSteps:
         products = self._inventory.get_many([line["sku"] for line in order["lines"]])
         problems = order_problems(order, products)
         if problems:
-            raise InvalidOrder("; ".join(problems))
+            reason = "; ".join(problems)
+            answer = {"valid": False, "reason": reason}
+            return self._refused(step, event, f"invalid: {reason}", answer, InvalidOrder(reason))
         self._update(step, model.VALIDATED, (model.PENDING,), step.entry("valid"))
         return {"valid": True}
 
@@ -227,7 +229,7 @@ class OrderSteps:
     def ship(self, step: Step, event: Any) -> dict[str, Any]:
         order = self._order(step)
         if order.get("shipped_at"):
-            return {"tracking_number": order["tracking_number"]}
+            return {"shipped": True, "tracking_number": order["tracking_number"]}
         if order["status"] == model.PAID:
             self._update(step, model.SHIPPING, (model.PAID,), {})
         elif order["status"] != model.SHIPPING:
@@ -235,7 +237,12 @@ class OrderSteps:
             raise _unexpected(step, StatusConflict(step.order_id, order["status"]))
         assert self._carrier is not None and self._inventory is not None
         lines = line_quantities(order)
-        shipment = self._carrier.create_shipment(step.order_id, order["shipping_address"], lines)
+        address = order["shipping_address"]
+        try:
+            shipment = self._carrier.create_shipment(step.order_id, address, lines)
+        except ShippingError as refused:
+            answer = {"shipped": False, "reason": str(refused)}
+            return self._refused(step, event, f"refused: {refused}", answer, refused)
         change = {
             "status": model.SHIPPED,
             "from_statuses": (model.SHIPPING,),
@@ -246,7 +253,8 @@ class OrderSteps:
             },
         }
         self._inventory.ship(step.order_id, lines, change)
-        return {"tracking_number": shipment.tracking_number, "carrier": shipment.carrier}
+        return {"shipped": True, "tracking_number": shipment.tracking_number,
+                "carrier": shipment.carrier}  # fmt: skip
 
     @task
     def complete(self, step: Step, event: Any) -> dict[str, Any]:
@@ -290,6 +298,15 @@ class OrderSteps:
 
     # --- helpers --------------------------------------------------------------------------
 
+    def _refused(
+        self, step: Step, event: Any, outcome: str, answer: dict[str, Any], error: Exception
+    ) -> dict[str, Any]:
+        """A refusal recorded and answered, or raised to an execution that asks no answer."""
+        if event.get("refusals") != "answer":
+            raise error
+        self._orders.update(step.order_id, steps=step.entry(outcome))
+        return answer
+
     def _record_failure(self, step: Step, error: Exception) -> None:
         """Best effort: the store may be what failed."""
         outcome = f"failed: {type(error).__name__}: {str(error)[:300]}"
@@ -301,7 +318,7 @@ class OrderSteps:
     def _order(self, step: Step) -> dict[str, Any]:
         order = self._orders.get(step.order_id)
         if order is None:
-            raise InvalidOrder(f"there is no order {step.order_id}")
+            raise OrderConflict(f"there is no order {step.order_id}")
         return order
 
     def _update(
@@ -326,71 +343,7 @@ class OrderSteps:
             raise OrderCancelled(f"order {order['order_id']} was cancelled")
 
 
-def order_problems(order: Mapping[str, Any], products: Mapping[str, Any]) -> list[str]:
-    """The business rules an order must meet before any stock or money moves."""
-    problems = []
-    country = order["shipping_address"]["country"]
-    if country not in model.SHIPPING_COUNTRIES:
-        problems.append(f"the shop does not deliver to {country}")
-    if order["total_amount"] > model.MAX_ORDER_TOTAL:
-        limit = model.MAX_ORDER_TOTAL / 100
-        problems.append(f"orders over {limit:,.2f} {model.CURRENCY} need a review by the shop")
-    for line in order["lines"]:
-        product = products.get(line["sku"])
-        if product is None or not product.get("active", False):
-            problems.append(f"{line['sku']} is no longer sold")
-    return problems
-
-
-#: Step Functions error name -> the order's failure code.
-FAILURE_CODES = {
-    "InvalidOrder": "invalid_order",
-    "OutOfStock": "out_of_stock",
-    "PaymentDeclined": "payment_declined",
-    "PaymentError": "payment_failed",
-    "ShippingError": "shipping_failed",
-    "OrderCancelled": "cancelled",
-    "States.Timeout": "timed_out",
-    "Sandbox.Timedout": "timed_out",
-}
-
-
-def describe_failure(failure: Any) -> dict[str, str]:
-    """The order's `failure` from a Catch's {Error, Cause}: a code, a message for people (a
-    Lambda error's message, never its stack trace) and the error's name."""
-    error = str((failure or {}).get("Error") or "Unknown")
-    cause = str((failure or {}).get("Cause") or "")
-    try:
-        parsed = json.loads(cause)
-        message = str(parsed.get("errorMessage", cause)) if isinstance(parsed, dict) else cause
-    except ValueError:
-        message = cause
-    return {"code": FAILURE_CODES.get(error, "error"), "message": message[:500], "error": error}
-
-
-def notification_entry(state: str, event: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The entry of a notification state (an SNS publish, which records nothing itself) from
-    what it left in `notification`: its message id, or the error that stopped it."""
-    notification = event.get("notification")
-    if not isinstance(notification, dict):
-        return {}
-    if "message_id" in notification:
-        entered = _timestamp(str(notification.get("entered_at", "")))
-        return {state: {"entered_at": entered, "outcome": "sent",
-                        "message_id": str(notification["message_id"])}}  # fmt: skip
-    failed = describe_failure(notification)
-    return {state: {"outcome": f"not sent: {failed['error']}"}}
-
-
-def _timestamp(text: str) -> str:
-    """Step Functions' time stamps in the app's one format (so they sort with ours)."""
-    try:
-        return clock.timestamp(clock.parse(text))
-    except ValueError:
-        return text
-
-
 def _unexpected(step: Step, conflict: StatusConflict) -> Exception:
     if conflict.status in (model.CANCELLING, model.CANCELLED):
         return OrderCancelled(f"order {step.order_id} was cancelled")
-    return InvalidOrder(f"order {step.order_id} is {conflict.status}, not ready for {step.name}")
+    return OrderConflict(f"order {step.order_id} is {conflict.status}, not ready for {step.name}")

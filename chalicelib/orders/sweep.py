@@ -8,9 +8,11 @@ sweep stops before its time budget runs out; what it did not reach waits for the
 
 Per order, by what the order's execution says:
 - still running: left alone (counted);
-- ended or never started: if the goods left (`shipped_at`), the order is completed; if it
-  was being cancelled, the cancellation is finished; otherwise its charge is refunded, its
-  stock released and it fails (`workflow_ended` or `workflow_not_started`);
+- ended (whatever its status: a refused order's execution SUCCEEDED, and an order it left
+  open is as stuck as a FAILED one's) or never started: if the goods left (`shipped_at`), the
+  order is completed; if it was being cancelled, the cancellation is finished; otherwise its
+  charge is refunded, its stock released and it fails (`workflow_ended` or
+  `workflow_not_started`);
 - handed to the carrier without a record of the parcel (`shipping`): left for a person,
   logged as an error (a refund could pay for goods already on their way).
 """

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.core import aws
+from chalicelib.core import aws, correlation
 from chalicelib.core.backoff import MAX_ATTEMPTS, Backoff
 from chalicelib.core.dynamo import WRITE_BATCH, batch_get, batch_write
 from chalicelib.search.indexing import Posting
@@ -91,7 +91,9 @@ class _Batches:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._pool = ThreadPoolExecutor(self._write_workers, "search-write")
-        list(self._pool.map(lambda chunk: self._write_chunk(table, chunk), chunks))
+        # `carried`: the workers' log lines keep the invocation's correlation id.
+        write = correlation.carried(lambda chunk: self._write_chunk(table, chunk))
+        list(self._pool.map(write, chunks))
 
     def _write_chunk(self, table: str, chunk: Sequence[dict[str, Any]]) -> None:
         batch_write(self._client(), table, chunk, self._backoff).raise_if_any(table)

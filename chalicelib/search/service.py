@@ -69,6 +69,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.auth.policy import require_admin
 from chalicelib.auth.tokens import Principal
+from chalicelib.core import correlation
 from chalicelib.core.errors import BadRequest
 from chalicelib.core.observability import logger
 from chalicelib.core.pagination import parse_limit
@@ -444,7 +445,8 @@ class SearchService:
         if len(calls) <= 1 or self._max_workers <= 1:
             results = [call() for call in calls]
         else:
-            results = list(self._executor().map(lambda call: call(), calls))
+            # `carried`: the workers' log lines keep the request's correlation id.
+            results = list(self._executor().map(correlation.carried(lambda call: call()), calls))
         out, start = [], 0
         for group in groups:
             out.append(results[start : start + len(group)])

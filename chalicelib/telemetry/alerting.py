@@ -72,7 +72,15 @@ def send(
     if budget is not None:
         to_alert = _within_budget(to_alert, batch, budget, outcome)
     if to_alert:
-        for position in alerts.send_alerts([alert for _, alert in to_alert]):
+        # Each alert carries the id of the request that sent its event (`core.correlation`):
+        # a field of its message (read by people; README, Telemetry) and its attribute.
+        with_ids = [
+            {**alert, "correlation_id": batch[index].correlation_id}
+            if batch[index].correlation_id
+            else alert
+            for index, alert in to_alert
+        ]
+        for position in alerts.send_alerts(with_ids):
             outcome.failed.add(to_alert[position][0])
     outcome.published = len(to_alert)
     return outcome

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chalicelib.core import aws
+from chalicelib.core import aws, correlation
 from chalicelib.core.aws import retryable
 from chalicelib.core.backoff import Backoff
 
@@ -26,7 +26,8 @@ SQS_MAX_BYTES = 256 * 1024
 
 
 class SnsAlerts:
-    """PublishBatch to the alerts topic, 10 per call, a `severity` message attribute."""
+    """PublishBatch to the alerts topic, 10 per call, `severity`, `type` and `correlation_id`
+    (the alert's, else the invocation's) message attributes."""
 
     def __init__(
         self,
@@ -48,6 +49,7 @@ class SnsAlerts:
                 "MessageAttributes": {
                     "severity": {"DataType": "String", "StringValue": alert["severity"]},
                     "type": {"DataType": "String", "StringValue": alert["type"]},
+                    **correlation.message_attributes(alert.get("correlation_id")),
                 },
             }
             for i, alert in enumerate(alerts)
@@ -85,10 +87,11 @@ class SqsQuarantine:
                 cut = {**message, "data": message["data"][: SQS_MAX_BYTES // 2]}
                 body = json.dumps({**cut, "data_truncated": True}, separators=(",", ":"))
             entries[str(i)] = {"Id": str(i), "MessageBody": body}
+            attributes = correlation.message_attributes(message.get("correlation_id"))
             if message.get("dedup_id"):
-                entries[str(i)]["MessageAttributes"] = {
-                    "dedup_id": {"DataType": "String", "StringValue": message["dedup_id"]}
-                }
+                attributes["dedup_id"] = {"DataType": "String", "StringValue": message["dedup_id"]}
+            if attributes:
+                entries[str(i)]["MessageAttributes"] = attributes
         return _send_batches(
             entries,
             SEND_BATCH,

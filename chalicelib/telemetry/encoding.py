@@ -67,6 +67,7 @@ class Record:
     reason: str | None = None  # why it is quarantined
     table: str = ""  # where `item` goes (`table_and_item`), when the event is valid
     item: dict[str, Any] | None = None
+    correlation_id: str | None = None  # of the request that sent it (`core.correlation`)
 
 
 class Malformed(ValueError):
@@ -299,7 +300,7 @@ def quarantine_message(record: Record, reason: str) -> dict[str, Any]:
     """The quarantine message of a record. `dedup_id` (`<shardId>:<sequenceNumber>`, also a
     message attribute) is the record's identity: a record redelivered after its message was
     sent is quarantined again, with the same id, for consumers to drop."""
-    return {
+    message = {
         "dedup_id": f"{record.shard}:{record.sequence}",
         "reason": reason,
         "data": record.data,
@@ -308,3 +309,6 @@ def quarantine_message(record: Record, reason: str) -> dict[str, Any]:
         "partition_key": record.partition_key,
         "approximate_arrival_timestamp": record.arrival,
     }
+    if record.correlation_id:
+        message["correlation_id"] = record.correlation_id
+    return message

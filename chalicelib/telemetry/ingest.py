@@ -30,7 +30,7 @@ or a new one) or why not. When no event is accepted the request fails in the app
 shape, each event's reason in `details`: 400 `validation_failed` if every event was refused,
 503 `service_unavailable` if valid events could not be put on the stream (retry). A body that
 is not `{"events": [1..500 items]}` is a 400 too. Every event put on the stream carries its
-sender (`model.stamp`), which the processor checks again.
+sender (`model.stamp`), which the processor checks again, and the request's correlation id.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from chalicelib.auth.tokens import Principal
-from chalicelib.core import clock
+from chalicelib.core import clock, correlation
 from chalicelib.core.errors import BadRequest, Forbidden, ServiceUnavailable, ValidationFailed
 from chalicelib.core.quotas import Quota, Quotas
 from chalicelib.telemetry import STREAM_UNAVAILABLE
@@ -133,7 +133,7 @@ class TelemetryIngest:
                 name = "event_type" if event["event_type"] == SYSTEM_METRIC else "user_id"
                 forbidden.append({"field": f"events[{index}].{name}", "issue": problem})
                 continue
-            valid.append((index, stamp(event, principal.user_id, kind)))
+            valid.append((index, stamp(event, principal.user_id, kind, correlation.current())))
             results.append({"index": index, "accepted": True, "event_id": event["event_id"]})
         if forbidden:
             raise Forbidden("The request holds events its caller may not send.", forbidden)

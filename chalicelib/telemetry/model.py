@@ -27,6 +27,10 @@ stream (`stamp`): `submitted_by` (the caller's id) and `submitted_as` (`user`, `
 (`submitter_problem`): a user's own activity and transactions, anyone's for an admin, system
 metrics from a machine identity or an admin only. So a record on the stream is never taken
 on the word of its body.
+
+The ingest also stamps the request's `correlation_id` (`core.correlation`), so the processor
+logs each batch with the ids of the requests that sent it. Like the sender's stamp it is
+never stored: `validate_event` accepts it on a stamped record and leaves it out of the event.
 """
 
 from __future__ import annotations
@@ -86,7 +90,9 @@ FIELDS: dict[str, frozenset[str]] = {
 
 SUBMITTED_BY = "submitted_by"
 SUBMITTED_AS = "submitted_as"
-STAMP_FIELDS = (SUBMITTED_BY, SUBMITTED_AS)
+#: Optional: the id of the request that sent the event (`core.correlation`).
+CORRELATION_ID = "correlation_id"
+STAMP_FIELDS = (SUBMITTED_BY, SUBMITTED_AS, CORRELATION_ID)
 #: The fields of a record read from the stream: the event's and its sender's stamp.
 STAMPED_FIELDS: dict[str, frozenset[str]] = {
     event_type: fields | frozenset(STAMP_FIELDS) for event_type, fields in FIELDS.items()
@@ -121,9 +127,15 @@ def submitter_problem(event: dict[str, Any], submitted_by: str, submitted_as: st
     return None
 
 
-def stamp(event: dict[str, Any], submitted_by: str, submitted_as: str) -> dict[str, Any]:
-    """`event` with its sender stamped in (the ingest, after authorising it)."""
-    return {**event, SUBMITTED_BY: submitted_by, SUBMITTED_AS: submitted_as}
+def stamp(
+    event: dict[str, Any], submitted_by: str, submitted_as: str, correlation_id: str | None = None
+) -> dict[str, Any]:
+    """`event` with its sender (and the request's correlation id) stamped in (the ingest,
+    after authorising it)."""
+    stamped = {**event, SUBMITTED_BY: submitted_by, SUBMITTED_AS: submitted_as}
+    if correlation_id:
+        stamped[CORRELATION_ID] = correlation_id
+    return stamped
 
 
 def _check_stamp(raw: dict[str, Any], clean: dict[str, Any]) -> None:

@@ -68,7 +68,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib.core import clock
+from chalicelib.core import clock, correlation
 from chalicelib.core.observability import logger
 from chalicelib.telemetry import alerting, encoding, screening
 from chalicelib.telemetry.model import (
@@ -229,6 +229,7 @@ class TelemetryProcessor:
                 continue
             try:
                 payload = encoding.decode_payload(record.data)
+                record.correlation_id = correlation.of_payload(payload)
                 now = clock.from_epoch(record.arrival) if record.arrival else clock.now()
                 stable_id = f"{record.shard}:{record.sequence}"
                 # stamped: the sender the ingest verified must be allowed to send it
@@ -241,6 +242,9 @@ class TelemetryProcessor:
                 logger.exception("telemetry record not processable", sequence=record.sequence)
                 record.reason = f"{type(problem).__name__}: {problem}"
             batch.append(record)
+        # The batch's lines carry the ids of the requests that sent it (`correlation_ids`
+        # when several: the invocation keeps its own id).
+        correlation.note_batch(r.correlation_id for r in batch)
         return batch
 
     def _write(

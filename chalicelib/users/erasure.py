@@ -55,7 +55,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from chalicelib.core import aws, clock
+from chalicelib.core import aws, clock, correlation
 from chalicelib.core.ids import digest, is_pseudonym, new_pseudonym
 from chalicelib.core.observability import logger
 from chalicelib.users.events import USER_DELETED
@@ -229,6 +229,11 @@ class SqsFollowUps:
         self._client = client
 
     def schedule(self, body: str, delay_seconds: int) -> None:
+        # The next pass logs the id of the delete that started the erasure.
+        attributes = correlation.message_attributes()
         self._client("sqs").send_message(
-            QueueUrl=self._queue_url(), MessageBody=body, DelaySeconds=delay_seconds
+            QueueUrl=self._queue_url(),
+            MessageBody=body,
+            DelaySeconds=delay_seconds,
+            **({"MessageAttributes": attributes} if attributes else {}),
         )

@@ -6,7 +6,9 @@ Each event carries a deterministic `event_id` (`user-created:<user_id>`,
 `user-updated:<user_id>:<version>`, `user-deleted:<user_id>`), so the copies that
 at-least-once delivery produces (a stream batch retried, SNS delivering twice) are
 recognisably the same event to consumers.
-`event_type` is also a message attribute, for subscription filter policies.
+`event_type` is also a message attribute, for subscription filter policies, and so is
+`correlation_id`: the id of the write that caused the event (the item's `correlation_id`,
+stamped by the repository; see `core.correlation`).
 
 `user-deleted` (the user's item removed: `DELETE /users/{id}`) carries the user's id and
 when it was removed, and nothing else: no address or name travels through the topic and the
@@ -20,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.core import aws, clock
+from chalicelib.core import aws, clock, correlation
 from chalicelib.users.model import PUBLIC_FIELDS, public_view
 from chalicelib.users.repository import USER_KEY_PREFIX, item_from_image
 
@@ -39,6 +41,7 @@ class UserEvent:
     event_id: str
     occurred_at: str
     payload: dict[str, Any]
+    correlation_id: str | None = None
 
     def body(self) -> str:
         message = {
@@ -59,6 +62,7 @@ def events_from_stream(records: Iterable[Mapping[str, Any]]) -> list[UserEvent]:
     """
     events = []
     for record in records:
+        caused_by = correlation.of_stream_record(record)
         change = record.get("dynamodb") or {}
         key = (change.get("Keys") or {}).get("pk", {}).get("S", "")
         if not key.startswith(USER_KEY_PREFIX):
@@ -71,6 +75,7 @@ def events_from_stream(records: Iterable[Mapping[str, Any]]) -> list[UserEvent]:
                     f"{USER_CREATED}:{user['user_id']}",
                     str(user["created_at"]),
                     {"user": public_view(user)},
+                    caused_by,
                 )
             )
         elif record.get("eventName") == "MODIFY" and "NewImage" in change:
@@ -86,20 +91,25 @@ def events_from_stream(records: Iterable[Mapping[str, Any]]) -> list[UserEvent]:
                         f"{USER_UPDATED}:{new['user_id']}:{new.get('version')}",
                         str(new.get("updated_at") or ""),
                         {"user": public_view(new), "changed_fields": changed},
+                        caused_by,
                     )
                 )
         elif record.get("eventName") == "REMOVE":
-            events.append(_deleted(key[len(USER_KEY_PREFIX) :], change))
+            events.append(_deleted(key[len(USER_KEY_PREFIX) :], change, caused_by))
     return events
 
 
-def _deleted(user_id: str, change: Mapping[str, Any]) -> UserEvent:
+def _deleted(user_id: str, change: Mapping[str, Any], caused_by: str | None) -> UserEvent:
     """user-deleted, stamped with when the stream saw the removal."""
     seen = change.get("ApproximateCreationDateTime")
     when = clock.from_epoch(float(seen)) if seen is not None else clock.now()
     at = clock.timestamp(when)
     return UserEvent(
-        USER_DELETED, f"{USER_DELETED}:{user_id}", at, {"user_id": user_id, "deleted_at": at}
+        USER_DELETED,
+        f"{USER_DELETED}:{user_id}",
+        at,
+        {"user_id": user_id, "deleted_at": at},
+        caused_by,
     )
 
 
@@ -125,7 +135,8 @@ class SnsUserEventPublisher:
                 "Id": str(i),
                 "Message": event.body(),
                 "MessageAttributes": {
-                    "event_type": {"DataType": "String", "StringValue": event.event_type}
+                    "event_type": {"DataType": "String", "StringValue": event.event_type},
+                    **correlation.message_attributes(event.correlation_id),
                 },
             }
             for i, event in enumerate(events)

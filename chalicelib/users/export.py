@@ -29,7 +29,7 @@ from chalicelib.users.model import is_user_id
 from chalicelib.users.pending import email_change_key
 
 #: The users table's own attributes of a profile item: not data about the user.
-BOOKKEEPING = frozenset({"pk", "entity", "created_key", "version"})
+BOOKKEEPING = frozenset({"pk", "entity", "created_key", "version", "correlation_id"})
 #: What an email change waiting for its code shows of itself.
 PENDING_EMAIL_FIELDS = ("email", "expires_at")
 EXPORT_VERSION = 1

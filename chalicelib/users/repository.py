@@ -10,6 +10,12 @@ One table holds two kinds of item:
 
 Every write of a user is conditional on the `version` the caller read, so concurrent updates
 cannot silently overwrite each other.
+
+Every write of a user also stamps the correlation id of the work that made it (the request,
+or the event handler: `core.correlation`) as `correlation_id`, which the table's stream hands
+to the user events it publishes. A delete cannot carry data, so `remove` stamps the item
+first (one more write) and the removed item's old image carries the delete's id. The
+attribute is bookkeeping: never shown (`model.public_view`) nor exported.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from chalicelib.core import aws, clock
+from chalicelib.core import aws, clock, correlation
 from chalicelib.core.dynamo import from_item, query_page, to_item
 from chalicelib.users.model import email_key
 from chalicelib.users.pending import email_change_key
@@ -201,7 +207,17 @@ class DynamoUserRepository:
 
     def remove(self, user: dict[str, Any]) -> None:
         """Delete the user, release its email and drop an email change it had waiting for
-        its code, if nobody changed the user meanwhile."""
+        its code, if nobody changed the user meanwhile (StaleUser otherwise). The item is
+        first stamped with the delete's correlation id (a delete carries no data): its
+        stream record's old image then says which request removed it. The stamp is one more
+        conditional write (StaleUser if the user changed or is gone; it creates no item),
+        and harmless if the delete then fails: it changes only bookkeeping (`version`,
+        `correlation_id`: no event, no public field), and the next write restamps."""
+        stamp = correlation.current()
+        if stamp and user.get(correlation.CORRELATION_ID) != stamp:
+            if not self._update_if_unchanged(user, {}):
+                raise StaleUser()
+            user = {**user, "version": int(user["version"]) + 1}
         self._transact(
             [
                 {
@@ -262,16 +278,23 @@ class DynamoUserRepository:
         raise StaleUser()
 
     def _update_if_unchanged(self, user: dict[str, Any], changes: dict[str, Any]) -> bool:
-        """SET `changes` and bump the version, if the version is still the one read."""
+        """SET `changes` (and the current correlation id) and bump the version, if the
+        version is still the one read. Without a current id, a previous write's is removed:
+        the item never names work that did not write it."""
+        stamp = _correlation_stamp()
+        changes = {**changes, **stamp}
         names = {f"#f{i}": name for i, name in enumerate(changes)}
         values = {f":v{i}": value for i, value in enumerate(changes.values())}
-        assignments = ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
+        assignments = "".join(f"#f{i} = :v{i}, " for i in range(len(changes)))
+        unstamp = "" if stamp else " REMOVE #stamp"
+        if not stamp:
+            names["#stamp"] = correlation.CORRELATION_ID
         client = self._client()
         try:
             client.update_item(
                 TableName=self._table,
                 Key={"pk": {"S": user_key(user["user_id"])}},
-                UpdateExpression=f"SET {assignments}, #version = #version + :one",
+                UpdateExpression=f"SET {assignments}#version = #version + :one{unstamp}",
                 ConditionExpression="#version = :version",
                 ExpressionAttributeNames={**names, "#version": "version"},
                 ExpressionAttributeValues=to_item(
@@ -292,9 +315,12 @@ class DynamoUserRepository:
         }
 
     def _user_item(self, user: dict[str, Any]) -> dict[str, Any]:
+        """The item of `user`, stamped with this write's correlation id (never a previous
+        write's: an unstamped write carries none)."""
         return to_item(
             {
-                **user,
+                **{k: v for k, v in user.items() if k != correlation.CORRELATION_ID},
+                **_correlation_stamp(),
                 "pk": user_key(user["user_id"]),
                 "entity": USER_ENTITY,
                 "created_key": sort_key(user),
@@ -313,6 +339,11 @@ class DynamoUserRepository:
             if "ConditionalCheckFailed" in reasons:
                 raise StaleUser() from None
             raise
+
+
+def _correlation_stamp() -> dict[str, str]:
+    found = correlation.current()
+    return {correlation.CORRELATION_ID: found} if found else {}
 
 
 def _is_email_claim(item: dict[str, Any]) -> bool:

@@ -3,8 +3,11 @@
 
 The runtime has each source send to a queue of its own, `local-events-<handler>`, and reads
 from it. As with Lambda's asynchronous invocation, a failing event is tried 3 times in all
-(seconds apart, not minutes); then its message moves to `local-events-<handler>-failed` (an
-on-failure destination), never dropped.
+(seconds apart, not minutes). Then, as Lambda does, Lambda's on-failure record of the event
+(`requestContext`, `requestPayload`: the event, `responseContext`, `responsePayload`: the
+error) goes to the function's on-failure destination, as infra/functions.json declares it
+(`EventInvokeConfig`); an event no record holds (no destination: AWS would drop it) is
+kept in `local-events-<handler>-failed` instead, never dropped.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import traceback
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.core import clock
 from chalicelib.core.aws import error_code
 from local.events.core import EventRuntime, retry_until_done
+from local.events.stream_failures import async_destination, function_arn, send_on_failure
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +31,14 @@ log = logging.getLogger(__name__)
 class AsyncDelivery:
     """Lambda's asynchronous invocation, for the sources that push events to a function (SNS,
     S3, EventBridge): the source sends its events to a queue of the runtime's own,
-    `local-events-<handler>`; each event is one invocation. A failing one is tried again after
-    `async_retry_seconds`, 3 times in all (the queue's receive count counts the attempts);
-    then the message moves to `local-events-<handler>-failed` (an on-failure destination),
-    never dropped. Until the source can be connected to the queue (a bucket not created yet),
+    `local-events-<handler>`; each event is one invocation, with attempts of its own (as in
+    Lambda, where each is a separate asynchronous invocation). A failing one is tried again
+    after `async_retry_seconds`, 3 times in all; then its on-failure record (its own error
+    and attempt count) goes to the function's destination (infra/functions.json). The events
+    no record holds (the function has no destination, or it refused the record) go to
+    `local-events-<handler>-failed`: the source's message itself if none of its events was
+    recorded, else `{"events": [...]}` with only those, so that no event is kept twice.
+    Never dropped. Until the source can be connected to the queue (a bucket not created yet),
     it is tried again every SETUP_RETRY_SECONDS.
 
     A source's subclass says how it connects to the queue (`_connect`) and which events a
@@ -46,8 +58,11 @@ class AsyncDelivery:
         self.queue_name = f"local-events-{source.name}"
         self.ready = threading.Event()
         self._queue = self._failed = ""
-        #: MessageId -> the events built from it: a retry delivers the very same events.
-        self._pending: dict[str, list[dict[str, Any]]] = {}
+        #: MessageId -> the events built from it and how far each got: a retry delivers the
+        #: very same events, those not done yet.
+        self._pending: dict[str, _Pending] = {}
+        #: Where an event that failed every attempt goes, as the deploy configures it.
+        self.destination = async_destination(self.name)
 
     @property
     def name(self) -> str:
@@ -130,33 +145,123 @@ class AsyncDelivery:
         )
 
     def _deliver(self, message: dict[str, Any]) -> None:
-        """Invokes the handler with each event of `message`; the message is done when all
-        succeeded, tried again (from its first event) after a failure, and moved to the failed
-        queue after the last attempt's failure."""
+        """Invokes the handler with each event of `message` not done yet. One that fails is
+        tried again later (the message made visible after the retry delay) until its last
+        attempt, then recorded (`_give_up`). The message is deleted once every event
+        succeeded or was given up, the events no record holds kept in the failed queue."""
         key = message["MessageId"]
-        if key not in self._pending:
-            self._pending[key] = self._events(message)
-        attempt = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-        for event in self._pending[key]:
-            result, invocation = self._runtime.invoke(self.name, self.SOURCE, event)
+        pending = self._pending.get(key)
+        if pending is None:
+            # New, or taken again after a restart: the receive count is all that is known.
+            received = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+            events = self._events(message)
+            pending = self._pending[key] = _Pending(events, [received - 1] * len(events))
+        retry = False
+        for index in list(pending.left):
+            result, invocation = self._runtime.invoke(self.name, self.SOURCE, pending.events[index])
             if not isinstance(result, Exception):
+                pending.left.remove(index)
                 self._runtime.report(invocation)
                 continue
+            pending.failures[index] += 1
+            attempt = pending.failures[index]
             if attempt < self.ATTEMPTS:
-                retry = self._runtime.async_retry_seconds
-                self._sqs.change_message_visibility(
-                    QueueUrl=self._queue,
-                    ReceiptHandle=message["ReceiptHandle"],
-                    VisibilityTimeout=retry,
-                )
+                retry = True
+                invocation.outcome += (f" (attempt {attempt} of {self.ATTEMPTS}; retried in "
+                                       f"{self._runtime.async_retry_seconds} s)")  # fmt: skip
+            else:
+                pending.left.remove(index)
                 invocation.outcome += (
-                    f" (attempt {attempt} of {self.ATTEMPTS}; retried in {retry} s)"
+                    f" (attempt {attempt}; {self._give_up(pending, index, result)})"
                 )
-                self._runtime.report(invocation)
-                return
-            self._sqs.send_message(QueueUrl=self._failed, MessageBody=message["Body"])
-            invocation.outcome += f" (attempt {attempt}; moved to {self.queue_name}-failed)"
             self._runtime.report(invocation)
-            break
+        if retry:
+            self._sqs.change_message_visibility(
+                QueueUrl=self._queue,
+                ReceiptHandle=message["ReceiptHandle"],
+                VisibilityTimeout=self._runtime.async_retry_seconds,
+            )
+            return
+        if pending.unrecorded:
+            self._keep(message, pending)
         self._sqs.delete_message(QueueUrl=self._queue, ReceiptHandle=message["ReceiptHandle"])
         self._pending.pop(key, None)
+
+    def _give_up(self, pending: _Pending, index: int, error: Exception) -> str:
+        """After event `index`'s last attempt: its on-failure record (its own error and
+        attempts) to the function's destination; if there is none or it refused the record,
+        the event is kept for the failed queue. Says where it went."""
+        attempts = pending.failures[index]
+        event = pending.events[index]
+        if self.destination is None:
+            pending.unrecorded.append(index)
+            return f"moved to {self.queue_name}-failed"
+        if not send_async_failure(self._runtime, self.name, event, error, attempts):
+            pending.unrecorded.append(index)
+            return f"moved to {self.queue_name}-failed (the destination refused it)"
+        return f"on-failure record sent to {self.destination.name}"
+
+    def _keep(self, message: dict[str, Any], pending: _Pending) -> None:
+        """The events of `message` no on-failure record holds, to the failed queue: the
+        message itself if that is all of them, else only those events."""
+        if len(pending.unrecorded) == len(pending.events):
+            body = message["Body"]
+        else:
+            body = json.dumps({"events": [pending.events[i] for i in sorted(pending.unrecorded)]})
+        self._sqs.send_message(QueueUrl=self._failed, MessageBody=body)
+        pending.unrecorded.clear()
+
+
+@dataclass
+class _Pending:
+    """The events of one message of the queue, and how far each got."""
+
+    events: list[dict[str, Any]]
+    failures: list[int]  # failed attempts, per event
+    left: list[int] = field(default_factory=list)  # the events neither done nor given up
+    unrecorded: list[int] = field(default_factory=list)  # given up, with no record sent
+
+    def __post_init__(self) -> None:
+        self.left = list(range(len(self.events)))
+
+
+def async_on_failure_record(
+    function: str, event: Any, error: Exception, attempts: int
+) -> dict[str, Any]:
+    """Lambda's on-failure record for an asynchronous invocation that failed `attempts`
+    times ("Capturing records of Lambda asynchronous invocations"): the event is
+    `requestPayload`, the Python runtime's error body `responsePayload`."""
+    frames = traceback.format_tb(error.__traceback__)
+    return {
+        "version": "1.0",
+        "timestamp": clock.timestamp(timespec="milliseconds"),
+        "requestContext": {
+            "requestId": str(uuid.uuid4()),
+            "functionArn": f"{function}:$LATEST",
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": attempts,
+        },
+        "requestPayload": event,
+        "responseContext": {
+            "statusCode": 200,
+            "executedVersion": "$LATEST",
+            "functionError": "Unhandled",
+        },
+        "responsePayload": {
+            "errorMessage": str(error),
+            "errorType": type(error).__name__,
+            "stackTrace": frames,
+        },
+    }
+
+
+def send_async_failure(
+    runtime: EventRuntime, handler: str, event: Any, error: Exception, attempts: int
+) -> bool:
+    """Sends the on-failure record of `event` to `handler`'s destination (functions.json);
+    False if it has none or the record could not be sent (then logged whole)."""
+    destination = async_destination(handler)
+    if destination is None:
+        return False
+    record = async_on_failure_record(function_arn(runtime, handler), event, error, attempts)
+    return send_on_failure(runtime, destination, record)

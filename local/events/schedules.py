@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.core import clock
+from local.events.async_delivery import send_async_failure
 from local.events.core import EventRuntime, Invocation
 from local.events.schedule_expressions import parse
 
@@ -79,12 +80,20 @@ def fire(
         if failed and attempt < ScheduledJob.ATTEMPTS:
             invocation.outcome += f" (attempt {attempt} of {ScheduledJob.ATTEMPTS}; retried)"
         elif failed:
-            invocation.outcome += f" (attempt {attempt}; given up, as EventBridge would)"
+            invocation.outcome += f" (attempt {attempt}; {_give_up(runtime, name, event, result)})"
         runtime.report(invocation)
         wait = retry_delay if attempt < ScheduledJob.ATTEMPTS else 0
         if not failed or runtime.stopping.wait(wait):
             break
     return invocation
+
+
+def _give_up(runtime: EventRuntime, name: str, event: dict[str, Any], error: Exception) -> str:
+    """Lambda's on-failure record of the event to the function's destination
+    (functions.json's EventInvokeConfig), as for any asynchronous invocation; says where."""
+    if send_async_failure(runtime, name, event, error, ScheduledJob.ATTEMPTS):
+        return "on-failure record sent to its destination"
+    return "given up, as EventBridge would"
 
 
 def scheduled_event(runtime: EventRuntime, name: str, at: datetime) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -58,6 +58,8 @@ class Destination:
 
     service: str  # "sqs" or "sns"
     name: str
+    #: The resources.json resource it refers to (None for a destination given as an ARN).
+    logical_id: str | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         return f"{'queue' if self.service == 'sqs' else 'topic'} {self.name}"
@@ -114,17 +116,42 @@ def stream_mapping(handler: str, kind: str, stage: str | None = None) -> StreamM
     if not _whole(age) or not (age == -1 or low <= age <= high):
         raise ValueError(f"{where}: MaximumRecordAgeInSeconds must be -1 or {low} to {high}")
     target = properties.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
-    destination = None if target is None else _destination(target, where, stage)
-    return StreamMapping(bisect, retries, age, destination)
+    found = None if target is None else destination(target, where, stage)
+    return StreamMapping(bisect, retries, age, found)
+
+
+def async_destination(handler: str, stage: str | None = None) -> Destination | None:
+    """The on-failure destination infra/functions.json gives the asynchronous invocations of
+    `handler` (`Resources.<LogicalId>.Properties.EventInvokeConfig.DestinationConfig`):
+    where Lambda sends an event that failed its attempts. None if it has none."""
+    from chalice.utils import to_cfn_resource_name
+
+    logical_id = to_cfn_resource_name(handler)
+    resources = json.loads(FUNCTION_SETTINGS.read_text()).get("Resources", {})
+    config = resources.get(logical_id, {}).get("Properties", {}).get("EventInvokeConfig", {})
+    target = config.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+    where = f"{FUNCTION_SETTINGS.name}: {logical_id}.EventInvokeConfig"
+    return None if target is None else destination(target, where, stage)
+
+
+def function_arn(runtime: Any, handler: str) -> str:
+    """The ARN of the deployed function of `handler` (`<app>-<stage>-<name>`), as on-failure
+    records name it."""
+    stage = os.environ.get("APP_STAGE", "local")
+    name = f"{getattr(runtime.app, 'app_name', 'app')}-{stage}-{handler}"
+    return f"arn:aws:lambda:{runtime.region}:{runtime.account()}:function:{name}"
 
 
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _destination(target: Any, where: str, stage: str | None) -> Destination:
-    """A destination as functions.json names it: an ARN, or a queue or topic of
-    resources.json by reference."""
+def destination(
+    target: Any, where: str, stage: str | None, resources: dict[str, Any] | None = None
+) -> Destination:
+    """A destination as functions.json names it (or a RedrivePolicy's
+    `deadLetterTargetArn`): an ARN, or a queue or topic of resources.json (`resources`, else
+    RESOURCES_TEMPLATE's) by reference."""
     if isinstance(target, str):
         match = re.fullmatch(r"arn:aws[\w-]*:(sqs|sns):[^:]*:[^:]*:([^:/]+)", target)
         if match is None:
@@ -137,7 +164,9 @@ def _destination(target: Any, where: str, stage: str | None) -> Destination:
         logical_id, wanted = target["Ref"], "AWS::SNS::Topic"  # a queue's Ref is its URL
     else:
         raise ValueError(f"{where}: an on-failure destination Lambda cannot use: {target}")
-    resource = json.loads(RESOURCES_TEMPLATE.read_text())["Resources"].get(logical_id)
+    if resources is None:
+        resources = json.loads(RESOURCES_TEMPLATE.read_text())["Resources"]
+    resource = resources.get(logical_id)
     if resource is None or resource.get("Type") != wanted:
         raise ValueError(f"{where}: the destination {target} is not a {wanted} of "
                          f"{RESOURCES_TEMPLATE.name}")  # fmt: skip
@@ -145,10 +174,10 @@ def _destination(target: Any, where: str, stage: str | None) -> Destination:
     name = resource.get("Properties", {}).get(key)
     if name is None:
         raise ValueError(f"{where}: {logical_id} has no {key} (its name would be generated)")
-    return Destination(service, _substituted(name, where, stage))
+    return Destination(service, substituted(name, where, stage), str(logical_id))
 
 
-def _substituted(name: Any, where: str, stage: str | None) -> str:
+def substituted(name: Any, where: str, stage: str | None) -> str:
     """A resource's name: a string, or `Fn::Sub` of one with `${Stage}`."""
     text = name.get("Fn::Sub") if isinstance(name, dict) else name
     if not isinstance(text, str):

@@ -39,7 +39,6 @@ A kind of stream subclasses StreamPoller with its API calls and its Lambda recor
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import traceback
@@ -52,6 +51,7 @@ from local.events.core import EventRuntime, retry_until_done
 from local.events.shard_reader import ShardReader, stream_batch_failures
 from local.events.stream_failures import (
     FailedBatch,
+    function_arn,
     on_failure_record,
     send_on_failure,
     stream_mapping,
@@ -149,13 +149,8 @@ class StreamPoller:
     def give_up(self, failed: FailedBatch) -> str:
         """Sends the on-failure record of `failed` to the mapping's destination (or logs that
         there is none, as Lambda drops the records then); says what became of it."""
-        stage = os.environ.get("APP_STAGE", "local")
-        app_name = getattr(self._runtime.app, "app_name", "app")
-        function_arn = (
-            f"arn:aws:lambda:{self._runtime.region}:{self._runtime.account()}:"
-            f"function:{app_name}-{stage}-{self.name}"
-        )
-        record = on_failure_record(failed, function_arn, self.BATCH_INFO, self.ARRIVAL_TIMESPEC)
+        function = function_arn(self._runtime, self.name)
+        record = on_failure_record(failed, function, self.BATCH_INFO, self.ARRIVAL_TIMESPEC)
         count = len(failed.numbers)
         what = f"{count} record{'' if count == 1 else 's'}"
         span = f"{failed.shard_id} {failed.numbers[0]}..{failed.numbers[-1]}"

@@ -6,6 +6,7 @@ nightly sweep and direct invocations are in test_orders_operations.py."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +29,12 @@ ADDRESS = {
 TERMINAL = ("completed", "failed", "cancelled")
 PAYMENTS_TABLE = "serverless-app-dev-payments"
 #: The states an execution enters, by path through the state machine.
-RESERVED = ["ValidateOrder", "ReserveInventory", "CheckStock"]
+RESERVED = ["ValidateOrder", "CheckOrder", "ReserveInventory", "CheckStock"]
 CHARGED = [*RESERVED, "ChargePayment", "CheckPayment"]
-FAILURE_TAIL = ["NotifyFailure", "FailOrder", "OrderFailed"]
+#: A refusal ends the execution in success; what needs a person fails it.
+REFUSED_TAIL = ["NotifyFailure", "FailOrder", "CheckFailure", "OrderRefused"]
+FAILED_TAIL = ["NotifyFailure", "FailOrder", "CheckFailure", "OrderFailed"]
+REFUSALS = ("InvalidOrder", "OutOfStock", "PaymentDeclined", "ShippingError")
 
 
 class Shop:
@@ -144,10 +148,19 @@ def steps(order: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def assert_failed(shop: Shop, order: dict[str, Any], code: str, error: str) -> None:
+    """The order failed with `code`; a refusal's execution succeeded (its output says how the
+    order ended) and no Lambda task errored, anything else's execution failed."""
     assert order["status"] == "failed", order
     assert order["failure"]["code"] == code and order["failure"]["error"] == error, order
     execution = shop.execution(order["order_id"])
-    assert (execution["status"], execution["error"]) == ("FAILED", error)
+    if error not in REFUSALS:
+        assert (execution["status"], execution["error"]) == ("FAILED", error)
+        return
+    assert execution["status"] == "SUCCEEDED", execution
+    output = json.loads(execution["output"])
+    assert (output["failure"]["Error"], output["failed"]) == (error, {"status": "failed"})
+    history = shop.history(order["order_id"])
+    assert not [e for e in history if e["type"] == "LambdaFunctionFailed"], history
 
 
 @pytest.fixture
@@ -176,6 +189,7 @@ def test_an_order_completes_ships_and_mails_its_owner(shop: Shop) -> None:
     assert shop.states_entered(order_id) == [
         *CHARGED,
         "ShipOrder",
+        "CheckShipment",
         "NotifyCustomer",
         "CompleteOrder",
         "OrderCompleted",
@@ -195,7 +209,7 @@ def test_an_order_completes_ships_and_mails_its_owner(shop: Shop) -> None:
     ],
     ids=["country", "total-over-limit"],
 )
-def test_an_order_breaking_a_business_rule_fails_validation(
+def test_an_order_breaking_a_business_rule_is_refused_by_validation(
     shop: Shop, sku: str | None, quantity: int, country: str, problem: str
 ) -> None:
     sku = sku or shop.product(available=5)
@@ -204,7 +218,12 @@ def test_an_order_breaking_a_business_rule_fails_validation(
     assert_failed(shop, order, "invalid_order", "InvalidOrder")
     assert problem in order["failure"]["message"]
     assert [s["state"] for s in order["steps"]] == ["ValidateOrder", "NotifyFailure", "FailOrder"]
-    assert shop.states_entered(order["order_id"]) == ["ValidateOrder", *FAILURE_TAIL]
+    assert shop.states_entered(order["order_id"]) == [
+        "ValidateOrder",
+        "CheckOrder",
+        "InvalidOrder",
+        *REFUSED_TAIL,
+    ]
     assert shop.stock(sku) == before
     assert shop.ledger("ATTEMPTS", order["order_id"]) is None  # never charged
 
@@ -219,7 +238,7 @@ def test_of_two_orders_for_the_last_unit_exactly_one_completes(shop: Shop) -> No
     assert_failed(shop, lost, "out_of_stock", "OutOfStock")
     assert f"{sku} (1 wanted)" in lost["failure"]["message"]
     assert steps(lost)["ReserveInventory"]["outcome"].startswith("out of stock")
-    assert shop.states_entered(lost["order_id"]) == [*RESERVED, "OutOfStock", *FAILURE_TAIL]
+    assert shop.states_entered(lost["order_id"]) == [*RESERVED, "OutOfStock", *REFUSED_TAIL]
     assert shop.stock(sku) == (0, 0)
 
 
@@ -235,7 +254,7 @@ def test_a_declined_payment_fails_the_order_and_releases_its_stock(shop: Shop) -
         *CHARGED,
         "PaymentDeclined",
         "ReleaseInventory",
-        *FAILURE_TAIL,
+        *REFUSED_TAIL,
     ]
     assert shop.stock(sku) == (3, 0)
     mail = shop.wait_for_mail("could not be completed")
@@ -287,7 +306,7 @@ def test_payment_retries_exhausted_nothing_to_refund_stock_released(shop: Shop) 
         "ChargePayment",
         "RefundPayment",
         "ReleaseInventory",
-        *FAILURE_TAIL,
+        *FAILED_TAIL,
     ]
     assert shop.stock(sku) == (2, 0)
 
@@ -295,7 +314,8 @@ def test_payment_retries_exhausted_nothing_to_refund_stock_released(shop: Shop) 
 @pytest.mark.parametrize(
     ("options", "code", "error", "path"),
     [
-        ({"postal_code": "00000"}, "shipping_failed", "ShippingError", [*CHARGED, "ShipOrder"]),
+        ({"postal_code": "00000"}, "shipping_failed", "ShippingError",
+         [*CHARGED, "ShipOrder", "CheckShipment", "CarrierRefused"]),
         ({"payment_method": "pm_card_timeout_9"}, "payment_failed", "PaymentError",
          [*RESERVED, "ChargePayment"]),
     ],
@@ -319,6 +339,6 @@ def test_a_failure_after_the_charge_refunds_it_and_releases_the_stock(
         *path,
         "RefundPayment",
         "ReleaseInventory",
-        *FAILURE_TAIL,
+        *(REFUSED_TAIL if error in REFUSALS else FAILED_TAIL),
     ]
     assert shop.stock(sku) == (4, 0)

@@ -9,11 +9,15 @@ time: they are checked against it, never against a fixed date.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from chalicelib.core import clock
+from chalicelib.core.observability import logger
 from tests.clock import TEST_NOW, RunningClock
 
 
@@ -23,3 +27,15 @@ def app_clock() -> Iterator[RunningClock]:
     running = RunningClock(TEST_NOW)
     with clock.use(running):
         yield running
+
+
+#: What `log_lines` gives: a call that returns the JSON lines logged so far.
+Lines = Callable[[], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def log_lines(monkeypatch: pytest.MonkeyPatch) -> Lines:
+    """The JSON lines the app's logger (and its access child) writes from now on."""
+    stream = io.StringIO()
+    monkeypatch.setattr(logger.registered_handler, "stream", stream)
+    return lambda: [json.loads(line) for line in stream.getvalue().splitlines()]

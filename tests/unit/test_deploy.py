@@ -25,6 +25,7 @@ import pytest
 from chalice.utils import to_cfn_resource_name
 
 from chalicelib.core.resources import env_name
+from infra import gradual
 from infra.package import (
     API_HANDLER_LOGICAL_ID,
     SERVERLESS_FUNCTION,
@@ -175,6 +176,24 @@ def test_packaged_template_passes_cfn_lint_and_sam_transform(
 
 
 @pytest.mark.parametrize("stage", PACKAGED_STAGES)
+def test_packaged_functions_deploy_gradually_and_are_invoked_through_their_alias(
+    stage: str, packaged: Callable[[str], PackageResult]
+) -> None:
+    """infra/gradual.py on the real package (the details: tests/unit/test_gradual_deploy.py)."""
+    result = packaged(stage)
+    kind = gradual.deployment_type(RESOURCES, stage)
+    for logical_id, function in functions(result.template).items():
+        properties = function["Properties"]
+        assert properties["AutoPublishAlias"] == gradual.ALIAS
+        assert properties["DeploymentPreference"]["Type"] == kind
+        assert properties["DeploymentPreference"].get("Alarms"), f"{logical_id}: no rollback alarm"
+    assert gradual.unaliased_invocations(result.transformed) == []
+    assert gradual.slow_alarms(result.template, stage) == []
+    written = result.template_path.with_name("cloudformation.json")
+    assert json.loads(written.read_text()) == result.transformed
+
+
+@pytest.mark.parametrize("stage", PACKAGED_STAGES)
 def test_packaged_functions_run_python312_under_chalice_deploy_names(
     stage: str, packaged: Callable[[str], PackageResult]
 ) -> None:
@@ -202,8 +221,11 @@ def test_packaged_template_holds_every_resource_unchanged(
     stage: str, packaged: Callable[[str], PackageResult]
 ) -> None:
     template = packaged(stage).template
+    # ...but for function ARNs built from names (the order workflow's): path A's name the alias.
+    by_name = {name: lid for lid, name in function_names(stage).items()}
     for logical_id, resource in RESOURCES["Resources"].items():
-        assert template["Resources"][logical_id] == resource, logical_id
+        wanted = gradual.alias_named_arns(resource, stage, by_name)
+        assert template["Resources"][logical_id] == wanted, logical_id
     for name, output in RESOURCES["Outputs"].items():
         assert template["Outputs"][name] == output, name
     assert template["Transform"] == "AWS::Serverless-2016-10-31"
@@ -219,7 +241,8 @@ def test_packaged_function_has_the_stage_config_and_policy(
     overrides = stage_config.get("lambda_functions", {}).get("api_handler", {})
     effective = {**stage_config, **overrides}
     properties = functions(result.template)[API_HANDLER_LOGICAL_ID]["Properties"]
-    assert properties["Tracing"] == "Active"
+    # X-Ray active tracing where the stage turns it on (staging, prod: test_monitoring.py).
+    assert properties["Tracing"] == ("Active" if stage_config["xray"] else "PassThrough")
     assert properties["MemorySize"] == effective["lambda_memory_size"]
     assert properties["Timeout"] == effective["lambda_timeout"]
     assert properties.get("ReservedConcurrentExecutions") == effective.get("reserved_concurrency")
@@ -340,6 +363,7 @@ def test_merge_document_pins_stage_without_touching_resources_json() -> None:
         **RESOURCES["Resources"],
         **api_responses["Resources"],
         **settings["Resources"],
+        **json.loads((PROJECT_DIR / "infra" / "monitoring.json").read_text())["Resources"],
     }
     assert original == RESOURCES
     with pytest.raises(PackagingError):
@@ -350,6 +374,7 @@ def _sample_template() -> dict[str, Any]:
     function = {"Type": SERVERLESS_FUNCTION, "Properties": {"Runtime": "python3.11"}}
     return {
         "Parameters": {"Stage": {"Type": "String", "AllowedValues": ["dev", "prod"]}},
+        "Mappings": {"StageSettings": {"dev": {gradual.SETTING: "AllAtOnce"}}},
         "Resources": {
             "APIHandler": copy.deepcopy(function),
             "Onboard": copy.deepcopy(function),
@@ -367,7 +392,9 @@ def test_finalize_template_is_deterministic_and_idempotent() -> None:
     assert json.dumps(once) == json.dumps(finalize_template(_sample_template(), "dev", names))
     for logical_id, name in names.items():
         properties = once["Resources"][logical_id]["Properties"]
-        assert properties == {"Runtime": TARGET_RUNTIME, "FunctionName": name}
+        assert properties == {"Runtime": TARGET_RUNTIME, "FunctionName": name,
+                              "AutoPublishAlias": gradual.ALIAS,
+                              "DeploymentPreference": {"Type": "AllAtOnce"}}  # fmt: skip
     assert once["Resources"]["UsersTable"] == template["Resources"]["UsersTable"]
     assert once["Parameters"]["Stage"]["AllowedValues"] == ["dev"]
 
@@ -477,7 +504,7 @@ def test_every_logical_id_the_code_names_is_in_the_template() -> None:
 def test_stage_config_is_complete(stage: str) -> None:
     stage_config = CONFIG["stages"][stage]
     assert CONFIG["autogen_policy"] is False and "autogen_policy" not in stage_config
-    assert stage_config["xray"] is True
+    assert stage_config["xray"] is (stage != "dev")
     assert stage_config["tags"] == {"app": CONFIG["app_name"], "stage": stage}
     assert stage_config["environment_variables"]["APP_STAGE"] == stage
     assert stage_config["iam_policy_file"] == f"policy-{stage}.json"
@@ -494,6 +521,7 @@ def test_every_stage_packages_python312_functions(stage: str) -> None:
     names = function_names(stage)
     template = {
         "Parameters": {"Stage": {"Type": "String"}},
+        "Mappings": RESOURCES["Mappings"],
         "Resources": {lid: {"Type": SERVERLESS_FUNCTION, "Properties": {}} for lid in names},
     }
     final = finalize_template(template, stage, names)

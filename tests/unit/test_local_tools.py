@@ -69,7 +69,9 @@ def test_chalice_local_beside_a_stack_uses_its_emulator(
 ) -> None:
     running = {"api_url": "http://127.0.0.1:8000", "emulator_url": "http://127.0.0.1:5999"}
     monkeypatch.setattr(chalice_commands, "_running_stack", lambda: running)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    # set, then removed: monkeypatch then restores its absence (the command sets it)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "unset")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
     monkeypatch.setenv("AWS_PROFILE", "someones-real-account")
     chalice_commands.check_command(["chalice", "local", "--port", "8001"])
     assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5999"
@@ -82,7 +84,9 @@ def test_chalice_local_on_the_stacks_own_port_is_told_to_move(
 ) -> None:
     running = {"api_url": "http://127.0.0.1:8000", "emulator_url": "http://127.0.0.1:5999"}
     monkeypatch.setattr(chalice_commands, "_running_stack", lambda: running)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    # set, then removed: monkeypatch then restores its absence (the command sets it)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "unset")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
     exits: list[int] = []
     monkeypatch.setattr(os, "_exit", exits.append)
     chalice_commands._prepare_chalice_local(["chalice", "local"])

@@ -1,5 +1,6 @@
 """The order workflow's steps with in-memory ports: each does its one thing once, records it
-on the order, and fails with the error names the state machine's Retry and Catch match."""
+on the order, answers a business refusal (for the state machine's Choice states) and raises
+only what went wrong, with the error names its Retry and Catch match."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib.orders import model
+from chalicelib.orders.shipping import ShippingError
 from chalicelib.orders.steps import (
     InvalidOrder,
     InvalidTaskInput,
     OrderCancelled,
+    OrderConflict,
     OrderSteps,
     PaymentError,
     StepUnavailable,
@@ -77,25 +80,53 @@ def test_a_valid_order_is_validated_and_the_step_recorded(world: World) -> None:
         ({"lines": [("GONE", 1, 100)]}, "GONE is no longer sold"),
     ],
 )
-def test_an_order_breaking_a_rule_fails_validation_and_says_why(
+def test_an_order_breaking_a_rule_is_refused_by_validation_and_says_why(
     world: World, change: dict[str, Any], problem: str
 ) -> None:
     extra = dict(change)
     order_id = world.add(lines=extra.pop("lines", (("BOOK", 1, 1000),)))
     if "shipping_address" in extra:
         world.orders.items[order_id]["shipping_address"].update(extra["shipping_address"])
-    with pytest.raises(InvalidOrder, match=problem):
-        world.steps.validate(task_event(order_id, "ValidateOrder"))
+    answer = world.steps.validate(task_event(order_id, "ValidateOrder", refusals="answer"))
+    assert answer["valid"] is False and problem in answer["reason"]
     order = world.order(order_id)
     assert order["status"] == model.PENDING
-    assert order["steps"]["ValidateOrder"]["outcome"].startswith("failed: InvalidOrder")
+    assert order["steps"]["ValidateOrder"]["outcome"] == f"invalid: {answer['reason']}"
 
 
-def test_a_withdrawn_product_fails_validation(world: World) -> None:
+def test_a_withdrawn_product_is_refused_by_validation(world: World) -> None:
+    order_id = world.add(lines=(("BOOK", 1, 1000),))
+    world.stock.products["BOOK"]["active"] = False
+    answer = world.steps.validate(task_event(order_id, "ValidateOrder", refusals="answer"))
+    assert answer == {"valid": False, "reason": "BOOK is no longer sold"}
+
+
+def test_a_refusal_is_raised_to_an_execution_that_asks_no_answer(world: World) -> None:
+    """An execution of the definition before answers (a deploy in progress) reads errors."""
     order_id = world.add(lines=(("BOOK", 1, 1000),))
     world.stock.products["BOOK"]["active"] = False
     with pytest.raises(InvalidOrder, match="BOOK is no longer sold"):
         world.steps.validate(task_event(order_id, "ValidateOrder"))
+    outcome = world.order(order_id)["steps"]["ValidateOrder"]["outcome"]
+    assert outcome == "failed: InvalidOrder: BOOK is no longer sold"
+    paid = world.add(status=model.PAID, reserved_at="x", lines=(("BOOK", 1, 1000),))
+    world.carrier.refuse = True
+    with pytest.raises(ShippingError, match="refused"):
+        world.steps.ship(task_event(paid, "ShipOrder"))
+
+
+def test_an_order_that_is_not_there_or_not_ready_is_a_conflict_not_a_refusal(
+    world: World,
+) -> None:
+    missing = str(make_order()["order_id"])
+    with pytest.raises(OrderConflict, match="there is no order"):
+        world.steps.validate(task_event(missing, "ValidateOrder"))
+    pending = world.add()
+    with pytest.raises(OrderConflict, match="is pending, not ready for ChargePayment"):
+        world.steps.charge(task_event(pending, "ChargePayment"))
+    assert world.order(pending)["steps"]["ChargePayment"]["outcome"].startswith(
+        "failed: OrderConflict"
+    )
 
 
 def test_a_step_with_input_it_cannot_read_says_so(world: World) -> None:
@@ -225,13 +256,15 @@ def test_shipping_hands_the_parcel_over_once(world: World) -> None:
     assert order["tracking_number"] == first["tracking_number"]
 
 
-def test_a_refused_parcel_fails_the_step_and_keeps_the_stock_held(world: World) -> None:
+def test_a_refused_parcel_is_an_answer_and_keeps_the_stock_held(world: World) -> None:
     order_id = world.add(status=model.PAID, reserved_at="x", lines=(("BOOK", 1, 1000),))
     world.carrier.refuse = True
-    with pytest.raises(Exception, match="refused") as raised:
-        world.steps.ship(task_event(order_id, "ShipOrder"))
-    assert type(raised.value).__name__ == "ShippingError"
-    assert world.order(order_id)["status"] == model.SHIPPING
+    answer = world.steps.ship(task_event(order_id, "ShipOrder", refusals="answer"))
+    assert answer == {"shipped": False, "reason": "refused"}
+    order = world.order(order_id)
+    assert order["status"] == model.SHIPPING
+    assert order["steps"]["ShipOrder"]["outcome"] == "refused: refused"
+    assert world.carrier.shipments == {} and world.book()["available"] == 5
 
 
 def test_completion_records_the_notification(world: World) -> None:

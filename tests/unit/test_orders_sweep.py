@@ -70,6 +70,17 @@ def test_an_order_whose_workflow_ended_is_compensated_and_failed(night: Night) -
     assert night.stock.products["BOOK"]["available"] == 100
 
 
+@pytest.mark.parametrize("ended", ["SUCCEEDED", "FAILED", "TIMED_OUT"])
+def test_an_order_left_open_by_an_execution_ended_any_way_is_settled(
+    night: Night, ended: str
+) -> None:
+    """A refused order's execution SUCCEEDED: one that left its order open is stuck too."""
+    order_id = night.add(model.VALIDATED, ended)
+    assert night.sweep.run(later()).failed == 1
+    failure = night.orders.items[order_id]["failure"]
+    assert (failure["code"], failure["error"]) == ("workflow_ended", ended)
+
+
 def test_a_workflow_that_never_started_fails_its_order(night: Night) -> None:
     order_id = night.add(model.PENDING, None)
     assert night.sweep.run(later()).failed == 1
