@@ -34,8 +34,21 @@ Lines = Callable[[], list[dict[str, Any]]]
 
 
 @pytest.fixture
-def log_lines(monkeypatch: pytest.MonkeyPatch) -> Lines:
-    """The JSON lines the app's logger (and its access child) writes from now on."""
+def info_logs() -> Iterator[None]:
+    """The app's logger at INFO for the test, whatever level the process's first import of
+    the app read from POWERTOOLS_LOG_LEVEL (a test that asserts info lines must not depend on
+    which test imported it first); restored after."""
+    before = logger.log_level
+    logger.setLevel("INFO")
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+@pytest.fixture
+def log_lines(monkeypatch: pytest.MonkeyPatch, info_logs: None) -> Lines:
+    """The JSON lines the app's logger (and its access child) writes from now on, at INFO."""
     stream = io.StringIO()
     monkeypatch.setattr(logger.registered_handler, "stream", stream)
     return lambda: [json.loads(line) for line in stream.getvalue().splitlines()]

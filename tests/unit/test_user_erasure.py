@@ -293,7 +293,7 @@ def test_the_messages_hold_nothing_of_the_user_but_the_id() -> None:
 
 
 def test_the_erasure_logs_name_the_user_by_a_digest_never_by_the_id(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, info_logs: None
 ) -> None:
     from chalicelib.core.observability import logger
 
