@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 STAGE  ?= dev
 
-.PHONY: help run test unit integration lint package deploy wiring bench capacity token code fire load lake query report upload redrive replay clean
+.PHONY: help run test unit integration lint package deploy wiring bench capacity token code fire load lake query report upload redrive replay soak fuzz clean
 .DEFAULT_GOAL := help
 
 ## help: this list (a bare `make` shows it too)
@@ -21,9 +21,9 @@ $(READY): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $(READY)
 
-## run: the whole system locally (emulator + API on 127.0.0.1); Ctrl-C stops it
+## run: the whole system locally (emulator + API on 127.0.0.1); Ctrl-C stops it; faults in the app's AWS calls: make run FAULTS=0.1 (or "dynamodb=0.3,sqs=0.1") [FAULT_KINDS=throttle,error,latency,timeout] [FAULT_SEED=1]
 run: $(READY)
-	$(BIN)/python -m local.stack --stage $(STAGE)
+	$(BIN)/python -m local.stack --stage $(STAGE) $(if $(FAULTS),--faults "$(FAULTS)") $(if $(FAULT_KINDS),--fault-kinds "$(FAULT_KINDS)") $(if $(FAULT_SEED),--fault-seed "$(FAULT_SEED)")
 
 ## token: sign in on the local stack, print the access token: make token EMAIL=a@b.c [PASSWORD=...] [ADMIN=1]; a trusted producer's: make token MACHINE=1
 token: $(READY)
@@ -73,6 +73,14 @@ redrive: $(READY)
 replay: $(READY)
 	@test -n "$(QUEUE)" || { echo "usage: make replay QUEUE=<failure queue> [LOCAL=1] (make redrive lists them)" >&2; exit 2; }
 	@$(BIN)/python -m ops.replay $(QUEUE) --stage $(STAGE) $(if $(filter 1 true yes,$(LOCAL)),--local) $(ARGS)
+
+## soak: a mixed workload against a new local stack with faults injected, then every accepted write checked: make soak [RATE=20] [DURATION=60] [FAULTS=0.1] [ARGS="--seed 7 --json soak.json"]
+soak: $(READY)
+	$(BIN)/python -m local.soak --rate $(or $(RATE),20) --duration $(or $(DURATION),60) --faults $(or $(FAULTS),0.1) $(ARGS)
+
+## fuzz: schemathesis from GET /openapi.json against a new local stack (API=http://127.0.0.1:8000: the running one), a user's and an admin's token, no 5xx and every answer as documented, then stateful sequences along its links: make fuzz [EXAMPLES=100 per operation] [STATEFUL=50] [SEED=1]
+fuzz: $(READY)
+	$(BIN)/python -m local.fuzz --max-examples $(or $(EXAMPLES),100) --stateful-examples $(or $(STATEFUL),50) --seed $(or $(SEED),1) $(if $(API),--api "$(API)") $(ARGS)
 
 ## test: unit and integration tests, on every core (pytest-xdist)
 test: $(READY)

@@ -15,6 +15,7 @@ from chalice.app import (
 )
 
 from chalicelib.auth.authorizer import AUTHORIZER_CACHE_SECONDS, authorize, principal_of
+from chalicelib.contract import operation as api
 from chalicelib.core import correlation, http
 from chalicelib.core.pagination import parse_limit
 from chalicelib.core.resources import source_name, source_setting, source_stream_arn
@@ -37,6 +38,12 @@ if "chalice.cli" in sys.modules:  # loaded by the chalice CLI, never in Lambda
 
     check_command()
 
+# Each route's contract (`@api`, metadata only) makes GET /openapi.json (chalicelib/contract/).
+USERS, EVENTS = "chalicelib.users.schemas:", "chalicelib.telemetry.batch:"
+IMAGES, ORDERS = "chalicelib.images.schemas:", "chalicelib.orders.schemas:"
+OUT = "chalicelib.contract.responses:"  # answers no domain declares (pages, errors, reports)
+USER_LINKS = ("get_user", "update_user", "delete_user")
+
 # Event sources are named by their logical ids in infra/resources.json (`core.resources`).
 USERS_TABLE_STREAM_ARN = source_stream_arn("UsersTable")
 
@@ -48,15 +55,29 @@ def cognito_jwt(auth_request: AuthRequest) -> AuthResponse:
 
 
 @app.route("/health", methods=["GET"])
+@api("Liveness", responses={200: OUT + "Health"}, auth="public", aws=False)
 def health() -> dict:
     """Liveness for load balancers and monitors: answers without calling AWS."""
     return http.health()
+
+
+@app.route("/openapi.json", methods=["GET"])
+@api("This API's OpenAPI 3.1 document", responses={200: OUT + "OpenApiDocument"}, auth="public",
+     aws=False)  # fmt: skip
+def openapi_document() -> Response:
+    """Generated from these routes and their models, once per process, on first request."""
+    from chalicelib.contract.openapi import served_document
+
+    document = served_document(app, app.current_request.context)
+    return Response(body=document, headers={"Content-Type": "application/json"})
 
 
 # --- Users API --------------------------------------------------------------------------
 
 
 @app.route("/register", methods=["POST"])
+@api("Register: mail a code", request=USERS + "Signup", responses={202: OUT + "SignupAccepted"},
+     auth="public", errors=(429,))  # fmt: skip
 def register() -> Response:
     """Mails a code to the address (202, the same answer whether or not it is taken)."""
     request = app.current_request
@@ -65,6 +86,9 @@ def register() -> Response:
 
 
 @app.route("/register/confirm", methods=["POST"])
+@api("Confirm a registration", request=USERS + "SignupConfirmation",
+     responses={201: USERS + "PublicUser"}, auth="public", errors=(409, 429),
+     headers=("Location",), links=USER_LINKS)  # fmt: skip
 def confirm_registration() -> Response:
     """The mailed code proves the address: the account is made (and usable) now."""
     request = app.current_request
@@ -73,6 +97,7 @@ def confirm_registration() -> Response:
 
 
 @app.route("/users", methods=["GET"], authorizer=cognito_jwt)
+@api("List users", responses={200: OUT + "UserPage"}, auth="admin", paginated=True)
 def list_users() -> dict:
     params = app.current_request.query_params or {}
     caller = principal_of(app.current_request)
@@ -80,6 +105,7 @@ def list_users() -> dict:
 
 
 @app.route("/users/search", methods=["GET"], authorizer=cognito_jwt)
+@api("Search users", responses={200: OUT + "UserPage"}, auth="admin", paginated=True, query=("q",))
 def search_users() -> dict:
     params = app.current_request.query_params or {}
     caller = principal_of(app.current_request)
@@ -91,17 +117,22 @@ def search_users() -> dict:
 
 
 @app.route("/users/{user_id}", methods=["GET"], authorizer=cognito_jwt)
+@api("Get a user", responses={200: USERS + "PublicUser"}, auth="owner")
 def get_user(user_id: str) -> dict:
     return users_service().get(principal_of(app.current_request), user_id)
 
 
 @app.route("/users/{user_id}", methods=["PUT"], authorizer=cognito_jwt)
+@api("Update a user", request=USERS + "ProfileChanges", responses={200: USERS + "UpdatedUser"},
+     auth="owner", errors=(409, 429))  # fmt: skip
 def update_user(user_id: str) -> dict:
     body = http.json_object(app.current_request)
     return users_service().update(principal_of(app.current_request), user_id, body)
 
 
 @app.route("/users/{user_id}/email/confirm", methods=["POST"], authorizer=cognito_jwt)
+@api("Confirm an email change", request=USERS + "EmailChangeConfirmation",
+     responses={200: USERS + "PublicUser"}, auth="owner", errors=(409, 429))  # fmt: skip
 def confirm_email_change(user_id: str) -> dict:
     """The code mailed to the new address (PUT /users/{id}) makes it the sign-in email."""
     body = http.json_object(app.current_request)
@@ -109,12 +140,15 @@ def confirm_email_change(user_id: str) -> dict:
 
 
 @app.route("/users/{user_id}", methods=["DELETE"], authorizer=cognito_jwt)
+@api("Delete a user", responses={204: None}, auth="owner", errors=(409,))
 def delete_user(user_id: str) -> Response:
     users_service().delete(principal_of(app.current_request), user_id)
     return Response(body="", status_code=204)
 
 
 @app.route("/users/{user_id}/export", methods=["GET"], authorizer=cognito_jwt)
+@api("Export a user's data", responses={200: OUT + "UserExport"}, auth="owner",
+     headers=("Content-Disposition",))  # fmt: skip
 def export_user(user_id: str) -> Response:
     """Everything stored about the user, as one JSON document (`users/export.py`)."""
     from chalicelib.images import image_owner_export
@@ -136,6 +170,8 @@ def export_user(user_id: str) -> Response:
 
 
 @app.route("/events", methods=["POST"], authorizer=cognito_jwt)
+@api("Send telemetry events", request=EVENTS + "EventBatch",
+     responses={202: EVENTS + "EventsAccepted"}, auth="machine", errors=(429,))  # fmt: skip
 def ingest_events() -> Response:
     """1 to 500 events onto the telemetry stream; the answer says, per event, if it was taken.
     The caller's own events; system metrics from machine identities (or admins) only."""
@@ -166,19 +202,21 @@ def process_telemetry(event: KinesisEvent) -> dict:
 
 
 @app.route("/images", methods=["POST"], authorizer=cognito_jwt)
+@api("Start an image upload", request=IMAGES + "UploadRequest",
+     responses={202: OUT + "ImageUpload"}, errors=(429,))  # fmt: skip
 def create_image_upload() -> Response:
     """A presigned POST for one JPEG or PNG of its declared size (20 MB at most), within the
-    caller's daily quotas (429); the pipeline takes it from S3."""
+    caller's daily quotas (429): an upload intent (202, no Location), as the image exists only
+    once the pipeline has taken the file from S3 and recorded it."""
     from chalicelib.images import images_service
 
     body = http.json_object(app.current_request)
     upload = images_service().create_upload(principal_of(app.current_request), body)
-    return Response(
-        body=upload, status_code=201, headers={"Location": f"/images/{upload['image_id']}"}
-    )
+    return Response(body=upload, status_code=202)
 
 
 @app.route("/images", methods=["GET"], authorizer=cognito_jwt)
+@api("List my images", responses={200: OUT + "ImagePage"}, paginated=True, query=("label",))
 def list_images() -> dict:
     """The caller's images, newest first; `?label=Dog` only those with that label."""
     from chalicelib.images import images_service
@@ -193,6 +231,7 @@ def list_images() -> dict:
 
 
 @app.route("/images/{image_id}", methods=["GET"], authorizer=cognito_jwt)
+@api("Get an image", responses={200: OUT + "Image"}, auth="owner")
 def get_image(image_id: str) -> dict:
     from chalicelib.images import images_service
 
@@ -200,6 +239,7 @@ def get_image(image_id: str) -> dict:
 
 
 @app.route("/images/{image_id}", methods=["DELETE"], authorizer=cognito_jwt)
+@api("Delete an image", responses={204: None}, auth="owner", errors=(409,))
 def delete_image(image_id: str) -> Response:
     """The image, its thumbnails, record and labels (owner or admin); 404 once gone."""
     from chalicelib.images import images_service
@@ -273,6 +313,9 @@ def erase_users(event: SQSEvent) -> None:
 
 
 @app.route("/orders", methods=["POST"], authorizer=cognito_jwt)
+@api("Place an order", request=ORDERS + "PlaceOrder", responses={202: ORDERS + "OrderView"},
+     errors=(422,), headers=("Idempotency-Key", "Location", "Idempotent-Replayed"),
+     links=("get_order", "cancel_order"))  # fmt: skip
 def place_order() -> Response:
     """Price the order from the catalog and start its workflow (202: it runs on). The same
     `Idempotency-Key` again answers with the same order and starts nothing."""
@@ -292,6 +335,7 @@ def place_order() -> Response:
 
 
 @app.route("/orders", methods=["GET"], authorizer=cognito_jwt)
+@api("List my orders", responses={200: OUT + "OrderPage"}, paginated=True)
 def list_orders() -> dict:
     """The caller's orders, newest first."""
     from chalicelib.orders import orders_service
@@ -303,6 +347,7 @@ def list_orders() -> dict:
 
 
 @app.route("/orders/{order_id}", methods=["GET"], authorizer=cognito_jwt)
+@api("Get an order", responses={200: ORDERS + "OrderView"}, auth="owner")
 def get_order(order_id: str) -> dict:
     from chalicelib.orders import orders_service
 
@@ -310,6 +355,7 @@ def get_order(order_id: str) -> dict:
 
 
 @app.route("/orders/{order_id}/cancel", methods=["POST"], authorizer=cognito_jwt)
+@api("Cancel an order", responses={200: ORDERS + "OrderView"}, auth="owner", errors=(409,))
 def cancel_order(order_id: str) -> dict:
     """Before it ships: stop the workflow, refund, release the stock."""
     from chalicelib.orders import orders_service
@@ -318,6 +364,7 @@ def cancel_order(order_id: str) -> dict:
 
 
 @app.route("/inventory/{sku}", methods=["GET"], authorizer=cognito_jwt)
+@api("Get a product", responses={200: ORDERS + "ProductView"}, errors=(400,))
 def get_product(sku: str) -> dict:
     from chalicelib.orders import catalog_service
 
@@ -325,6 +372,8 @@ def get_product(sku: str) -> dict:
 
 
 @app.route("/inventory/{sku}", methods=["PUT"], authorizer=cognito_jwt)
+@api("Set a product", request=ORDERS + "ProductUpdate",
+     responses={200: ORDERS + "ProductView"}, auth="admin")  # fmt: skip
 def put_product(sku: str) -> dict:
     """Admins set a product's name, price, stock and whether it is sold."""
     from chalicelib.orders import catalog_service
@@ -437,6 +486,8 @@ def complete_analytics_query(event: CloudWatchEvent) -> None:
 
 
 @app.route("/analytics/daily", methods=["GET"], authorizer=cognito_jwt)
+@api("List daily reports", responses={200: OUT + "DailyReportPage"}, auth="admin",
+     paginated=(7, 90))  # fmt: skip
 def list_daily_reports() -> dict:
     from chalicelib.analytics import analytics_service
 
@@ -448,6 +499,7 @@ def list_daily_reports() -> dict:
 
 
 @app.route("/analytics/daily/{day}", methods=["GET"], authorizer=cognito_jwt)
+@api("Get a daily report", responses={200: OUT + "DailyReport"}, auth="admin", errors=(400,))
 def get_daily_report(day: str) -> dict:
     """One day's report; while it runs, its jobs' states."""
     from chalicelib.analytics import analytics_service
@@ -456,6 +508,8 @@ def get_daily_report(day: str) -> dict:
 
 
 @app.route("/analytics/daily/{day}/run", methods=["POST"], authorizer=cognito_jwt)
+@api("Run a daily report", responses={202: OUT + "DailyReport"}, auth="admin", errors=(400, 409),
+     headers=("Location",))  # fmt: skip
 def run_daily_report(day: str) -> Response:
     """Compute (again) one day's report (202: it runs on; 409 while it already runs)."""
     from chalicelib.analytics import analytics_service

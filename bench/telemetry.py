@@ -155,6 +155,7 @@ def _records(start: int) -> list[dict[str, Any]]:
 
 def _processor(client: StubClient) -> Any:
     from chalicelib.telemetry.delivery import S3Archive, SnsAlerts, SqsQuarantine
+    from chalicelib.telemetry.duplicates import DynamoItemStamps
     from chalicelib.telemetry.processor import TelemetryProcessor, emit_counts
     from chalicelib.telemetry.pseudonyms import CachedPseudonyms, DynamoPseudonyms
     from chalicelib.telemetry.tables import (
@@ -177,6 +178,7 @@ def _processor(client: StubClient) -> Any:
         S3Archive("lake", client=stub),
         CachedPseudonyms(DynamoPseudonyms("pseudonyms", client=stub)),
         emit=emit_counts,
+        stamps=DynamoItemStamps(client=stub),
     )
 
 
@@ -297,7 +299,8 @@ def run(quick: bool) -> Result:
                   one_batch["s3:PutObject"] == 1)  # fmt: skip
     result_.check("PublishBatch calls (no alerts)", one_batch["sns:PublishBatch"], "== 0",
                   one_batch["sns:PublishBatch"] == 0)  # fmt: skip
-    result_.check("BatchGetItem (baselines)", one_batch["dynamodb:BatchGetItem"], "info", None)
+    result_.check("BatchGetItem (baselines, stamps)", one_batch["dynamodb:BatchGetItem"], "info",
+                  None)  # fmt: skip
     result_.check("UpdateItem (baselines)", one_batch["dynamodb:UpdateItem"], f"== {pairs} pairs",
                   one_batch["dynamodb:UpdateItem"] == pairs)  # fmt: skip
     result_.check("Query (velocity)", one_batch["dynamodb:Query"], f"== {users} users",

@@ -86,12 +86,22 @@ class _KnownGaps(logging.Filter):
         )
 
 
-def serve(host: str, port: int, threads: int = 64, lambda_endpoint: str | None = None) -> None:
+def serve(
+    host: str,
+    port: int,
+    threads: int = 64,
+    lambda_endpoint: str | None = None,
+    arm_faults_later: bool = False,
+) -> None:
     """Serve moto on host:port. `lambda_endpoint`: where Lambda invocations run (the local
     runtime's invoke endpoint; see `local.fidelity`).
 
     Each Lambda task a state machine runs holds a server thread while the handler runs, and the
-    handler's own AWS calls need others: `threads` bounds how many tasks can be in flight."""
+    handler's own AWS calls need others: `threads` bounds how many tasks can be in flight.
+
+    Faults (`local.faults`) come from LOCAL_FAULTS, LOCAL_FAULT_KINDS, LOCAL_FAULT_SEED and
+    LOCAL_FAULT_TIMEOUT_S; `arm_faults_later`: none until `POST /_local/faults {"armed":
+    true}` (the stack arms them once it has seeded the catalog with the app's own code)."""
     import waitress
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
@@ -110,6 +120,7 @@ def serve(host: str, port: int, threads: int = 64, lambda_endpoint: str | None =
     _pass_through_dynamodb_attribute_values()
     # The user pool's OAuth 2.0 token endpoint (client credentials), which moto lacks.
     app = oauth2.TokenEndpoint(DomainDispatcherApplication(create_backend_app))
+    app = _fault_injector(app, armed=not arm_faults_later)
     waitress.serve(
         app,
         host=host,
@@ -130,8 +141,24 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--threads", type=int, default=64)
     parser.add_argument("--lambda-endpoint", help="the local runtime's Lambda invoke endpoint")
+    parser.add_argument(
+        "--arm-faults-later",
+        action="store_true",
+        help="inject LOCAL_FAULTS only once POST /_local/faults arms them",
+    )
     args = parser.parse_args()
-    serve(args.host, args.port, args.threads, args.lambda_endpoint)
+    serve(args.host, args.port, args.threads, args.lambda_endpoint, args.arm_faults_later)
+
+
+def _fault_injector(app: Any, armed: bool) -> Any:
+    """moto's app behind the fault injector, its plan from the environment (a bad spec stops
+    the emulator here, with the reason)."""
+    from local.faults import DEFAULT_TIMEOUT_S, FaultInjector, parse_faults
+
+    plan = parse_faults(os.environ.get("LOCAL_FAULTS"), os.environ.get("LOCAL_FAULT_KINDS"))
+    seed = os.environ.get("LOCAL_FAULT_SEED")
+    timeout_s = float(os.environ.get("LOCAL_FAULT_TIMEOUT_S") or DEFAULT_TIMEOUT_S)
+    return FaultInjector(app, plan, int(seed) if seed else None, timeout_s, armed=armed)
 
 
 if __name__ == "__main__":

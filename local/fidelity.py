@@ -10,7 +10,11 @@
   write, and a transaction checks all its conditions before it applies anything, so a
   cancelled one changes nothing and a failing one undoes only its own items, leaving no
   record on the table's stream (which is read under the same lock).
-  `tests/unit/test_fidelity_dynamodb.py` races them.
+  `tests/unit/test_fidelity_dynamodb.py` races them. TransactWriteItems honours its
+  ClientRequestToken as DynamoDB does for 10 minutes (moto ignored it): botocore sends one
+  token per call, the same on its retries, so a retry after an answer lost to a timeout
+  finds its transaction done instead of failing on its own writes' conditions
+  (`tests/unit/test_fidelity_tokens.py`).
 - **S3 object writes one at a time.** moto's PutObject stores the new object, then reads it
   back for its ETag (the bucket's event notification); a DeleteObject on another server thread
   in between closes the object's buffer, and the PUT fails with a 500 ("I/O operation on
@@ -26,12 +30,14 @@
 - **State machines execute.** moto's executing Step Functions backend (an ASL interpreter)
   is switched on before anything is created: the two backends keep separate state. A stopped
   execution stays ABORTED: moto let a task that failed after the stop (its Retry and Catch
-  no longer run) turn the execution FAILED. Its tasks share one AWS client per service (moto
-  made one per task, most of the emulator's CPU for an order).
+  no longer run) turn the execution FAILED. A stop that comes before the execution's thread
+  has begun waits for it (moto failed with a 500). Its tasks share one AWS client per service
+  (moto made one per task, most of the emulator's CPU for an order).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import threading
@@ -44,6 +50,8 @@ from typing import Any
 DYNAMODB_WRITE_LOCK = threading.RLock()
 #: Held by every S3 object write and delete in the emulator.
 S3_WRITE_LOCK = threading.RLock()
+#: How long DynamoDB answers a TransactWriteItems' ClientRequestToken again.
+TRANSACTION_TOKEN_SECONDS = 600
 #: Added to a function's own timeout for the HTTP call to the local runtime, which enforces
 #: the function's timeout itself.
 INVOKE_MARGIN_SECONDS = 30
@@ -68,6 +76,7 @@ def execute_state_machines() -> None:
     from moto.stepfunctions.parser.asl.eval.program_state import ProgramRunning
 
     default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = True
+    stop_waits_for_start()
     if getattr(Environment, "_ends_once", False):
         return
 
@@ -84,6 +93,28 @@ def execute_state_machines() -> None:
     Environment.set_timed_out = only_while_running(Environment.set_timed_out)  # type: ignore[method-assign]
     Environment._ends_once = True  # type: ignore[attr-defined]
     _one_client_per_service()
+
+
+def stop_waits_for_start() -> None:
+    """A StopExecution right after StartExecution could come before the execution's thread
+    had made its environment: moto failed with a 500 (AttributeError on None). AWS stops such
+    an execution; here the stop waits for the environment (milliseconds), then stops it."""
+    import time
+
+    from moto.stepfunctions.parser.backend.execution_worker import ExecutionWorker
+
+    if getattr(ExecutionWorker, "_stop_waits", False):
+        return
+    original = ExecutionWorker.stop
+
+    def stop(self: Any, stop_date: Any, error: str | None, cause: str | None) -> None:
+        deadline = time.monotonic() + 10
+        while self.env is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        original(self, stop_date=stop_date, error=error, cause=cause)
+
+    ExecutionWorker.stop = stop  # type: ignore[method-assign]
+    ExecutionWorker._stop_waits = True  # type: ignore[attr-defined]
 
 
 def _one_client_per_service() -> None:
@@ -126,7 +157,44 @@ def atomic_dynamodb_writes() -> None:
         setattr(DynamoHandler, name, _locked(getattr(DynamoHandler, name)))
     StreamShard.get = _locked(StreamShard.get)  # type: ignore[method-assign]
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    DynamoHandler.transact_write_items = _idempotent(DynamoHandler.transact_write_items)  # type: ignore[method-assign]
     DynamoDBBackend._writes_are_atomic = True  # type: ignore[attr-defined]
+
+
+def _idempotent(handle: Any) -> Any:
+    """TransactWriteItems with a ClientRequestToken that succeeded within the last
+    TRANSACTION_TOKEN_SECONDS: that answer again, nothing applied; the same token with
+    other items: IdempotentParameterMismatchException. A cancelled or failed one is not
+    remembered (its retry runs)."""
+    import time
+
+    from moto.dynamodb.exceptions import DynamodbException
+
+    done: dict[str, tuple[float, str, Any]] = {}  # token -> (when, request, answer)
+
+    def transact_write_items(self: Any) -> Any:
+        token = self.body.get("ClientRequestToken")
+        if not token:
+            return handle(self)
+        request = json.dumps(self.body.get("TransactItems"), sort_keys=True)
+        with DYNAMODB_WRITE_LOCK:
+            now = time.monotonic()
+            expired = now - TRANSACTION_TOKEN_SECONDS
+            for old in [t for t, (when, _, _) in done.items() if when < expired]:
+                del done[old]
+            if token in done:
+                if done[token][1] != request:
+                    raise DynamodbException(
+                        "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException",
+                        "The request uses the same client token as a previous, but not "
+                        "identical request.",
+                    )
+                return done[token][2]
+            answer = handle(self)
+            done[token] = (now, request, answer)
+            return answer
+
+    return transact_write_items
 
 
 def _locked(method: Any, lock: Any = DYNAMODB_WRITE_LOCK) -> Any:
@@ -271,6 +339,37 @@ def dump_without_docker() -> None:
         raise AttributeError("functions run in the local runtime, not in Docker")
 
     LambdaFunction.docker_client = property(no_docker)  # type: ignore[assignment,method-assign]
+    dump_reads_each_attribute_once()
+
+
+def dump_reads_each_attribute_once() -> None:
+    """moto's dump checked that each attribute serializes with one read and serialized it with
+    another: a table's first item written in between (a dict keyed by DynamoType) failed the
+    whole dump with a 500, and with it `make token`. Each attribute is now read once, copied
+    as JSON then; one that changes while being read is left out, like one that does not
+    serialize."""
+    from moto.core import model_instances
+    from moto.moto_api._internal.responses import MotoAPIResponse
+
+    def snapshot(instance: Any) -> dict[str, Any]:
+        fields = {}
+        for name in dir(instance):
+            if not name.startswith("_"):
+                with contextlib.suppress(TypeError, AttributeError, ValueError, RuntimeError):
+                    fields[name] = json.loads(json.dumps(getattr(instance, name)))
+        return fields
+
+    def model_data(self: Any, request: Any, full_url: str, headers: Any) -> Any:
+        results = {
+            service: {
+                name: [snapshot(i) for i in list(model.instances_tracked)]
+                for name, model in sorted(models.items())
+            }
+            for service, models in sorted(model_instances.model_data.items())
+        }
+        return 200, {"Content-Type": "application/javascript"}, json.dumps(results)
+
+    MotoAPIResponse.model_data = model_data  # type: ignore[method-assign]
 
 
 def invoke_endpoint(

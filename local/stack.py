@@ -32,10 +32,12 @@ from typing import Any
 from chalice.local import LocalDevServer
 
 from infra.paths import PROJECT_DIR
+from local import faults_cli
+from local.docs import DocsRequestHandler
 from local.events.invoke import InvokeEndpoint, app_functions
 from local.provision import STATE_DIR, create_functions, provision, stage_environment
 from local.seed import seed_catalog
-from local.server import FastLocalServer, FramingRequestHandler
+from local.server import FastLocalServer
 from local.token import PASSWORDS_FILE
 
 HOST = "127.0.0.1"
@@ -55,15 +57,28 @@ def free_port() -> int:
 
 
 def spawn(
-    state_dir: Path, api_port: int, emulator_port: int, stage: str = "dev", **popen: Any
+    state_dir: Path,
+    api_port: int,
+    emulator_port: int,
+    stage: str = "dev",
+    faults: str | None = None,
+    fault_kinds: str | None = None,
+    fault_seed: int | None = None,
+    **popen: Any,
 ) -> subprocess.Popen[Any]:
     """Start a stack in a child process (tests, benchmarks); it is ready once
     `<state_dir>/stack.json` exists, and stops on SIGINT. AWS_* variables of the caller are
-    not passed on, so the child can only reach its own emulator."""
+    not passed on, so the child can only reach its own emulator. `faults`, `fault_kinds`,
+    `fault_seed`: its fault plan (`local.faults`); None: LOCAL_FAULTS (and the others) of
+    this environment, if set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
     command = [sys.executable, "-m", "local.stack", "--stage", stage]
     command += ["--api-port", str(api_port), "--emulator-port", str(emulator_port)]
     command += ["--state-dir", str(state_dir)]
+    for option, value in (("--faults", faults), ("--fault-kinds", fault_kinds),
+                          ("--fault-seed", fault_seed)):  # fmt: skip
+        if value is not None:
+            command += [option, str(value)]
     return subprocess.Popen(command, cwd=PROJECT_DIR, env=env, **popen)
 
 
@@ -79,19 +94,33 @@ def main(argv: list[str] | None = None) -> int:
         "--emulator-port", type=int, default=int(os.environ.get("EMULATOR_PORT", 5000))
     )
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    faults_cli.add_arguments(parser)
     args = parser.parse_args(argv)
     stages = list(json.loads((PROJECT_DIR / ".chalice" / "config.json").read_text())["stages"])
     if args.stage not in stages:
         print(f"Unknown stage {args.stage!r}: .chalice/config.json has {stages}.", file=sys.stderr)
         return 2
     try:
-        return run(args.stage, args.api_port, args.emulator_port, args.state_dir)
+        faults = faults_cli.chosen(args)
+    except ValueError as exc:
+        print(f"FAULTS: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run(args.stage, args.api_port, args.emulator_port, args.state_dir, faults)
     except AlreadyRunning as exc:
         print(exc, file=sys.stderr)
         return 1
 
 
-def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
+def run(
+    stage: str,
+    api_port: int,
+    emulator_port: int,
+    state_dir: Path,
+    faults: dict[str, Any] | None = None,
+) -> int:
+    """`faults`: the fault plan (`main`'s), given to the emulator and armed once the stack
+    is up: provisioning and the catalog's seeding run the app's code and are never faulted."""
     started = time.perf_counter()
     # Hand the GIL over sooner (default 5 ms): shorter waits behind busy threads at high
     # concurrency (p99 at 50 clients 270 -> 200 ms measured here).
@@ -126,8 +155,10 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
             str(emulator_port),
             "--lambda-endpoint",
             lambda_endpoint.url,
+            "--arm-faults-later",
         ],
         cwd=PROJECT_DIR,
+        env={**os.environ, **faults_cli.emulator_environment(faults)},
         preexec_fn=_die_with_parent,
         # Its own process group: a Ctrl-C or a SIGTERM to the whole group reaches only this
         # process, which stops the event runtime's pollers before it stops the emulator
@@ -156,11 +187,13 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
         # The stream's ARN exists only now; the app names it when Chalice loads it (app.py).
         os.environ["USERS_TABLE_STREAM_ARN"] = outputs["UsersTableStreamArn"]
         server = _api_server(stage, api_port)
-        events = _event_runtime(server)
+        events = _event_runtime(server, stage)
         functions = app_functions(server.app_object)
         create_functions(stage, functions, boto3.client("lambda"), boto3.client("iam"))
         lambda_endpoint.serve(events, stage)
         products = seed_catalog()
+        if faults and faults["spec"]:
+            faults_cli.arm(emulator_url)
         state = {
             "stage": stage,
             "api_url": f"http://{HOST}:{api_port}",
@@ -172,15 +205,18 @@ def run(stage: str, api_port: int, emulator_port: int, state_dir: Path) -> int:
             "state_dir": str(state_dir),
             "pid": os.getpid(),
             "emulator_pid": emulator.pid,
+            "faults": faults or {"plan": "no faults"},
         }
         state_file.write_text(json.dumps(state, indent=2) + "\n")
         print(json.dumps(state, indent=2))
         catalog = ", ".join(f"{p['sku']} ({p['available']} at {p['unit_amount']} cents)"
                             for p in products)  # fmt: skip
         print(f"\nCatalog: {catalog}", flush=True)
+        print(f"Faults: {state['faults']['plan']}", flush=True)
         print(
             f"\nReady in {time.perf_counter() - started:.1f} s: API {state['api_url']}, "
-            f"emulator {emulator_url} (state in {state_file}). Ctrl-C stops everything.\n"
+            f"docs {state['api_url']}/docs, emulator {emulator_url} (state in {state_file}). "
+            "Ctrl-C stops everything.\n"
             "Try: TOKEN=$(make -s token EMAIL=root@example.com ADMIN=1) && curl -s "
             f"'{state['api_url']}/users?limit=5' -H \"Authorization: Bearer $TOKEN\"",
             flush=True,
@@ -234,7 +270,7 @@ def _api_server(stage: str, port: int) -> LocalDevServer:
         config,
         HOST,
         port,
-        handler_cls=FramingRequestHandler,
+        handler_cls=DocsRequestHandler,  # the app, and Swagger UI at /docs (local/docs.py)
         server_cls=FastLocalServer,
     )
 
@@ -280,7 +316,7 @@ def is_running(state_dir: Path) -> bool:
         return False
 
 
-def _event_runtime(server: LocalDevServer) -> Any:
+def _event_runtime(server: LocalDevServer, stage: str) -> Any:
     """Deliver the app's events from the emulator to its handlers, in this process, as
     Lambda's event source mappings would: with the mappings' settings the deploy gives them."""
     import boto3
@@ -293,6 +329,7 @@ def _event_runtime(server: LocalDevServer) -> Any:
         boto3.client,
         EMULATOR_CREDENTIALS["AWS_REGION"],
         report_batch_item_failures=partial_batch_handlers(app),
+        stage=stage,
     )
     events.start()
     return events

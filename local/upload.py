@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             json={"content_type": content_type, "size": size},
             timeout=10,
         )
-        if asked.status_code != 201:
+        if asked.status_code != 202:
             print(asked.text, file=sys.stderr)
             return 1
         form = asked.json()["upload"]

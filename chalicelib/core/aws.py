@@ -159,29 +159,48 @@ def error_code(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-#: Errors worth another try: throttling and AWS-side failures. Anything else (validation,
-#: access denied, missing resource) fails the same way again.
+#: Errors worth another try: throttling and AWS-side failures (each service's own codes:
+#: S3's SlowDown, SQS's RequestThrottled, Cognito's InternalErrorException, ...). Anything
+#: else (validation, access denied, missing resource) fails the same way again.
 RETRYABLE = frozenset(
     {
         "ProvisionedThroughputExceededException",
         "ThrottlingException",
         "Throttling",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
         "RequestLimitExceeded",
         "TooManyRequestsException",
+        "SlowDown",
+        "BandwidthLimitExceeded",
+        "PriorRequestNotComplete",
         "InternalServerError",
+        "InternalServerException",
+        "InternalErrorException",
+        "InternalError",
         "InternalFailure",
         "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "ServiceException",
         "KMSThrottlingException",
         "RequestTimeout",
     }
 )
+#: Statuses that say "not now" whatever the code (a HEAD's error has no body, hence no code).
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def retryable(exc: BaseException) -> bool:
     """A throttling or server error, or a connection problem (botocore's own retries have
     already run out on those)."""
     code = error_code(exc)
-    return code in RETRYABLE or "Timeout" in code or "Connection" in code
+    if code in RETRYABLE or "Timeout" in code or "Connection" in code:
+        return True
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return False
+    return response.get("ResponseMetadata", {}).get("HTTPStatusCode") in RETRYABLE_STATUSES
 
 
 def reset_clients() -> None:

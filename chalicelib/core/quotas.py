@@ -75,6 +75,11 @@ class Quotas(Protocol):
         """Count `amount` against each quota for `subject`, all or none; `QuotaExceeded`
         (for the first quota that would go over) if any would."""
 
+    def give_back(self, subject: str, quota: Quota, amount: int) -> None:
+        """Undo a use taken in the current window whose work then failed before it did
+        anything (a mail never sent): the client's retry must not pay for it twice. Never
+        goes below zero."""
+
 
 def _check_request(uses: Sequence[tuple[Quota, int]]) -> None:
     """A use of more than a quota's whole limit could never fit, whatever was used before:
@@ -109,6 +114,11 @@ class InMemoryQuotas:
             keys.append((key, amount))
         for key, amount in keys:
             self.used[key] = self.used.get(key, 0) + amount
+
+    def give_back(self, subject: str, quota: Quota, amount: int) -> None:
+        key = (subject, quota.name, window_start(self._now(), quota.window_seconds))
+        if self.used.get(key, 0) >= amount:  # as DynamoDB's condition: all or nothing
+            self.used[key] -= amount
 
 
 def _retry_after(moment: datetime, quota: Quota) -> int:
@@ -164,6 +174,22 @@ class DynamoQuotas:
         # The same counters taken by concurrent requests (a user's parallel uploads) each
         # time: the client may try again at once.
         raise ServiceUnavailable("Too many requests at once; retry.")
+
+    def give_back(self, subject: str, quota: Quota, amount: int) -> None:
+        start = window_start(self._now(), quota.window_seconds)
+        try:
+            self._client().update_item(
+                TableName=self._table,
+                Key={"id": {"S": f"{counter_subject(subject)}#{quota.name}#{start}"}},
+                UpdateExpression="ADD used :less",
+                ConditionExpression="used >= :amount",
+                ExpressionAttributeValues={
+                    ":less": {"N": str(-amount)},
+                    ":amount": {"N": str(amount)},
+                },
+            )
+        except self._client().exceptions.ConditionalCheckFailedException:
+            pass  # no counter in this window any more (a new window began): nothing to undo
 
     def _update(self, subject: str, quota: Quota, amount: int, moment: datetime) -> dict:
         start = window_start(moment, quota.window_seconds)

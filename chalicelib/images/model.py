@@ -171,27 +171,15 @@ def validate_label(raw: str | None) -> str | None:
 
 
 def validate_upload_request(body: Mapping[str, Any]) -> tuple[str, int]:
-    """A `POST /images` body checked: (content type, declared size in bytes); or
-    ValidationFailed listing every problem. The size is required: the presigned POST pins
-    the upload to at most that many bytes, and the daily byte quota counts it."""
-    problems = [
-        {"field": str(name), "issue": "is not a known field"}
-        for name in body
-        if name not in ("content_type", "size")
-    ]
-    content_type = body.get("content_type")
-    if not isinstance(content_type, str) or content_type.lower() not in CONTENT_TYPES:
-        problems.append(
-            {"field": "content_type", "issue": f"must be one of {', '.join(CONTENT_TYPES)}"}
-        )
-    size = body.get("size")
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_UPLOAD_BYTES:
-        problems.append(
-            {"field": "size", "issue": f"must be a whole number of bytes, 1 to {MAX_UPLOAD_BYTES}"}
-        )
-    if problems:
-        raise ValidationFailed("The upload request is not valid.", problems)
-    return str(content_type).lower(), int(size)
+    """A `POST /images` body checked (`schemas.UploadRequest`): (content type, declared size
+    in bytes); or ValidationFailed listing every problem. The size is required: the
+    presigned POST pins the upload to at most that many bytes, and the daily byte quota
+    counts it."""
+    from chalicelib.core.validation import validate
+    from chalicelib.images.schemas import UploadRequest
+
+    request = validate(UploadRequest, body, "The upload request is not valid.")
+    return request.content_type, request.size
 
 
 @dataclass(frozen=True)

@@ -2,19 +2,20 @@
 
 Money is in minor units (cents) of one currency, EUR, as integers: no float ever holds a
 price. The client sends what it wants (skus and quantities), where to and how to pay; prices
-always come from the catalog. Validation collects every problem at once.
+always come from the catalog. Validation collects every problem at once; the
+request bodies' rules are declared as Pydantic models in `schemas`, imported on first use
+so that `import app` never loads Pydantic.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.core.errors import BadRequest, ValidationFailed
+from chalicelib.core.errors import BadRequest
 from chalicelib.core.ids import is_uuid
 
 CURRENCY = "EUR"
@@ -44,15 +45,16 @@ OPEN_SHARDS = 8
 #: Before the goods are handed to the carrier, an order may still be cancelled.
 CANCELLABLE = (PENDING, VALIDATED, RESERVED, PAID)
 
-_SKU = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,39}$")
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
-_PAYMENT_METHOD = re.compile(r"^pm_[A-Za-z0-9_]{1,64}$")
+#: Matched whole; also the declared models' patterns (`schemas`).
+SKU_PATTERN = r"^[A-Z0-9][A-Z0-9_-]{0,39}$"
+COUNTRY_PATTERN = r"^[A-Z]{2}$"
+PAYMENT_METHOD_PATTERN = r"^pm_[A-Za-z0-9_]{1,64}$"
+_SKU = re.compile(SKU_PATTERN)
+_COUNTRY = re.compile(COUNTRY_PATTERN)
+_PAYMENT_METHOD = re.compile(PAYMENT_METHOD_PATTERN)
 #: Printable ASCII, as the Idempotency-Key header's draft standard suggests.
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 ADDRESS_FIELDS = {"name": 100, "line1": 200, "line2": 200, "city": 100, "postal_code": 20}
-REQUIRED_ADDRESS = ("name", "line1", "city", "postal_code", "country")
-ORDER_FIELDS = ("lines", "shipping_address", "payment_method")
-PRODUCT_FIELDS = ("name", "unit_amount", "available", "active")
 
 
 @dataclass(frozen=True)
@@ -72,128 +74,26 @@ class OrderRequest:
 
 
 def validate_order_request(body: Mapping[str, Any]) -> OrderRequest:
-    problems = [
-        {"field": str(name), "issue": "is not a known field"}
-        for name in body
-        if name not in ORDER_FIELDS
-    ]
-    problems += [{"field": n, "issue": "is required"} for n in ORDER_FIELDS if n not in body]
-    lines = _check_lines(body.get("lines"), problems) if "lines" in body else ()
-    address = {}
-    if "shipping_address" in body:
-        address = _check_address(body["shipping_address"], problems)
-    method = body.get("payment_method")
-    if "payment_method" in body and not (
-        isinstance(method, str) and _PAYMENT_METHOD.fullmatch(method)
-    ):
-        problems.append(
-            {"field": "payment_method", "issue": "must be a payment method token (pm_...)"}
-        )
-    if problems:
-        raise ValidationFailed("The order is not valid.", problems)
-    return OrderRequest(lines, address, str(method))
+    """A `POST /orders` body checked and normalised (`schemas.PlaceOrder`), or
+    ValidationFailed listing every problem."""
+    from chalicelib.core.validation import validate
+    from chalicelib.orders.schemas import PlaceOrder
 
-
-def _check_lines(value: Any, problems: list[dict[str, str]]) -> tuple[tuple[str, int], ...]:
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_LINES:
-        problems.append({"field": "lines", "issue": f"must be a list of 1 to {MAX_LINES} lines"})
-        return ()
-    lines: list[tuple[str, int]] = []
-    seen: set[str] = set()
-    for index, line in enumerate(value):
-        where = f"lines[{index}]"
-        if not isinstance(line, dict):
-            problems.append({"field": where, "issue": "must be an object with sku and quantity"})
-            continue
-        unknown = sorted(set(line) - {"sku", "quantity"})
-        if unknown:
-            problems.append({"field": f"{where}.{unknown[0]}", "issue": "is not a known field"})
-        sku, quantity = line.get("sku"), line.get("quantity")
-        if not (isinstance(sku, str) and _SKU.fullmatch(sku)):
-            problems.append({"field": f"{where}.sku", "issue": "must be a product's sku"})
-        elif sku in seen:
-            problems.append({"field": f"{where}.sku", "issue": "appears in another line"})
-        else:
-            seen.add(sku)
-        if isinstance(quantity, bool) or not isinstance(quantity, int):
-            problems.append({"field": f"{where}.quantity", "issue": "must be a whole number"})
-        elif not 1 <= quantity <= MAX_QUANTITY:
-            problems.append({"field": f"{where}.quantity", "issue": f"must be 1 to {MAX_QUANTITY}"})
-        if isinstance(sku, str) and isinstance(quantity, int):
-            lines.append((sku, quantity))
-    return tuple(lines)
-
-
-def _check_address(value: Any, problems: list[dict[str, str]]) -> dict[str, str]:
-    if not isinstance(value, dict):
-        problems.append({"field": "shipping_address", "issue": "must be an object"})
-        return {}
-    address: dict[str, str] = {}
-    for name in value:
-        if name not in (*ADDRESS_FIELDS, "country"):
-            problems.append({"field": f"shipping_address.{name}", "issue": "is not a known field"})
-    for name in REQUIRED_ADDRESS:
-        if name not in value:
-            problems.append({"field": f"shipping_address.{name}", "issue": "is required"})
-    for name, limit in ADDRESS_FIELDS.items():
-        if name not in value:
-            continue
-        text = value[name]
-        if not isinstance(text, str):
-            problems.append({"field": f"shipping_address.{name}", "issue": "must be a string"})
-            continue
-        text = unicodedata.normalize("NFC", text.strip())
-        if not 1 <= len(text) <= limit or _has_control_characters(text):
-            issue = f"must be 1 to {limit} printable characters"
-            problems.append({"field": f"shipping_address.{name}", "issue": issue})
-        else:
-            address[name] = text
-    country = value.get("country")
-    if "country" in value:
-        if isinstance(country, str) and _COUNTRY.fullmatch(country):
-            address["country"] = country
-        else:
-            issue = "must be an ISO 3166 country code such as DE"
-            problems.append({"field": "shipping_address.country", "issue": issue})
-    return address
+    order = validate(PlaceOrder, body, "The order is not valid.")
+    return OrderRequest(
+        tuple((line.sku, line.quantity) for line in order.lines),
+        order.shipping_address.model_dump(exclude_unset=True),
+        order.payment_method,
+    )
 
 
 def validate_product(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A `PUT /inventory/{sku}` body: name, unit_amount (cents), available (units for sale
-    now), active (optional, default true)."""
-    problems = [
-        {"field": str(name), "issue": "is not a known field"}
-        for name in body
-        if name not in PRODUCT_FIELDS
-    ]
-    problems += [
-        {"field": n, "issue": "is required"}
-        for n in ("name", "unit_amount", "available")
-        if n not in body
-    ]
-    product: dict[str, Any] = {}
-    name = body.get("name")
-    if "name" in body:
-        if isinstance(name, str) and 1 <= len(name.strip()) <= 100:
-            product["name"] = unicodedata.normalize("NFC", name.strip())
-        else:
-            problems.append({"field": "name", "issue": "must be 1 to 100 characters"})
-    for field_name, low, high in (("unit_amount", 1, MAX_UNIT_AMOUNT), ("available", 0, MAX_STOCK)):
-        number = body.get(field_name)
-        if field_name not in body:
-            continue
-        if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
-            issue = f"must be a whole number from {low} to {high}"
-            problems.append({"field": field_name, "issue": issue})
-        else:
-            product[field_name] = number
-    active = body.get("active", True)
-    if not isinstance(active, bool):
-        problems.append({"field": "active", "issue": "must be true or false"})
-    product["active"] = active
-    if problems:
-        raise ValidationFailed("The product is not valid.", problems)
-    return product
+    """A `PUT /inventory/{sku}` body (`schemas.ProductUpdate`): name, unit_amount (cents),
+    available (units for sale now), active (optional, default true)."""
+    from chalicelib.core.validation import validate
+    from chalicelib.orders.schemas import ProductUpdate
+
+    return validate(ProductUpdate, body, "The product is not valid.").model_dump()
 
 
 def check_sku(sku: str) -> str:
@@ -284,7 +184,3 @@ def product_view(item: Mapping[str, Any]) -> dict[str, Any]:
     fields = ("sku", "name", "unit_amount", "currency", "available", "reserved", "active",
               "updated_at")  # fmt: skip
     return {name: item[name] for name in fields if item.get(name) is not None}
-
-
-def _has_control_characters(text: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)

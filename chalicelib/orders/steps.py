@@ -335,6 +335,10 @@ class OrderSteps:
                 fields=fields,
             )  # fmt: skip
         except StatusConflict as conflict:
+            if status is not None and conflict.status == status:
+                # Moved already, by this write applied with its answer lost (the retry meets
+                # it) or by an earlier attempt of this step: done, as the step is idempotent.
+                return self._order(step)
             raise _unexpected(step, conflict) from None
 
     @staticmethod

@@ -136,9 +136,10 @@ def telemetry_owner_data() -> DynamoTelemetryOwnerData:
 
 @cache
 @needs(
-    ACTIVITIES_TABLE.allow("dynamodb:BatchWriteItem"),
-    METRICS_TABLE.allow("dynamodb:BatchWriteItem"),
-    TRANSACTIONS_TABLE.allow("dynamodb:BatchWriteItem"),
+    # Items written, and their stamps read first (producer duplicates, `duplicates`).
+    ACTIVITIES_TABLE.allow("dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"),
+    METRICS_TABLE.allow("dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"),
+    TRANSACTIONS_TABLE.allow("dynamodb:BatchWriteItem", "dynamodb:BatchGetItem"),
     # Fraud velocity: a user's recent transactions.
     TRANSACTIONS_TABLE.allow("dynamodb:Query", within=f"/index/{TRANSACTIONS_BY_USER_INDEX}"),
     BASELINES_TABLE.allow("dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:UpdateItem"),
@@ -156,6 +157,7 @@ def telemetry_processor() -> TelemetryProcessor:
     """The stream processor, wired to DynamoDB, SNS, SQS and S3 on first use."""
     from chalicelib.core import aws
     from chalicelib.telemetry.delivery import S3Archive, SnsAlerts, SqsQuarantine
+    from chalicelib.telemetry.duplicates import DynamoItemStamps
     from chalicelib.telemetry.processor import TelemetryProcessor
     from chalicelib.telemetry.pseudonyms import CachedPseudonyms, DynamoPseudonyms
     from chalicelib.telemetry.tables import (
@@ -184,4 +186,5 @@ def telemetry_processor() -> TelemetryProcessor:
         alert_budget=DynamoAlertBudget(
             QUOTAS_TABLE.name, limit=int(FRAUD_ALERTS_PER_USER_HOUR.value)
         ),
+        stamps=DynamoItemStamps(),
     )

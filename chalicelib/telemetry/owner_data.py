@@ -53,6 +53,7 @@ from chalicelib.core import aws, clock, ids
 from chalicelib.core.aws import error_code, retryable
 from chalicelib.core.backoff import Backoff
 from chalicelib.core.dynamo import WRITE_BATCH, batch_get, batch_write, from_item, to_item
+from chalicelib.telemetry.duplicates import SOURCE_RECORD
 from chalicelib.telemetry.encoding import transaction_key
 from chalicelib.telemetry.pseudonyms import DynamoPseudonyms
 
@@ -68,9 +69,10 @@ KEPT_TRANSACTION_FIELDS = (
     "currency",
     "status",
 )
-#: The tables' own attributes: not data about the user.
-ACTIVITY_BOOKKEEPING = frozenset({"pk", "sk"})
-TRANSACTION_BOOKKEEPING = frozenset({"pk"})
+#: The tables' own attributes: not data about the user (`SOURCE_RECORD`: the stream record
+#: that wrote the item, `duplicates`).
+ACTIVITY_BOOKKEEPING = frozenset({"pk", "sk", SOURCE_RECORD})
+TRANSACTION_BOOKKEEPING = frozenset({"pk", SOURCE_RECORD})
 
 
 def new_pseudonym() -> str:

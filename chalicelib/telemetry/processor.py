@@ -17,12 +17,18 @@ Steps, for a batch (one shard, in sequence order):
    its user's deletion by up to an hour and a record stays on the stream for a day: such a
    late event never brings the user's id, address or details back into the tables after the
    erasure's last pass. If the lookup fails, nothing is done and the whole batch comes back;
+   then the producer duplicates (`duplicates`: an event put on the stream twice, as a new
+   record) are dropped like those events (`TelemetryDuplicateEventsDropped`): a later record
+   with an item seen earlier in the batch, or stored (one consistent BatchGetItem per
+   table, keys and stamps only) with the same item under another record's stamp
+   (`source_record`, which each item gets). The stored check not done (unreadable, out of
+   time) fails its records;
 3. detection reads: the metrics' baselines (one BatchGetItem), each transacting user's recent
    transactions (one Query per user on `by-user`: that owner's only);
-4. writes: items, 25 per BatchWriteItem per table (duplicates of a key within the batch
-   written once). An item DynamoDB refuses for good (a call refused for its items is split
-   until the bad ones are alone) is set aside like a malformed record: quarantined, not
-   retried, neither alerted nor folded into a baseline nor archived;
+4. writes: items, 25 per BatchWriteItem per table (a key twice within the batch, a re-sent
+   transaction: the last written). An item DynamoDB refuses for good (a call refused for
+   its items is split until the bad ones are alone) is set aside like a malformed record:
+   quarantined, not retried, neither alerted nor folded into a baseline nor archived;
 5. the records whose writes or reads still failed after retries are failures. Lambda
    resumes the shard at the lowest reported sequence number, so every record from the first
    failure on ("the cut") comes back; the side effects below are done only for the records
@@ -43,7 +49,8 @@ Steps, for a batch (one shard, in sequence order):
    cut back over it is sent again on redelivery, with the same id, for consumers to drop;
 9. archive (one PutObject), last, of the valid events before the final cut, as the lake
    keeps them (`encoding.lake_fields`), each user's under the identity of step 2: the next
-   invocation starts at that cut, so no event is archived twice. If it fails the whole
+   invocation starts at that cut, and the producer duplicates are gone, so no event is
+   archived twice. If it fails the whole
    batch comes back (every write and fold is idempotent; its alerts and quarantine messages
    are sent again; the archive key is the same);
 10. EMF metrics (counts), printed (no PutMetricData).
@@ -70,7 +77,7 @@ from typing import Any
 
 from chalicelib.core import clock, correlation
 from chalicelib.core.observability import logger
-from chalicelib.telemetry import alerting, encoding, screening
+from chalicelib.telemetry import alerting, duplicates, encoding, screening
 from chalicelib.telemetry.model import (
     SYSTEM_METRIC,
     TRANSACTION,
@@ -120,9 +127,11 @@ class TelemetryProcessor:
         pseudonyms: Pseudonyms,
         alert_budget: AlertBudget | None = None,
         emit: Callable[[dict[str, int]], None] = emit_counts,
+        stamps: duplicates.ItemStamps | None = None,
     ) -> None:
-        """`alert_budget`: the fraud alerts' per-user limit (`alerting`); the app's factory
-        always gives one (None, for benchmarks: every alert is published)."""
+        """`alert_budget`: the fraud alerts' per-user limit (`alerting`); `stamps`: the
+        stored items' stamps (`duplicates`). The app's factory always gives both (None: every
+        alert is published; producer duplicates are found within a batch only)."""
         self._tables = tables  # "activities" | "metrics" | "transactions" -> table name
         self._writer = writer
         self._baselines = baselines
@@ -133,6 +142,7 @@ class TelemetryProcessor:
         self._pseudonyms = pseudonyms
         self._budget = alert_budget
         self._emit = emit
+        self._stamps = stamps
 
     def process(
         self,
@@ -151,6 +161,11 @@ class TelemetryProcessor:
             failed.add(batch[0].index)
             return self._report(counts, batch, failed)
         counts["TelemetryErasedUserEventsDropped"] = _drop_erased(batch, identities)
+        # 2b. producer duplicates go (an unreadable check fails its records: moves the cut)
+        counts["TelemetryDuplicateEventsDropped"], unchecked = duplicates.drop_duplicates(
+            [r for r in batch if r.item is not None], self._tables, self._stamps, out_of_time
+        )
+        failed |= unchecked
         valid = [r for r in batch if r.event is not None]
         by_type: dict[str, list[encoding.Record]] = defaultdict(list)
         for record in valid:
@@ -158,7 +173,7 @@ class TelemetryProcessor:
 
         # 3. reads and detection; 4. item writes
         alerts: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        skip: set[int] = set()
+        skip = set(unchecked)
         pending_baselines = screening.detect_metrics(
             self._baselines, by_type[SYSTEM_METRIC], alerts, failed, skip
         )
@@ -262,8 +277,8 @@ class TelemetryProcessor:
             item = record.item or {}
             key = encoding.item_key(item)
             found = per_table[record.table].get(key)
-            # A key twice in a batch (a producer's retry, a re-sent transaction): the last
-            # one is written, once; its outcome is every duplicate's.
+            # A key twice in a batch (a re-sent transaction; a producer's retry is gone by
+            # now): the last one is written, once; its outcome is every duplicate's.
             indexes = found[1] if found else []
             per_table[record.table][key] = (item, [*indexes, record.index])
         rejected: list[encoding.Record] = []

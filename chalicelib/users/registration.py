@@ -153,17 +153,30 @@ class RegistrationService:
         except QuotaExceeded:
             logger.warning("registration mails for an address over its bound; none sent")
             return accepted(email)
+        mailing = False  # once a mail may have gone, its use of the quota stays
         try:
             if self._users.email_owner(email) is not None:
+                mailing = True
                 self._mailer.send_already_registered(email)
                 return accepted(email)
             code = verification.issue(self._now())
             self._pending.put(signup_key(email), {**fields, **code.stored()})
+            mailing = True
             self._mailer.send_code(email, code.code, "registration")
         except Exception:
             logger.exception("registration failed", email_domain=email.split("@")[-1])
+            if not mailing:
+                self._give_back_mail(email)
             raise ServiceUnavailable("Registration could not be completed; retry it.") from None
         return accepted(email)
+
+    def _give_back_mail(self, email: str) -> None:
+        """A registration that failed before any mail was sent gives its mail back, so the
+        client's retry (it was told 503: retry) is not refused by the address's bound."""
+        try:
+            self._quotas.give_back(address_subject(email), self._limits.mails, 1)
+        except Exception:  # AWS still failing: the use stays counted, as before
+            logger.warning("registration mail use not given back", exc_info=True)
 
     def confirm(self, body: dict[str, Any], client: str) -> dict[str, Any]:
         email, code, password = _confirmation(body)
@@ -232,27 +245,7 @@ class RegistrationService:
 
 def _confirmation(body: dict[str, Any]) -> tuple[str, str, str]:
     """Email, code and password, or a 400 listing every problem at once."""
-    problems = [
-        {"field": str(name), "issue": "is not a known field"}
-        for name in body
-        if name not in ("email", "code", "password")
-    ]
-    email = body.get("email")
-    if not isinstance(email, str) or not model.is_email(email):
-        problems.append({"field": "email", "issue": "must be a valid email address"})
-    try:
-        code = verification.check_code_format(body.get("code"))
-    except ValidationFailed as exc:
-        problems += exc.details
-        code = ""
-    password = body.get("password")
-    issue = model.password_problem(password) if "password" in body else "is required"
-    if issue:
-        problems.append({"field": "password", "issue": issue})
-    if problems:
-        raise ValidationFailed("The confirmation is not valid.", problems)
-    assert isinstance(email, str) and isinstance(password, str)
-    return email.strip(), code, password
+    return model.validate_confirmation(body)
 
 
 def _refused() -> ValidationFailed:

@@ -69,7 +69,9 @@ class DynamoUserRepository:
         self._client = client or (lambda: aws.client("dynamodb"))
 
     def reserve_email(self, email: str) -> str:
-        """Hold `email` for a registration in progress; returns the reservation id."""
+        """Hold `email` for a registration in progress; returns the reservation id. A put
+        applied whose answer was lost (a timeout) and retried by botocore meets its own
+        reservation (the refused put returns the item): that one is this caller's."""
         reservation = str(uuid.uuid4())
         now = clock.now()
         try:
@@ -90,9 +92,12 @@ class DynamoUserRepository:
                 ExpressionAttributeValues=to_item(
                     {":pending": PENDING, ":stale": (now - RESERVATION_TTL).isoformat()}
                 ),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        except self._client().exceptions.ConditionalCheckFailedException:
-            raise EmailTaken() from None
+        except self._client().exceptions.ConditionalCheckFailedException as refused:
+            held = getattr(refused, "response", {}).get("Item", {}).get("reservation", {})
+            if held.get("S") != reservation:
+                raise EmailTaken() from None
         return reservation
 
     def release_email(self, email: str, reservation: str) -> None:

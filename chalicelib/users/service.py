@@ -113,10 +113,7 @@ class UsersService:
     ) -> dict[str, Any]:
         """The code mailed to the new address came back: it becomes the sign-in email."""
         require_self_or_admin(principal, user_id)
-        unknown = [{"field": str(k), "issue": "is not a known field"} for k in body if k != "code"]
-        if unknown:
-            raise ValidationFailed("The confirmation is not valid.", unknown)
-        code = verification.check_code_format(body.get("code"))
+        code = model.validate_email_confirmation(body)
         self._existing(user_id)
         self._quotas.take(f"user:{user_id}", [(self._limits.email_confirmations, 1)])
         key = email_change_key(user_id)

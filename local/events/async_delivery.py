@@ -33,21 +33,23 @@ class AsyncDelivery:
     S3, EventBridge): the source sends its events to a queue of the runtime's own,
     `local-events-<handler>`; each event is one invocation, with attempts of its own (as in
     Lambda, where each is a separate asynchronous invocation). A failing one is tried again
-    after `async_retry_seconds`, 3 times in all; then its on-failure record (its own error
-    and attempt count) goes to the function's destination (infra/functions.json). The events
-    no record holds (the function has no destination, or it refused the record) go to
-    `local-events-<handler>-failed`: the source's message itself if none of its events was
-    recorded, else `{"events": [...]}` with only those, so that no event is kept twice.
-    Never dropped. Until the source can be connected to the queue (a bucket not created yet),
-    it is tried again every SETUP_RETRY_SECONDS.
+    after `EventRuntime.async_retry_delay` (past the function's timeout, so that what the
+    failed attempt left in progress has expired, as after Lambda's minutes), 3 times in all;
+    then its on-failure record (its own error and attempt count) goes to the function's
+    destination (infra/functions.json). The events no record holds (the function has no
+    destination, or it refused the record) go to `local-events-<handler>-failed`: the
+    source's message itself if none of its events was recorded, else `{"events": [...]}` with
+    only those, so that no event is kept twice. Never dropped. Until the source can be
+    connected to the queue (a bucket not created yet), it is tried again every
+    SETUP_RETRY_SECONDS.
 
     A source's subclass says how it connects to the queue (`_connect`) and which events a
     message of the queue holds (`_events`)."""
 
     SOURCE = ""
     ATTEMPTS = 3  # the first try and two retries
-    #: How long a message stays hidden while its handler runs: longer than the 60 s the
-    #: runtime gives a handler, so that no message comes back while it is being handled.
+    #: How long a message stays hidden while its handler runs, at least: longer than the
+    #: function's timeout (`_connect_queues`), so that none comes back while it is handled.
     HANDLING_SECONDS = 90
     SETUP_RETRY_SECONDS = 2.0
 
@@ -108,9 +110,8 @@ class AsyncDelivery:
 
     def _connect_queues(self) -> None:
         self._failed = self._create_queue(f"{self.queue_name}-failed", {})
-        self._queue = self._create_queue(
-            self.queue_name, {"VisibilityTimeout": str(self.HANDLING_SECONDS)}
-        )
+        hidden = max(self.HANDLING_SECONDS, self._runtime.settings(self.name)[0] + 30)
+        self._queue = self._create_queue(self.queue_name, {"VisibilityTimeout": str(hidden)})
         arn = self._sqs.get_queue_attributes(QueueUrl=self._queue, AttributeNames=["QueueArn"])[
             "Attributes"
         ]["QueueArn"]
@@ -157,6 +158,7 @@ class AsyncDelivery:
             events = self._events(message)
             pending = self._pending[key] = _Pending(events, [received - 1] * len(events))
         retry = False
+        delay = self._runtime.async_retry_delay(self.name)
         for index in list(pending.left):
             result, invocation = self._runtime.invoke(self.name, self.SOURCE, pending.events[index])
             if not isinstance(result, Exception):
@@ -168,7 +170,7 @@ class AsyncDelivery:
             if attempt < self.ATTEMPTS:
                 retry = True
                 invocation.outcome += (f" (attempt {attempt} of {self.ATTEMPTS}; retried in "
-                                       f"{self._runtime.async_retry_seconds} s)")  # fmt: skip
+                                       f"{delay} s)")  # fmt: skip
             else:
                 pending.left.remove(index)
                 invocation.outcome += (
@@ -179,7 +181,7 @@ class AsyncDelivery:
             self._sqs.change_message_visibility(
                 QueueUrl=self._queue,
                 ReceiptHandle=message["ReceiptHandle"],
-                VisibilityTimeout=self._runtime.async_retry_seconds,
+                VisibilityTimeout=delay,
             )
             return
         if pending.unrecorded:

@@ -78,6 +78,8 @@ class EventRuntime:
         stream_poll_seconds: float = 0.25,
         async_retry_seconds: int = 2,
         report_batch_item_failures: bool | Collection[str] = False,
+        stage: str = "dev",
+        function_settings: Callable[[str], tuple[int, int]] | None = None,
     ) -> None:
         """`client(service)` makes the boto3 client of a service; a queue with nothing to
         read is long-polled for `idle_wait_seconds`.
@@ -86,8 +88,12 @@ class EventRuntime:
         A stream batch that fails is retried after `retry_backoff_seconds`, doubling up to
         `max_retry_backoff_seconds`; a shard is read every `stream_poll_seconds` while records
         come, and up to 4 times less often while it is idle. A failed SNS, S3 or EventBridge
-        event is tried again after `async_retry_seconds` (Lambda
-        waits a minute or two; locally, seconds keep the loop short).
+        event is tried again after `async_retry_delay(handler)`: at least
+        `async_retry_seconds`, and past the function's timeout (Lambda waits a minute or two;
+        locally, seconds keep the loop short).
+
+        `function_settings(name)`: (timeout s, memory MB) of a function, what its context
+        reports; default: `stage`'s, from `.chalice/config.json`.
 
         `report_batch_item_failures`: which SQS and stream mappings have
         `FunctionResponseTypes: ["ReportBatchItemFailures"]`, so that a handler's
@@ -102,6 +108,9 @@ class EventRuntime:
         self.retry_backoff = (retry_backoff_seconds, max_retry_backoff_seconds)
         self.stream_poll_seconds = stream_poll_seconds
         self.async_retry_seconds = async_retry_seconds
+        self.stage = stage
+        self._function_settings = function_settings
+        self._settings: dict[str, tuple[int, int]] = {}
         self._report_item_failures: bool | frozenset[str]
         if isinstance(report_batch_item_failures, bool):
             self._report_item_failures = report_batch_item_failures
@@ -164,16 +173,50 @@ class EventRuntime:
     def stopping(self) -> threading.Event:
         return self._stop
 
+    def settings(self, name: str) -> tuple[int, int]:
+        """(timeout s, memory MB) of function `name`, read once."""
+        if name not in self._settings:
+            if self._function_settings is not None:
+                self._settings[name] = self._function_settings(name)
+            else:
+                from local.events.invoke import function_settings  # it builds on this module
+
+                self._settings[name] = function_settings(self.stage, name)
+        return self._settings[name]
+
+    def async_retry_delay(self, name: str) -> int:
+        """Seconds before an asynchronous invocation of `name` is tried again: past the
+        function's timeout (plus a second), so that whatever the failed attempt left in
+        progress for its lifetime (Powertools' idempotency record expires with the context's
+        remaining time) has expired, as it has after Lambda's minute-long wait; never less
+        than `async_retry_seconds`. `async_retry_seconds=0` (unit tests) retries at once."""
+        if self.async_retry_seconds <= 0:
+            return 0
+        return max(self.async_retry_seconds, self.settings(name)[0] + 1)
+
     def invoke(
-        self, name: str, source: str, event: Any, *, timeout_ms: int = 60_000, memory_mb: int = 512
+        self,
+        name: str,
+        source: str,
+        event: Any,
+        *,
+        timeout_ms: int | None = None,
+        memory_mb: int | None = None,
     ) -> tuple[Any, Invocation]:
         """Run handler `name` on `event` as Lambda would; never raises (a handler's exception
         is returned as the result). `api_handler` is the REST API's function: the app itself,
-        given API Gateway's event. `timeout_ms` is what the context reports as remaining."""
+        given API Gateway's event. The context reports `timeout_ms` (default: the function's
+        configured timeout) as remaining at the start, counting down, as Lambda's does.
+        Nothing stops a handler at its timeout here: one that runs past it is logged as a
+        warning, and its outcome says so."""
         from chalice.local import LambdaContext
 
+        timeout_s, memory = self.settings(name)
+        timeout_ms = timeout_s * 1000 if timeout_ms is None else timeout_ms
         context = LambdaContext(
-            function_name=name, memory_size=memory_mb, max_runtime_ms=timeout_ms
+            function_name=name,
+            memory_size=memory if memory_mb is None else memory_mb,
+            max_runtime_ms=timeout_ms,
         )
         started = time.perf_counter()
         # A batch's size; one for EventBridge, a state machine's task or a direct invoke.
@@ -187,9 +230,14 @@ class EventRuntime:
             result = exc
             outcome = f"error: {exc.__class__.__name__}: {exc}"
             log.debug("handler %s raised:\n%s", name, traceback.format_exc())
-        invocation = Invocation(
-            name, source, batch, (time.perf_counter() - started) * 1000, outcome
-        )
+        duration_ms = (time.perf_counter() - started) * 1000
+        if duration_ms > timeout_ms:
+            ran, limit = duration_ms / 1000, timeout_ms / 1000
+            outcome += f" (ran {ran:.1f} s, past its {limit:g} s timeout)"
+            log.warning("%s ran %.1f s, past its %g s timeout: Lambda would have stopped it "
+                        "(Task timed out) and counted the invocation as failed",
+                        name, ran, limit)  # fmt: skip
+        invocation = Invocation(name, source, batch, duration_ms, outcome)
         return result, invocation
 
     def report(self, invocation: Invocation) -> None:

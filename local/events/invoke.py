@@ -11,12 +11,14 @@ JSON; a handler that raises gives 200 with `X-Amz-Function-Error: Unhandled` and
 runtime's error body (`errorType` is the exception's class name: what Step Functions' Retry
 and Catch match); a handler still running at the function's timeout (`.chalice/config.json`)
 gives `Sandbox.Timedout`, as Lambda reports it. Unlike Lambda, nothing freezes the timed-out
-handler: it runs on to its end in the background, and its late result is dropped.
+handler: it runs on to its end in the background (its side effects happen), and its late
+result is dropped with a warning that says so.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import traceback
 import uuid
@@ -27,6 +29,8 @@ from urllib.parse import unquote
 from infra.paths import PROJECT_DIR
 from infra.wiring import function_name
 from local.events.core import API_HANDLER, EventRuntime, Invocation
+
+log = logging.getLogger(__name__)
 
 SOURCE = "lambda:invoke"
 PATH_PREFIX = "/2015-03-31/functions/"
@@ -103,6 +107,7 @@ class InvokeEndpoint:
         assert runtime is not None  # set before the server thread starts
         outcome: list[tuple[Any, Any]] = []
         finished = threading.Event()
+        timed_out = threading.Event()
 
         def run() -> None:
             outcome.append(
@@ -111,12 +116,21 @@ class InvokeEndpoint:
                 )
             )
             finished.set()
+            if timed_out.is_set():
+                log.warning("%s, answered Sandbox.Timedout after %d s, ran on to its end "
+                            "(%s); Lambda would have stopped it, so its late side effects "
+                            "would not have happened; its result is dropped",
+                            name, timeout_s, outcome[0][1].outcome)  # fmt: skip
 
         threading.Thread(target=run, name=f"lambda:{name}", daemon=True).start()
         request_id = str(uuid.uuid4())
         headers = {"X-Amz-Executed-Version": "$LATEST", "X-Amzn-RequestId": request_id}
         if not finished.wait(timeout_s):
+            timed_out.set()
             runtime.report(_timed_out(name, timeout_s))
+            log.warning("%s timed out after %d s: answered Sandbox.Timedout; the handler "
+                        "still runs in the background (nothing stops it locally)",
+                        name, timeout_s)  # fmt: skip
             error = {
                 "errorType": "Sandbox.Timedout",
                 "errorMessage": f"RequestId: {request_id} Error: Task timed out after "

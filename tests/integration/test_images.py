@@ -28,7 +28,7 @@ def upload(
 ) -> str:
     body = {"content_type": content_type, "size": declared or len(data)}
     created = requests.post(f"{api}/images", json=body, headers=headers, timeout=10)
-    assert created.status_code == 201, created.text
+    assert created.status_code == 202, created.text
     form = created.json()["upload"]
     sent = requests.post(
         form["url"], data=form["fields"], files={"file": ("f", data, content_type)}, timeout=30
@@ -107,12 +107,12 @@ def test_a_looping_uploader_gets_429_with_retry_after_over_http(
         answers = [
             http.post(f"{api}/images", json=body, headers=own, timeout=10) for _ in range(26)
         ]
-    assert [a.status_code for a in answers] == [201] * 25 + [429], "500 MB a day in dev"
+    assert [a.status_code for a in answers] == [202] * 25 + [429], "500 MB a day in dev"
     refused = answers[-1]
     assert 0 < int(refused.headers["Retry-After"]) <= 86400
     assert refused.json()["error"]["code"] == "too_many_requests"
     other = sign_in(stack, register(api)["email"])
-    assert requests.post(f"{api}/images", json=body, headers=other, timeout=10).status_code == 201
+    assert requests.post(f"{api}/images", json=body, headers=other, timeout=10).status_code == 202
 
 
 def test_a_link_posted_again_is_removed_unanalysed_over_http(

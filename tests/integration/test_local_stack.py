@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from local.events.invoke import function_settings
 from local.inbox import drain, subscribe_inbox
 from local.stack import free_port, spawn
 from tests.integration.conftest import start_stack, stop, wait_until_ready
@@ -144,7 +145,8 @@ def test_register_then_email_profile_set_up_and_search(
     # Earlier tests' users may be announced meanwhile: the stream publishes asynchronously.
     mine = [e for e in events if e["user"]["user_id"] == user["user_id"]]
     assert [e["event_type"] for e in mine if e["event_type"] == "user-created"] == ["user-created"]
-    time.sleep(3)  # a duplicate would come from a retried delivery (2 s apart locally)
+    # A duplicate would come from a retried delivery: past the function's timeout, locally.
+    time.sleep(function_settings(stack["stage"], "welcome_new_user")[0] + 2)
     assert len(welcome_mail_to(stack, user["email"])) == 1
 
 

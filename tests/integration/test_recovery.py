@@ -76,7 +76,8 @@ def test_a_welcome_that_failed_three_times_is_redriven_once_the_cause_is_fixed(
                     return body
             return None
 
-        record = eventually(failed_record, timeout=30)
+        # 3 attempts, each retry past the function's 10 s timeout (async_retry_delay): ~22 s.
+        record = eventually(failed_record, timeout=60)
     finally:
         ses.verify_email_identity(EmailAddress=sender)  # the fix
     assert record["requestContext"]["condition"] == "RetriesExhausted"

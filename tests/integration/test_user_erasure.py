@@ -105,7 +105,7 @@ def upload(api: str, headers: dict[str, str], data: bytes) -> str:
     """POST /images (with the size, which upload quotas count), then the presigned POST."""
     body = {"content_type": "image/jpeg", "size": len(data)}
     created = requests.post(f"{api}/images", json=body, headers=headers, timeout=10)
-    assert created.status_code == 201, created.text
+    assert created.status_code == 202, created.text
     form = created.json()["upload"]
     files = {"file": ("f", data, "image/jpeg")}
     sent = requests.post(form["url"], data=form["fields"], files=files, timeout=30)

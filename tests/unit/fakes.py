@@ -58,6 +58,7 @@ class InMemoryUserRepository:
         self.faults.check("add_reply")  # committed, but the caller hears a failure
 
     def email_owner(self, email: str) -> str | None:
+        self.faults.check("email_owner")
         claim = self.claims.get(email_key(email)) or {}
         return claim.get("user_id") if claim.get("status") == "active" else None
 

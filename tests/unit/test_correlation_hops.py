@@ -154,7 +154,7 @@ def test_an_upload_carries_its_requests_id_through_the_pipeline(
     data = photo(64, 48)
     answer = api.post("/images", {"content_type": "image/jpeg", "size": len(data)},
                       headers={"X-Correlation-Id": "up-1"})  # fmt: skip
-    assert answer.status_code == 201, answer.body
+    assert answer.status_code == 202, answer.body
     form = answer.json_body["upload"]
     assert form["fields"]["x-amz-meta-correlation-id"] == "up-1"
     policy = json.loads(base64.b64decode(form["fields"]["policy"]))

@@ -64,7 +64,7 @@ def deliver(client: Any, url: str, function: str) -> tuple[int, str | None]:
 def upload(api: Any, data: bytes, content_type: str = "image/jpeg") -> dict[str, Any]:
     """POST /images, then the presigned POST itself, as a browser would send it."""
     answer = api.post("/images", {"content_type": content_type, "size": len(data)})
-    assert answer.status_code == 201, answer.body
+    assert answer.status_code == 202, answer.body
     created = answer.json_body
     form = created["upload"]
     sent = requests.post(
@@ -262,8 +262,9 @@ def test_presigned_post_policy_pins_key_type_and_size(
     """What S3 enforces on the upload (moto does not: checked on the signed policy)."""
     profile, api = user
     answer = api.post("/images", {"content_type": "image/png", "size": MAX_UPLOAD_BYTES})
-    assert answer.status_code == 201
-    assert answer.headers["Location"] == f"/images/{answer.json_body['image_id']}"
+    assert answer.status_code == 202, "an upload intent: the image exists once recorded"
+    assert "Location" not in answer.headers
+    assert api.get(f"/images/{answer.json_body['image_id']}").status_code == 404
     form = answer.json_body["upload"]
     assert form["method"] == "POST" and form["max_bytes"] == MAX_UPLOAD_BYTES
     fields = form["fields"]

@@ -135,16 +135,16 @@ def test_a_looping_uploader_gets_429_at_the_daily_count_others_do_not_and_tomorr
     _, owner = user
     small = {"content_type": "image/jpeg", "size": 1000}
     for _ in range(100):
-        assert owner.post("/images", small).status_code == 201
+        assert owner.post("/images", small).status_code == 202
     refused = owner.post("/images", small)
     assert refused.status_code == 429
     error = refused.json_body["error"]
     assert error["code"] == "too_many_requests" and error["details"][0]["field"] == "uploads"
     assert 0 < int(refused.headers["Retry-After"]) <= 12 * 3600, "until midnight UTC"
     _, other = accounts.register()
-    assert api.as_(other).post("/images", small).status_code == 201
+    assert api.as_(other).post("/images", small).status_code == 202
     app_clock.advance(days=1)
-    assert owner.post("/images", small).status_code == 201
+    assert owner.post("/images", small).status_code == 202
     assert used(aws, "uploads") == [1, 1, 100]
 
 

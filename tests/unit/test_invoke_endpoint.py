@@ -124,8 +124,9 @@ def test_a_raised_exception_answers_with_the_python_runtimes_error_body(served: 
 
 
 def test_a_function_still_running_at_its_timeout_answers_sandbox_timedout(
-    served: Served,
+    served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level("WARNING", logger=invoke.__name__)
     started = time.monotonic()
     answer = served.post(deployed("slow"), {"seconds": 60})
     assert time.monotonic() - started >= SHORT_TIMEOUT_S
@@ -141,11 +142,13 @@ def test_a_function_still_running_at_its_timeout_answers_sandbox_timedout(
     # It answered at the timeout, the handler still running; that runs on to its end, and
     # its late result is dropped, never reported.
     assert [name for name, _ in event_app.lambda_calls] == ["slow"]
+    assert "still runs in the background" in caplog.text  # said, since nothing stops it
     event_app.release_slow.set()
     wait_for(lambda: len(event_app.lambda_calls) == 2)
     assert event_app.lambda_calls[-1][0] == "slow returned"
     wait_for(lambda: not any(t.name == "lambda:slow" for t in threading.enumerate()))
     assert served.seen == [timed_out]
+    assert "ran on to its end" in caplog.text and "its result is dropped" in caplog.text
 
 
 def test_a_function_within_its_timeout_answers_its_result(served: Served) -> None:

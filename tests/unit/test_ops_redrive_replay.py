@@ -544,6 +544,12 @@ def test_each_event_of_a_message_has_its_own_attempts_and_is_kept_once(
         def client(self, service: str) -> Any:
             return self.sqs
 
+        def async_retry_delay(self, name: str) -> int:
+            return self.async_retry_seconds
+
+        def settings(self, name: str) -> tuple[int, int]:
+            return 10, 128
+
         def invoke(self, name: str, source: str, event: Any) -> tuple[Any, Invocation]:
             calls.append(event["n"])
             invocation = Invocation(name, source, 1, 0.0, "ok")

@@ -72,6 +72,24 @@ def test_a_valid_order_is_validated_and_the_step_recorded(world: World) -> None:
     assert entry["entered_at"] == event["step"]["entered_at"]
 
 
+def test_a_status_move_whose_answer_was_lost_is_done_not_a_conflict(world: World) -> None:
+    """The step's conditional write is applied but its answer lost, and the retry of the same
+    write (botocore's, or the state machine's retry of a timed-out attempt still running)
+    meets the status it set itself: the step is done, not an OrderConflict."""
+    from chalicelib.orders.records import StatusConflict
+
+    order_id = world.add()
+    update = world.orders.update
+
+    def applied_then_refused(order_id: str, **change: Any) -> dict[str, Any]:
+        done = update(order_id, **change)
+        raise StatusConflict(order_id, done["status"])
+
+    world.orders.update = applied_then_refused  # type: ignore[method-assign]
+    assert world.steps.validate(task_event(order_id, "ValidateOrder")) == {"valid": True}
+    assert world.order(order_id)["status"] == model.VALIDATED
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [

@@ -178,3 +178,24 @@ def test_background_writes_give_up_after_a_bounded_number_of_lost_races(
     with pytest.raises(StaleUser):
         repo.add_missing_preferences(user(1)["user_id"], {"x": True}, "2026-11-26T01:00:00Z")
     assert len(tries) == 10
+
+
+def test_a_reservation_whose_answer_was_lost_is_the_callers_own(repo: Repo) -> None:
+    """The PutItem is applied but its answer lost (a read timeout), and botocore's retry
+    meets the reservation it made itself: that is this caller's, not someone else's."""
+    dynamodb = aws_clients.client("dynamodb")
+    original = dynamodb.put_item
+
+    def applied_then_retried(**call: Any) -> Any:
+        original(**call)  # the attempt whose answer never came
+        return original(**call)  # botocore's retry of the same request
+
+    dynamodb.put_item = applied_then_retried  # type: ignore[method-assign]
+    try:
+        reservation = repo.reserve_email("lost@example.com")
+    finally:
+        del dynamodb.put_item
+    with pytest.raises(EmailTaken):  # held, for this caller only
+        repo.reserve_email("lost@example.com")
+    repo.add(user(3, email="lost@example.com"), reservation)
+    assert repo.get(user(3)["user_id"]) is not None

@@ -273,6 +273,29 @@ def test_one_address_gets_a_bounded_number_of_mails_and_the_answer_never_changes
     assert len(world.mailer.sent) == LIMITS.mails_per_address_day
 
 
+def test_attempts_that_failed_before_mailing_do_not_use_up_the_address_bound(
+    world: World,
+) -> None:
+    """A client told 503 retries: the failed tries sent nothing, so they must not count
+    against the address's mails, or its retries end in a 202 with no code."""
+    for _ in range(LIMITS.mails_per_address_day + 2):
+        world.faults.failing.add("email_owner")
+        with pytest.raises(ServiceUnavailable):
+            world.ask()
+    world.ask()
+    assert len(world.mailer.sent) == 1
+
+
+def test_a_failure_while_mailing_keeps_its_use_of_the_bound(world: World) -> None:
+    """The mail may have gone before the failure was heard: its use stays counted."""
+    for _ in range(LIMITS.mails_per_address_day):
+        world.faults.failing.add("send_code")
+        with pytest.raises(ServiceUnavailable):
+            world.ask()
+    world.ask()
+    assert world.mailer.sent == []
+
+
 # --- who may do what ----------------------------------------------------------------------
 
 

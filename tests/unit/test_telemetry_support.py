@@ -165,6 +165,30 @@ class FakeWriter:
         return outcome
 
 
+class FakeStamps:
+    """The stamps of a FakeWriter's items (`duplicates.ItemStamps`); `fail`: unreadable."""
+
+    def __init__(self, writer: FakeWriter) -> None:
+        self.writer = writer
+        self.fail = False
+        self.calls = 0
+
+    def stamps(self, table: str, keys: Sequence[dict[str, Any]]) -> dict[str, str]:
+        from chalicelib.telemetry.encoding import item_key
+
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("unreadable")
+        found = {}
+        for key in keys:
+            item = self.writer.tables.get(table, {}).get(
+                key["pk"]["S"] + "|" + key.get("sk", {}).get("S", "")
+            )
+            if item is not None:
+                found[item_key(item)] = item.get("source_record", {}).get("S", "")
+        return found
+
+
 class FakeBaselines:
     def __init__(self) -> None:
         self.items: dict[str, Baseline] = {}
@@ -311,6 +335,7 @@ def fake_processor(**overrides: Any) -> tuple[Any, dict[str, Any]]:
         "metrics": [],
     }
     parts.update(overrides)
+    parts.setdefault("stamps", FakeStamps(parts["writer"]))
     processor = TelemetryProcessor(
         TABLES,
         parts["writer"],
@@ -322,6 +347,7 @@ def fake_processor(**overrides: Any) -> tuple[Any, dict[str, Any]]:
         parts["pseudonyms"],
         alert_budget=parts["alert_budget"],
         emit=parts["metrics"].append,
+        stamps=parts["stamps"],
     )
     return processor, parts
 

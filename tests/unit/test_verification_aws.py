@@ -142,6 +142,29 @@ def test_a_quota_takes_up_to_its_limit_per_window_and_refuses_beyond(
 
 
 @pytest.mark.parametrize("kind", ["dynamodb", "memory"])
+def test_a_use_given_back_frees_its_room_and_never_goes_below_zero(
+    aws: dict[str, str], kind: str
+) -> None:
+    now = [NOON]
+    quotas = (
+        DynamoQuotas(QUOTAS, now=lambda: now[0])
+        if kind == "dynamodb"
+        else InMemoryQuotas(now=lambda: now[0])
+    )
+    quotas.give_back("user-1", PER_MINUTE, 1)  # nothing taken yet: nothing to undo
+    quotas.take("user-1", [(PER_MINUTE, 10)])
+    quotas.give_back("user-1", PER_MINUTE, 4)
+    quotas.take("user-1", [(PER_MINUTE, 4)])  # the room given back
+    with pytest.raises(QuotaExceeded):
+        quotas.take("user-1", [(PER_MINUTE, 1)])
+    quotas.give_back("user-1", PER_MINUTE, 10)
+    quotas.give_back("user-1", PER_MINUTE, 10)  # more than is left: refused, not negative
+    quotas.take("user-1", [(PER_MINUTE, 10)])
+    with pytest.raises(QuotaExceeded):
+        quotas.take("user-1", [(PER_MINUTE, 1)])
+
+
+@pytest.mark.parametrize("kind", ["dynamodb", "memory"])
 def test_quotas_taken_together_are_all_or_none(aws: dict[str, str], kind: str) -> None:
     quotas = (
         DynamoQuotas(QUOTAS, now=lambda: NOON)
