@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 READY  := $(VENV)/.installed
 STAGE  ?= dev
 
-.PHONY: help run test unit integration lint package deploy wiring bench capacity token code fire load lake query report upload redrive replay soak fuzz clean
+.PHONY: help run test browser unit integration lint package deploy wiring bench capacity token code fire load lake query report upload redrive replay soak fuzz clean
 .DEFAULT_GOAL := help
 
 ## help: this list (a bare `make` shows it too)
@@ -82,9 +82,21 @@ soak: $(READY)
 fuzz: $(READY)
 	$(BIN)/python -m local.fuzz --max-examples $(or $(EXAMPLES),100) --stateful-examples $(or $(STATEFUL),50) --seed $(or $(SEED),1) $(if $(API),--api "$(API)") $(ARGS)
 
-## test: unit and integration tests, on every core (pytest-xdist)
-test: $(READY)
+## test: unit and integration tests, on every core (pytest-xdist); installs Chromium for the console's browser tests when it can (root)
+test: $(READY) browser
 	$(BIN)/python -m pytest -n auto
+
+# The console's browser tests drive the system's Chromium and ChromeDriver (Debian's chromium
+# and chromium-driver). Installed here when missing and this user may (root, or sudo without
+# a password); otherwise those tests say why they are skipped (REQUIRE_BROWSER=1: they fail).
+browser:
+	@if ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ]; then echo "No Chromium, and no root to install it: the console's browser tests will be skipped (apt-get install chromium chromium-driver)."; \
+	  else echo "Installing Chromium and ChromeDriver for the console's browser tests (about a minute)"; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; } || \
+	    echo "Could not install Chromium: the console's browser tests will be skipped."; fi; fi
 
 ## unit, integration: one half of the tests
 unit: $(READY)

@@ -11,6 +11,10 @@
   attribute of the app (`app.current_request`, `app.lambda_context`): a request arriving
   meanwhile replaces it, so a view could read another request's body or caller. Here each
   thread has its own.
+- API Gateway gives every request an id (`requestContext.requestId`), which the app takes
+  for the request's correlation id when the caller sends none; `chalice local` gives none,
+  so each asking made up another (the answer's id and the workflow's differed). Here each
+  request gets one.
 
 Used by the local stack and by the tests' `chalice.test.Client`.
 """
@@ -37,6 +41,7 @@ def emulate_api_gateway() -> None:
     _reject_like_api_gateway(local)
     _shape_like_api_gateway(local)
     _one_request_per_thread(local)
+    _request_ids(local)
 
 
 class PerThread:
@@ -144,3 +149,17 @@ def _response_type(local: Any, exc: Any) -> str:
 def gateway_responses() -> dict[str, Any]:
     document = json.loads(API_RESPONSES.read_text())
     return dict(document["Resources"]["RestAPI"]["Properties"]["GatewayResponses"])
+
+
+def _request_ids(local: Any) -> None:
+    """Each event gets a request id, as API Gateway's have (see the module's docstring)."""
+    import uuid
+
+    create = local.LambdaEventConverter.create_lambda_event
+
+    def create_lambda_event(self: Any, *args: Any, **kwargs: Any) -> Any:
+        event = create(self, *args, **kwargs)
+        event["requestContext"].setdefault("requestId", str(uuid.uuid4()))
+        return event
+
+    local.LambdaEventConverter.create_lambda_event = create_lambda_event

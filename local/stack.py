@@ -6,7 +6,8 @@
    at the emulator through AWS_ENDPOINT_URL, with the event runtime beside it, and Lambda's
    Invoke API for the emulator to run the app's functions (state machines' tasks, `aws lambda
    invoke`); seeds the catalog (`local.seed`);
-4. writes what a client needs to `.local/stack.json`, prints it, and on Ctrl-C (or SIGTERM)
+4. serves the local console (`local.console`: the system at work, in a browser);
+5. writes what a client needs to `.local/stack.json`, prints it, and on Ctrl-C (or SIGTERM)
    stops everything and removes that file.
 
 `chalice local`'s own server stalls keep-alive clients on Nagle's algorithm and queues only 5
@@ -33,6 +34,7 @@ from chalice.local import LocalDevServer
 
 from infra.paths import PROJECT_DIR
 from local import faults_cli
+from local.console import start_console
 from local.docs import DocsRequestHandler
 from local.events.invoke import InvokeEndpoint, app_functions
 from local.provision import STATE_DIR, create_functions, provision, stage_environment
@@ -64,17 +66,19 @@ def spawn(
     faults: str | None = None,
     fault_kinds: str | None = None,
     fault_seed: int | None = None,
+    console_port: int = 0,
     **popen: Any,
 ) -> subprocess.Popen[Any]:
     """Start a stack in a child process (tests, benchmarks); it is ready once
     `<state_dir>/stack.json` exists, and stops on SIGINT. AWS_* variables of the caller are
     not passed on, so the child can only reach its own emulator. `faults`, `fault_kinds`,
     `fault_seed`: its fault plan (`local.faults`); None: LOCAL_FAULTS (and the others) of
-    this environment, if set."""
+    this environment, if set. `console_port`: the console's (0: any free one; its URL is
+    stack.json's `console_url`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
     command = [sys.executable, "-m", "local.stack", "--stage", stage]
     command += ["--api-port", str(api_port), "--emulator-port", str(emulator_port)]
-    command += ["--state-dir", str(state_dir)]
+    command += ["--state-dir", str(state_dir), "--console-port", str(console_port)]
     for option, value in (("--faults", faults), ("--fault-kinds", fault_kinds),
                           ("--fault-seed", fault_seed)):  # fmt: skip
         if value is not None:
@@ -93,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--emulator-port", type=int, default=int(os.environ.get("EMULATOR_PORT", 5000))
     )
+    parser.add_argument(
+        "--console-port",
+        type=int,
+        default=int(os.environ.get("CONSOLE_PORT", 8900)),
+        help="the local console's port (0: any free one)",
+    )
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR)
     faults_cli.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -106,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAULTS: {exc}", file=sys.stderr)
         return 2
     try:
-        return run(args.stage, args.api_port, args.emulator_port, args.state_dir, faults)
+        return run(args.stage, args.api_port, args.emulator_port, args.state_dir, faults,
+                   args.console_port)  # fmt: skip
     except AlreadyRunning as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -118,6 +129,7 @@ def run(
     emulator_port: int,
     state_dir: Path,
     faults: dict[str, Any] | None = None,
+    console_port: int = 0,
 ) -> int:
     """`faults`: the fault plan (`main`'s), given to the emulator and armed once the stack
     is up: provisioning and the catalog's seeding run the app's code and are never faulted."""
@@ -133,8 +145,8 @@ def run(
     # What the previous stack's users signed in with: its emulator, and they, are gone.
     passwords = state_dir / PASSWORDS_FILE
     passwords.unlink(missing_ok=True)
-    for port, what in ((api_port, "API"), (emulator_port, "emulator")):
-        if not _port_free(port):
+    for port, what in ((api_port, "API"), (emulator_port, "emulator"), (console_port, "console")):
+        if port and not _port_free(port):
             raise AlreadyRunning(
                 f"Port {port} ({what}) on {HOST} is in use by another program. "
                 f"Stop it, or choose another port: make run API_PORT=8001 EMULATOR_PORT=5001"
@@ -167,6 +179,7 @@ def run(
     )
     server: LocalDevServer | None = None
     events: Any = None
+    console: Any = None
     stopping = False
 
     def stop(signum: int, frame: Any) -> None:
@@ -197,6 +210,7 @@ def run(
         state = {
             "stage": stage,
             "api_url": f"http://{HOST}:{api_port}",
+            "console_url": "",
             "emulator_url": emulator_url,
             "lambda_endpoint": lambda_endpoint.url,
             "region": EMULATOR_CREDENTIALS["AWS_REGION"],
@@ -207,6 +221,8 @@ def run(
             "emulator_pid": emulator.pid,
             "faults": faults or {"plan": "no faults"},
         }
+        console = start_console(state, events, HOST, console_port)
+        state["console_url"] = console.url
         state_file.write_text(json.dumps(state, indent=2) + "\n")
         print(json.dumps(state, indent=2))
         catalog = ", ".join(f"{p['sku']} ({p['available']} at {p['unit_amount']} cents)"
@@ -215,7 +231,8 @@ def run(
         print(f"Faults: {state['faults']['plan']}", flush=True)
         print(
             f"\nReady in {time.perf_counter() - started:.1f} s: API {state['api_url']}, "
-            f"docs {state['api_url']}/docs, emulator {emulator_url} (state in {state_file}). "
+            f"docs {state['api_url']}/docs, console {console.url}, emulator {emulator_url} "
+            f"(state in {state_file}). "
             "Ctrl-C stops everything.\n"
             "Try: TOKEN=$(make -s token EMAIL=root@example.com ADMIN=1) && curl -s "
             f"'{state['api_url']}/users?limit=5' -H \"Authorization: Bearer $TOKEN\"",
@@ -226,6 +243,8 @@ def run(
         print("\nStopping the local stack.", flush=True)
     finally:
         lambda_endpoint.stop()
+        if console is not None:
+            console.stop()
         if events is not None:
             events.stop()
         if server is not None:

@@ -57,6 +57,21 @@ def test_an_order_is_accepted_priced_and_its_workflow_started(
     assert buyer.get(f"/orders/{order['order_id']}").json_body["status"] == "pending"
 
 
+def test_without_a_correlation_header_the_workflow_gets_the_id_the_answer_names(
+    buyer: Any, aws: dict[str, str]
+) -> None:
+    """The request's id (API Gateway's request id) is the one id of the whole order: the
+    answer's X-Correlation-Id, and what the workflow's every task logs. (Chalice's local
+    gateway gave no request id, so each asking made a new one: two ids for one request.)"""
+    response = buyer.post("/orders", order_body())
+    assert response.status_code == 202, response.body
+    sfn = boto3.client("stepfunctions")
+    arn = aws["OrderWorkflowArn"].replace(":stateMachine:", ":execution:")
+    execution = sfn.describe_execution(executionArn=f"{arn}:{response.json_body['order_id']}")
+    given = json.loads(execution["input"])["correlation_id"]
+    assert given == response.headers["X-Correlation-Id"]
+
+
 def test_orders_need_a_signed_in_caller(shop: Any) -> None:
     assert shop.as_(None).post("/orders", order_body()).status_code == 401
 
