@@ -121,6 +121,10 @@ def serve(
     # The user pool's OAuth 2.0 token endpoint (client credentials), which moto lacks.
     app = oauth2.TokenEndpoint(DomainDispatcherApplication(create_backend_app))
     app = _fault_injector(app, armed=not arm_faults_later)
+    # What SES and SNS sent, for the console, without moto's whole-state dump.
+    from local.outbox import OutboxEndpoint
+
+    app = OutboxEndpoint(app)
     waitress.serve(
         app,
         host=host,

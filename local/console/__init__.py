@@ -34,8 +34,8 @@ class Console:
         self.log = log
         self.target = Target(state["stage"], state)
         self.prefix = self.target.name("")
-        self.dump = activity.EmulatorDump(state["emulator_url"])
-        self.sources = actions.test_sources(runtime.app)
+        self.outbox = activity.Outbox(state["emulator_url"])
+        self.sources = actions.test_sources(runtime.app, self.prefix)
 
     @cached_property
     def templates(self) -> Any:
@@ -62,7 +62,7 @@ class Console:
             jobs=sorted(self.runtime.scheduled_jobs()),
             queues=self._failure_queues(),
             sources=self.sources,
-            examples={s.handler: s.example() for s in self.sources},
+            examples={s.handler: {"body": s.example(), "hint": s.hint()} for s in self.sources},
         )
 
     def panel(self, name: str, query: dict[str, str]) -> str:
@@ -97,10 +97,10 @@ class Console:
         return self._render("_analytics.html", reports=reports, queries=queries)
 
     def _panel_mail(self, query: dict[str, str]) -> str:
-        return self._render("_mail.html", mails=activity.mails(self.dump.get()))
+        return self._render("_mail.html", mails=activity.mails(self.outbox.get()))
 
     def _panel_alerts(self, query: dict[str, str]) -> str:
-        alerts = activity.published(self.dump.get(), self.prefix)
+        alerts = activity.published(self.outbox.get(), self.prefix)
         return self._render("_alerts.html", alerts=alerts, topics=activity.ALERT_TOPICS)
 
     def execution_page(self, arn: str) -> str:

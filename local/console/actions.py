@@ -37,6 +37,18 @@ class Source:
     resource: str  # queue, topic, stream or bucket name; the pattern's source for a rule
     label: str
 
+    def hint(self) -> str:
+        """What to expect, where it is not obvious."""
+        if self.kind == "kinesis":
+            return (
+                "Records put straight on the stream skip POST /events, which stamps each "
+                "event with its sender: an unstamped one is quarantined (see the "
+                "telemetry-quarantine queue), as a forged producer's would be."
+            )
+        if self.kind == "s3":
+            return '{"key": ..., "body": ...} becomes an object of that key in the bucket.'
+        return ""
+
     def example(self) -> str:
         """A body to start from, in the shape the handler expects."""
         from chalicelib.core import clock
@@ -52,13 +64,14 @@ class Source:
         return json.dumps(body, indent=2)
 
 
-def test_sources(app: Any) -> list[Source]:
+def test_sources(app: Any, prefix: str = "") -> list[Source]:
     """The app's event sources a test event can be sent to (not table streams: their records
-    come from writes to the table; not schedules: those are fired)."""
+    come from writes to the table; not schedules: those are fired); labels without the
+    stage's `prefix`."""
     found = []
     for source in app.event_sources:
         kind = type(source).__name__
-        label = describe_source(source)
+        label = describe_source(source).replace(prefix, "") if prefix else describe_source(source)
         if kind == "SQSEventConfig":
             found.append(Source(source.name, "sqs", source.queue or "", label))
         elif kind == "SNSEventConfig":

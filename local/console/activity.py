@@ -1,8 +1,8 @@
 """What the system sent and computed, for the console: mails SES sent, messages published to
 the alert topics, and analytics reports with their Athena jobs.
 
-Mails and published messages are what the emulator kept (`/moto-api/data.json`: SES's sent
-messages, each topic's sent notifications); reports and jobs are the analytics jobs table
+Mails and published messages are what the emulator kept (SES's sent messages, each topic's
+sent notifications: `local/outbox.py`); reports and jobs are the analytics jobs table
 and Athena's own query executions, read through the AWS APIs.
 """
 
@@ -23,13 +23,12 @@ ALERT_TOPICS = ("anomaly-alerts", "operations")
 _TAGS = re.compile(r"<[^>]+>")
 
 
-class EmulatorDump:
-    """The emulator's state dump, fetched at most once per `max_age` seconds: every page
-    that needs it in one refresh shares one fetch (it costs the emulator a walk over all
-    its state)."""
+class Outbox:
+    """What SES and SNS sent, from the emulator's `/_local/outbox` (local/outbox.py), fetched
+    at most once per `max_age` seconds: the mail and alerts panels share one fetch."""
 
     def __init__(self, emulator_url: str, max_age: float = 1.5) -> None:
-        self.url = f"{emulator_url}/moto-api/data.json"
+        self.url = f"{emulator_url}/_local/outbox?limit=200"
         self.max_age = max_age
         self._lock = threading.Lock()
         self._data: dict[str, Any] = {}
@@ -52,14 +51,17 @@ class Mail:
     text: str
 
 
-def mails(dump: dict[str, Any], limit: int = 100) -> list[Mail]:
+def mails(outbox: dict[str, Any], limit: int = 100) -> list[Mail]:
     """The newest mails SES sent, newest first."""
     found = []
-    for message in reversed(dump.get("ses", {}).get("Message", [])[-limit:]):
-        to = ", ".join(a for addresses in message.get("destinations", {}).values()
-                       for a in addresses)  # fmt: skip
-        found.append(Mail(to, message.get("source", ""), message.get("subject", ""),
-                          plain_text(message.get("body", ""))))  # fmt: skip
+    for message in reversed(outbox.get("mails", [])[-limit:]):
+        to = ", ".join(
+            a for addresses in message.get("destinations", {}).values() for a in addresses
+        )
+        found.append(
+            Mail(to, message.get("source", ""), message.get("subject", ""),
+                 plain_text(message.get("body", "")))
+        )  # fmt: skip
     return found
 
 
@@ -78,23 +80,21 @@ class Published:
 
 
 def published(
-    dump: dict[str, Any], prefix: str, topics: tuple[str, ...] = ALERT_TOPICS, limit: int = 100
+    outbox: dict[str, Any], prefix: str, topics: tuple[str, ...] = ALERT_TOPICS, limit: int = 100
 ) -> list[Published]:
     """Messages published to `topics` (names without the stage's prefix), newest first
     within each topic."""
     found = []
-    for topic in dump.get("sns", {}).get("Topic", []):
-        name = str(topic.get("name", ""))
-        short = name.removeprefix(prefix)
+    for name, sent in outbox.get("published", {}).items():
+        short = str(name).removeprefix(prefix)
         if short not in topics:
             continue
-        for sent in reversed(topic.get("sent_notifications", [])[-limit:]):
-            message_id, message, subject = [*list(sent), None, None, None][:3]
+        for item in reversed(sent[-limit:]):
             try:
-                body = json.loads(message)
+                body = json.loads(item.get("message"))
             except (TypeError, ValueError):
-                body = message
-            found.append(Published(short, str(message_id), body, subject))
+                body = item.get("message")
+            found.append(Published(short, str(item.get("message_id")), body, item.get("subject")))
     return found[:limit]
 
 

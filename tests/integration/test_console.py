@@ -140,6 +140,13 @@ def test_a_registration_shows_its_invocations_filtered_by_its_correlation_id(
     streamed = [row for row in rows if row["handler"] == "index_users_for_search"]
     assert streamed[0]["source"] == "dynamodb stream: users"
 
+    # The mails that registration sent, as its owner received them: the code, the welcome.
+    def mailed() -> str | None:
+        panel = chrome.execute_script("return document.querySelector('#mail').innerText")
+        return panel if "Welcome" in panel and panel.count(email) >= 2 else None
+
+    eventually(mailed, "the code and welcome mails in the mail panel")
+
     # A handler's own rows, by clicking it.
     click(chrome, "#invocations a.handler", "a handler's link")
     eventually(lambda: "handler=" in chrome.current_url, "the handler filter")

@@ -99,7 +99,12 @@ document.addEventListener("DOMContentLoaded", () => {
   const body = document.getElementById("test-body");
   if (examples && handler && body) {
     const byHandler = JSON.parse(examples.textContent);
-    const fill = () => { body.value = byHandler[handler.value] || "{}"; };
+    const hint = document.getElementById("test-hint");
+    const fill = () => {
+      const example = byHandler[handler.value] || { body: "{}", hint: "" };
+      body.value = example.body;
+      hint.textContent = example.hint;
+    };
     handler.addEventListener("change", fill);
     fill();
   }
