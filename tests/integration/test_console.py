@@ -44,6 +44,14 @@ def console(stack: dict[str, Any]) -> str:
     return str(stack["console_url"])
 
 
+@pytest.fixture
+def shop(
+    stack: dict[str, Any], emulator: Any, token_for: Any, admin_headers: dict[str, str]
+) -> Shop:
+    """A new customer of the stack, with a product of their own to order."""
+    return Shop(stack, emulator, token_for, admin_headers)
+
+
 def eventually(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
     """`check()`'s first truthy answer, tried until `timeout`."""
     deadline = time.monotonic() + timeout
@@ -152,17 +160,9 @@ def test_a_registration_shows_its_invocations_filtered_by_its_correlation_id(
     eventually(lambda: "handler=" in chrome.current_url, "the handler filter")
 
 
-def test_a_failed_order_shows_its_compensation_path(
-    chrome: Any,
-    console: str,
-    stack: dict[str, Any],
-    emulator: Any,
-    token_for: Any,
-    admin_headers: dict[str, str],
-) -> None:
+def test_a_failed_order_shows_its_compensation_path(chrome: Any, console: str, shop: Shop) -> None:
     from selenium.webdriver.common.by import By
 
-    shop = Shop(stack, emulator, token_for, admin_headers)
     sku = shop.product(available=3)
     # Charged, then the carrier refuses the address: the charge is refunded, the stock
     # released, the customer told.
@@ -213,16 +213,10 @@ def test_a_failed_order_shows_its_compensation_path(
 
 
 def test_a_retried_payment_shows_its_attempts_on_the_drawing(
-    chrome: Any,
-    console: str,
-    stack: dict[str, Any],
-    emulator: Any,
-    token_for: Any,
-    admin_headers: dict[str, str],
+    chrome: Any, console: str, shop: Shop
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    shop = Shop(stack, emulator, token_for, admin_headers)
     order_id = shop.order(shop.product(available=2), payment_method="pm_card_unavailable_1")
     shop.wait_until_terminal(order_id)
     shop.execution(order_id)  # ended: the page is not reloaded while it runs
