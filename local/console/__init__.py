@@ -174,7 +174,9 @@ def start_console(state: dict[str, Any], runtime: Any, host: str, port: int) -> 
 
     log = InvocationLog()
     prefix = Target(state["stage"]).name("")
-    detach = install_tap(LogTap(log, clock.now, source_names(runtime.app, prefix)))
+    tap = LogTap(log, clock.now, source_names(runtime.app, prefix))
+    detach = install_tap(tap)
+    runtime.listen(tap.runtime_verdict)
     server = ConsoleServer(Console(state, runtime, log), host, port).start()
     stop = server.stop
 

@@ -8,6 +8,9 @@ it turns those lines into `Invocation` rows in a bounded, thread-safe `Invocatio
 error line written during an invocation (`invocation failed`, with its `error_type`) is
 kept for that invocation's row. Nothing in the app knows the console exists.
 
+The local event runtime's own verdicts (a retry scheduled, a partial batch, a timeout) are
+rows too (`LogTap.runtime_verdict`, given every invocation the runtime reports).
+
 Where a row's handler was fed from (the queue, stream, topic, bucket or schedule) comes from
 the app's event sources (`source_names`), as Lambda's console lists a function's triggers.
 """
@@ -25,6 +28,10 @@ from typing import Any
 
 #: The function Chalice names for the REST API.
 API_HANDLER = "api_handler"
+#: What the local runtime adds to an invocation's outcome when it decides more than the
+#: handler said (local/events: retries, partial batches, ignored answers, timeouts).
+RUNTIME_VERDICTS = ("(attempt", "retried", "partial:", "batchItemFailures", "past its",
+                    "timed out", "given up", "on-failure")  # fmt: skip
 #: How many invocations the console keeps (the oldest are dropped first).
 DEFAULT_CAPACITY = 5_000
 
@@ -118,6 +125,7 @@ class LogTap(logging.Handler):
         self._sources = sources or {}
         self._current_id = current_correlation_id or _app_correlation_id
         self._errors = threading.local()
+        self._last = threading.local()  # the row this thread added last
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -135,7 +143,7 @@ class LogTap(logging.Handler):
         status = int(getattr(record, "status", 0) or 0)
         method = getattr(record, "method", "?")
         path = getattr(record, "path", None) or getattr(record, "route", "?")
-        self.log.add(
+        self._last.row = self.log.add(
             at=self._now().isoformat(timespec="milliseconds"),
             handler=API_HANDLER,
             source=f"{method} {path}",
@@ -152,7 +160,7 @@ class LogTap(logging.Handler):
         ok = getattr(record, "outcome", "ok") == "ok"
         error = getattr(self._errors, "last", None)
         self._errors.last = None
-        self.log.add(
+        self._last.row = self.log.add(
             at=self._now().isoformat(timespec="milliseconds"),
             handler=handler,
             source=self._sources.get(handler, "invoke"),
@@ -162,6 +170,29 @@ class LogTap(logging.Handler):
             ok=ok,
             correlation_id=self._current_id() or keys.get("correlation_id"),
             correlation_ids=tuple(keys.get("correlation_ids") or ()),
+        )
+
+    def runtime_verdict(self, invocation: Any) -> None:
+        """A row for what the local runtime decided about an invocation beyond the handler's
+        own outcome: a retry, a partial batch, a `batchItemFailures` answer Lambda ignores, a
+        handler past its timeout, an event given up. With the ids of the handler's row on
+        this thread, if it has one."""
+        outcome = str(invocation.outcome)
+        if not any(marker in outcome for marker in RUNTIME_VERDICTS):
+            return
+        row = getattr(self._last, "row", None)
+        mine = row is not None and row.handler == invocation.handler
+        self._last.row = None
+        self.log.add(
+            at=self._now().isoformat(timespec="milliseconds"),
+            handler=invocation.handler,
+            source=f"local runtime ({invocation.source})",
+            batch_size=invocation.batch_size,
+            duration_ms=float(invocation.duration_ms),
+            outcome=outcome,
+            ok=not outcome.startswith(("error", "partial")) and "ignored" not in outcome,
+            correlation_id=row.correlation_id if mine else None,
+            correlation_ids=row.correlation_ids if mine else (),
         )
 
 

@@ -103,6 +103,7 @@ class EventRuntime:
         self.client = client
         self.region = region
         self._on_invocation = on_invocation or (lambda inv: print(inv.as_log_line(), flush=True))
+        self._listeners: list[Callable[[Invocation], None]] = []
         self.idle_wait_seconds = idle_wait_seconds
         self._handlers = None if handlers is None else set(handlers)
         self.retry_backoff = (retry_backoff_seconds, max_retry_backoff_seconds)
@@ -242,6 +243,13 @@ class EventRuntime:
 
     def report(self, invocation: Invocation) -> None:
         self._on_invocation(invocation)
+        for listener in self._listeners:
+            listener(invocation)
+
+    def listen(self, listener: Callable[[Invocation], None]) -> None:
+        """Call `listener` with every invocation reported from now on, after the runtime's
+        own report (the local console's)."""
+        self._listeners.append(listener)
 
     def reports_item_failures(self, name: str) -> bool:
         """Whether handler `name`'s mapping has ReportBatchItemFailures, so that Lambda reads

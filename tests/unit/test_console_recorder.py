@@ -145,3 +145,28 @@ def test_every_event_handler_of_the_app_has_a_source_named_without_the_stage() -
     assert names["process_telemetry"] == "kinesis: telemetry"
     assert names["run_daily_analytics"].startswith("schedule: cron(")
     assert names["charge_payment"] == "invoke"
+
+
+def test_the_runtimes_own_verdicts_are_rows_with_the_ids_of_the_handlers_row(
+    log: InvocationLog,
+) -> None:
+    from local.console.recorder import RUNTIME_VERDICTS
+    from local.events.core import Invocation as RuntimeInvocation
+
+    [tap] = [h for h in logger.handlers if isinstance(h, LogTap)]
+    correlation.start_invocation(Context(), ["c-7"])
+    access_logger.info("invocation", records=1, outcome="error", duration_ms=2.0)
+    assert len(log) == 1
+    for plain in ("ok", "error: KeyError: 'user (42)'"):  # the handler's row says it all
+        tap.runtime_verdict(RuntimeInvocation("onboard_users", "aws:sqs", 1, 2.0, plain))
+    assert len(log) == 1
+    retried = "error: KeyError: 'x' (attempt 1 of 3; retried in 11 s)"
+    tap.runtime_verdict(RuntimeInvocation("onboard_users", "aws:sns", 1, 2.0, retried))
+    row = log.newest()[0]
+    assert (row.source, row.outcome, row.ok) == ("local runtime (aws:sns)", retried, False)
+    assert row.correlation_id == "c-7"
+    ignored = "ok, but batchItemFailures ignored: 1 message would be lost in AWS"
+    tap.runtime_verdict(RuntimeInvocation("other", "aws:sqs", 3, 1.0, ignored))
+    newest = log.newest()[0]
+    assert (newest.ok, newest.correlation_id) == (False, None)  # not that thread's last row
+    assert any(marker in retried for marker in RUNTIME_VERDICTS)
