@@ -61,9 +61,9 @@ report: $(READY)
 	@test -n "$(DAY)" || { echo "usage: make report DAY=YYYY-MM-DD" >&2; exit 2; }
 	@$(BIN)/python -m local.report "$(DAY)"
 
-## upload: one image through the running stack, printing its record: make upload [FILE=photo.jpg] [EMAIL=... PASSWORD=...]
+## upload: one image through the running stack, printing its record: make upload [FILE=photo.jpg | SAMPLE=astronaut|coffee] [EMAIL=... PASSWORD=...]
 upload: $(READY)
-	@$(BIN)/python -m local.upload $(if $(FILE),"$(FILE)") $(if $(EMAIL),--email "$(EMAIL)")
+	@$(BIN)/python -m local.upload $(if $(FILE),"$(FILE)") $(if $(SAMPLE),--sample "$(SAMPLE)") $(if $(EMAIL),--email "$(EMAIL)")
 
 ## redrive: the stage's dead-letter and failure queues and their depths; one emptied back to its source or replayed: make redrive [QUEUE=welcome-dlq] [STAGE=prod] [LOCAL=1] [ARGS="--max 100"]
 redrive: $(READY)

@@ -59,12 +59,13 @@ INVOKE_MARGIN_SECONDS = 30
 
 def apply(lambda_endpoint: str | None) -> None:
     """Everything above; without `lambda_endpoint` Lambda invocations are left to moto."""
-    from local import athena
+    from local import athena, rekognition
 
     atomic_dynamodb_writes()
     serial_s3_object_writes()
     execute_state_machines()
     athena.install()  # queries run for real, on DuckDB (local/athena/)
+    rekognition.install()  # DetectLabels looks at the picture (local/vision.py)
     dump_without_docker()
     if lambda_endpoint:
         run_lambdas_in_local_runtime(lambda_endpoint)

@@ -1,8 +1,9 @@
-"""`make upload [FILE=photo.jpg] [EMAIL=you@example.com PASSWORD=...]`: one image through the
-running local stack, as a client would send it: `POST /images`, the presigned POST straight to
-the emulator's S3, then `GET /images/{id}` until the pipeline has settled it; prints the record
-(labels, thumbnails, links). Without FILE it sends a generated sample photo; without EMAIL,
-as a local test user (see `make token`)."""
+"""`make upload [FILE=photo.jpg | SAMPLE=astronaut] [EMAIL=you@example.com PASSWORD=...]`: one
+image through the running local stack, as a client would send it: `POST /images`, the presigned
+POST straight to the emulator's S3, then `GET /images/{id}` until the pipeline has settled it;
+prints the record (labels, thumbnails, links). SAMPLE sends one of the real photos in
+`local/samples/`; without FILE or SAMPLE it sends a generated sample photo; without EMAIL, as a
+local test user (see `make token`)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,15 @@ from pathlib import Path
 
 from local.provision import STATE_DIR
 
+#: Real photos (public domain or CC0, see local/samples/README.md) by name.
+SAMPLES_DIR = Path(__file__).parent / "samples"
+SAMPLES = {"astronaut": "astronaut.jpg", "coffee": "coffee.jpg"}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file", type=Path, nargs="?", help="a .jpg or .png of up to 20 MB")
+    parser.add_argument("--sample", choices=sorted(SAMPLES), help="a real photo from local/samples")
     parser.add_argument("--email", default="uploader@example.com", help="whose image it is")
     parser.add_argument("--password", default=os.environ.get("PASSWORD") or None)
     parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the result")
@@ -31,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     from local.stack import running_state
     from local.token import SignInFailed, sign_in
 
+    if args.file is not None and args.sample is not None:
+        print("Give FILE or SAMPLE, not both.", file=sys.stderr)
+        return 2
+    if args.sample is not None:
+        args.file = SAMPLES_DIR / SAMPLES[args.sample]
     if args.file is not None and not args.file.is_file():
         print(f"No file {args.file}: give a .jpg or .png, or no FILE for a sample photo.",
               file=sys.stderr)  # fmt: skip

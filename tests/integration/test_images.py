@@ -12,6 +12,7 @@ import pytest
 import requests
 from PIL import Image
 
+from infra.paths import PROJECT_DIR
 from tests.integration.test_local_stack import eventually, register, sign_in
 
 pytestmark = pytest.mark.integration
@@ -20,6 +21,17 @@ pytestmark = pytest.mark.integration
 def jpeg(width: int, height: int) -> bytes:
     out = io.BytesIO()
     Image.effect_noise((width, height), 40).convert("RGB").save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def portrait(width: int, height: int) -> bytes:
+    """A noisy photo with the astronaut (local/samples/) filling 4/5 of its height."""
+    canvas = Image.effect_noise((width, height), 40).convert("RGB")
+    side = height * 4 // 5
+    with Image.open(PROJECT_DIR / "local" / "samples" / "astronaut.jpg") as sample:
+        canvas.paste(sample.resize((side, side)), ((width - side) // 2, (height - side) // 2))
+    out = io.BytesIO()
+    canvas.save(out, "JPEG", quality=90)
     return out.getvalue()
 
 
@@ -50,19 +62,24 @@ def test_upload_analyse_thumbnail_and_fetch_over_http(api: str, stack: dict[str,
     user = register(api)
     own = sign_in(stack, user["email"])
     started = time.monotonic()
-    image_id = upload(api, own, jpeg(4000, 3000), "image/jpeg")
+    image_id = upload(api, own, portrait(4000, 3000), "image/jpeg")
     image = eventually(lambda: settled(api, own, image_id))
     elapsed = time.monotonic() - started
     assert image["status"] == "ready", image
     assert (image["width"], image["height"]) == (4000, 3000)
-    assert image["labels"], "Rekognition (emulated) labels"
+    # The emulator's Rekognition looks at the picture (local/vision.py).
+    labels = {label["name"]: label["confidence"] for label in image["labels"]}
+    assert {"Face", "Person"} <= set(labels) and min(labels.values()) >= 80, image["labels"]
     for size, url in image["urls"]["thumbnails"].items():
         fetched = requests.get(url, timeout=10)
         assert fetched.status_code == 200
         with Image.open(io.BytesIO(fetched.content)) as thumbnail:
             assert max(thumbnail.size) == int(size)
-    label = image["labels"][0]["name"]
-    listed = requests.get(f"{api}/images", params={"label": label}, headers=own, timeout=10)
+    listed = requests.get(f"{api}/images", params={"label": "Person"}, headers=own, timeout=10)
+    assert [i["image_id"] for i in listed.json()["items"]] == [image_id]
+    noise = upload(api, own, jpeg(640, 480), "image/jpeg")
+    assert eventually(lambda: settled(api, own, noise))["labels"] == [], "nothing to see"
+    listed = requests.get(f"{api}/images", params={"label": "Person"}, headers=own, timeout=10)
     assert [i["image_id"] for i in listed.json()["items"]] == [image_id]
     assert elapsed < 30, elapsed
 
