@@ -1,6 +1,6 @@
 """`make code EMAIL=ada@example.com`: the newest verification code mailed to an address.
 
-The emulator keeps every mail SES was asked to send (`/moto-api/data.json`); this reads the
+The emulator keeps every mail SES was asked to send (its outbox, `local/outbox.py`); this reads the
 newest code-bearing one to the address, as its owner would read their inbox. It waits up to
 a few seconds for one to arrive, and exits with 1 if none does.
 """
@@ -15,6 +15,8 @@ import time
 import urllib.request
 from typing import Any
 
+#: Mails read at most (all a local stack sends in practice).
+ALL_MAILS = 1_000_000
 _CODE = re.compile(r"code: ([0-9]{6})")
 
 
@@ -26,12 +28,13 @@ def code_in(subject: str | None) -> str | None:
 
 def mails_to(emulator_url: str, email: str) -> list[dict[str, Any]]:
     """Every mail the emulator's SES sent to `email` (case aside), oldest first."""
-    with urllib.request.urlopen(f"{emulator_url}/moto-api/data.json", timeout=10) as answer:
+    url = f"{emulator_url}/_local/outbox?limit={ALL_MAILS}"
+    with urllib.request.urlopen(url, timeout=10) as answer:
         data = json.load(answer)
     wanted = email.casefold()
     return [
         message
-        for message in data.get("ses", {}).get("Message", [])
+        for message in data.get("mails", [])
         if any(wanted == a.casefold() for to in message["destinations"].values() for a in to)
     ]
 
@@ -53,7 +56,7 @@ def wait_for_code(emulator_url: str, email: str, after: int = 0, timeout: float 
             return code
         if time.monotonic() > deadline:
             raise LookupError(f"no code was mailed to {email}")
-        time.sleep(0.25)  # each look fetches the emulator's whole state
+        time.sleep(0.1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 
 PATH = "/_local/outbox"
 DEFAULT_LIMIT = 100
+MAX_LIMIT = 1_000_000
 
 
 def outbox(limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
@@ -71,11 +72,11 @@ class OutboxEndpoint:
         query = parse_qs(environ.get("QUERY_STRING", ""))
         try:
             limit = int(query.get("limit", [DEFAULT_LIMIT])[-1])
-            if not 1 <= limit <= 10_000:
+            if not 1 <= limit <= MAX_LIMIT:
                 raise ValueError
         except ValueError:
             return _answer(start_response, "400 Bad Request",
-                           {"error": "limit is a whole number from 1 to 10000"})  # fmt: skip
+                           {"error": f"limit is a whole number from 1 to {MAX_LIMIT}"})  # fmt: skip
         return _answer(start_response, "200 OK", outbox(limit))
 
 
