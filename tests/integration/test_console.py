@@ -241,6 +241,11 @@ def test_actions_fire_a_schedule_and_send_a_test_event_that_can_be_followed(
     result = chrome.find_element(By.ID, "action-result")
     eventually(lambda: '"outcome": "ok"' in result.text, f"the fired job: {result.text}")
 
+    # (moving messages is tests/unit/test_console_actions.py's: here, the button's whole way)
+    Select(chrome.find_element(By.ID, "redrive-queue")).select_by_visible_text("thumbnails-dlq")
+    chrome.find_element(By.CSS_SELECTOR, 'form[data-action="redrive"] button').click()
+    eventually(lambda: "thumbnails-dlq: 0 moved back to" in result.text, f"redrive: {result.text}")
+
     Select(chrome.find_element(By.ID, "test-handler")).select_by_value("onboard_users")
     body = chrome.find_element(By.ID, "test-body")
     body.clear()
