@@ -1,61 +1,76 @@
-"""Where one warm `GET /users/{id}` spends its time, in process, with AWS stubbed.
+"""Where one warm `GET /users/{id}` spends its time, in process, with AWS stubbed, phase by
+phase in microseconds: the function (what Lambda bills) apart from the local server (never
+deployed).
 
-The app runs against moto in process (bench.inprocess) for set-up only; then the GetItem is
-answered by a botocore `before-send` stub (the same JSON moto returned), so botocore still
-serializes, signs and parses, but no emulator runs. Three paths, interleaved in blocks:
+It runs in a fresh interpreter (`python -m bench.breakdown --child OUT`), so nothing another
+benchmark loaded or warmed counts. The app runs against moto in process (bench.inprocess)
+for set-up only; then the GetItem is answered by a botocore `before-send` stub (the item moto
+returned), so botocore still serializes, signs and parses, but no emulator runs. Paths, timed
+in interleaved blocks:
 
-- function: what Lambda would bill, the authorizer's handler (a cached token) plus the API
-  handler, each called with the event API Gateway would send (captured once from the local
-  gateway);
+- function: the authorizer's handler (a cached token) plus the API handler, each called with
+  the event API Gateway would send (captured once from the local gateway);
+- authorizer, first sight of a token: its handler with the token cache emptied first (the
+  RS256 check and the claims);
 - test client: `chalice.test.Client` (Chalice's LocalGateway building the events, plus the
   function);
 - local server: `local/server.py` on a free port in this process, one keep-alive
-  http.client (its socket I/O, HTTP parsing and the client's share included).
+  http.client.
 
-The app's own overhead is the function's time less the stubbed GetItem alone. Stages inside
-them are timed with perf_counter wrappers in a separate pass (the wrappers cost a little).
+The app's own overhead is a path's time less the stubbed GetItem alone. Phases come from a
+second pass with timers on each stage (each costs about a microsecond): wall time on the
+function's thread, CPU time of the server's thread for the local server (its waits for the
+next request are not its cost).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from bench import Result, median, ms
-from bench.inprocess import expect, in_process_app
+from bench import Result, median
 from bench.stack import HOST
 
-#: The issue's goals, as ratios or budgets measured in this run.
+#: The issue's goal: the app's own work per warm request, authorizer included.
 TARGET_OVERHEAD_S = 0.001
 
 
 class StageTimer:
-    """Wraps callables to add up their wall time per stage name."""
+    """Wraps callables to add up their time per stage name (`clock`: perf_counter for wall
+    time, thread_time for the calling thread's CPU)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.seconds: dict[str, float] = {}
+        self._clock = clock
         self._undo: list[Callable[[], None]] = []
 
-    def wrap(self, owner: Any, attribute: str, stage: str) -> None:
-        original = getattr(owner, attribute)
-        perf = time.perf_counter
-        seconds = self.seconds
+    def timed(self, original: Callable[..., Any], stage: str) -> Callable[..., Any]:
+        clock, seconds = self._clock, self.seconds
         seconds.setdefault(stage, 0.0)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            started = perf()
+            started = clock()
             try:
                 return original(*args, **kwargs)
             finally:
-                seconds[stage] += perf() - started
+                seconds[stage] += clock() - started
 
+        return timed
+
+    def wrap(self, owner: Any, attribute: str, stage: str) -> None:
+        original = getattr(owner, attribute)
         had_own = attribute in vars(owner) if hasattr(owner, "__dict__") else True
-        setattr(owner, attribute, timed)
+        setattr(owner, attribute, self.timed(original, stage))
 
         def undo() -> None:
             if had_own:
@@ -64,6 +79,14 @@ class StageTimer:
                 delattr(owner, attribute)
 
         self._undo.append(undo)
+
+    def wrap_middleware(self, app: Any, name: str, stage: str) -> None:
+        """The app's middleware function called `name` (Chalice keeps them in a list)."""
+        handlers = app.middleware_handlers
+        index = next(i for i, (f, _) in enumerate(handlers) if f.__name__ == name)
+        original = handlers[index]
+        handlers[index] = (self.timed(original[0], stage), original[1])
+        self._undo.append(lambda: handlers.__setitem__(index, original))
 
     def restore(self) -> None:
         for undo in reversed(self._undo):
@@ -172,20 +195,20 @@ def _time_blocks(paths: dict[str, Callable[[], Any]], rounds: int, block: int) -
     return {name: median(values) for name, values in times.items()}
 
 
-def run(quick: bool) -> Result:
+def measure(quick: bool) -> dict[str, Any]:
+    """The measurement itself (in the child process); figures in seconds."""
+    from bench.breakdown_stages import function_stages, server_stages
+    from bench.inprocess import expect, in_process_app
+
     rounds, block, warmup = (6, 50, 100) if quick else (20, 100, 300)
-    result = Result("breakdown", "One warm GET /users/{id}, AWS stubbed: function vs local server")
     with in_process_app() as env:
-        from chalice.app import Chalice, ChaliceAuthorizer, RestAPIEventHandler
-        from chalice.local import LambdaContext, LocalGateway, LocalGatewayAuthorizer
+        from chalice.local import LambdaContext
 
         import app as app_module
         from chalicelib.auth import authorizer as auth_module
         from chalicelib.core import aws
-        from chalicelib.core import http as http_module
         from chalicelib.users import USERS_TABLE
         from chalicelib.users.repository import user_key
-        from local.server import FramingRequestHandler
 
         app = app_module.app
         user_id = env.register("breakdown@example.com")["user_id"]
@@ -201,9 +224,17 @@ def run(quick: bool) -> Result:
 
         auth_event, api_event = _capture_events(app, via_test_client)
         lambda_context = LambdaContext("api_handler", 128)
+        tokens = auth_module.verifier()
+
+        def authorizer() -> None:
+            app_module.cognito_jwt(auth_event, lambda_context)
+
+        def authorizer_new_token() -> None:
+            tokens.clear()
+            app_module.cognito_jwt(auth_event, lambda_context)
 
         def function() -> None:
-            app_module.cognito_jwt(auth_event, lambda_context)
+            authorizer()
             response = app(api_event, lambda_context)
             if response["statusCode"] != 200:
                 raise RuntimeError(f"function: {response['statusCode']} {response['body']}")
@@ -211,15 +242,13 @@ def run(quick: bool) -> Result:
         def get_item() -> None:
             dynamodb.get_item(TableName=table, Key=key)
 
-        def authorizer() -> None:
-            app_module.cognito_jwt(auth_event, lambda_context)
-
         config = env.client._chalice_config
         with stubbed_get_item(dynamodb, table, key), local_server(app, config) as port:
             over_http = _keep_alive_client(port, path, {"Authorization": token})
             paths = {
                 "get_item": get_item,
                 "authorizer": authorizer,
+                "authorizer_new_token": authorizer_new_token,
                 "function": function,
                 "test_client": via_test_client,
                 "local_server": over_http,
@@ -228,90 +257,45 @@ def run(quick: bool) -> Result:
                 for _ in range(warmup):
                     fn()
             medians = _time_blocks(paths, rounds, block)
-
-            # Stages, in one pass each over the function and the local server (wrappers on).
-            timer = StageTimer()
-            route = app.routes["/users/{user_id}"]["GET"]
-            timer.wrap(route, "view_function", "view")
-            timer.wrap(dynamodb, "get_item", "get_item")
-            timer.wrap(http_module, "_record", "log_and_metrics")
-            timer.wrap(auth_module, "authorize", "authorize")
-            timer.wrap(ChaliceAuthorizer, "__call__", "authorizer_handler")
-            timer.wrap(Chalice, "__call__", "api_handler")
-            timer.wrap(RestAPIEventHandler, "__call__", "rest_handler")
-            timer.wrap(LocalGateway, "handle_request", "gateway")
-            timer.wrap(LocalGatewayAuthorizer, "authorize", "gateway_authorizer")
-            timer.wrap(FramingRequestHandler, "parse_request", "http_parse")
-            timer.wrap(FramingRequestHandler, "_generic_handle", "server_handle")
-            timer.wrap(FramingRequestHandler, "_handle_one_request", "server_request")
             n = rounds * block
-            try:
-                for _ in range(n):
-                    over_http()
-            finally:
-                timer.restore()
-            staged = {k: v / n for k, v in timer.seconds.items()}
-
-    return _report(result, medians, staged, quick)
+            function_s = function_stages(app, dynamodb, function, n)
+            server_s = server_stages(app, over_http, n)
+    return {"medians_s": medians, "function_stages_s": function_s, "server_stages_s": server_s}
 
 
-def _report(result: Result, medians: dict[str, float], s: dict[str, float], quick: bool) -> Result:
-    overhead = medians["function"] - medians["get_item"]
-    server_cost = medians["local_server"] - medians["function"]
-    app_handler = s["api_handler"]
-    stages = {
-        "function: authorizer handler (cached token)": s["authorizer_handler"],
-        "function: Chalice event handling, routing, middleware": app_handler
-        - s["view"]
-        - s["log_and_metrics"],
-        "function: log line + EMF metrics": s["log_and_metrics"],
-        "function: view (service, principal, validation)": s["view"] - s["get_item"],
-        "function: boto3 GetItem (stubbed: serialize, sign, parse)": s["get_item"],
-        "local: LocalGateway (events, context, route match)": s["gateway"]
-        - app_handler
-        - s["gateway_authorizer"],
-        "local: LocalGateway authorizer wrapper": s["gateway_authorizer"] - s["authorizer_handler"],
-        "local: HTTP request parsing": s["http_parse"],
-        "local: server, request line, response writing": s["server_request"]
-        - s["http_parse"]
-        - s["gateway"],
-    }
-    for label, seconds in stages.items():
-        result.row(label, ms(seconds))
-    result.row(
-        "medians per request",
-        f"function {ms(medians['function'])} (authorizer {ms(medians['authorizer'])}), "
-        f"stubbed get_item {ms(medians['get_item'])}, chalice.test.Client "
-        f"{ms(medians['test_client'])}, local server + http.client {ms(medians['local_server'])}",
-    )
-    result.check(
-        "app overhead per warm request (ms)",
-        round(overhead * 1000, 3),
-        f"<= {TARGET_OVERHEAD_S * 1000:.0f} ms",
-        overhead <= TARGET_OVERHEAD_S,
-        note="function (authorizer handler + API handler) less the stubbed GetItem alone",
-        absolute={"function_s": medians["function"], "get_item_s": medians["get_item"]},
-    )
-    result.check(
-        "local server's own cost per request (ms)",
-        round(server_cost * 1000, 3),
-        "info (not deployed)",
-        None,
-        note="local server + keep-alive http.client less the function",
-    )
-    result.check(
-        "function / stubbed GetItem (median ratio)",
-        round(medians["function"] / medians["get_item"], 2),
-        "info",
-        None,
-    )
-    result.metrics = {
-        "medians_s": medians,
-        "stages_s": stages,
-        "raw_stage_totals_s": s,
-        "app_overhead_s": overhead,
-        "local_server_cost_s": server_cost,
-        "target_overhead_s": TARGET_OVERHEAD_S,
-        "quick": quick,
-    }
-    return result
+def run(quick: bool) -> Result:
+    """Measure in a fresh interpreter, then report."""
+    from infra.paths import PROJECT_DIR
+
+    with tempfile.TemporaryDirectory(prefix="bench-breakdown-") as tmp:
+        out, log = Path(tmp) / "result.json", Path(tmp) / "stderr.log"
+        command = [sys.executable, "-m", "bench.breakdown", "--child", str(out)]
+        with log.open("wb") as stderr:  # the local server's request lines, among others
+            done = subprocess.run(
+                command + (["--quick"] if quick else []),
+                cwd=PROJECT_DIR,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                timeout=600,
+                check=False,
+            )
+        if done.returncode != 0 or not out.exists():
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"bench.breakdown child exited with {done.returncode}:\n{tail}")
+        figures = json.loads(out.read_text())
+    from bench.breakdown_stages import report
+
+    return report(figures, quick, TARGET_OVERHEAD_S)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] != "--child":
+        print("usage: python -m bench.breakdown --child OUT [--quick]", file=sys.stderr)
+        return 2
+    figures = measure(quick="--quick" in argv)
+    Path(argv[1]).write_text(json.dumps({**figures, "pid": os.getpid()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

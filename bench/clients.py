@@ -104,6 +104,12 @@ def _sequential(send: Callable[[], int], seconds: float, failures: tuple[type, .
     return sample
 
 
+def sequential_calls(send: Callable[[], int], seconds: float, failures: tuple[type, ...]) -> Sample:
+    """`send` (one request, answering its HTTP status) back to back, for a client that is
+    not plain HTTP (a boto3 call); `failures` are counted as errors."""
+    return _sequential(send, seconds, failures)
+
+
 def sequential_session(call: Call, seconds: float) -> Sample:
     """One requests.Session (keep-alive), one request at a time."""
     import requests

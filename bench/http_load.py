@@ -3,12 +3,20 @@ against floors measured in the same run, interleaved with it, on the same machin
 
 (a) one keep-alive client, sequential `GET /users/{id}`: with requests.Session and with a bare
     http.client.HTTPConnection; floors: the route's one AWS call on its own (the same GetItem,
-    signed once, sent straight to the emulator over http.client) and `GET /health` (the API
-    server alone, no AWS call);
+    signed once, sent straight to the emulator over http.client), `GET /health` (the API
+    server alone, no AWS call), the same GetItem made with boto3 (the app's client settings)
+    from this process, and the same boto3 call behind a do-nothing server in its own process
+    (`bench.relay`: the ceiling of any API that makes this call through boto3). Their
+    differences split one request's time: the emulator, botocore's own work, the second hop,
+    and what the local server and the function add beyond those;
 (b) 50 keep-alive clients at once (asyncio streams, one connection each, closed loop) on
     `GET /users/{id}`;
 (c) the same 50 clients on `GET /health`, and on the emulator's GetItem: what the server
     alone and the emulator alone do under that concurrency.
+
+The stack first settles (what the set-up's registration causes, its stream records, mail and
+onboarding batch, runs for seconds in both processes); its idle background, the event
+runtime's polling, is measured then and reported per request.
 
 The targets are ratios to those floors, so a busy or slow machine moves both sides: the
 measurements run in rounds (each round every measurement once, in a rotating order) and the
@@ -29,11 +37,13 @@ from bench.clients import (
     Call,
     Sample,
     concurrent,
+    sequential_calls,
     sequential_http_client,
     sequential_session,
     signed_get_item,
 )
-from bench.stack import HOST, Stack, cpu_seconds, running_stack
+from bench.relay import running_relay
+from bench.stack import HOST, Stack, cpu_seconds, running_stack, settle
 
 CONCURRENCY = 50
 #: The old absolute targets and what they were set against (README, the 2-core development
@@ -53,6 +63,7 @@ TARGET_KEEP_ALIVE_RATIO = 0.6
 
 SEQ_SESSION, SEQ_RAW = "sequential_requests_session", "sequential_http_client"
 SEQ_HEALTH, SEQ_EMULATOR = "sequential_health", "sequential_emulator_get_item"
+SEQ_BOTO3, SEQ_RELAY = "sequential_boto3_get_item", "sequential_relay"
 CONC, CONC_HEALTH = f"concurrent_{CONCURRENCY}", f"concurrent_{CONCURRENCY}_no_aws"
 CONC_EMULATOR = f"concurrent_{CONCURRENCY}_emulator_get_item"
 LABELS = {
@@ -60,6 +71,8 @@ LABELS = {
     SEQ_RAW: "(a) 1 client, http.client, GET /users/{id}",
     SEQ_HEALTH: "(a) floor: 1 client, GET /health (no AWS call)",
     SEQ_EMULATOR: "(a) floor: 1 client, the GetItem on the emulator",
+    SEQ_BOTO3: "(a) floor: 1 client, the same GetItem through boto3",
+    SEQ_RELAY: "(a) ceiling: 1 client, a do-nothing server + that boto3 call",
     CONC: f"(b) {CONCURRENCY} clients (asyncio), GET /users/{{id}}",
     CONC_HEALTH: f"(c) floor: {CONCURRENCY} clients, GET /health (no AWS)",
     CONC_EMULATOR: f"(c) floor: {CONCURRENCY} clients, GetItem on the emulator",
@@ -74,8 +87,9 @@ def _user_id_of(state: dict[str, Any], email: str) -> str:
     return str(next(a["Value"] for a in user["UserAttributes"] if a["Name"] == "sub"))
 
 
-def _calls(stack: Stack) -> tuple[Call, Call, Call]:
-    """`GET /users/{id}` with a user's token, `GET /health`, and the route's GetItem."""
+def _calls(stack: Stack) -> tuple[Call, Call, Call, str, str]:
+    """`GET /users/{id}` with a user's token, `GET /health`, the route's GetItem, and its
+    table and key."""
     import requests
 
     from chalicelib.users.repository import user_key
@@ -100,7 +114,52 @@ def _calls(stack: Stack) -> tuple[Call, Call, Call]:
         Call(stack.api_port, f"/users/{user_id}", headers=auth),
         Call(stack.api_port, "/health"),
         get_item,
+        table,
+        user_key(user_id),
     )
+
+
+def _boto3_get_item(stack: Stack, table: str, pk: str) -> Callable[[float], Sample]:
+    """The route's GetItem made with boto3 from this process, with the settings of the
+    app's client on the local stack (a fixed User-Agent, as `core.aws` gives it)."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from chalicelib.core.aws import config_args
+    from local.provision import FAKE_CREDENTIALS
+
+    client = boto3.session.Session().client(
+        "dynamodb",
+        endpoint_url=stack.state()["emulator_url"],
+        region_name=stack.state()["region"],
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        config=Config(**config_args("dynamodb", None), user_agent="serverless-app bench"),
+    )
+    key = {"pk": {"S": pk}}
+
+    def send() -> int:
+        return int(client.get_item(TableName=table, Key=key)["ResponseMetadata"]["HTTPStatusCode"])
+
+    send()
+    return lambda seconds: sequential_calls(send, seconds, (BotoCoreError, ClientError))
+
+
+def _one_request(phases: dict[str, Any], background: dict[str, Any]) -> dict[str, float]:
+    """One keep-alive `GET /users/{id}` (seconds), split by the floors' differences."""
+    t = {n: 1 / phases[n]["req_per_s"] for n in (SEQ_EMULATOR, SEQ_BOTO3, SEQ_RELAY, SEQ_RAW)}
+    idle = background["background_cpu_ms_per_s"]
+    return {
+        "one request, 1 client: the emulator's GetItem (the floor)": t[SEQ_EMULATOR],
+        "  + botocore's own work on it (boto3 floor less the floor)": t[SEQ_BOTO3]
+        - t[SEQ_EMULATOR],
+        "  + a second hop, do-nothing server (ceiling less boto3)": t[SEQ_RELAY] - t[SEQ_BOTO3],
+        "  + the local server and the function (route less ceiling)": t[SEQ_RAW] - t[SEQ_RELAY],
+        "    the event runtime's idle polling, CPU per request": (idle["api"] + idle["emulator"])
+        / 1000
+        * t[SEQ_RAW],
+    }
 
 
 def _interleaved(
@@ -110,7 +169,7 @@ def _interleaved(
     milliseconds per request of the API, the emulator and this process (the client)."""
     names = list(measures)
     samples = {name: Sample() for name in names}
-    cpu = {name: {"api": 0.0, "emulator": 0.0, "client": 0.0} for name in names}
+    cpu = {name: {**dict.fromkeys(pids, 0.0), "client": 0.0} for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             before = {k: cpu_seconds(pid) for k, pid in pids.items()}
@@ -134,15 +193,21 @@ def run(quick: bool) -> Result:
     seq_block, conc_block = sequential_s / rounds, concurrent_s / rounds
     result = Result("http_load", f"HTTP load on python -m local.stack ({HOST}), vs same-run floors")
     with running_stack() as stack:
-        users, health, get_item = _calls(stack)
+        users, health, get_item, table, pk = _calls(stack)
         pids = {"api": stack.process.pid, "emulator": stack.emulator_pid}
-        sequential = {
-            SEQ_SESSION: lambda: sequential_session(users, seq_block),
-            SEQ_RAW: lambda: sequential_http_client(users, seq_block),
-            SEQ_HEALTH: lambda: sequential_http_client(health, seq_block),
-            SEQ_EMULATOR: lambda: sequential_http_client(get_item, seq_block),
-        }
-        phases = _interleaved(sequential, rounds, pids)
+        background = settle(pids)
+        boto3_get_item = _boto3_get_item(stack, table, pk)
+        with running_relay(stack.state()["emulator_url"], table, pk) as (relay_port, relay_pid):
+            relay = Call(relay_port, "/")
+            sequential = {
+                SEQ_SESSION: lambda: sequential_session(users, seq_block),
+                SEQ_RAW: lambda: sequential_http_client(users, seq_block),
+                SEQ_HEALTH: lambda: sequential_http_client(health, seq_block),
+                SEQ_EMULATOR: lambda: sequential_http_client(get_item, seq_block),
+                SEQ_BOTO3: lambda: boto3_get_item(seq_block),
+                SEQ_RELAY: lambda: sequential_http_client(relay, seq_block),
+            }
+            phases = _interleaved(sequential, rounds, {**pids, "relay": relay_pid})
         many = {
             CONC: lambda: concurrent(users, CONCURRENCY, warmup_s, conc_block),
             CONC_HEALTH: lambda: concurrent(health, CONCURRENCY, warmup_s, conc_block),
@@ -160,11 +225,22 @@ def run(quick: bool) -> Result:
             f"{s['req_per_s']:.0f} req/s, p50 {ms(s['p50_s'])}, p99 {ms(s['p99_s'])}, "
             f"max {ms(s['max_s'])}, {s['requests']} ok, {s['errors']} errors",
         )
+        relay_cpu = f", relay {cpu['relay']:.2f} ms" if name == SEQ_RELAY else ""
         result.row(
             "    CPU per request",
-            f"API {cpu['api']:.2f} ms, emulator {cpu['emulator']:.2f} ms, "
+            f"API {cpu['api']:.2f} ms, emulator {cpu['emulator']:.2f} ms{relay_cpu}, "
             f"client {cpu['client']:.2f} ms",
         )
+    split = _one_request(phases, background)
+    for label, seconds in split.items():
+        result.row(label, f"{seconds * 1e6:,.0f} µs")
+    idle = background["background_cpu_ms_per_s"]
+    result.row(
+        "stack settled before measuring",
+        f"after {background['waited_s']} s{'' if background['settled'] else ' (NOT idle yet)'}; "
+        f"idle, the event runtime's polling uses {idle['api']:.0f} ms/s of CPU in the API "
+        f"process, {idle['emulator']:.0f} ms/s in the emulator",
+    )
     result.row("stack stopped by SIGINT, both processes gone", "yes" if stopped_cleanly else "NO")
 
     rps = {name: phases[name]["req_per_s"] for name in phases}
@@ -176,7 +252,12 @@ def run(quick: bool) -> Result:
         "concurrent_p99_over_health_p99": p99[CONC] / p99[CONC_HEALTH],
         "concurrent_p99_over_emulator_p99": p99[CONC] / p99[CONC_EMULATOR],
         "concurrent_rps_over_emulator_rps": rps[CONC] / rps[CONC_EMULATOR],
+        "sequential_boto3_over_emulator_rps": rps[SEQ_BOTO3] / rps[SEQ_EMULATOR],
+        "sequential_relay_over_emulator_rps": rps[SEQ_RELAY] / rps[SEQ_EMULATOR],
+        "sequential_http_client_over_relay_rps": rps[SEQ_RAW] / rps[SEQ_RELAY],
+        "sequential_http_client_over_boto3_rps": rps[SEQ_RAW] / rps[SEQ_BOTO3],
     }
+    ceiling = ratios["sequential_relay_over_emulator_rps"]
     seq_note = (
         f"floor: the same GetItem straight to the emulator, 1 keep-alive http.client, same run "
         f"({rps[SEQ_EMULATOR]:.0f}/s); was >= {OLD_SEQUENTIAL_RPS} req/s when that floor did "
@@ -192,7 +273,9 @@ def run(quick: bool) -> Result:
             round(ratio, 3),
             f">= {target}",
             ratio >= target,
-            note=seq_note if key == "session" else seq_note.split(";")[0] + "; server goal",
+            note=seq_note if key == "session" else seq_note.split(";")[0] + "; server goal; "
+            f"out of reach while the route's GetItem goes through boto3: the ceiling below is "
+            f"{ceiling:.3f}",
             absolute={"req_per_s": round(rps[name], 1),
                       "floor_req_per_s": round(rps[SEQ_EMULATOR], 1)},
         )  # fmt: skip
@@ -216,6 +299,29 @@ def run(quick: bool) -> Result:
         None,
         note=f"floor: the GetItem alone, {CONCURRENCY} clients (p99 {ms(p99[CONC_EMULATOR])})",
         absolute={"p99_s": p99[CONC], "floor_p99_s": p99[CONC_EMULATOR]},
+    )
+    result.check(
+        "(a) ceiling: do-nothing server + the boto3 GetItem, / emulator GetItem/s",
+        round(ceiling, 3),
+        "info",
+        None,
+        note=f"bench.relay, 1 keep-alive http.client ({rps[SEQ_RELAY]:.0f} req/s): the most any "
+        "API process making the route's call through boto3 can reach on this machine",
+    )
+    result.check(
+        "(a) http.client: req/s / that ceiling's req/s",
+        round(ratios["sequential_http_client_over_relay_rps"], 3),
+        "info",
+        None,
+        note="the share of the reachable rate the local server and the function leave",
+    )
+    result.check(
+        "(a) http.client: req/s / boto3 GetItem/s",
+        round(ratios["sequential_http_client_over_boto3_rps"], 3),
+        "info",
+        None,
+        note=f"floor: the same GetItem through boto3 with the app's client settings, 1 client "
+        f"({rps[SEQ_BOTO3]:.0f}/s): the AWS call as the function makes it, botocore included",
     )
     result.check(
         "(a) http.client: req/s / GET /health req/s",
@@ -248,6 +354,8 @@ def run(quick: bool) -> Result:
                 f"at {HEALTH_CONCURRENT_REF_P99_S * 1000:.0f} ms",
             },
         },
+        "one_request_split_s": split,
+        "settling": background,
         "stopped_cleanly": stopped_cleanly,
         "durations_s": {"rounds": rounds, "sequential": sequential_s, "concurrent": concurrent_s},
         "load_average": os.getloadavg(),

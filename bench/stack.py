@@ -151,3 +151,34 @@ def _stop(stack: Stack) -> bool:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # the group we created for the stack
     return clean and process.returncode == 0 and not _alive(stack.emulator_pid or process.pid)
+
+
+def settle(
+    pids: dict[str, int | None],
+    max_seconds: float = 25.0,
+    window: float = 1.0,
+    idle_share: float = 0.05,
+    quiet_windows: int = 6,
+) -> dict[str, Any]:
+    """Wait until each process of `pids` uses less than `idle_share` of a core in
+    `quiet_windows` windows of `window` seconds in a row (the stack's event runtime done with
+    what the set-up caused: a registration's stream records and welcome mail, then, after the
+    onboarding queue's 5 s batching window, its batch), at most `max_seconds`. Then what they
+    use idle, in CPU milliseconds per second (the runtime's polling), over two more windows."""
+    started = time.monotonic()
+    quiet = 0
+    while quiet < quiet_windows and time.monotonic() - started < max_seconds:
+        used = _cpu_over(pids, window)
+        quiet = quiet + 1 if all(v < idle_share * window for v in used.values()) else 0
+    idle = _cpu_over(pids, 2 * window)
+    return {
+        "settled": quiet >= quiet_windows,
+        "waited_s": round(time.monotonic() - started, 1),
+        "background_cpu_ms_per_s": {k: v * 1000 / (2 * window) for k, v in idle.items()},
+    }
+
+
+def _cpu_over(pids: dict[str, int | None], seconds: float) -> dict[str, float]:
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    time.sleep(seconds)
+    return {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
