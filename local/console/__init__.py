@@ -177,12 +177,4 @@ def start_console(state: dict[str, Any], runtime: Any, host: str, port: int) -> 
     tap = LogTap(log, clock.now, source_names(runtime.app, prefix))
     detach = install_tap(tap)
     runtime.listen(tap.runtime_verdict)
-    server = ConsoleServer(Console(state, runtime, log), host, port).start()
-    stop = server.stop
-
-    def stop_and_detach() -> None:
-        stop()
-        detach()
-
-    server.stop = stop_and_detach  # type: ignore[method-assign]
-    return server
+    return ConsoleServer(Console(state, runtime, log), host, port, on_stop=detach).start()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,12 @@ MAX_ACTION_BYTES = 512 * 1024
 class ConsoleServer:
     """The console for `console` (a `local.console.Console`) on host:port (0: any free)."""
 
-    def __init__(self, console: Any, host: str, port: int = 0) -> None:
+    def __init__(
+        self, console: Any, host: str, port: int = 0, on_stop: Callable[[], None] | None = None
+    ) -> None:
+        """`on_stop`: run once the server has stopped (the console's log tap detached)."""
         owner = self
+        self._on_stop = on_stop
 
         class Handler(ConsoleRequestHandler):
             server_owner = owner
@@ -56,6 +61,8 @@ class ConsoleServer:
         if self._thread.is_alive():
             self.server.shutdown()
         self.server.server_close()
+        if self._on_stop is not None:
+            self._on_stop()
 
 
 class ConsoleRequestHandler(BaseHTTPRequestHandler):
