@@ -84,8 +84,8 @@ PART_ARN_FORMAT = {
 #: Resources whose ARN holds an id made at deploy time: granted by the app's and stage's tags.
 TAGGED_ARN = {"AWS::Cognito::UserPool": "arn:aws:cognito-idp:*:*:userpool/*"}
 #: What an event source mapping does with the function's role, by Chalice event source kind.
-SQS_CONSUMER = ("sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
-                "sqs:ReceiveMessage")  # fmt: skip
+SQS_CONSUMER = ("sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl", "sqs:ReceiveMessage")  # fmt: skip
 KINESIS_READER = ("kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
                   "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards",
                   "kinesis:ListStreams", "kinesis:SubscribeToShard")  # fmt: skip

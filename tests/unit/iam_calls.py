@@ -27,6 +27,7 @@ ACTION_OF = {
     ("sns", "PublishBatch"): "sns:Publish",
     ("sqs", "SendMessageBatch"): "sqs:SendMessage",
     ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
+    ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
     ("sts", "GetCallerIdentity"): "",  # needs no permission
     # `generate_presigned_post` builds its URL through CreateBucket's model and calls
     # nothing; the browser's POST then needs s3:PutObject on its key (the images' needs).

@@ -70,6 +70,7 @@ ACTION_OF_OPERATION = {
     "publish_batch": "sns:Publish",
     "send_message_batch": "sqs:SendMessage",
     "delete_message_batch": "sqs:DeleteMessage",
+    "change_message_visibility_batch": "sqs:ChangeMessageVisibility",
     "get_caller_identity": None,
     "transact_write_items": None,  # as each item's own action (iam_calls.py checks them)
     "verify": None,  # token signatures (`rsa.verify`), not KMS Verify
