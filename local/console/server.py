@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from local.background_server import BackgroundServer
 from local.console.actions import Refused
 
 HERE = Path(__file__).parent
@@ -47,20 +47,16 @@ class ConsoleServer:
             server_owner = owner
 
         self.console = console
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://{host}:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="console",
-                                        daemon=True)  # fmt: skip
+        self._background = BackgroundServer(host, port, Handler, name="console")
+        self.server = self._background.server
+        self.url = self._background.url
 
     def start(self) -> ConsoleServer:
-        self._thread.start()
+        self._background.start()
         return self
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self.server.shutdown()
-        self.server.server_close()
+        self._background.stop()
         if self._on_stop is not None:
             self._on_stop()
 

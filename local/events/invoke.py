@@ -22,12 +22,13 @@ import logging
 import threading
 import traceback
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote
 
 from infra.paths import PROJECT_DIR
 from infra.wiring import function_name
+from local.background_server import BackgroundServer
 from local.events.core import API_HANDLER, EventRuntime, Invocation
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,9 @@ class InvokeEndpoint:
         class Handler(InvokeRequestHandler):
             invoke_endpoint = endpoint
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://{host}:{self.server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, name="lambda-invoke", daemon=True
-        )
+        self._background = BackgroundServer(host, port, Handler, name="lambda-invoke")
+        self.server = self._background.server
+        self.url = self._background.url
 
     def serve(self, runtime: EventRuntime, stage: str) -> InvokeEndpoint:
         self.runtime = runtime
@@ -87,13 +85,11 @@ class InvokeEndpoint:
             function_name(stage, name): (name, *function_settings(stage, name))
             for name in app_functions(runtime.app)
         }
-        self._thread.start()
+        self._background.start()
         return self
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self.server.shutdown()
-        self.server.server_close()
+        self._background.stop()
 
     def invoke(self, deployed_name: str, event: Any) -> tuple[int, dict[str, str], bytes]:
         """(status, headers, body) of one invocation, as Lambda's Invoke API answers it."""
