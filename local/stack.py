@@ -53,9 +53,19 @@ EMULATOR_CREDENTIALS = {
 
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different ports on 127.0.0.1 that nothing listens on right now (each probe is
+    held until all are chosen: two `free_port()` calls in a row may give the same one)."""
+    with contextlib.ExitStack() as probes:
+        ports = []
+        for _ in range(count):
+            probe = probes.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            probe.bind((HOST, 0))
+            ports.append(int(probe.getsockname()[1]))
+        return ports
 
 
 def spawn(

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from local.stack import free_port, spawn
+from local.stack import free_ports, spawn
 
 STARTUP_TIMEOUT_S = 60
 
@@ -61,8 +61,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with log_path.open("w") as log:
         process = spawn(
             state_dir,
-            free_port(),
-            free_port(),
+            *free_ports(2),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from local.faults import CONTROL_PATH
-from local.stack import free_port, spawn
+from local.stack import free_ports, spawn
 from tests.integration.conftest import EMULATOR_OF_API, stop, wait_until_ready
 
 PASSWORD = "Corr3ct-Horse!"
@@ -33,8 +33,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     with log_path.open("w") as log:
         process = spawn(
             state_dir,
-            free_port(),
-            free_port(),
+            *free_ports(2),
             faults=SPEC,
             fault_kinds=KINDS,
             fault_seed=SEED,

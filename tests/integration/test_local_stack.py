@@ -15,7 +15,7 @@ import requests
 
 from local.events.invoke import function_settings
 from local.inbox import drain, subscribe_inbox
-from local.stack import free_port, spawn
+from local.stack import free_port, free_ports, spawn
 from tests.integration.conftest import start_stack, stop, wait_until_ready
 
 pytestmark = pytest.mark.integration
@@ -211,7 +211,7 @@ def test_keep_alive_clients_are_not_stalled(api: str, admin_headers: dict[str, s
 
 
 def test_second_stack_on_the_same_state_dir_says_so(stack: dict[str, Any]) -> None:
-    second = start_stack(stack["state_dir"], free_port(), free_port())
+    second = start_stack(stack["state_dir"], *free_ports(2))
     output, _ = second.communicate(timeout=60)
     assert second.returncode == 1
     assert "already running" in output
@@ -226,7 +226,7 @@ def test_busy_port_is_reported_plainly(stack: dict[str, Any], tmp_path: Any) -> 
 
 
 def test_ctrl_c_stops_everything(tmp_path: Any) -> None:
-    api_port, emulator_port = free_port(), free_port()
+    api_port, emulator_port = free_ports(2)
     process = spawn(
         tmp_path, api_port, emulator_port, stdout=subprocess.DEVNULL, start_new_session=True
     )
@@ -247,7 +247,7 @@ def test_ctrl_c_stops_everything(tmp_path: Any) -> None:
 
 def test_the_emulator_dies_with_a_killed_stack(tmp_path: Any) -> None:
     """SIGKILL runs no clean-up: the emulator must still not outlive the stack."""
-    process = spawn(tmp_path, free_port(), free_port(), stdout=subprocess.DEVNULL)
+    process = spawn(tmp_path, *free_ports(2), stdout=subprocess.DEVNULL)
     try:
         state = wait_until_ready(process, tmp_path)
         assert state is not None
@@ -339,7 +339,7 @@ def test_sigterm_to_the_process_group_stops_quietly(tmp_path: Any) -> None:
     import os
 
     process = spawn(
-        tmp_path, free_port(), free_port(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        tmp_path, *free_ports(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, start_new_session=True,
     )  # fmt: skip
     try:
