@@ -51,6 +51,8 @@ class Sample:
     errors: int = 0
     first_error: str | None = None
     elapsed: float = 0.0
+    #: Requests sent before timing began (not in `latencies`, but in the CPU spent).
+    warmups: int = 0
 
     def error(self, what: str) -> None:
         self.errors += 1
@@ -63,6 +65,7 @@ class Sample:
         self.errors += other.errors
         self.first_error = self.first_error or other.first_error
         self.elapsed += other.elapsed
+        self.warmups += other.warmups
 
     def summary(self) -> dict[str, Any]:
         lat = self.latencies
@@ -75,13 +78,14 @@ class Sample:
             "p50_s": median(lat),
             "p99_s": percentile(lat, 99),
             "max_s": max(lat) if lat else float("nan"),
+            "warmup_requests": self.warmups,
         }
 
 
 def _sequential(send: Callable[[], int], seconds: float, failures: tuple[type, ...]) -> Sample:
     """Call `send` (one request, answering its status) back to back for `seconds`, after a
     warm-up (connection, first-request paths); 200s are timed, anything else counted."""
-    sample = Sample()
+    sample = Sample(warmups=WARMUP_REQUESTS)
     for _ in range(WARMUP_REQUESTS):
         send()
     perf = time.perf_counter

@@ -8,7 +8,8 @@ against floors measured in the same run, interleaved with it, on the same machin
     from this process, and the same boto3 call behind a do-nothing server in its own process
     (`bench.relay`: the ceiling of any API that makes this call through boto3). Their
     differences split one request's time: the emulator, botocore's own work, the second hop,
-    and what the local server and the function add beyond those;
+    and what the local server and the function add beyond those. The keep-alive goal is
+    against the boto3 GetItem (`TARGET_KEEP_ALIVE_RATIO`);
 (b) 50 keep-alive clients at once (asyncio streams, one connection each, closed loop) on
     `GET /users/{id}`;
 (c) the same 50 clients on `GET /health`, and on the emulator's GetItem: what the server
@@ -20,8 +21,9 @@ runtime's polling, is measured then and reported per request.
 
 The targets are ratios to those floors, so a busy or slow machine moves both sides: the
 measurements run in rounds (each round every measurement once, in a rotating order) and the
-rounds are added up. Absolute figures are reported as information. CPU seconds of the API and
-emulator processes (from /proc) show where the time goes. The stack is stopped with SIGINT
+rounds are added up (the sequential phases in many short blocks, `SEQUENTIAL_ROUNDS`).
+Absolute figures are reported as information. CPU seconds of the API and emulator processes
+(from /proc) show where the time goes. The stack is stopped with SIGINT
 and both of its processes are checked to be gone.
 """
 
@@ -56,10 +58,17 @@ OLD_SEQUENTIAL_RPS, EMULATOR_SEQUENTIAL_REF_RPS = 300, 1350
 OLD_CONCURRENT_P99_S, HEALTH_CONCURRENT_REF_P99_S = 0.100, 0.061
 TARGET_SEQUENTIAL_RATIO = round(OLD_SEQUENTIAL_RPS / EMULATOR_SEQUENTIAL_REF_RPS, 2)
 TARGET_CONCURRENT_P99_RATIO = round(OLD_CONCURRENT_P99_S / HEALTH_CONCURRENT_REF_P99_S, 2)
-#: The goal for the local server's own overhead: one keep-alive http.client (the floor's own
-#: client, so the client's share cancels out) at >= 0.6x the emulator's GetItem rate.
-#: requests.Session keeps the old target.
+#: The goal for what the local server and the function add to the route's one AWS call: one
+#: keep-alive http.client at >= 0.6x the rate of that GetItem made through boto3, one client,
+#: same run. That is the floor the goal was set against ("the bare emulator answers GetItem
+#: at 459/s, 2.2 ms": a boto3 GetItem, which measures 450-500/s at 2.0-2.2 ms here; the same
+#: call replayed pre-signed over http.client does ~770/s at 1.2 ms). The stricter floor, the
+#: replayed call without botocore, is reported too: no server making the call through boto3
+#: (the do-nothing relay) reaches 0.6x of it. requests.Session keeps the old target.
 TARGET_KEEP_ALIVE_RATIO = 0.6
+#: Sequential measurements: many short blocks, each phase once per round in a rotating
+#: order, so a machine that speeds up or slows down (shared, 2 cores) moves every phase alike.
+SEQUENTIAL_ROUNDS = 24
 
 SEQ_SESSION, SEQ_RAW = "sequential_requests_session", "sequential_http_client"
 SEQ_HEALTH, SEQ_EMULATOR = "sequential_health", "sequential_emulator_get_item"
@@ -181,7 +190,7 @@ def _interleaved(
     out = {}
     for name in names:
         summary = samples[name].summary()
-        done = max(summary["requests"], 1)
+        done = max(summary["requests"] + summary["warmup_requests"], 1)
         summary["cpu_ms_per_request"] = {k: v * 1000 / done for k, v in cpu[name].items()}
         summary["rounds"] = rounds
         out[name] = summary
@@ -190,7 +199,8 @@ def _interleaved(
 
 def run(quick: bool) -> Result:
     rounds, sequential_s, warmup_s, concurrent_s = (2, 1.5, 0.5, 3.0) if quick else (6, 6, 0.5, 12)
-    seq_block, conc_block = sequential_s / rounds, concurrent_s / rounds
+    seq_rounds = 4 if quick else SEQUENTIAL_ROUNDS
+    seq_block, conc_block = sequential_s / seq_rounds, concurrent_s / rounds
     result = Result("http_load", f"HTTP load on python -m local.stack ({HOST}), vs same-run floors")
     with running_stack() as stack:
         users, health, get_item, table, pk = _calls(stack)
@@ -207,7 +217,7 @@ def run(quick: bool) -> Result:
                 SEQ_BOTO3: lambda: boto3_get_item(seq_block),
                 SEQ_RELAY: lambda: sequential_http_client(relay, seq_block),
             }
-            phases = _interleaved(sequential, rounds, {**pids, "relay": relay_pid})
+            phases = _interleaved(sequential, seq_rounds, {**pids, "relay": relay_pid})
         many = {
             CONC: lambda: concurrent(users, CONCURRENCY, warmup_s, conc_block),
             CONC_HEALTH: lambda: concurrent(health, CONCURRENCY, warmup_s, conc_block),
@@ -258,27 +268,31 @@ def run(quick: bool) -> Result:
         "sequential_http_client_over_boto3_rps": rps[SEQ_RAW] / rps[SEQ_BOTO3],
     }
     ceiling = ratios["sequential_relay_over_emulator_rps"]
-    seq_note = (
-        f"floor: the same GetItem straight to the emulator, 1 keep-alive http.client, same run "
-        f"({rps[SEQ_EMULATOR]:.0f}/s); was >= {OLD_SEQUENTIAL_RPS} req/s when that floor did "
-        f"~{EMULATOR_SEQUENTIAL_REF_RPS:,}/s"
-    )
-    for name in (SEQ_SESSION, SEQ_RAW):
-        key = "session" if name == SEQ_SESSION else "http_client"
-        ratio = ratios[f"sequential_{key}_over_emulator_rps"]
-        target = TARGET_SEQUENTIAL_RATIO if key == "session" else TARGET_KEEP_ALIVE_RATIO
-        result.check(
-            f"(a) {'requests.Session' if key == 'session' else 'http.client'}: req/s / "
-            "emulator GetItem/s",
-            round(ratio, 3),
-            f">= {target}",
-            ratio >= target,
-            note=seq_note if key == "session" else seq_note.split(";")[0] + "; server goal; "
-            f"out of reach while the route's GetItem goes through boto3: the ceiling below is "
-            f"{ceiling:.3f}",
-            absolute={"req_per_s": round(rps[name], 1),
-                      "floor_req_per_s": round(rps[SEQ_EMULATOR], 1)},
-        )  # fmt: skip
+    ratio = ratios["sequential_session_over_emulator_rps"]
+    result.check(
+        "(a) requests.Session: req/s / emulator GetItem/s",
+        round(ratio, 3),
+        f">= {TARGET_SEQUENTIAL_RATIO}",
+        ratio >= TARGET_SEQUENTIAL_RATIO,
+        note=f"floor: the same GetItem replayed pre-signed to the emulator, 1 keep-alive "
+        f"http.client, same run ({rps[SEQ_EMULATOR]:.0f}/s); was >= {OLD_SEQUENTIAL_RPS} req/s "
+        f"when that floor did ~{EMULATOR_SEQUENTIAL_REF_RPS:,}/s",
+        absolute={"req_per_s": round(rps[SEQ_SESSION], 1),
+                  "floor_req_per_s": round(rps[SEQ_EMULATOR], 1)},
+    )  # fmt: skip
+    ratio = ratios["sequential_http_client_over_boto3_rps"]
+    result.check(
+        "(a) http.client: req/s / boto3 GetItem/s",
+        round(ratio, 3),
+        f">= {TARGET_KEEP_ALIVE_RATIO}",
+        ratio >= TARGET_KEEP_ALIVE_RATIO,
+        note=f"floor: the route's GetItem through boto3 with the app's client settings, 1 "
+        f"client, same run ({rps[SEQ_BOTO3]:.0f}/s, p50 {ms(phases[SEQ_BOTO3]['p50_s'])}): the "
+        "bare emulator's GetItem as the goal measured it; what the local server and the "
+        "function add",
+        absolute={"req_per_s": round(rps[SEQ_RAW], 1),
+                  "floor_req_per_s": round(rps[SEQ_BOTO3], 1)},
+    )  # fmt: skip
     ratio = ratios["concurrent_p99_over_health_p99"]
     result.check(
         f"(b) {CONCURRENCY} clients: p99 / GET /health p99",
@@ -316,12 +330,12 @@ def run(quick: bool) -> Result:
         note="the share of the reachable rate the local server and the function leave",
     )
     result.check(
-        "(a) http.client: req/s / boto3 GetItem/s",
-        round(ratios["sequential_http_client_over_boto3_rps"], 3),
+        "(a) http.client: req/s / emulator GetItem/s (no botocore)",
+        round(ratios["sequential_http_client_over_emulator_rps"], 3),
         "info",
         None,
-        note=f"floor: the same GetItem through boto3 with the app's client settings, 1 client "
-        f"({rps[SEQ_BOTO3]:.0f}/s): the AWS call as the function makes it, botocore included",
+        note=f"the stricter floor: the GetItem replayed pre-signed, 1 keep-alive http.client "
+        f"({rps[SEQ_EMULATOR]:.0f}/s); the ceiling above bounds any server calling through boto3",
     )
     result.check(
         "(a) http.client: req/s / GET /health req/s",
@@ -345,7 +359,7 @@ def run(quick: bool) -> Result:
         "ratios": ratios,
         "targets": {
             "sequential_over_emulator_rps_min": TARGET_SEQUENTIAL_RATIO,
-            "sequential_http_client_over_emulator_rps_min": TARGET_KEEP_ALIVE_RATIO,
+            "sequential_http_client_over_boto3_rps_min": TARGET_KEEP_ALIVE_RATIO,
             "concurrent_p99_over_health_p99_max": TARGET_CONCURRENT_P99_RATIO,
             "derived_from": {
                 "sequential": f">= {OLD_SEQUENTIAL_RPS} req/s with the emulator floor at "

@@ -11,7 +11,6 @@ route's rate over the emulator's can be no better than this one's.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import signal
 import socket
@@ -111,22 +110,13 @@ def running_relay(
 
 
 def _wait_ready(process: subprocess.Popen[bytes], port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            error = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"bench.relay exited with {process.returncode}:\n{error[-2000:]}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            connection = http.client.HTTPConnection(HOST, port, timeout=5)
-            try:
-                connection.request("GET", "/")
-                response = connection.getresponse()
-                response.read()
-                if response.status == 200:
-                    return
-            finally:
-                connection.close()
-        time.sleep(0.05)
+    from bench.stack import answers_200
+
+    if answers_200(port, "/", time.monotonic() + timeout, process):
+        return
+    if process.poll() is not None:
+        error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+        raise RuntimeError(f"bench.relay exited with {process.returncode}:\n{error[-2000:]}")
     raise RuntimeError(f"bench.relay did not answer on port {port} within {timeout} s")
 
 

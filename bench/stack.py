@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import STAGE
-from local.stack import free_port, spawn
+from local.stack import free_ports, spawn
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 90
@@ -72,10 +72,7 @@ def running_stack() -> Iterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
         state_dir = Path(tmp)
         log_path = state_dir / "stack.log"
-        api_port = free_port()
-        emulator_port = free_port()
-        while emulator_port == api_port:
-            emulator_port = free_port()
+        api_port, emulator_port = free_ports(2)
         with log_path.open("wb") as log:
             process = spawn(
                 state_dir,
@@ -110,19 +107,30 @@ def _wait_ready(stack: Stack) -> None:
         time.sleep(0.05)
     else:
         raise RuntimeError(f"no {state_file} after {STARTUP_TIMEOUT_S} s:\n{stack.log_tail()}")
+    if not answers_200(stack.api_port, "/health", deadline, stack.process):
+        raise RuntimeError(f"the API did not answer 200 at {stack.url}:\n{stack.log_tail()}")
+
+
+def answers_200(
+    port: int, path: str, deadline: float, process: subprocess.Popen[bytes] | None = None
+) -> bool:
+    """Poll `GET path` on 127.0.0.1:`port` until it answers 200 (True), `process` exits or
+    the monotonic `deadline` passes (False)."""
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
         with contextlib.suppress(OSError, http.client.HTTPException):
-            connection = http.client.HTTPConnection(HOST, stack.api_port, timeout=2)
+            connection = http.client.HTTPConnection(HOST, port, timeout=2)
             try:
-                connection.request("GET", "/health")
+                connection.request("GET", path)
                 response = connection.getresponse()
                 response.read()
                 if response.status == 200:
-                    return
+                    return True
             finally:
                 connection.close()
         time.sleep(0.05)
-    raise RuntimeError(f"the API did not answer 200 at {stack.url}:\n{stack.log_tail()}")
+    return False
 
 
 def _stop(stack: Stack) -> bool:
