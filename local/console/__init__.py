@@ -35,6 +35,7 @@ class Console:
         self.target = Target(state["stage"], state)
         self.prefix = self.target.name("")
         self.outbox = activity.Outbox(state["emulator_url"])
+        self.shard_counts = figures.ShardCounts()  # stream records counted between refreshes
         self.sources = actions.test_sources(runtime.app, self.prefix)
 
     @cached_property
@@ -77,7 +78,8 @@ class Console:
                                 reason=f"{type(exc).__name__}: {exc}")  # fmt: skip
 
     def _panel_stack(self, query: dict[str, str]) -> str:
-        return self._render("_stack.html", kinds=figures.stack_figures(self.target, self.prefix))
+        kinds = figures.stack_figures(self.target, self.prefix, self.shard_counts)
+        return self._render("_stack.html", kinds=kinds)
 
     def _panel_functions(self, query: dict[str, str]) -> str:
         rows = figures.function_figures(self.log.newest(limit=10**6))

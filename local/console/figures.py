@@ -3,13 +3,18 @@ the AWS APIs (as the AWS console would): items per table, messages visible and i
 queue (each dead-letter and failure queue marked, with its depth), objects per bucket, stream
 shards and records, topics and their subscriptions, state machines and their executions.
 
-Stream records are counted by reading each shard from its start (streams here hold hours,
-not days, of records); each count stops at `MAX_COUNTED` and says so.
+Stream records are counted by reading each shard once: `ShardCounts` keeps each shard's
+count and the last sequence number it read, and a refresh reads only the records added since
+(AFTER_SEQUENCE_NUMBER), at most `MAX_READ_PER_REFRESH` of them per shard (a count still
+catching up says so). The page refreshes every few seconds: reading every shard from its
+start each time would cost the emulator more with every record the stack writes.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +23,8 @@ from ops.failure_queues import DEAD_LETTER, failure_queues
 #: The queues the local event runtime delivers SNS, S3 and EventBridge events through
 #: (`local.events.async_delivery`), as Lambda's own internal queue does in AWS.
 LOCAL_RUNTIME_QUEUES = "local-events-"
-#: Records counted per stream at most (a count that reaches it is shown as "≥").
-MAX_COUNTED = 100_000
+#: Records read per shard in one refresh at most (a count that has more to read says "≥").
+MAX_READ_PER_REFRESH = 100_000
 
 
 @dataclass
@@ -41,16 +46,56 @@ class Kind:
     error: str = ""
 
 
-def stack_figures(target: Any, prefix: str) -> list[Kind]:
+class ShardCounts:
+    """Records counted so far per shard, and where each count stopped (module docstring).
+    One refresh at a time counts a shard, so two open pages never count a record twice."""
+
+    def __init__(self) -> None:
+        #: (stream, shard) -> (records counted, sequence number of the last one read)
+        self._counted: dict[tuple[str, str], tuple[int, str | None]] = {}
+        self._lock = threading.Lock()
+
+    def count(
+        self,
+        key: tuple[str, str],
+        iterator_after: Callable[[str | None], str | None],
+        read: Callable[[str], dict[str, Any]],
+        sequence_of: Callable[[dict[str, Any]], str],
+    ) -> tuple[int, bool]:
+        """(records in the shard so far, whether all were read): `iterator_after(last)`
+        gives an iterator after the sequence number `last` (None: from the shard's start),
+        `read(iterator)` one GetRecords answer, `sequence_of(record)` its sequence number."""
+        with self._lock:
+            counted, last = self._counted.get(key, (0, None))
+            iterator = iterator_after(last)
+            new, complete = 0, True
+            while iterator:
+                if new >= MAX_READ_PER_REFRESH:
+                    complete = False
+                    break
+                answer = read(iterator)
+                batch = answer.get("Records", [])
+                if not batch:
+                    break
+                new += len(batch)
+                last = sequence_of(batch[-1])
+                iterator = answer.get("NextShardIterator")
+            self._counted[key] = (counted + new, last)
+            return counted + new, complete
+
+
+def stack_figures(target: Any, prefix: str, shard_counts: ShardCounts | None = None) -> list[Kind]:
     """Every kind of resource with its rows; a kind the emulator cannot list says why,
-    instead of hiding the others."""
+    instead of hiding the others. `shard_counts`: the stream counts kept between refreshes
+    (a new one reads every shard from its start)."""
+    counts = shard_counts or ShardCounts()
     kinds = []
     for title, read in (
         ("Tables", _tables),
         ("Queues", _queues),
         ("Buckets", _buckets),
-        ("Kinesis streams", _kinesis),
-        ("Table streams", _table_streams),
+        ("Kinesis streams", lambda target, prefix: _kinesis(target, prefix, counts)),
+        ("Table streams", lambda target, prefix: _table_streams(target, prefix, counts)),
         ("Topics", _topics),
         ("State machines", _state_machines),
     ):
@@ -126,56 +171,75 @@ def _buckets(target: Any, prefix: str) -> list[Row]:
     return rows
 
 
-def _kinesis(target: Any, prefix: str) -> list[Row]:
+def _kinesis(target: Any, prefix: str, counts: ShardCounts) -> list[Row]:
     kinesis = target.client("kinesis")
     rows = []
     for name in kinesis.list_streams().get("StreamNames", []):
         shards = kinesis.list_shards(StreamName=name).get("Shards", [])
-        records = 0
+        records, complete = 0, True
         for shard in shards:
-            iterator = kinesis.get_shard_iterator(
-                StreamName=name, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-            )["ShardIterator"]
-            records += _drain(lambda it: kinesis.get_records(ShardIterator=it, Limit=10_000),
-                              iterator, records)  # fmt: skip
-        rows.append(Row(short(name, prefix), {"shards": len(shards), "records": _count(records)}))
+            shard_id = shard["ShardId"]
+            counted, whole = counts.count(
+                (name, shard_id),
+                _iterator_after(
+                    kinesis.get_shard_iterator,
+                    {"StreamName": name},
+                    shard_id,
+                    "StartingSequenceNumber",
+                ),
+                lambda it: kinesis.get_records(ShardIterator=it, Limit=10_000),
+                lambda record: str(record["SequenceNumber"]),
+            )
+            records, complete = records + counted, complete and whole
+        rows.append(Row(short(name, prefix),
+                        {"shards": len(shards), "records": _count(records, complete)}))  # fmt: skip
     return rows
 
 
-def _table_streams(target: Any, prefix: str) -> list[Row]:
+def _table_streams(target: Any, prefix: str, counts: ShardCounts) -> list[Row]:
     streams = target.client("dynamodbstreams")
     rows = []
     for stream in streams.list_streams().get("Streams", []):
         arn = stream["StreamArn"]
         shards = streams.describe_stream(StreamArn=arn)["StreamDescription"].get("Shards", [])
-        records = 0
+        records, complete = 0, True
         for shard in shards:
-            iterator = streams.get_shard_iterator(
-                StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-            )["ShardIterator"]
-            records += _drain(lambda it: streams.get_records(ShardIterator=it, Limit=1_000),
-                              iterator, records)  # fmt: skip
+            shard_id = shard["ShardId"]
+            counted, whole = counts.count(
+                (arn, shard_id),
+                _iterator_after(
+                    streams.get_shard_iterator, {"StreamArn": arn}, shard_id, "SequenceNumber"
+                ),
+                lambda it: streams.get_records(ShardIterator=it, Limit=1_000),
+                lambda record: str(record["dynamodb"]["SequenceNumber"]),
+            )
+            records, complete = records + counted, complete and whole
         name = short(stream.get("TableName", arn), prefix)
-        rows.append(Row(name, {"shards": len(shards), "records": _count(records)}))
+        rows.append(Row(name, {"shards": len(shards), "records": _count(records, complete)}))
     return rows
 
 
-def _drain(read: Any, iterator: str | None, counted: int) -> int:
-    """Records in one shard from `iterator` on, until the shard has no more (or the count
-    reaches MAX_COUNTED with `counted` already counted)."""
-    total = 0
-    while iterator and counted + total < MAX_COUNTED:
-        answer = read(iterator)
-        batch = answer.get("Records", [])
-        total += len(batch)
-        if not batch:
-            break
-        iterator = answer.get("NextShardIterator")
-    return total
+def _iterator_after(
+    get_shard_iterator: Callable[..., dict[str, Any]],
+    stream: dict[str, str],
+    shard_id: str,
+    sequence_parameter: str,
+) -> Callable[[str | None], str | None]:
+    """For `ShardCounts.count`: a shard iterator after a sequence number (Kinesis and
+    DynamoDB Streams name that parameter differently), or from the start."""
+
+    def iterator_after(last: str | None) -> str | None:
+        where = {"ShardIteratorType": "TRIM_HORIZON"}
+        if last:
+            where = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", sequence_parameter: last}
+        answer = get_shard_iterator(**stream, ShardId=shard_id, **where)
+        return answer.get("ShardIterator")
+
+    return iterator_after
 
 
-def _count(records: int) -> str | int:
-    return f"≥ {MAX_COUNTED:,}" if records >= MAX_COUNTED else records
+def _count(records: int, complete: bool) -> str | int:
+    return records if complete else f"≥ {records:,}"
 
 
 def _topics(target: Any, prefix: str) -> list[Row]:

@@ -130,3 +130,43 @@ def test_the_figures_cover_every_kind_and_mark_a_dead_letter_queue_that_holds_me
     tables = {row.name for row in kinds["Tables"].rows}
     assert {"users", "orders", "inventory"} <= tables
     assert [row.name for row in kinds["Kinesis streams"].rows] == ["telemetry"]
+
+
+def test_stream_records_are_counted_once_each_refresh_reading_only_the_new_ones(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kinesis = boto3.client("kinesis")
+    stream = f"{PREFIX}telemetry"
+    for n in range(3):
+        kinesis.put_record(StreamName=stream, Data=json.dumps({"n": n}).encode(), PartitionKey="a")
+    read: list[int] = []
+    client = target.client("kinesis")  # the console's (one per service)
+    get_records = client.get_records
+
+    def counted(**kwargs: Any) -> Any:
+        answer = get_records(**kwargs)
+        read.append(len(answer.get("Records", [])))
+        return answer
+
+    monkeypatch.setattr(client, "get_records", counted)
+    counts = figures.ShardCounts()
+
+    def telemetry_records() -> Any:
+        kinds = {k.title: k for k in figures.stack_figures(target, PREFIX, counts)}
+        [row] = kinds["Kinesis streams"].rows
+        return row.figures["records"]
+
+    assert telemetry_records() == 3
+    assert sum(read) == 3
+    assert telemetry_records() == 3  # nothing new: nothing read again
+    assert sum(read) == 3
+    for n in range(2):
+        kinesis.put_record(StreamName=stream, Data=json.dumps({"n": n}).encode(), PartitionKey="b")
+    assert telemetry_records() == 5
+    assert sum(read) == 5  # only the 2 new records
+    monkeypatch.setattr(figures, "MAX_READ_PER_REFRESH", 1)
+    for n in range(3):
+        kinesis.put_record(StreamName=stream, Data=b"{}", PartitionKey="c")
+    # one GetRecords answer (all 3) reaches the cap: the count may be behind, and says so
+    assert telemetry_records() == "≥ 8"
+    assert telemetry_records() == 8  # the next refresh finds nothing more
