@@ -28,7 +28,8 @@ from chalicelib.analytics import model, queries
 from chalicelib.analytics.ports import JobStore, QueryEngine, RunExists
 from chalicelib.auth.tokens import Principal
 from chalicelib.core import clock
-from chalicelib.core.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
+from chalicelib.core.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceUnavailable
+from chalicelib.core.pagination import BAD_CURSOR
 
 logger = Logger(child=True)
 
@@ -235,7 +236,10 @@ class AnalyticsService:
         if not principal.is_admin:
             raise Forbidden("Only admins may read analytics.")
         if cursor is not None:
-            model.parse_day(cursor, self._now().date(), to_run=False)
+            try:
+                model.parse_day(cursor, self._now().date(), to_run=False)
+            except BadRequest:  # a cursor is a day here, but the client sent a cursor
+                raise BadRequest(BAD_CURSOR) from None
         reports, next_before = self._store.recent(limit, cursor)
         return {
             "reports": [_summary(report) for report in reports],

@@ -105,7 +105,16 @@ def path_schema(name: str) -> dict[str, Any]:
         "day": r"^\d{4}-\d{2}-\d{2}$",
     }
     pattern = patterns.get(name)
-    return {"type": "string", **({"pattern": pattern} if pattern else {})}
+    formats = {"day": "date"}  # a real day (2026-02-30 is refused), not only its shape
+    return {
+        "type": "string",
+        **({"pattern": pattern} if pattern else {}),
+        **({"format": formats[name]} if name in formats else {}),
+    }
+
+
+#: A character that is not a C0 or C1 control (the JSON Schema pattern dialect's subset).
+_NOT_CONTROL = "[^\\x00-\\x1f\\x7f-\\x9f]"
 
 
 def common_parameters() -> dict[str, Any]:
@@ -128,8 +137,15 @@ def common_parameters() -> dict[str, Any]:
             "name": "label",
             "in": "query",
             "required": False,
-            "description": "Only images with this label (e.g. `Dog`).",
-            "schema": {"type": "string"},
+            "description": "Only images with this label (e.g. `Dog`), matched whatever its "
+            "case and surrounding spaces: 1 to 100 printable characters once so normalised.",
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 100,
+                # some character other than a space, and no control character
+                "pattern": f"^{_NOT_CONTROL}*[^\\s\\x00-\\x1f\\x7f-\\x9f]{_NOT_CONTROL}*$",
+            },
         },
         "X-Correlation-Id": {
             "name": "X-Correlation-Id",

@@ -19,6 +19,9 @@ _SORT_KEY = re.compile(rf"^{TIMESTAMP_PATTERN}#{UUID_PATTERN}$")
 MAX_CURSOR_LENGTH = 200
 
 
+BAD_CURSOR = "The cursor is not valid; use next_cursor from a previous page."
+
+
 def encode_cursor(sort_key: str) -> str:
     return base64.urlsafe_b64encode(sort_key.encode()).decode().rstrip("=")
 
@@ -26,14 +29,14 @@ def encode_cursor(sort_key: str) -> str:
 def decode_cursor(cursor: str) -> str:
     """The sort key a cursor stands for, or BadRequest."""
     if len(cursor) > MAX_CURSOR_LENGTH:
-        raise BadRequest("The cursor is not valid; use next_cursor from a previous page.")
+        raise BadRequest(BAD_CURSOR)
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         sort_key = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, ValueError, UnicodeDecodeError):
         sort_key = ""
     if not _SORT_KEY.fullmatch(sort_key):
-        raise BadRequest("The cursor is not valid; use next_cursor from a previous page.")
+        raise BadRequest(BAD_CURSOR)
     return sort_key
 
 

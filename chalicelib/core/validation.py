@@ -65,6 +65,16 @@ class Issue:
 _PYDANTIC = frozenset(typing.get_args(core_schema.ErrorType))
 
 
+def whole_number(value: Any) -> Any:
+    """A float with no fraction as the int it is, for a strict model's int field (as
+    `BeforeValidator(whole_number)`): JSON has one kind of number, and JSON Schema's
+    `integer`, the document's type, takes 2.0. Anything else (2.5, true, "2", NaN) is left
+    for the field to refuse."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 def refuse(kind: str, issue: str) -> PydanticCustomError:
     """The error a validator raises with the client's sentence itself (`kind` is none of
     Pydantic's error types, so no `Issue` rewords it)."""

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from chalicelib.core.ids import UUID_PATTERN
-from chalicelib.core.validation import Issue, absent
+from chalicelib.core.validation import Issue, absent, whole_number
 from chalicelib.images import model
 
 _CONTENT_TYPE_ISSUE = f"must be one of {', '.join(model.CONTENT_TYPES)}"
@@ -29,7 +29,10 @@ ContentType = Annotated[
     Issue(_CONTENT_TYPE_ISSUE, missing=_CONTENT_TYPE_ISSUE),
 ]
 Size = Annotated[
-    int, Field(ge=1, le=model.MAX_UPLOAD_BYTES), Issue(_SIZE_ISSUE, missing=_SIZE_ISSUE)
+    int,
+    Field(ge=1, le=model.MAX_UPLOAD_BYTES),
+    BeforeValidator(whole_number),
+    Issue(_SIZE_ISSUE, missing=_SIZE_ISSUE),
 ]
 
 

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import core_schema
 
 from chalicelib.core.ids import UUID_PATTERN
-from chalicelib.core.validation import Issue, NoControlCharacters, absent, refuse
+from chalicelib.core.validation import Issue, NoControlCharacters, absent, refuse, whole_number
 from chalicelib.orders import model
 
 #: Request bodies: unknown fields refused, no type coercion (`"5"` is no number, `true` no
@@ -76,6 +76,7 @@ Sku = Annotated[
 Quantity = Annotated[
     int,
     Field(ge=1, le=model.MAX_QUANTITY),
+    BeforeValidator(whole_number),
     Issue(
         f"must be 1 to {model.MAX_QUANTITY}",
         {"int_type": "must be a whole number"},
@@ -202,12 +203,15 @@ class ProductUpdate(BaseModel):
         AfterValidator(_nfc),
         Issue("must be 1 to 100 characters"),
     ] = Field(description="Stripped, then NFC-normalised.", examples=["A Book"])
-    unit_amount: Annotated[int, Field(ge=1, le=model.MAX_UNIT_AMOUNT), Issue(_AMOUNT_ISSUE)] = (
-        Field(description=f"The price in cents of {model.CURRENCY}.", examples=[1999])
-    )
-    available: Annotated[int, Field(ge=0, le=model.MAX_STOCK), Issue(_STOCK_ISSUE)] = Field(
-        description="Units for sale now (reserved units not counted).", examples=[40]
-    )
+    unit_amount: Annotated[
+        int,
+        Field(ge=1, le=model.MAX_UNIT_AMOUNT),
+        BeforeValidator(whole_number),
+        Issue(_AMOUNT_ISSUE),
+    ] = Field(description=f"The price in cents of {model.CURRENCY}.", examples=[1999])
+    available: Annotated[
+        int, Field(ge=0, le=model.MAX_STOCK), BeforeValidator(whole_number), Issue(_STOCK_ISSUE)
+    ] = Field(description="Units for sale now (reserved units not counted).", examples=[40])
     active: Annotated[bool, Issue("must be true or false")] = Field(
         True, description="Whether it is sold."
     )

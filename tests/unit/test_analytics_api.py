@@ -126,6 +126,13 @@ def test_bad_dates_are_400_with_a_json_body(api, path):
     assert isinstance(response.json_body, dict) and response.json_body.get("error"), response.body
 
 
+@pytest.mark.parametrize("cursor", ["bad", "2026-13-01", "%94"])
+def test_a_bad_cursor_is_said_to_be_the_cursor(api, cursor):
+    response = api.get(f"/analytics/daily?cursor={cursor}")
+    assert response.status_code == 400, response.body
+    assert "cursor" in response.json_body["error"]["message"], response.body
+
+
 def test_an_unknown_day_is_404(api):
     response = api.get("/analytics/daily/2026-11-20")
     assert response.status_code == 404, response.body

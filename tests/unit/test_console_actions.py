@@ -165,7 +165,7 @@ def test_stream_records_are_counted_once_each_refresh_reading_only_the_new_ones(
     assert telemetry_records() == 5
     assert sum(read) == 5  # only the 2 new records
     monkeypatch.setattr(figures, "MAX_READ_PER_REFRESH", 1)
-    for n in range(3):
+    for _ in range(3):
         kinesis.put_record(StreamName=stream, Data=b"{}", PartitionKey="c")
     # one GetRecords answer (all 3) reaches the cap: the count may be behind, and says so
     assert telemetry_records() == "≥ 8"

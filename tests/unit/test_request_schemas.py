@@ -231,3 +231,38 @@ def test_importing_the_app_loads_no_model_and_a_validation_loads_them() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("request_model", "body", "field", "expected"),
+    [
+        (UploadRequest, {"content_type": "image/png", "size": 516.0}, "size", 516),
+        (ProductUpdate, {"name": "A", "unit_amount": 1999.0, "available": 40.0}, "available", 40),
+        (ProductUpdate, {"name": "A", "unit_amount": 1999.0, "available": 40}, "unit_amount", 1999),
+    ],
+)
+def test_a_whole_number_written_with_a_fraction_of_zero_is_that_number(
+    request_model: type[BaseModel], body: dict[str, Any], field: str, expected: int
+) -> None:
+    """JSON has one kind of number, and the document's `integer` (JSON Schema) takes 516.0:
+    so does the API, as the whole number it is."""
+    from chalicelib.core.validation import validate
+
+    assert request_model.model_json_schema()["properties"][field].get("type", "integer") == (
+        "integer"
+    )
+    value = getattr(validate(request_model, body, "not valid"), field)
+    assert value == expected and type(value) is int
+
+
+def test_an_order_line_takes_a_quantity_of_2_0_and_refuses_2_5_true_and_a_string() -> None:
+    from chalicelib.core.validation import validate
+
+    body = {"lines": [{"sku": "BOOK-001", "quantity": 2.0}], "shipping_address": ADDRESS,
+            "payment_method": "pm_card_visa"}  # fmt: skip
+    assert validate(PlaceOrder, body, "not valid").lines[0].quantity == 2
+    for wrong in (2.5, True, "2", float("nan"), float("inf")):
+        body["lines"][0]["quantity"] = wrong
+        with pytest.raises(ValidationFailed) as failed:
+            validate(PlaceOrder, body, "not valid")
+        assert failed.value.details[0]["field"] == "lines[0].quantity", wrong
