@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -98,13 +97,9 @@ def running_relay(
         _wait_ready(process, port, timeout)
         yield port, process.pid
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        from bench.stack import interrupt
+
+        interrupt(process, grace_s=10)
         if process.stderr is not None:
             process.stderr.close()
 

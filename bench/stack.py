@@ -133,23 +133,30 @@ def answers_200(
     return False
 
 
+def interrupt(process: subprocess.Popen[bytes], grace_s: float) -> bool:
+    """SIGINT, as Ctrl-C would; SIGTERM, then SIGKILL, only if `process` is still there
+    after `grace_s` seconds. True if it had ended or SIGINT alone ended it."""
+    if process.poll() is not None:
+        return True
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace_s)
+        return True
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        return False
+
+
 def _stop(stack: Stack) -> bool:
     """SIGINT, as Ctrl-C would; escalate only if the stack does not stop. True if both
     processes went away on SIGINT alone."""
-    clean = True
     process = stack.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            clean = False
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+    clean = interrupt(process, grace_s=20)
     if stack.emulator_pid is not None:
         deadline = time.monotonic() + 10
         while _alive(stack.emulator_pid) and time.monotonic() < deadline:
