@@ -97,9 +97,9 @@ def running_relay(
         _wait_ready(process, port, timeout)
         yield port, process.pid
     finally:
-        from bench.stack import interrupt
+        from local.stack import interrupt
 
-        interrupt(process, grace_s=10)
+        interrupt(process, grace_s=10, group=False)
         if process.stderr is not None:
             process.stderr.close()
 

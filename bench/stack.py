@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import STAGE
-from local.stack import free_ports, spawn
+from local.stack import free_ports, interrupt, spawn
 
 HOST = "127.0.0.1"
 STARTUP_TIMEOUT_S = 90
@@ -133,30 +133,11 @@ def answers_200(
     return False
 
 
-def interrupt(process: subprocess.Popen[bytes], grace_s: float) -> bool:
-    """SIGINT, as Ctrl-C would; SIGTERM, then SIGKILL, only if `process` is still there
-    after `grace_s` seconds. True if it had ended or SIGINT alone ended it."""
-    if process.poll() is not None:
-        return True
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=grace_s)
-        return True
-    except subprocess.TimeoutExpired:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        return False
-
-
 def _stop(stack: Stack) -> bool:
     """SIGINT, as Ctrl-C would; escalate only if the stack does not stop. True if both
     processes went away on SIGINT alone."""
     process = stack.process
-    clean = interrupt(process, grace_s=20)
+    clean = interrupt(process, grace_s=20)  # the stack's process group, if it lingers
     if stack.emulator_pid is not None:
         deadline = time.monotonic() + 10
         while _alive(stack.emulator_pid) and time.monotonic() < deadline:

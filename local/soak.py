@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
-import signal
 import string
 import subprocess
 import sys
@@ -297,7 +295,7 @@ def stack_for(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         state["emulator_url"] = args.emulator or state["emulator_url"]
         yield state
         return
-    from local.stack import free_port, spawn
+    from local.stack import free_ports, interrupt, spawn
 
     options: dict[str, Any] = {}
     if args.faults:
@@ -312,8 +310,7 @@ def stack_for(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         with log_path.open("w") as log:
             process = spawn(
                 state_dir,
-                free_port(),
-                free_port(),
+                *free_ports(2),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -322,7 +319,7 @@ def stack_for(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         try:
             yield _ready(process, state_dir, log_path)
         finally:
-            _stop(process)
+            interrupt(process)
 
 
 def _ready(
@@ -340,19 +337,6 @@ def _ready(
         time.sleep(0.2)
     log = log_path.read_text(errors="replace")[-3000:]
     raise SystemExit(f"the stack did not start:\n{log}")
-
-
-def _stop(process: subprocess.Popen[Any]) -> None:
-    """SIGINT, as Ctrl-C; its whole process group killed if that does not stop it."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
 
 
 if __name__ == "__main__":

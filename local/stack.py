@@ -96,6 +96,26 @@ def spawn(
     return subprocess.Popen(command, cwd=PROJECT_DIR, env=env, **popen)
 
 
+def interrupt(process: subprocess.Popen[Any], grace_s: float = 20, group: bool = True) -> bool:
+    """Stop a child as Ctrl-C would: SIGINT, and SIGKILL if it still runs after `grace_s`
+    seconds, to its whole process group with `group` (a stack started in a session of its
+    own: its emulator dies with it). True if it had ended or SIGINT alone ended it."""
+    if process.poll() is not None:
+        return True
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=grace_s)
+        return True
+    except subprocess.TimeoutExpired:
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait(timeout=5)
+        return False
+
+
 class AlreadyRunning(Exception):
     pass
 

@@ -3,10 +3,7 @@ its own state directory, so it never collides with a `make run` the developer ha
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +14,7 @@ import pytest
 import requests
 
 from local.stack import free_ports, spawn
+from local.stack import interrupt as stop
 
 STARTUP_TIMEOUT_S = 60
 
@@ -30,22 +28,6 @@ def start_stack(state_dir: Path, api_port: int, emulator_port: int) -> subproces
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def stop(process: subprocess.Popen[Any], timeout: float = 20) -> bool:
-    """SIGINT, as Ctrl-C; if that does not stop it in time, kill its whole process group
-    (the emulator dies with the stack). True if it stopped on SIGINT."""
-    if process.poll() is not None:
-        return True
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=timeout)
-        return True
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
-        return False
 
 
 #: The emulator of each running stack, by its API's URL (helpers that only get the API's URL,
