@@ -61,8 +61,8 @@ TARGET_CONCURRENT_P99_RATIO = round(OLD_CONCURRENT_P99_S / HEALTH_CONCURRENT_REF
 #: The goal for what the local server and the function add to the route's one AWS call: one
 #: keep-alive http.client at >= 0.6x the rate of that GetItem made through boto3, one client,
 #: same run. That is the floor the goal was set against ("the bare emulator answers GetItem
-#: at 459/s, 2.2 ms": a boto3 GetItem, which measures 450-500/s at 2.0-2.2 ms here; the same
-#: call replayed pre-signed over http.client does ~770/s at 1.2 ms). The stricter floor, the
+#: at 459/s, 2.2 ms": a boto3 GetItem, which measures 390-500/s at 1.8-2.3 ms here; the same
+#: call replayed pre-signed over http.client does 720-860/s at 1.1-1.3 ms). The stricter floor, the
 #: replayed call without botocore, is reported too: no server making the call through boto3
 #: (the do-nothing relay) reaches 0.6x of it. requests.Session keeps the old target.
 TARGET_KEEP_ALIVE_RATIO = 0.6

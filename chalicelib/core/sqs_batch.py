@@ -38,10 +38,9 @@ from chalicelib.core.observability import logger
 #: DeleteMessageBatch and ChangeMessageVisibilityBatch take at most 10 entries.
 SQS_DELETE_BATCH = 10
 #: A failed message's next try: FIRST * FACTOR ** (receives - 1) seconds, capped by the
-#: queue's own visibility timeout (and SQS's 12 hours).
+#: queue's own visibility timeout (itself at most SQS's 12 hours).
 RETRY_DELAY_FIRST_S = 10
 RETRY_DELAY_FACTOR = 3
-SQS_MAX_VISIBILITY_S = 12 * 60 * 60
 
 
 class BatchItemsFailed(Exception):
@@ -121,7 +120,7 @@ def retry_delay(receive_count: int, queue_visibility: int, jitter: float) -> int
     """Seconds until a message that failed on its `receive_count`th receive is tried again:
     an exponential backoff with jitter in [half, all] of it, at most the queue's timeout."""
     backoff = RETRY_DELAY_FIRST_S * RETRY_DELAY_FACTOR ** max(receive_count - 1, 0)
-    backoff = min(backoff, queue_visibility, SQS_MAX_VISIBILITY_S)
+    backoff = min(backoff, queue_visibility)
     return int(backoff / 2 + backoff / 2 * jitter)
 
 

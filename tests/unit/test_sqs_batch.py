@@ -27,7 +27,7 @@ REGION = "us-east-1"
         (4, 360, 0.0, 135),
         (5, 360, 0.999, 359),  # 810 s capped by the queue's 360
         (1, 0, 0.5, 0),  # a queue with no visibility timeout
-        (40, 50_000, 0.999, 43_178),  # SQS's 12 hours at the most
+        (40, 43_200, 0.999, 43_178),  # a queue's longest timeout, 12 hours, at the most
     ],
 )
 def test_the_wait_grows_with_each_receive_up_to_the_queues_timeout(
